@@ -1,0 +1,225 @@
+// keywarden's pages in Debian's Chromium, driven by Playwright: the stories of issue 4.
+// Starts the real binary on an ephemeral port with its own data directory and reads mail from the outbox.
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { spawn, execSync, execFileSync } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, mkdirSync } from "node:fs";
+import { createServer } from "node:http";
+import { tmpdir } from "node:os";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const binary = join(root, "target", "debug", "keywarden");
+const shots = join(root, "test-artifacts", "screenshots");
+const sizes = { phone: { width: 390, height: 844 }, desktop: { width: 1280, height: 900 } };
+
+let server;
+let browser;
+
+/** Starts keywarden; resolves with its base URL once it logs that it listens. */
+function startKeywarden() {
+  const dataDir = mkdtempSync(join(tmpdir(), "keywarden-e2e-"));
+  const env = { ...process.env, KEYWARDEN_PASSWORD_HASHING__PROFILE: "insecure-test-only", KEYWARDEN_LOG_FORMAT: "json" };
+  for (const name of Object.keys(env)) if (name.startsWith("KEYWARDEN_TEST_")) delete env[name];
+  const child = spawn(binary, ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir], { env, cwd: dataDir });
+  let log = "";
+  return new Promise((resolve, reject) => {
+    child.stderr.on("data", (chunk) => {
+      log += chunk;
+      for (const line of log.split("\n")) {
+        try {
+          const event = JSON.parse(line);
+          if (event.message === "keywarden is listening") resolve({ base: `http://${event.addr}`, dataDir, child });
+        } catch { /* not a complete JSON line yet */ }
+      }
+    });
+    child.on("exit", (code) => reject(new Error(`keywarden exited with ${code}: ${log}`)));
+    setTimeout(() => reject(new Error(`keywarden did not start: ${log}`)), 30000);
+  });
+}
+
+/** The newest token with this prefix in the outbox, waiting for it to arrive. */
+async function linkFromOutbox(prefix, count = 1) {
+  for (let i = 0; i < 200; i++) {
+    let found = [];
+    try {
+      for (const name of readdirSync(join(server.dataDir, "outbox")).filter((n) => n.endsWith(".eml")).sort()) {
+        // Undo quoted-printable soft line breaks, and decode base64 parts, before looking.
+        let raw = readFileSync(join(server.dataDir, "outbox", name), "latin1").replace(/=\r?\n/g, "");
+        for (const block of raw.match(/(?:^[A-Za-z0-9+/=]{20,}\r?\n)+/gm) ?? []) {
+          raw += Buffer.from(block.replace(/\s/g, ""), "base64").toString("latin1");
+        }
+        const match = raw.match(new RegExp(`${prefix}[A-Za-z0-9_-]{43}`));
+        if (match) found.push(match[0]);
+      }
+    } catch { /* no outbox yet */ }
+    if (found.length >= count) return found[count - 1];
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`no ${prefix} link in the outbox`);
+}
+
+/** A screenshot of the current page at phone and desktop width. */
+async function shoot(page, name) {
+  mkdirSync(shots, { recursive: true });
+  for (const [size, viewport] of Object.entries(sizes)) {
+    await page.setViewportSize(viewport);
+    await page.screenshot({ path: join(shots, `${name}-${size}.png`), fullPage: true });
+  }
+  await page.setViewportSize(sizes.desktop);
+}
+
+before(async () => {
+  server = await startKeywarden();
+  const executablePath = execSync("command -v chromium", { shell: "/bin/sh" }).toString().trim();
+  browser = await chromium.launch({
+    executablePath,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  server?.child.kill("SIGTERM");
+});
+
+test("sign up, verify, see devices, sign out of all devices, reset with the checkbox", async () => {
+  const laptop = await browser.newContext({ viewport: sizes.desktop });
+  const page = await laptop.newPage();
+  await page.goto(`${server.base}/signup`);
+  await shoot(page, "signup");
+  await page.getByLabel("Email address").fill("Hana@Example.com");
+  await page.getByLabel("Username").fill("hana");
+  await page.getByLabel("Password").fill("hana's long passphrase");
+  await page.getByRole("button", { name: "Create account" }).click();
+  await page.waitForURL(/\/security\?welcome=1$/);
+  await page.getByText("This device").waitFor();
+  await shoot(page, "security");
+
+  // Verify the email address from the outbox: the link needs a button press.
+  await page.goto(`${server.base}/verify-email/${await linkFromOutbox("kw_ev_")}`);
+  await shoot(page, "verify-email");
+  await page.getByRole("button", { name: "Confirm my email address" }).click();
+  await page.getByText("Email address confirmed").waitFor();
+
+  // A second browser signs in.
+  const phone = await browser.newContext({ viewport: sizes.phone });
+  const phonePage = await phone.newPage();
+  await phonePage.goto(`${server.base}/signin`);
+  await shoot(phonePage, "signin");
+  await phonePage.getByLabel("Email or username").fill("hana@example.com");
+  await phonePage.getByLabel("Password").fill("hana's long passphrase");
+  await phonePage.getByRole("button", { name: "Sign in" }).click();
+  await phonePage.waitForURL(/\/security$/);
+
+  // The laptop sees both devices and signs out everywhere else.
+  await page.goto(`${server.base}/security`);
+  assert.equal(await page.locator("ul.devices > li").count(), 2);
+  await page.getByLabel("Keep this browser signed in").check();
+  await page.getByRole("button", { name: "Sign out of all devices" }).click();
+  await page.getByText("Every device was signed out.").waitFor();
+  await phonePage.reload();
+  await phonePage.waitForURL(/\/signin\?next=\/security$/);
+
+  // Reset the password from the emailed link; the checkbox is on by default.
+  await phonePage.goto(`${server.base}/reset`);
+  await shoot(phonePage, "reset");
+  await phonePage.getByLabel("Email address").fill("hana@example.com");
+  await phonePage.getByRole("button", { name: "Send the link" }).click();
+  await phonePage.getByText("Check your email").waitFor();
+  await phonePage.goto(`${server.base}/reset/${await linkFromOutbox("kw_pr_")}`);
+  await shoot(phonePage, "reset-password");
+  assert.equal(await phonePage.getByLabel("Sign out connected devices after password change").isChecked(), true);
+  await phonePage.getByLabel("New password", { exact: true }).fill("hana's new passphrase");
+  await phonePage.getByLabel("New password, again").fill("hana's new passphrase");
+  await phonePage.getByRole("button", { name: "Set new password" }).click();
+  await phonePage.getByText("Every device was signed out").waitFor();
+
+  // The laptop's session is gone; the new password works.
+  await page.goto(`${server.base}/security`);
+  await page.waitForURL(/\/signin/);
+  await page.getByLabel("Email or username").fill("hana");
+  await page.getByLabel("Password").fill("hana's new passphrase");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.waitForURL(/\/security$/);
+  await laptop.close();
+  await phone.close();
+});
+
+test("a cross-site form post is refused and every page carries a strict CSP", async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${server.base}/signup`);
+  await page.getByLabel("Email address").fill("ivo@example.com");
+  await page.getByLabel("Username").fill("ivo");
+  await page.getByLabel("Password").fill("ivo's long passphrase");
+  await page.getByRole("button", { name: "Create account" }).click();
+  await page.waitForURL(/\/security/);
+
+  // Another site tries to make the signed-in browser sign out everywhere.
+  const evil = createServer((_, res) => {
+    res.setHeader("content-type", "text/html");
+    res.end(`<form method="post" action="${server.base}/security/signout-all"><input name="csrf" value="forged"></form>
+             <script>document.forms[0].submit()</script>`);
+  });
+  await new Promise((r) => evil.listen(0, "127.0.0.2", r));
+  const forged = page.waitForResponse((r) => r.url().endsWith("/security/signout-all"));
+  await page.goto(`http://127.0.0.2:${evil.address().port}/`);
+  const response = await forged;
+  assert.equal(response.status(), 403);
+  evil.close();
+  await page.goto(`${server.base}/security`);
+  await page.getByText("This device").waitFor(); // still signed in
+
+  for (const path of ["/signin", "/signup", "/reset", "/security"]) {
+    const res = await page.goto(`${server.base}${path}`);
+    const csp = res.headers()["content-security-policy"];
+    assert.match(csp, /default-src 'none'/, path);
+    assert.match(csp, /frame-ancestors 'none'/, path);
+    assert.equal(res.headers()["x-frame-options"], "DENY", path);
+  }
+  await context.close();
+});
+
+test("after a web channel revocation the browser holding its key gets back in; a copied cookie does not", async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${server.base}/signup`);
+  await page.getByLabel("Email address").fill("joan@example.com");
+  await page.getByLabel("Username").fill("joan");
+  await page.getByLabel("Password").fill("joan's long passphrase");
+  await page.getByRole("button", { name: "Create account" }).click();
+  await page.waitForURL(/\/security/);
+
+  // A leaking proxy saw the session cookie; someone uses it in another browser.
+  const session = (await context.cookies()).filter((c) => c.name === "kw_session");
+  assert.equal(session.length, 1);
+  const thief = await browser.newContext();
+  await thief.addCookies(session);
+  const thiefPage = await thief.newPage();
+
+  // The operator revokes every web session, as after the 2017 leak.
+  const env = { ...process.env };
+  for (const name of Object.keys(env)) if (name.startsWith("KEYWARDEN_")) delete env[name];
+  const out = execFileSync(binary, ["admin", "revoke", "--channel", "web", "--data-dir", server.dataDir], { env }).toString();
+  assert.match(out, /may recover silently/);
+  await new Promise((r) => setTimeout(r, 600));
+
+  // The real browser still holds its key: it is back on its security page without typing anything.
+  await page.goto(`${server.base}/security`);
+  await page.waitForURL(/\/security$/, { timeout: 10000 });
+  await page.getByText("This device").waitFor();
+  await page.getByText("Session restored after a security incident").waitFor();
+
+  // The copied cookie lands on the sign-in form and stays there.
+  await thiefPage.goto(`${server.base}/security`);
+  await thiefPage.waitForURL(/\/signin/);
+  await new Promise((r) => setTimeout(r, 1000));
+  assert.match(thiefPage.url(), /\/signin/);
+  await thiefPage.getByRole("button", { name: "Sign in" }).waitFor();
+  await context.close();
+  await thief.close();
+});

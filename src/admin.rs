@@ -1,0 +1,248 @@
+//! Operator actions run from the command line against the configured database, alongside running servers.
+//!
+//! Every action is audited. Revocations written here reach running nodes like any other rule: at once
+//! through PostgreSQL notifications, otherwise at their next poll (well within a second).
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use serde_json::json;
+
+use crate::config::Config;
+use crate::domain::audit::{kind, Actor, AuditLog};
+use crate::domain::clock::rfc3339;
+use crate::domain::identity::Email;
+use crate::domain::recovery::RESET_TTL_MINUTES;
+use crate::domain::revocation::{Revocation, Revocations, Scope};
+use crate::domain::sessions::TokenPolicy;
+use crate::domain::{Accounts, Recovery};
+use crate::keys::{Keyring, Sealed};
+use crate::mail::Notice;
+use crate::server;
+use crate::store::{self, DynStore, UserRecord};
+
+/// The store and keyring an admin command works with.
+pub struct Console {
+    store: DynStore,
+    keyring: Arc<Keyring>,
+    audit: AuditLog,
+    actor: Actor,
+    tokens: TokenPolicy,
+    accounts: Accounts,
+    recovery: Recovery,
+    revocations: Revocations,
+}
+
+/// What `force_password_reset` did.
+#[derive(Debug, Default)]
+pub struct ForcedResets {
+    pub flagged: usize,
+    pub signed_out: usize,
+    pub notified: usize,
+    /// Lines of the list that matched no account.
+    pub unknown: Vec<String>,
+}
+
+/// The incident notice's wording; the defaults follow the 2025 notice this feature is modelled on.
+#[derive(Debug, Clone)]
+pub struct IncidentText {
+    pub what_happened: String,
+    pub what_we_did: String,
+}
+
+impl Default for IncidentText {
+    fn default() -> Self {
+        Self {
+            what_happened: "An unauthorized party accessed a limited set of account data. Passwords are stored \
+                            only in a form that cannot be read, but as a precaution we are asking you to choose \
+                            a new one."
+                .into(),
+            what_we_did: "We contained the incident, signed out the affected sessions where needed, and \
+                          required a new password for your account."
+                .into(),
+        }
+    }
+}
+
+impl Console {
+    pub async fn open(config: &Config) -> anyhow::Result<Self> {
+        let store = store::open(&config.database_url()).await.context("cannot open the database")?;
+        store.migrate().await.context("cannot apply database migrations")?;
+        let keyring = server::load_keyring(config, store.as_ref(), false).await?;
+        let operator = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).unwrap_or_else(|_| "cli".into());
+        let core = server::build_core(config, store.clone(), keyring.clone())?;
+        let (audit, revocations) = (core.audit.clone(), core.revocations.clone());
+        let accounts = Accounts::new(&core);
+        let recovery = Recovery::new(&core, accounts.clone());
+        Ok(Self {
+            store,
+            keyring,
+            audit,
+            actor: Actor::Admin(operator),
+            tokens: config.tokens,
+            accounts,
+            recovery,
+            revocations,
+        })
+    }
+
+    /// Makes every listed account (id, username or email, one per line) choose a new password at
+    /// its next sign-in; optionally signs it out everywhere and mails it the incident notice with a
+    /// fresh reset link. Lines that match no account are reported, not fatal.
+    pub async fn force_password_reset(
+        &self,
+        list: &str,
+        sign_out_devices: bool,
+        notify: bool,
+        text: &IncidentText,
+    ) -> anyhow::Result<ForcedResets> {
+        let mut done = ForcedResets::default();
+        for line in list.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            let Some(user) = self.find(line).await? else {
+                done.unknown.push(line.to_owned());
+                continue;
+            };
+            let details = json!({ "sign_out_devices": sign_out_devices, "notify": notify });
+            let event = AuditLog::event(kind::PASSWORD_RESET_FORCED, &self.actor, Some(&user.id), None, details);
+            self.store.require_password_reset(&user.id, &event, &self.audit).await?;
+            done.flagged += 1;
+            if sign_out_devices {
+                self.revocations
+                    .revoke(Revocation {
+                        scope: Scope::User(user.id.clone()),
+                        issued_before: None,
+                        except_session: None,
+                        recoverable: false,
+                        reason: "forced password reset".into(),
+                        actor: self.actor.clone(),
+                        address: None,
+                    })
+                    .await?;
+                done.signed_out += 1;
+            }
+            if notify {
+                let link = self.recovery.issue_reset_link(&user.id).await?;
+                let notice = Notice::SecurityIncident {
+                    link,
+                    minutes: RESET_TTL_MINUTES,
+                    what_happened: text.what_happened.clone(),
+                    what_we_did: text.what_we_did.clone(),
+                };
+                self.accounts.notify(&user.id, notice).await?;
+                done.notified += 1;
+            }
+        }
+        Ok(done)
+    }
+
+    /// An account by id, username or email address.
+    async fn find(&self, key: &str) -> anyhow::Result<Option<UserRecord>> {
+        if key.contains('@') {
+            return match Email::parse(key) {
+                Ok(email) => Ok(self.accounts.find_by_email(&email).await?),
+                Err(_) => Ok(None),
+            };
+        }
+        Ok(self.user(key).await.ok())
+    }
+
+    /// Writes one revocation rule; returns a line describing it. Channel and global revocations
+    /// answer leaks, so by default a client that proves it holds its session's DPoP key recovers
+    /// silently; `final_revocation` denies that too.
+    pub async fn revoke(
+        &self,
+        scope: Scope,
+        issued_before: Option<i64>,
+        reason: Option<String>,
+        final_revocation: bool,
+    ) -> anyhow::Result<String> {
+        let recoverable = matches!(scope, Scope::Channel(_) | Scope::Global) && !final_revocation;
+        if let Scope::User(id) = &scope {
+            self.user(id).await?;
+        }
+        let rule = self
+            .revocations
+            .revoke(Revocation {
+                scope,
+                issued_before,
+                except_session: None,
+                recoverable,
+                reason: reason.unwrap_or_else(|| "revoked by an administrator".into()),
+                actor: self.actor.clone(),
+                address: None,
+            })
+            .await?;
+        let recovery = if rule.recoverable { "; DPoP-bound clients may recover silently" } else { "" };
+        Ok(format!("revoked: {} — every token issued at or before {}{recovery}", rule.scope, rfc3339(rule.not_before)))
+    }
+
+    /// Finds an account by id or username.
+    pub async fn user(&self, id_or_username: &str) -> anyhow::Result<UserRecord> {
+        if let Some(user) = self.store.user_by_id(id_or_username).await? {
+            return Ok(user);
+        }
+        match self.store.user_by_username_key(&id_or_username.to_ascii_lowercase()).await? {
+            Some(user) => Ok(user),
+            None => bail!("no account with id or username {id_or_username:?}"),
+        }
+    }
+
+    fn email(&self, user: &UserRecord) -> String {
+        let sealed = Sealed { key_id: user.email_key_id.clone(), bytes: user.email_sealed.clone() };
+        self.keyring
+            .open(&sealed, &crate::domain::accounts::email_context(&user.id))
+            .ok()
+            .and_then(|plain| String::from_utf8(plain.to_vec()).ok())
+            .unwrap_or_else(|| "<cannot decrypt>".into())
+    }
+
+    pub async fn list_users(&self, limit: i64, offset: i64) -> anyhow::Result<Vec<serde_json::Value>> {
+        let users = self.store.list_users(limit, offset).await?;
+        // Reading account data, emails included, is an administrator action like any other.
+        let details = json!({ "limit": limit, "offset": offset, "accounts_shown": users.len() });
+        self.audit.record(AuditLog::event(kind::ADMIN_USERS_LISTED, &self.actor, None, None, details)).await?;
+        Ok(users
+            .iter()
+            .map(|u| json!({ "id": u.id, "username": u.username, "email": self.email(u), "created_at": rfc3339(u.created_at) }))
+            .collect())
+    }
+
+    pub async fn show_user(&self, id_or_username: &str) -> anyhow::Result<serde_json::Value> {
+        let user = self.user(id_or_username).await?;
+        self.audit
+            .record(AuditLog::event(kind::ADMIN_USER_VIEWED, &self.actor, Some(&user.id), None, json!({})))
+            .await?;
+        let devices = self.store.devices_of(&user.id).await?;
+        let sessions = self.store.sessions_of(&user.id).await?;
+        let events = self.audit.events_of(&user.id, 20).await?;
+        let now = crate::domain::clock::now_ms();
+        let devices: Vec<_> = devices
+            .iter()
+            .map(|d| {
+                let open_sessions = sessions
+                    .iter()
+                    .filter(|s| s.device_id == d.id && s.last_used_at + self.tokens.refresh_ttl_secs * 1000 > now)
+                    .count();
+                json!({
+                    "id": d.id, "name": d.name, "product": d.product, "platform": d.platform,
+                    "client_identifier": d.client_identifier, "last_seen_at": rfc3339(d.last_seen_at),
+                    "last_address": d.last_address, "open_sessions": open_sessions,
+                })
+            })
+            .collect();
+        Ok(json!({
+            "id": user.id,
+            "username": user.username,
+            "email": self.email(&user),
+            "created_at": rfc3339(user.created_at),
+            "devices": devices,
+            "recent_events": events,
+        }))
+    }
+
+    /// Checks the audit chain; returns the number of events checked and the problems found.
+    pub async fn verify_audit(&self) -> anyhow::Result<(u64, Vec<String>)> {
+        let report = self.audit.verify().await?;
+        Ok((report.events_checked, report.problems))
+    }
+}

@@ -1,0 +1,313 @@
+//! One typed configuration: defaults, then the config file, then `KEYWARDEN_*` variables, then flags.
+//!
+//! Unknown keys are refused everywhere (a typo must not silently fall back to a default).
+//! Nested keys map to variables with a double underscore: `[tokens] access_ttl_secs` is
+//! `KEYWARDEN_TOKENS__ACCESS_TTL_SECS`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::password::{Admission, HashCost};
+use crate::domain::sessions::TokenPolicy;
+use crate::mail::MailConfig;
+
+/// Environment variables with the prefix that are not configuration keys.
+const NOT_CONFIG_KEYS: &[&str] = &["config", "keyring"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum HashProfile {
+    /// argon2id at the configured cost, never below OWASP's minimum.
+    #[default]
+    Standard,
+    /// A deliberately weak cost so test suites run fast. Never for real accounts.
+    InsecureTestOnly,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PasswordHashing {
+    pub profile: HashProfile,
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    /// Hashes computed at once; 0 means one per CPU core.
+    pub max_concurrent: usize,
+    /// Sign-ins allowed to wait for a hash slot before the server answers 503.
+    pub max_waiting: usize,
+    /// The `Retry-After` given with that 503.
+    pub retry_after_secs: u64,
+}
+
+impl Default for PasswordHashing {
+    fn default() -> Self {
+        let floor = HashCost::FLOOR;
+        Self {
+            profile: HashProfile::Standard,
+            memory_kib: floor.memory_kib,
+            iterations: floor.iterations,
+            parallelism: floor.parallelism,
+            max_concurrent: 0,
+            max_waiting: 64,
+            retry_after_secs: 1,
+        }
+    }
+}
+
+impl PasswordHashing {
+    pub fn cost(&self) -> HashCost {
+        match self.profile {
+            HashProfile::InsecureTestOnly => HashCost::INSECURE_TEST_ONLY,
+            HashProfile::Standard => {
+                HashCost { memory_kib: self.memory_kib, iterations: self.iterations, parallelism: self.parallelism }
+            }
+        }
+    }
+
+    pub fn admission(&self) -> Admission {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Admission {
+            max_concurrent: if self.max_concurrent == 0 { cores } else { self.max_concurrent },
+            max_waiting: self.max_waiting,
+            retry_after_secs: self.retry_after_secs.max(1),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// Directory for the SQLite database, the generated key file and (later) the mail outbox.
+    pub data_dir: PathBuf,
+    /// `postgres://…` for PostgreSQL; unset means SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// The keyring file; unset means `data_dir/keys.toml`.
+    pub key_file: Option<PathBuf>,
+    /// Log filter in `tracing` syntax, for example `info` or `keywarden=debug,info`.
+    pub log: String,
+    pub log_format: LogFormat,
+    /// Peers whose `X-Forwarded-For` is believed for the client address (a reverse proxy).
+    pub trusted_proxies: Vec<IpNet>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// The address people and clients reach keywarden at, for links in mail; unset means `http://LISTEN`.
+    pub public_url: Option<String>,
+    /// The product name shown in mail and pages.
+    pub product_name: String,
+    /// Whether cookies carry `Secure`; unset means "when `public_url` is https".
+    pub cookie_secure: Option<bool>,
+    pub tokens: TokenPolicy,
+    pub password_hashing: PasswordHashing,
+    pub mail: MailConfig,
+    pub dpop: DpopConfig,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DpopConfig {
+    /// Require every DPoP proof to carry a server nonce (RFC 9449 §8), closing the window for
+    /// proofs made in advance by malware on a client; clients get one from `DPoP-Nonce`.
+    pub require_nonce: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("keywarden-data"),
+            database_url: None,
+            key_file: None,
+            log: "info".into(),
+            log_format: LogFormat::Text,
+            trusted_proxies: Vec::new(),
+            max_body_bytes: 64 * 1024,
+            public_url: None,
+            product_name: "keywarden".into(),
+            cookie_secure: None,
+            tokens: TokenPolicy::default(),
+            password_hashing: PasswordHashing::default(),
+            mail: MailConfig::default(),
+            dpop: DpopConfig::default(),
+        }
+    }
+}
+
+/// Values given as command-line flags; they win over everything else.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Flags {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    MissingFile(String),
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads the configuration with its precedence: flags > environment > file > defaults.
+    pub fn load(file: Option<&Path>, flags: &Flags) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError::MissingFile(path.display().to_string()));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let env = Env::prefixed("KEYWARDEN_").split("__").filter(|key| {
+            let key = key.as_str().to_ascii_lowercase();
+            !NOT_CONFIG_KEYS.contains(&key.as_str()) && !key.starts_with("test_")
+        });
+        let config: Config = figment
+            .merge(env)
+            .merge(Serialized::defaults(flags))
+            .extract()
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        let hashing = &self.password_hashing;
+        if hashing.profile == HashProfile::Standard && hashing.cost().is_below_floor() {
+            return invalid(
+                "password_hashing is below OWASP's minimum for argon2id (memory_kib >= 19456, iterations >= 2, \
+                 parallelism >= 1)",
+            );
+        }
+        if hashing.memory_kib > 4 * 1024 * 1024 || hashing.iterations > 64 || hashing.parallelism > 64 {
+            return invalid("password_hashing is implausibly expensive (memory_kib <= 4194304, iterations <= 64)");
+        }
+        let t = &self.tokens;
+        if t.access_ttl_secs < 1 || t.access_ttl_secs > 24 * 3600 {
+            return invalid(
+                "tokens.access_ttl_secs must be between 1 and 86400: access tokens are short-lived bearer tokens",
+            );
+        }
+        if t.refresh_ttl_secs < t.access_ttl_secs {
+            return invalid("tokens.refresh_ttl_secs must not be shorter than tokens.access_ttl_secs");
+        }
+        if !(0..=300).contains(&t.refresh_reuse_grace_secs) {
+            return invalid("tokens.refresh_reuse_grace_secs must be between 0 and 300");
+        }
+        if let Err(e) = self.mail.from.parse::<lettre::message::Mailbox>() {
+            return Err(ConfigError::Invalid(format!("mail.from {:?} is not a mailbox: {e}", self.mail.from)));
+        }
+        if self.max_body_bytes < 1024 {
+            return invalid("max_body_bytes must be at least 1024");
+        }
+        Ok(())
+    }
+
+    /// The database to use: the configured URL, or the embedded SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("keywarden.db").display()),
+        }
+    }
+
+    pub fn public_url(&self) -> String {
+        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen))
+    }
+
+    pub fn secure_cookies(&self) -> bool {
+        self.cookie_secure.unwrap_or_else(|| self.public_url().starts_with("https://"))
+    }
+
+    pub fn outbox_dir(&self) -> PathBuf {
+        self.mail.outbox_dir.clone().unwrap_or_else(|| self.data_dir.join("outbox"))
+    }
+
+    pub fn key_file(&self) -> PathBuf {
+        self.key_file.clone().unwrap_or_else(|| self.data_dir.join("keys.toml"))
+    }
+
+    /// The configuration the test suites use: weak hashing, chosen explicitly.
+    pub fn for_tests(data_dir: &Path) -> Self {
+        let mut config =
+            Self { data_dir: data_dir.to_owned(), listen: SocketAddr::from(([127, 0, 0, 1], 0)), ..Self::default() };
+        config.password_hashing.profile = HashProfile::InsecureTestOnly;
+        config
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closure signature
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_embedded_quick_start() {
+        let c = Config::default();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.database_url(), "sqlite://keywarden-data/keywarden.db");
+        assert_eq!(c.key_file(), PathBuf::from("keywarden-data/keys.toml"));
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn hashing_below_the_floor_is_refused_outside_the_test_profile() {
+        let mut c = Config::default();
+        c.password_hashing.memory_kib = 1024;
+        assert!(c.validate().is_err());
+        c.password_hashing.profile = HashProfile::InsecureTestOnly;
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn file_then_environment_then_flags() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "k.toml",
+                "listen = \"127.0.0.1:1000\"\nlog = \"debug\"\n[tokens]\naccess_ttl_secs = 60\n",
+            )?;
+            jail.set_env("KEYWARDEN_LOG", "warn");
+            jail.set_env("KEYWARDEN_TOKENS__ACCESS_TTL_SECS", "120");
+            jail.set_env("KEYWARDEN_TEST_POSTGRES_URL", "ignored");
+            let flags = Flags { listen: Some("127.0.0.1:2000".parse().unwrap()), ..Flags::default() };
+            let c = Config::load(Some(Path::new("k.toml")), &flags).unwrap();
+            assert_eq!(c.listen.to_string(), "127.0.0.1:2000", "flag wins");
+            assert_eq!(c.log, "warn", "environment beats file");
+            assert_eq!(c.tokens.access_ttl_secs, 120);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("k.toml", "lisen = \"127.0.0.1:1000\"\n")?;
+            assert!(Config::load(Some(Path::new("k.toml")), &Flags::default()).is_err());
+            jail.create_file("ok.toml", "")?;
+            jail.set_env("KEYWARDEN_LISTN", "127.0.0.1:1");
+            assert!(Config::load(Some(Path::new("ok.toml")), &Flags::default()).is_err());
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,22 @@
+//! The parts every domain service is built on: store, keys, password hashing, audit, revocation, mail.
+
+use std::sync::Arc;
+
+use super::audit::AuditLog;
+use super::password::PasswordHasher;
+use super::revocation::Revocations;
+use super::sessions::TokenPolicy;
+use crate::keys::Keyring;
+use crate::mail::Mailer;
+use crate::store::DynStore;
+
+#[derive(Clone)]
+pub struct Core {
+    pub store: DynStore,
+    pub keyring: Arc<Keyring>,
+    pub hasher: Arc<PasswordHasher>,
+    pub audit: AuditLog,
+    pub revocations: Revocations,
+    pub mailer: Mailer,
+    pub policy: TokenPolicy,
+}

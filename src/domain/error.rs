@@ -1,0 +1,101 @@
+//! The one domain error type: every failure a client can see has a stable code and a human message.
+
+use crate::keys::KeyringError;
+use crate::store::{StoreError, UniqueField};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("that is not a valid email address")]
+    InvalidEmail,
+    #[error("{0}")]
+    InvalidUsername(&'static str),
+    #[error("this username is already taken")]
+    UsernameTaken,
+    #[error("an account with this email address already exists")]
+    EmailTaken,
+    #[error("the password must have at least {0} characters")]
+    PasswordTooShort(usize),
+    #[error("the password must have at most {0} characters")]
+    PasswordTooLong(usize),
+    #[error("this password is too common or too easy to guess; choose another")]
+    PasswordTooCommon,
+    #[error("{0}")]
+    InvalidDevice(&'static str),
+    #[error("the login or the password is wrong")]
+    InvalidCredentials,
+    #[error("the token is not valid")]
+    InvalidToken,
+    #[error("the token has expired")]
+    TokenExpired,
+    #[error("the token has been revoked")]
+    TokenRevoked,
+    #[error("this refresh token was already used; every token of its session has been revoked")]
+    RefreshTokenReused,
+    #[error("this link is invalid, has expired or was already used; ask for a new one")]
+    InvalidLink,
+    #[error("the current password is wrong")]
+    WrongPassword,
+    #[error("this account must choose a new password: use the link we emailed you, or ask for one at /reset")]
+    PasswordResetRequired,
+    #[error("no such device on this account")]
+    DeviceNotFound,
+    #[error("invalid DPoP proof: {0}")]
+    InvalidDpopProof(&'static str),
+    #[error("this token is bound to a key: present it as `Authorization: DPoP …` with a DPoP proof from that key")]
+    DpopProofRequired,
+    #[error("send a DPoP proof carrying the nonce from the DPoP-Nonce header")]
+    UseDpopNonce,
+    #[error("the server is busy; try again shortly")]
+    Overloaded { retry_after_secs: u64 },
+    #[error("internal error")]
+    Store(#[from] StoreError),
+    #[error("internal error")]
+    Keyring(#[from] KeyringError),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl Error {
+    /// The stable machine-readable code clients and scripts rely on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidEmail => "invalid_email",
+            Self::InvalidUsername(_) => "invalid_username",
+            Self::UsernameTaken => "username_taken",
+            Self::EmailTaken => "email_taken",
+            Self::PasswordTooShort(_) => "password_too_short",
+            Self::PasswordTooLong(_) => "password_too_long",
+            Self::PasswordTooCommon => "password_too_common",
+            Self::InvalidDevice(_) => "invalid_device",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::InvalidToken => "invalid_token",
+            Self::TokenExpired => "token_expired",
+            Self::TokenRevoked => "token_revoked",
+            Self::RefreshTokenReused => "refresh_token_reused",
+            Self::InvalidLink => "invalid_link",
+            Self::WrongPassword => "wrong_password",
+            Self::PasswordResetRequired => "password_reset_required",
+            Self::DeviceNotFound => "device_not_found",
+            Self::InvalidDpopProof(_) => "invalid_dpop_proof",
+            Self::DpopProofRequired => "dpop_proof_required",
+            Self::UseDpopNonce => "use_dpop_nonce",
+            Self::Overloaded { .. } => "overloaded",
+            Self::Store(_) | Self::Keyring(_) | Self::Internal(_) => "internal_error",
+        }
+    }
+
+    /// Failures of keywarden itself rather than of the request; they are logged, never shown.
+    pub fn is_internal(&self) -> bool {
+        matches!(self, Self::Store(_) | Self::Keyring(_) | Self::Internal(_))
+    }
+
+    pub(crate) fn from_conflict(err: StoreError) -> Self {
+        match err {
+            StoreError::Conflict(UniqueField::Username) => Self::UsernameTaken,
+            StoreError::Conflict(UniqueField::Email) => Self::EmailTaken,
+            other => Self::Store(other),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

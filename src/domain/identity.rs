@@ -1,0 +1,118 @@
+//! Email addresses and usernames: validation and the normal forms used for uniqueness and look-up.
+
+use super::error::{Error, Result};
+
+/// A syntactically valid email address in normal form (trimmed, lower-case).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(raw: &str) -> Result<Self> {
+        let email = raw.trim().to_lowercase();
+        let (local, domain) = email.rsplit_once('@').ok_or(Error::InvalidEmail)?;
+        let local_ok = !local.is_empty()
+            && local.len() <= 64
+            && !local.contains('@')
+            && !local.starts_with('.')
+            && !local.ends_with('.')
+            && local.chars().all(|c| !c.is_whitespace() && !c.is_control() && !"<>()[]\\,;:\"".contains(c));
+        let labels: Vec<&str> = domain.split('.').collect();
+        let domain_ok = labels.len() >= 2
+            && domain.len() <= 253
+            && labels.iter().all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+            });
+        if local_ok && domain_ok && email.len() <= 254 {
+            Ok(Self(email))
+        } else {
+            Err(Error::InvalidEmail)
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A username as the user chose it; `key()` is its case-insensitive unique form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Username(String);
+
+impl Username {
+    pub const MIN_LEN: usize = 3;
+    pub const MAX_LEN: usize = 32;
+
+    pub fn parse(raw: &str) -> Result<Self> {
+        let name = raw.trim();
+        if name.len() < Self::MIN_LEN || name.len() > Self::MAX_LEN {
+            return Err(Error::InvalidUsername("a username has 3 to 32 characters"));
+        }
+        if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+            return Err(Error::InvalidUsername("a username uses only letters, digits, '_', '-' and '.'"));
+        }
+        if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            return Err(Error::InvalidUsername("a username starts with a letter or a digit"));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The form that decides uniqueness: "Alice" and "alice" are the same account.
+    pub fn key(&self) -> String {
+        self.0.to_ascii_lowercase()
+    }
+}
+
+/// What a person typed into "email or username".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Login {
+    Email(Email),
+    Username(String),
+}
+
+impl Login {
+    /// Usernames cannot contain '@', so an '@' means an email address.
+    pub fn parse(raw: &str) -> Option<Self> {
+        if raw.contains('@') {
+            Email::parse(raw).ok().map(Self::Email)
+        } else {
+            let key = raw.trim().to_ascii_lowercase();
+            (!key.is_empty() && key.len() <= Username::MAX_LEN).then_some(Self::Username(key))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalised_and_checked() {
+        assert_eq!(Email::parse("  Alice@Example.COM ").unwrap().as_str(), "alice@example.com");
+        for bad in ["", "alice", "@example.com", "alice@", "alice@localhost", "a b@example.com", "a@-x.com", "a@x..com"]
+        {
+            assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn usernames_are_case_insensitive_and_restricted() {
+        assert_eq!(Username::parse("Alice_1").unwrap().key(), "alice_1");
+        for bad in ["ab", "a@b.c", "_alice", "with space", &"x".repeat(33)] {
+            assert!(Username::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn a_login_with_an_at_sign_is_an_email() {
+        assert!(matches!(Login::parse("Alice@example.com"), Some(Login::Email(_))));
+        assert_eq!(Login::parse("Alice"), Some(Login::Username("alice".into())));
+    }
+}

@@ -1,0 +1,24 @@
+//! What keywarden means, free of HTTP and SQL: accounts, passwords, devices, sessions and tokens.
+
+pub mod accounts;
+pub mod audit;
+pub mod clock;
+pub mod core;
+pub mod devices;
+pub mod dpop;
+pub mod error;
+pub mod identity;
+pub mod password;
+pub mod recovery;
+pub mod revocation;
+pub mod sessions;
+pub mod tokens;
+
+pub use accounts::Accounts;
+pub use audit::AuditLog;
+pub use core::Core;
+pub use devices::Devices;
+pub use error::{Error, Result};
+pub use recovery::Recovery;
+pub use revocation::Revocations;
+pub use sessions::Sessions;

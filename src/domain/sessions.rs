@@ -1,0 +1,567 @@
+//! Sign-in and sessions: issuing tokens, validating them, rotating refresh tokens with reuse detection.
+//!
+//! A session is one sign-in on one device. Its tokens form one family: ending the session (sign-out,
+//! or a refresh token presented twice) kills every token of it with a single write.
+
+use std::sync::Arc;
+
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use serde_json::json;
+
+use super::accounts::Accounts;
+use super::audit::{kind, Actor, AuditLog};
+use super::clock::now_ms;
+use super::core::Core;
+use super::dpop::Proof;
+use super::error::{Error, Result};
+use super::identity::Login;
+use super::password::{self, PasswordHasher};
+use super::revocation::{Revocations, TokenFacts};
+use super::tokens::TokenKind;
+use crate::keys::Keyring;
+use crate::mail::Notice;
+use crate::store::{DeviceSighting, DynStore, NewToken, SessionRecovery, SessionStart, TokenRecord};
+
+/// Tokens of browsers that sign in without describing themselves as a device.
+pub const CHANNEL_WEB: &str = "web";
+/// Tokens of apps and media servers that sign in as a named device.
+pub const CHANNEL_DEVICE: &str = "device";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenPolicy {
+    pub access_ttl_secs: i64,
+    pub refresh_ttl_secs: i64,
+    /// How long a just-rotated refresh token may be presented again, for a client whose response
+    /// was lost; after that, presenting it is reuse and kills the family.
+    pub refresh_reuse_grace_secs: i64,
+}
+
+impl Default for TokenPolicy {
+    fn default() -> Self {
+        Self { access_ttl_secs: 15 * 60, refresh_ttl_secs: 30 * 24 * 3600, refresh_reuse_grace_secs: 10 }
+    }
+}
+
+/// How a client describes itself when it signs in.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceInfo {
+    pub client_id: String,
+    pub product: String,
+    pub platform: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct SignIn {
+    pub login: String,
+    pub password: Zeroizing<String>,
+    pub device: Option<DeviceInfo>,
+    pub address: Option<String>,
+    pub user_agent: Option<String>,
+    /// A verified DPoP proof sent with the sign-in: the session's tokens are bound to its key.
+    pub dpop: Option<Proof>,
+    /// What to issue: an access/refresh pair for API clients, or one cookie token for keywarden's pages.
+    pub issue: Issue,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Issue {
+    #[default]
+    TokenPair,
+    /// A `kw_ws_` token for the page session cookie, valid as long as a refresh token.
+    BrowserCookie,
+}
+
+#[derive(Debug, Clone)]
+pub struct IssuedTokens {
+    pub access_token: Zeroizing<String>,
+    pub refresh_token: Zeroizing<String>,
+    /// `Bearer`, or `DPoP` when the tokens are bound to a key.
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    pub session_id: String,
+    pub device_id: String,
+    pub channel: String,
+    /// The session was revoked by a leak response and replaced without a password, because the
+    /// client proved it still holds the session's key.
+    pub recovered: bool,
+}
+
+/// How an access token was presented.
+#[derive(Debug, Clone, Default)]
+pub struct Presentation {
+    /// `Authorization: DPoP …` rather than `Bearer …`.
+    pub dpop_scheme: bool,
+    /// The verified proof sent with it (its `ath` already matched the token).
+    pub proof: Option<Proof>,
+}
+
+/// Whether a stored token may still be used.
+enum Liveness {
+    Alive,
+    /// Killed by a rule that allows a key holder to recover.
+    Recoverable,
+    Dead(Error),
+}
+
+fn token_type(bound: bool) -> &'static str {
+    if bound {
+        "DPoP"
+    } else {
+        "Bearer"
+    }
+}
+
+/// Who presented a valid access token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    pub user_id: String,
+    pub session_id: String,
+    pub device_id: String,
+    pub channel: String,
+}
+
+#[derive(Clone)]
+pub struct Sessions {
+    store: DynStore,
+    keyring: Arc<Keyring>,
+    hasher: Arc<PasswordHasher>,
+    accounts: Accounts,
+    revocations: Revocations,
+    audit: AuditLog,
+    policy: TokenPolicy,
+}
+
+const FIELD_MAX: usize = 128;
+
+fn clean_field(value: &str, required: bool, what: &'static str) -> Result<String> {
+    let value = value.trim();
+    if (required && value.is_empty()) || value.chars().count() > FIELD_MAX || value.chars().any(char::is_control) {
+        return Err(Error::InvalidDevice(what));
+    }
+    Ok(value.to_owned())
+}
+
+impl DeviceInfo {
+    fn validated(&self) -> Result<Self> {
+        Ok(Self {
+            client_id: clean_field(&self.client_id, true, "device.client_id must be 1 to 128 printable characters")?,
+            product: clean_field(&self.product, false, "device.product must be at most 128 printable characters")?,
+            platform: clean_field(&self.platform, false, "device.platform must be at most 128 printable characters")?,
+            name: clean_field(&self.name, false, "device.name must be at most 128 printable characters")?,
+        })
+    }
+
+    /// A browser that did not name itself: a device of its own, named after its user agent.
+    fn browser(user_agent: Option<&str>) -> Self {
+        let (browser, system) = user_agent.map_or(("Web browser", ""), describe_user_agent);
+        let name = if system.is_empty() { browser.to_owned() } else { format!("{browser} on {system}") };
+        Self {
+            client_id: format!("browser-{}", uuid::Uuid::new_v4()),
+            product: browser.into(),
+            platform: system.into(),
+            name,
+        }
+    }
+}
+
+/// A person-readable browser and system from a User-Agent ("Chrome", "Linux"); order matters, since
+/// Edge and Chrome also claim to be Safari and most browsers claim to be Mozilla.
+fn describe_user_agent(agent: &str) -> (&'static str, &'static str) {
+    let browser =
+        [("Edg/", "Edge"), ("OPR/", "Opera"), ("Firefox/", "Firefox"), ("Chrome/", "Chrome"), ("Safari/", "Safari")]
+            .iter()
+            .find(|(marker, _)| agent.contains(marker))
+            .map_or("Web browser", |(_, name)| name);
+    let system = [
+        ("Android", "Android"),
+        ("iPhone", "iOS"),
+        ("iPad", "iPadOS"),
+        ("Windows", "Windows"),
+        ("Mac OS X", "macOS"),
+        ("CrOS", "ChromeOS"),
+        ("Linux", "Linux"),
+    ]
+    .iter()
+    .find(|(marker, _)| agent.contains(marker))
+    .map_or("", |(_, name)| name);
+    (browser, system)
+}
+
+impl Sessions {
+    pub fn new(core: &Core, accounts: Accounts) -> Self {
+        Self {
+            store: core.store.clone(),
+            keyring: core.keyring.clone(),
+            hasher: core.hasher.clone(),
+            accounts,
+            revocations: core.revocations.clone(),
+            audit: core.audit.clone(),
+            policy: core.policy,
+        }
+    }
+
+    /// Password sign-in. Unknown accounts and wrong passwords fail identically and in about the
+    /// same time: both cost one argon2id verification (P5).
+    pub async fn sign_in(&self, request: SignIn) -> Result<IssuedTokens> {
+        let device = request.device.as_ref().map(DeviceInfo::validated).transpose()?;
+        let password = password::normalise(&request.password);
+        let user = match Login::parse(&request.login) {
+            Some(login) => self.accounts.find_by_login(&login).await?,
+            None => None,
+        };
+        let stored = user.as_ref().map(Accounts::stored_hash);
+        let verification = self.hasher.verify(stored.as_ref(), &password).await?;
+        let (Some(user), Some(stored), true) = (&user, stored, verification.matches) else {
+            // The attempted login is not recorded: it may be an email address (P1).
+            let user_id = user.as_ref().map(|u| u.id.as_str());
+            let details = json!({ "reason": if user_id.is_some() { "wrong_password" } else { "unknown_account" } });
+            let event =
+                AuditLog::event(kind::SIGN_IN_FAILED, &Actor::Anonymous, user_id, request.address.as_deref(), details);
+            self.audit.record(event).await?;
+            return Err(Error::InvalidCredentials);
+        };
+        if verification.outdated {
+            self.upgrade_hash_later(user.id.clone(), stored.phc, password);
+        }
+        if user.must_reset_password != 0 {
+            return Err(Error::PasswordResetRequired);
+        }
+
+        let channel = if device.is_some() { CHANNEL_DEVICE } else { CHANNEL_WEB };
+        let device = device.unwrap_or_else(|| DeviceInfo::browser(request.user_agent.as_deref()));
+        let now = now_ms();
+        let session_id = uuid::Uuid::now_v7().to_string();
+        let (access, refresh, tokens) = self.mint(request.issue, &session_id, &user.id, now);
+        let start = SessionStart {
+            session_id: session_id.clone(),
+            new_device_id: uuid::Uuid::now_v7().to_string(),
+            device: DeviceSighting {
+                user_id: user.id.clone(),
+                client_identifier: device.client_id,
+                product: device.product,
+                platform: device.platform,
+                name: device.name,
+                address: request.address.clone(),
+                seen_at: now,
+            },
+            channel: channel.to_owned(),
+            dpop_jkt: request.dpop.as_ref().map(|p| p.jkt.clone()),
+            tokens,
+        };
+        let device_id = self.store.start_session(&start).await?;
+        let new_device = device_id == start.new_device_id;
+        tracing::info!(user_id = %user.id, %session_id, %device_id, channel, new_device, "signed in");
+        let actor = Actor::User(user.id.clone());
+        let address = request.address.as_deref();
+        let device = &start.device;
+        if new_device {
+            let details = json!({ "device_id": device_id, "product": device.product, "platform": device.platform, "name": device.name });
+            self.audit.record(AuditLog::event(kind::NEW_DEVICE, &actor, Some(&user.id), address, details)).await?;
+            // The very first device of an account is not news to its owner.
+            if self.store.devices_of(&user.id).await?.len() > 1 {
+                let notice = Notice::NewSignIn {
+                    device_name: device.name.clone(),
+                    product: device.product.clone(),
+                    platform: device.platform.clone(),
+                    address: request.address.clone(),
+                };
+                self.accounts.notify(&user.id, notice).await?;
+            }
+        }
+        let details = json!({ "session_id": session_id, "device_id": device_id, "channel": channel });
+        self.audit.record(AuditLog::event(kind::SIGN_IN, &actor, Some(&user.id), address, details)).await?;
+        Ok(IssuedTokens {
+            access_token: access,
+            refresh_token: refresh,
+            token_type: token_type(start.dpop_jkt.is_some()),
+            expires_in: self.policy.access_ttl_secs,
+            session_id,
+            device_id,
+            channel: channel.to_owned(),
+            recovered: false,
+        })
+    }
+
+    /// Validates an access token as presented and says whose it is. A token bound to a key is only
+    /// accepted with the DPoP scheme and a proof from that key (RFC 9449 §7).
+    pub async fn authenticate(&self, access_token: &str, presented: &Presentation) -> Result<Authenticated> {
+        self.authenticate_as(access_token, TokenKind::Access, presented).await
+    }
+
+    /// Validates a page session cookie (a `kw_ws_` token).
+    pub async fn authenticate_browser(&self, cookie: &str) -> Result<Authenticated> {
+        self.authenticate_as(cookie, TokenKind::WebSession, &Presentation::default()).await
+    }
+
+    async fn authenticate_as(&self, token: &str, kind: TokenKind, presented: &Presentation) -> Result<Authenticated> {
+        let record = self.find(token, kind).await?;
+        match self.liveness(&record) {
+            Liveness::Alive => {}
+            Liveness::Recoverable => return Err(Error::TokenRevoked),
+            Liveness::Dead(err) => return Err(err),
+        }
+        // A page cookie cannot carry a proof on every navigation (it is HttpOnly and SameSite
+        // instead); its key binding only decides who may recover it after a leak.
+        let proof_needed = kind != TokenKind::WebSession;
+        match (&record.dpop_jkt, presented.dpop_scheme, &presented.proof) {
+            (Some(jkt), true, Some(proof)) if proof.jkt == *jkt => {}
+            (Some(_), true, Some(_)) => return Err(Error::InvalidDpopProof("the proof was signed by another key")),
+            (Some(_), _, _) if proof_needed => return Err(Error::DpopProofRequired),
+            (None, true, _) => return Err(Error::InvalidToken),
+            _ => {}
+        }
+        Ok(Authenticated {
+            user_id: record.user_id,
+            session_id: record.session_id,
+            device_id: record.device_id,
+            channel: record.channel,
+        })
+    }
+
+    /// Exchanges a refresh token for a new pair. Each refresh token works once (plus a short grace for
+    /// a retried request); presenting it again later means it was copied, and the session dies.
+    /// A session bound to a key needs a proof from it; if a leak response revoked the session, that
+    /// proof alone earns a fresh session, without the password.
+    pub async fn refresh(&self, refresh_token: &str, proof: Option<&Proof>) -> Result<IssuedTokens> {
+        let record = self.find(refresh_token, TokenKind::Refresh).await?;
+        if let Some(jkt) = &record.dpop_jkt {
+            match proof {
+                Some(p) if p.jkt == *jkt => {}
+                Some(_) => return Err(Error::InvalidDpopProof("the proof was signed by another key")),
+                None => return Err(Error::DpopProofRequired),
+            }
+        }
+        match self.liveness(&record) {
+            Liveness::Alive => self.rotate(record).await,
+            Liveness::Recoverable if record.dpop_jkt.is_some() && record.rotated_at.is_none() => {
+                self.recover(record, Issue::TokenPair).await
+            }
+            Liveness::Recoverable => Err(Error::TokenRevoked),
+            Liveness::Dead(err) => Err(err),
+        }
+    }
+
+    async fn rotate(&self, record: TokenRecord) -> Result<IssuedTokens> {
+        let now = now_ms();
+        let (access, refresh, successors) = self.mint_pair(&record.session_id, &record.user_id, now);
+        let issued = IssuedTokens {
+            access_token: access,
+            refresh_token: refresh,
+            token_type: token_type(record.dpop_jkt.is_some()),
+            expires_in: self.policy.access_ttl_secs,
+            session_id: record.session_id.clone(),
+            device_id: record.device_id.clone(),
+            channel: record.channel.clone(),
+            recovered: false,
+        };
+        if record.rotated_at.is_none() && self.store.rotate_refresh_token(&record.digest, now, &successors).await? {
+            return Ok(issued);
+        }
+        // Rotated before: by an earlier request of this client, or by whoever else holds a copy.
+        let rotated_at = match record.rotated_at {
+            Some(at) => at,
+            None => self.store.token_by_digest(&record.digest).await?.and_then(|r| r.rotated_at).unwrap_or(now),
+        };
+        if now - rotated_at <= self.policy.refresh_reuse_grace_secs * 1000 {
+            self.store.add_tokens(&successors).await?;
+            return Ok(issued);
+        }
+        self.store.revoke_session(&record.session_id, now).await?;
+        tracing::warn!(user_id = %record.user_id, session_id = %record.session_id, "refresh token reused: session revoked");
+        let details = json!({ "session_id": record.session_id, "device_id": record.device_id });
+        let event = AuditLog::event(kind::REFRESH_TOKEN_REUSED, &Actor::System, Some(&record.user_id), None, details);
+        self.audit.record(event).await?;
+        Err(Error::RefreshTokenReused)
+    }
+
+    /// Replaces a session that a leak response revoked with a new one bound to the same key. The
+    /// key never travelled, so whoever proves possession of it is the session's own client.
+    async fn recover(&self, record: TokenRecord, issue: Issue) -> Result<IssuedTokens> {
+        let now = now_ms();
+        let session_id = uuid::Uuid::now_v7().to_string();
+        let (access, refresh, tokens) = self.mint(issue, &session_id, &record.user_id, now);
+        let recovery = SessionRecovery {
+            old_session_id: record.session_id.clone(),
+            session_id: session_id.clone(),
+            user_id: record.user_id.clone(),
+            device_id: record.device_id.clone(),
+            channel: record.channel.clone(),
+            dpop_jkt: record.dpop_jkt.clone().unwrap_or_default(),
+            at: now,
+            tokens,
+        };
+        if !self.store.recover_session(&recovery).await? {
+            return Err(Error::TokenRevoked);
+        }
+        tracing::info!(user_id = %record.user_id, old_session_id = %record.session_id, %session_id, "session recovered by its DPoP key");
+        let details = json!({ "old_session_id": record.session_id, "session_id": session_id, "device_id": record.device_id, "channel": record.channel });
+        let event = AuditLog::event(
+            kind::SESSION_RECOVERED,
+            &Actor::User(record.user_id.clone()),
+            Some(&record.user_id),
+            None,
+            details,
+        );
+        self.audit.record(event).await?;
+        Ok(IssuedTokens {
+            access_token: access,
+            refresh_token: refresh,
+            token_type: "DPoP",
+            expires_in: self.policy.access_ttl_secs,
+            session_id,
+            device_id: record.device_id,
+            channel: record.channel,
+            recovered: true,
+        })
+    }
+
+    /// A page session cookie whose session a leak response revoked, presented with a proof from the
+    /// key the browser bound it to at sign-in: a new cookie, without the password. A copied cookie
+    /// without the key gets nothing.
+    pub async fn recover_browser(&self, cookie: &str, proof: &Proof) -> Result<IssuedTokens> {
+        let record = self.find(cookie, TokenKind::WebSession).await?;
+        match (&record.dpop_jkt, self.liveness(&record)) {
+            (Some(jkt), Liveness::Recoverable) if *jkt == proof.jkt => self.recover(record, Issue::BrowserCookie).await,
+            (Some(_), Liveness::Recoverable) => Err(Error::InvalidDpopProof("the proof was signed by another key")),
+            (_, Liveness::Dead(err)) => Err(err),
+            _ => Err(Error::TokenRevoked),
+        }
+    }
+
+    /// Ends the caller's session: its access and refresh tokens stop working at once.
+    pub async fn sign_out(&self, who: &Authenticated, address: Option<&str>) -> Result<()> {
+        self.store.revoke_session(&who.session_id, now_ms()).await?;
+        tracing::info!(user_id = %who.user_id, session_id = %who.session_id, "signed out");
+        let details = json!({ "session_id": who.session_id, "device_id": who.device_id });
+        let event =
+            AuditLog::event(kind::SIGNED_OUT, &Actor::User(who.user_id.clone()), Some(&who.user_id), address, details);
+        self.audit.record(event).await?;
+        Ok(())
+    }
+
+    /// Looks a token up by its keyed digest and checks that it is of the expected kind.
+    async fn find(&self, token: &str, kind: TokenKind) -> Result<TokenRecord> {
+        if TokenKind::of(token) != Some(kind) {
+            return Err(Error::InvalidToken);
+        }
+        for candidate in self.keyring.token_digests(token) {
+            let Some(record) = self.store.token_by_digest(&candidate.digest).await? else { continue };
+            // The look-up already matched on the digest; the constant-time re-check guards against
+            // an engine that compares loosely (for example a collation or a truncated index).
+            let same: bool = record.digest.ct_eq(&candidate.digest).into();
+            if same && record.kind == kind.as_str() {
+                return Ok(record);
+            }
+        }
+        Err(Error::InvalidToken)
+    }
+
+    fn liveness(&self, record: &TokenRecord) -> Liveness {
+        if record.session_revoked_at.is_some() {
+            return Liveness::Dead(Error::TokenRevoked);
+        }
+        if record.expires_at <= now_ms() {
+            return Liveness::Dead(Error::TokenExpired);
+        }
+        let facts = TokenFacts {
+            issued_at: record.issued_at,
+            user_id: &record.user_id,
+            device_id: &record.device_id,
+            channel: &record.channel,
+            session_id: &record.session_id,
+        };
+        match self.revocations.check(&facts) {
+            None => Liveness::Alive,
+            Some(revoked) if revoked.recoverable => Liveness::Recoverable,
+            Some(_) => Liveness::Dead(Error::TokenRevoked),
+        }
+    }
+
+    fn token_row(
+        &self,
+        token: &str,
+        kind: TokenKind,
+        session_id: &str,
+        user_id: &str,
+        now: i64,
+        ttl_secs: i64,
+    ) -> NewToken {
+        let digest = self.keyring.token_digest(token);
+        NewToken {
+            digest: digest.digest,
+            digest_key_id: digest.key_id,
+            kind: kind.as_str(),
+            session_id: session_id.to_owned(),
+            user_id: user_id.to_owned(),
+            issued_at: now,
+            expires_at: now + ttl_secs * 1000,
+        }
+    }
+
+    /// The tokens a sign-in or recovery hands out: an access/refresh pair, or one page cookie token.
+    fn mint(
+        &self,
+        issue: Issue,
+        session_id: &str,
+        user_id: &str,
+        now: i64,
+    ) -> (Zeroizing<String>, Zeroizing<String>, Vec<NewToken>) {
+        match issue {
+            Issue::TokenPair => self.mint_pair(session_id, user_id, now),
+            Issue::BrowserCookie => {
+                let cookie = TokenKind::WebSession.mint();
+                let ttl = self.policy.refresh_ttl_secs;
+                let row = self.token_row(&cookie, TokenKind::WebSession, session_id, user_id, now, ttl);
+                (cookie, Zeroizing::new(String::new()), vec![row])
+            }
+        }
+    }
+
+    fn mint_pair(
+        &self,
+        session_id: &str,
+        user_id: &str,
+        now: i64,
+    ) -> (Zeroizing<String>, Zeroizing<String>, Vec<NewToken>) {
+        let access = TokenKind::Access.mint();
+        let refresh = TokenKind::Refresh.mint();
+        let rows = vec![
+            self.token_row(&access, TokenKind::Access, session_id, user_id, now, self.policy.access_ttl_secs),
+            self.token_row(&refresh, TokenKind::Refresh, session_id, user_id, now, self.policy.refresh_ttl_secs),
+        ];
+        (access, refresh, rows)
+    }
+
+    /// Re-hashes a password made with older parameters or pepper, off the request's path. Skipped
+    /// when hashing is saturated: the next sign-in tries again.
+    fn upgrade_hash_later(&self, user_id: String, old_phc: String, password: Zeroizing<String>) {
+        let (store, hasher) = (self.store.clone(), self.hasher.clone());
+        tokio::spawn(async move {
+            let Ok(new) = hasher.hash(&password).await else { return };
+            match store.replace_password_hash(&user_id, &old_phc, &new.phc, &new.pepper_id, now_ms()).await {
+                Ok(true) => tracing::info!(%user_id, "password hash upgraded"),
+                Ok(false) => {}
+                Err(err) => tracing::warn!(%user_id, error = %err, "password hash upgrade failed"),
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn browsers_are_named_after_their_user_agent() {
+        let chrome =
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/156.0.0.0 Safari/537.36";
+        assert_eq!(super::describe_user_agent(chrome), ("Chrome", "Linux"));
+        let edge = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/120.0 Safari/537.36 Edg/120.0";
+        assert_eq!(super::describe_user_agent(edge), ("Edge", "Windows"));
+        let iphone = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Version/17.0 Mobile Safari/604.1";
+        assert_eq!(super::describe_user_agent(iphone), ("Safari", "iOS"));
+        assert_eq!(super::describe_user_agent("curl/8.0"), ("Web browser", ""));
+    }
+}

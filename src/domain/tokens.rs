@@ -1,0 +1,95 @@
+//! Token strings: a recognisable prefix per kind, then 256 bits of randomness.
+//!
+//! The prefix lets secret scanners and log filters find leaked tokens (P2); only the keyed digest of
+//! a token is ever stored (P1), so a copy of the database holds nothing that can be presented.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use rand::RngCore;
+use zeroize::Zeroizing;
+
+const RANDOM_BYTES: usize = 32;
+/// Length of 32 bytes in unpadded base64url.
+const RANDOM_CHARS: usize = 43;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    Access,
+    Refresh,
+    /// The secret in a password-reset link.
+    PasswordReset,
+    /// The secret in an email-verification link.
+    EmailVerification,
+    /// A browser's session cookie on keywarden's own pages.
+    WebSession,
+}
+
+impl TokenKind {
+    pub const ALL: [TokenKind; 5] =
+        [Self::Access, Self::Refresh, Self::PasswordReset, Self::EmailVerification, Self::WebSession];
+
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::Access => "kw_at_",
+            Self::Refresh => "kw_rt_",
+            Self::PasswordReset => "kw_pr_",
+            Self::EmailVerification => "kw_ev_",
+            Self::WebSession => "kw_ws_",
+        }
+    }
+
+    /// The name stored in the `kind` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Access => "access",
+            Self::Refresh => "refresh",
+            Self::PasswordReset => "password_reset",
+            Self::EmailVerification => "email_verification",
+            Self::WebSession => "web_session",
+        }
+    }
+
+    /// A fresh token of this kind.
+    pub fn mint(self) -> Zeroizing<String> {
+        let mut random = Zeroizing::new([0u8; RANDOM_BYTES]);
+        rand::rngs::OsRng.fill_bytes(random.as_mut());
+        Zeroizing::new(format!("{}{}", self.prefix(), URL_SAFE_NO_PAD.encode(random.as_ref())))
+    }
+
+    /// The kind a string claims by its shape, or `None` if it cannot be a keywarden token at all.
+    pub fn of(token: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| {
+            token.strip_prefix(kind.prefix()).is_some_and(|rest| {
+                rest.len() == RANDOM_CHARS && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_tokens_carry_their_prefix_and_are_recognised() {
+        let at = TokenKind::Access.mint();
+        assert!(at.starts_with("kw_at_") && at.len() == 6 + 43);
+        assert_eq!(TokenKind::of(&at), Some(TokenKind::Access));
+        assert_eq!(TokenKind::of(&TokenKind::Refresh.mint()), Some(TokenKind::Refresh));
+        assert_ne!(*TokenKind::Access.mint(), *TokenKind::Access.mint());
+    }
+
+    #[test]
+    fn malformed_strings_are_not_tokens() {
+        for bad in [
+            "",
+            "kw_at_",
+            "kw_at_short",
+            "Bearer kw_at_x",
+            &format!("kw_xx_{}", "a".repeat(43)),
+            &format!("kw_at_{}!", "a".repeat(42)),
+        ] {
+            assert_eq!(TokenKind::of(bad), None, "{bad:?}");
+        }
+    }
+}

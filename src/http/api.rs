@@ -1,0 +1,195 @@
+//! The JSON API under `/api/v1`: accounts, password sign-in, token refresh, sign-out and `/me`.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use zeroize::Zeroizing;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{ApiJson, Caller, ClientAddress, TokenRequestProof, UserAgent};
+use super::AppState;
+use crate::domain::accounts::Registration;
+use crate::domain::sessions::{DeviceInfo, Issue, IssuedTokens, SignIn};
+use crate::metrics::Outcome;
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateAccount {
+    pub email: String,
+    pub username: String,
+    #[schema(format = Password, min_length = 8, max_length = 256)]
+    pub password: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountCreated {
+    pub id: String,
+    pub username: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/accounts", tag = "accounts", request_body = CreateAccount,
+    responses(
+        (status = 201, description = "Account created", body = AccountCreated),
+        (status = 409, description = "`username_taken` or `email_taken`", body = ErrorBody),
+        (status = 422, description = "`invalid_email`, `invalid_username`, `password_too_short`, `password_too_long`, `password_too_common`", body = ErrorBody),
+        (status = 503, description = "`overloaded`: retry after `Retry-After` seconds", body = ErrorBody),
+    ))]
+pub async fn create_account(
+    State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
+    ApiJson(body): ApiJson<CreateAccount>,
+) -> Result<(StatusCode, Json<AccountCreated>), ApiError> {
+    let registration = Registration { email: body.email, username: body.username, password: body.password };
+    let address = address.map(|a| a.to_string());
+    let account = state.accounts.register(registration, address.as_deref()).await?;
+    Ok((StatusCode::CREATED, Json(AccountCreated { id: account.id, username: account.username })))
+}
+
+/// How an app or media server describes itself. Browsers may leave it out.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct DeviceBody {
+    /// A stable identifier of this client instance, chosen by the client.
+    pub client_id: String,
+    #[serde(default)]
+    pub product: String,
+    #[serde(default)]
+    pub platform: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateSession {
+    /// Email address or username.
+    pub login: String,
+    #[schema(format = Password)]
+    pub password: String,
+    pub device: Option<DeviceBody>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenResponse {
+    /// Short-lived bearer token, prefix `kw_at_`.
+    pub access_token: String,
+    /// Single-use refresh token, prefix `kw_rt_`.
+    pub refresh_token: String,
+    /// `Bearer`, or `DPoP` when the tokens are bound to the key of the DPoP proof sent with the request.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+    pub session_id: String,
+    pub device_id: String,
+    /// `web` for browsers, `device` for apps and media servers.
+    pub channel: String,
+    /// True when a revoked session was replaced without a password because the client proved it
+    /// holds the session's DPoP key (silent recovery after a leak).
+    pub recovered: bool,
+}
+
+impl From<IssuedTokens> for TokenResponse {
+    fn from(t: IssuedTokens) -> Self {
+        Self {
+            access_token: t.access_token.to_string(),
+            refresh_token: t.refresh_token.to_string(),
+            token_type: t.token_type,
+            expires_in: t.expires_in,
+            session_id: t.session_id,
+            device_id: t.device_id,
+            channel: t.channel,
+            recovered: t.recovered,
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/sessions", tag = "sessions", request_body = CreateSession,
+    responses(
+        (status = 201, description = "Signed in", body = TokenResponse),
+        (status = 401, description = "`invalid_credentials`, the same for unknown accounts and wrong passwords", body = ErrorBody),
+        (status = 422, description = "`invalid_device`", body = ErrorBody),
+        (status = 503, description = "`overloaded`: retry after `Retry-After` seconds", body = ErrorBody),
+    ))]
+pub async fn create_session(
+    State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
+    UserAgent(user_agent): UserAgent,
+    TokenRequestProof(dpop): TokenRequestProof,
+    ApiJson(body): ApiJson<CreateSession>,
+) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
+    let request = SignIn {
+        login: body.login,
+        password: Zeroizing::new(body.password),
+        device: body.device.map(|d| DeviceInfo {
+            client_id: d.client_id,
+            product: d.product,
+            platform: d.platform,
+            name: d.name,
+        }),
+        address: address.map(|a| a.to_string()),
+        user_agent,
+        dpop,
+        issue: Issue::TokenPair,
+    };
+    let result = state.sessions.sign_in(request).await;
+    state.metrics.sign_ins.get_or_create(&Outcome::of(&result, "success")).inc();
+    Ok((StatusCode::CREATED, Json(result?.into())))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/token/refresh", tag = "sessions", request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "A new token pair; the presented refresh token is spent", body = TokenResponse),
+        (status = 401, description = "`invalid_token`, `token_expired`, `token_revoked`, `refresh_token_reused` (the whole session is now revoked), `dpop_proof_required`, `invalid_dpop_proof`, `use_dpop_nonce`", body = ErrorBody),
+    ))]
+pub async fn refresh_token(
+    State(state): State<AppState>,
+    TokenRequestProof(dpop): TokenRequestProof,
+    ApiJson(body): ApiJson<RefreshRequest>,
+) -> Result<Json<TokenResponse>, ApiError> {
+    let result = state.sessions.refresh(&body.refresh_token, dpop.as_ref()).await;
+    state.metrics.token_refreshes.get_or_create(&Outcome::of(&result, "success")).inc();
+    Ok(Json(result?.into()))
+}
+
+#[utoipa::path(delete, path = "/api/v1/sessions/current", tag = "sessions", security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Signed out: every token of this session is dead"),
+        (status = 401, description = "`missing_token`, `invalid_token`, `token_expired`, `token_revoked`", body = ErrorBody),
+    ))]
+pub async fn delete_current_session(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    ClientAddress(address): ClientAddress,
+) -> Result<StatusCode, ApiError> {
+    let address = address.map(|a| a.to_string());
+    state.sessions.sign_out(&who, address.as_deref()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Me {
+    pub id: String,
+    pub username: String,
+    pub email: String,
+    /// Whether the address was confirmed through the emailed link.
+    pub email_verified: bool,
+}
+
+#[utoipa::path(get, path = "/api/v1/me", tag = "accounts", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The signed-in account", body = Me),
+        (status = 401, description = "`missing_token`, `invalid_token`, `token_expired`, `token_revoked`", body = ErrorBody),
+    ))]
+pub async fn me(State(state): State<AppState>, Caller(who): Caller) -> Result<Json<Me>, ApiError> {
+    let profile = state.accounts.profile(&who.user_id).await?;
+    Ok(Json(Me {
+        id: profile.id,
+        username: profile.username,
+        email: profile.email,
+        email_verified: profile.email_verified,
+    }))
+}

@@ -1,0 +1,137 @@
+//! The one place where errors become HTTP responses: `{"error": code, "message": text}`.
+
+use axum::extract::rejection::JsonRejection;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::domain::Error;
+
+/// The body of every 4xx and 5xx answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, such as `invalid_credentials`.
+    pub error: &'static str,
+    /// Human-readable explanation; wording may change.
+    pub message: String,
+}
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), retry_after_secs: None }
+    }
+
+    pub fn missing_token() -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "missing_token", "send an access token as `Authorization: Bearer …`")
+    }
+}
+
+/// The HTTP status that matches a domain error.
+pub fn status_of(err: &Error) -> StatusCode {
+    match err {
+        Error::InvalidEmail
+        | Error::InvalidUsername(_)
+        | Error::InvalidDevice(_)
+        | Error::PasswordTooShort(_)
+        | Error::PasswordTooLong(_)
+        | Error::PasswordTooCommon => StatusCode::UNPROCESSABLE_ENTITY,
+        Error::UsernameTaken | Error::EmailTaken => StatusCode::CONFLICT,
+        Error::InvalidCredentials
+        | Error::InvalidToken
+        | Error::TokenExpired
+        | Error::TokenRevoked
+        | Error::RefreshTokenReused
+        | Error::InvalidDpopProof(_)
+        | Error::DpopProofRequired
+        | Error::UseDpopNonce => StatusCode::UNAUTHORIZED,
+        Error::DeviceNotFound => StatusCode::NOT_FOUND,
+        Error::InvalidLink => StatusCode::BAD_REQUEST,
+        Error::WrongPassword | Error::PasswordResetRequired => StatusCode::FORBIDDEN,
+        Error::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Store(_) | Error::Keyring(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(err: Error) -> Self {
+        let status = status_of(&err);
+        if err.is_internal() {
+            // Details go to the log only; they never carry secrets (tokens and emails are not in errors).
+            tracing::error!(error = %InternalDetail(&err), "internal error");
+        }
+        let retry_after_secs = match err {
+            Error::Overloaded { retry_after_secs } => Some(retry_after_secs),
+            _ => None,
+        };
+        Self { status, code: err.code(), message: err.to_string(), retry_after_secs }
+    }
+}
+
+struct InternalDetail<'a>(&'a Error);
+
+impl std::fmt::Display for InternalDetail<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Error::Store(e) => write!(f, "{e}"),
+            Error::Keyring(e) => write!(f, "{e}"),
+            other => write!(f, "{other}"),
+        }
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::JsonDataError(e) => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.body_text())
+            }
+            JsonRejection::JsonSyntaxError(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "malformed_json", "the request body is not valid JSON")
+            }
+            JsonRejection::MissingJsonContentType(_) => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as `Content-Type: application/json`",
+            ),
+            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is too large")
+            }
+            other => Self::new(StatusCode::BAD_REQUEST, "invalid_request", other.body_text()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { error: self.code, message: self.message };
+        let mut response = (self.status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        if let Some(secs) = self.retry_after_secs {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.status == StatusCode::UNAUTHORIZED && self.code != "invalid_credentials" {
+            // RFC 6750 §3: tell bearer clients why their token was refused.
+            let value = match self.code {
+                "missing_token" => HeaderValue::from_static("Bearer realm=\"keywarden\""),
+                // RFC 9449 §7.1: DPoP failures are told with the DPoP scheme.
+                "invalid_dpop_proof" | "dpop_proof_required" => {
+                    HeaderValue::from_static("DPoP realm=\"keywarden\", error=\"invalid_dpop_proof\"")
+                }
+                "use_dpop_nonce" => HeaderValue::from_static("DPoP realm=\"keywarden\", error=\"use_dpop_nonce\""),
+                _ => HeaderValue::from_static("Bearer realm=\"keywarden\", error=\"invalid_token\""),
+            };
+            headers.insert(header::WWW_AUTHENTICATE, value);
+        }
+        response
+    }
+}

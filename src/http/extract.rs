@@ -1,0 +1,133 @@
+//! Request extractors: JSON bodies with our error format, the bearer caller, and the client address.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, OriginalUri};
+use axum::http::header::{AUTHORIZATION, HOST, USER_AGENT};
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+
+use super::error::ApiError;
+use super::AppState;
+use crate::domain::dpop::{Expected, Proof};
+use crate::domain::sessions::{Authenticated, Presentation};
+use crate::domain::Error;
+use crate::metrics::Outcome;
+
+/// `axum::Json`, but malformed bodies are answered in keywarden's error format.
+#[derive(Debug, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+/// The holder of a valid access token, presented as `Bearer` or, for key-bound tokens, as `DPoP`
+/// with a proof.
+#[derive(Debug)]
+pub struct Caller(pub Authenticated);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (scheme, token) = authorization(parts).ok_or_else(ApiError::missing_token)?;
+        let mut presented = Presentation::default();
+        if scheme.eq_ignore_ascii_case("dpop") {
+            let proof = dpop_header(parts)?.ok_or(Error::DpopProofRequired)?;
+            let url = request_url(parts, state);
+            let expected = Expected { method: parts.method.as_str(), url: &url, access_token: Some(token) };
+            presented = Presentation { dpop_scheme: true, proof: Some(state.dpop.verify(proof, expected)?) };
+        } else if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(ApiError::missing_token());
+        }
+        let result = state.sessions.authenticate(token, &presented).await;
+        state.metrics.token_validations.get_or_create(&Outcome::of(&result, "valid")).inc();
+        Ok(Caller(result?))
+    }
+}
+
+fn authorization(parts: &Parts) -> Option<(&str, &str)> {
+    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    Some((scheme, token.trim()))
+}
+
+/// The single `DPoP` header, if any (RFC 9449 §4.3: more than one is an error).
+fn dpop_header(parts: &Parts) -> Result<Option<&str>, Error> {
+    let mut values = parts.headers.get_all("dpop").iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(Error::InvalidDpopProof("more than one DPoP header"));
+    }
+    first.map(|v| v.to_str().map_err(|_| Error::InvalidDpopProof("the DPoP header is not text"))).transpose()
+}
+
+/// The URL a proof must name: the configured public URL (behind a proxy), else this request's host.
+fn request_url(parts: &Parts, state: &AppState) -> String {
+    // Nested routers see their path with the prefix stripped; the proof names the full one.
+    let path = parts.extensions.get::<OriginalUri>().map_or(parts.uri.path(), |original| original.0.path());
+    url_for(state, &parts.headers, path)
+}
+
+/// The absolute URL of a path on this server, as clients name it in DPoP proofs.
+pub(crate) fn url_for(state: &AppState, headers: &HeaderMap, path: &str) -> String {
+    match &state.public_url {
+        Some(base) => format!("{}{path}", base.trim_end_matches('/')),
+        None => {
+            let host = headers.get(HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+            format!("http://{host}{path}")
+        }
+    }
+}
+
+/// A DPoP proof sent to an endpoint that issues tokens (sign-in, refresh), verified.
+#[derive(Debug)]
+pub struct TokenRequestProof(pub Option<Proof>);
+
+impl FromRequestParts<AppState> for TokenRequestProof {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Some(proof) = dpop_header(parts)? else { return Ok(Self(None)) };
+        let url = request_url(parts, state);
+        let expected = Expected { method: parts.method.as_str(), url: &url, access_token: None };
+        Ok(Self(Some(state.dpop.verify(proof, expected)?)))
+    }
+}
+
+/// Where a request came from: the peer address, or the client named by a trusted proxy.
+#[derive(Debug, Clone)]
+pub struct ClientAddress(pub Option<IpAddr>);
+
+impl FromRequestParts<AppState> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        let trusted = |ip: &IpAddr| state.trusted_proxies.iter().any(|net| net.contains(ip));
+        let Some(mut client) = peer else { return Ok(Self(None)) };
+        if trusted(&client) {
+            // Walk X-Forwarded-For from the right: the first address not of our proxies is the client.
+            let forwarded = parts.headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok());
+            let hops: Vec<IpAddr> =
+                forwarded.flat_map(|v| v.split(',')).filter_map(|hop| hop.trim().parse().ok()).collect();
+            for hop in hops.into_iter().rev() {
+                client = hop;
+                if !trusted(&hop) {
+                    break;
+                }
+            }
+        }
+        Ok(Self(Some(client)))
+    }
+}
+
+/// The `User-Agent` header, used to name browsers that do not name themselves.
+#[derive(Debug, Clone)]
+pub struct UserAgent(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for UserAgent {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.headers.get(USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned)))
+    }
+}

@@ -1,0 +1,135 @@
+//! The HTTP surface: one router, thin handlers, and the layers every request passes through.
+
+pub mod api;
+pub mod devices;
+pub mod error;
+pub mod extract;
+pub mod openapi;
+pub mod ops;
+pub mod pages;
+pub mod passwords;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use ipnet::IpNet;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use self::error::ApiError;
+use crate::domain::dpop::DpopVerifier;
+use crate::domain::password::PasswordHasher;
+use crate::domain::sessions::TokenPolicy;
+use crate::domain::{Accounts, AuditLog, Devices, Recovery, Revocations, Sessions};
+use crate::keys::Keyring;
+use crate::mail::Mailer;
+use crate::metrics::{Metrics, RequestLabels};
+use crate::store::DynStore;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub accounts: Accounts,
+    pub sessions: Sessions,
+    pub devices: Devices,
+    pub recovery: Recovery,
+    pub revocations: Revocations,
+    pub audit: AuditLog,
+    pub mailer: Mailer,
+    pub store: DynStore,
+    pub hasher: Arc<PasswordHasher>,
+    pub metrics: Arc<Metrics>,
+    pub trusted_proxies: Arc<Vec<IpNet>>,
+    pub dpop: DpopVerifier,
+    pub keyring: Arc<Keyring>,
+    pub pages: Arc<pages::Pages>,
+    pub token_policy: TokenPolicy,
+    /// The configured public URL, which DPoP proofs must name; `None` means this request's host.
+    pub public_url: Option<String>,
+}
+
+pub fn router(state: AppState, max_body_bytes: usize, hsts: bool) -> Router {
+    let api = Router::new()
+        .route("/accounts", post(api::create_account))
+        .route("/sessions", post(api::create_session))
+        .route("/sessions/current", delete(api::delete_current_session))
+        .route("/token/refresh", post(api::refresh_token))
+        .route("/sessions/revoke-all", post(devices::revoke_all_sessions))
+        .route("/devices", get(devices::list_devices))
+        .route("/devices/{id}", delete(devices::delete_device))
+        .route("/security-events", get(devices::security_events))
+        .route("/me", get(api::me))
+        .route("/email/verify", post(passwords::verify_email))
+        .route("/password/change", post(passwords::change_password))
+        .route("/password/reset-request", post(passwords::request_reset))
+        .route("/password/reset", post(passwords::reset_password))
+        .route("/openapi.json", get(ops::openapi));
+
+    Router::new()
+        .nest("/api/v1", api)
+        .merge(pages::router(hsts))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), record_latency))
+        .layer(middleware::from_fn_with_state(state.clone(), offer_dpop_nonce))
+        .layer(
+            // Spans name the route template, never the raw URI or headers, which may carry tokens.
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str());
+                    tracing::info_span!("request", method = %request.method(), route)
+                })
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error").into_response()
+        }))
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        // Token responses must not be cached (RFC 6749 §5.1); nothing here is worth caching anyway.
+        .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+        .with_state(state)
+}
+
+async fn record_latency(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let response = next.run(request).await;
+    let labels = RequestLabels { method, route, status: response.status().as_u16() };
+    state.metrics.request_duration.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Every answer to a request with a DPoP proof carries a fresh nonce for the next proof (RFC 9449 §8).
+async fn offer_dpop_nonce(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let had_proof = request.headers().contains_key("dpop");
+    let mut response = next.run(request).await;
+    if had_proof {
+        if let Ok(nonce) = HeaderValue::from_str(&state.dpop.nonce()) {
+            response.headers_mut().insert("dpop-nonce", nonce);
+        }
+    }
+    response
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "this endpoint does not accept that method")
+}

@@ -1,0 +1,46 @@
+//! The OpenAPI document of the JSON API, generated from the handlers' annotations.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::error::ErrorBody;
+use super::{api, devices, passwords};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "keywarden", description = "Accounts, sign-in and sessions. Every error is `{\"error\": code, \"message\": text}`."),
+    paths(
+        api::create_account,
+        api::create_session,
+        api::refresh_token,
+        api::delete_current_session,
+        api::me,
+        devices::list_devices,
+        devices::delete_device,
+        devices::revoke_all_sessions,
+        devices::security_events,
+        passwords::change_password,
+        passwords::request_reset,
+        passwords::reset_password,
+        passwords::verify_email
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth),
+    tags((name = "accounts"), (name = "sessions"), (name = "devices"), (name = "passwords"))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(components) = openapi.components.as_mut() {
+            components.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(
+                    HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("kw_at_…").build(),
+                ),
+            );
+        }
+    }
+}

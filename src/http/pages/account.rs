@@ -1,0 +1,299 @@
+//! Sign-in, sign-up, sign-out, password reset and email verification pages.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use minijinja::context;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+use super::{cookie, safe_next, Browser, CsrfOnly, Page, SESSION_COOKIE};
+use crate::domain::accounts::Registration;
+use crate::domain::dpop::{Expected, Proof};
+use crate::domain::sessions::{Issue, SignIn};
+use crate::http::extract::{url_for, ClientAddress, TokenRequestProof, UserAgent};
+use crate::http::AppState;
+
+/// The page session cookie carrying a freshly issued `kw_ws_` token.
+fn session_cookie(state: &AppState, token: &str) -> axum_extra::extract::cookie::Cookie<'static> {
+    cookie(SESSION_COOKIE, token.to_owned(), state.pages.secure_cookies, Some(state.token_policy.refresh_ttl_secs))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NextQuery {
+    next: Option<String>,
+}
+
+pub async fn signin_form(State(state): State<AppState>, browser: Browser, Query(query): Query<NextQuery>) -> Page {
+    let next = safe_next(query.next.as_deref().unwrap_or("/security")).to_owned();
+    let extra = context! { title => "Sign in", next => next, login => "", recoverable => browser.stale_session };
+    browser.render(&state, StatusCode::OK, "signin.html", extra)
+}
+
+#[derive(Deserialize)]
+pub struct SigninForm {
+    csrf: String,
+    login: String,
+    password: String,
+    #[serde(default)]
+    next: String,
+    /// A DPoP proof made by the page's script: the session is bound to the browser's key.
+    #[serde(default)]
+    dpop: String,
+}
+
+/// Verifies the proof a page's script put in a form. A browser whose proof fails (a wrong clock,
+/// say) still signs in, with a session that is not bound to a key.
+fn form_proof(state: &AppState, headers: &HeaderMap, action: &str, proof: &str) -> Option<Proof> {
+    if proof.is_empty() {
+        return None;
+    }
+    let url = url_for(state, headers, action);
+    match state.dpop.verify(proof, Expected { method: "POST", url: &url, access_token: None }) {
+        Ok(proof) => Some(proof),
+        Err(err) => {
+            tracing::warn!(error = %err, "page sign-in proof refused; signing in unbound");
+            None
+        }
+    }
+}
+
+/// Signs the browser in and sets its session cookie; failures re-show the form with the same
+/// message for unknown accounts and wrong passwords.
+pub async fn signin(
+    State(state): State<AppState>,
+    browser: Browser,
+    headers: HeaderMap,
+    ClientAddress(address): ClientAddress,
+    UserAgent(user_agent): UserAgent,
+    Form(form): Form<SigninForm>,
+) -> Result<Response, Page> {
+    browser.check_form(&state, &headers, &form.csrf)?;
+    let next = safe_next(&form.next).to_owned();
+    let request = SignIn {
+        login: form.login.clone(),
+        password: Zeroizing::new(form.password),
+        device: None,
+        address: address.map(|a| a.to_string()),
+        user_agent,
+        dpop: form_proof(&state, &headers, "/signin", &form.dpop),
+        issue: Issue::BrowserCookie,
+    };
+    match state.sessions.sign_in(request).await {
+        Ok(issued) => {
+            let session = session_cookie(&state, &issued.access_token);
+            Ok((browser.jar.add(session), Redirect::to(&next)).into_response())
+        }
+        Err(err) => {
+            let status = crate::http::error::status_of(&err);
+            let extra = context! { title => "Sign in", next => next, login => form.login, error => err.to_string() };
+            Err(browser.render(&state, status, "signin.html", extra))
+        }
+    }
+}
+
+pub async fn signup_form(State(state): State<AppState>, browser: Browser) -> Page {
+    browser.render(
+        &state,
+        StatusCode::OK,
+        "signup.html",
+        context! { title => "Create an account", email => "", username => "" },
+    )
+}
+
+#[derive(Deserialize)]
+pub struct SignupForm {
+    csrf: String,
+    email: String,
+    username: String,
+    password: String,
+    #[serde(default)]
+    dpop: String,
+}
+
+pub async fn signup(
+    State(state): State<AppState>,
+    browser: Browser,
+    headers: HeaderMap,
+    ClientAddress(address): ClientAddress,
+    UserAgent(user_agent): UserAgent,
+    Form(form): Form<SignupForm>,
+) -> Result<Response, Page> {
+    browser.check_form(&state, &headers, &form.csrf)?;
+    let address = address.map(|a| a.to_string());
+    let registration =
+        Registration { email: form.email.clone(), username: form.username.clone(), password: form.password.clone() };
+    if let Err(err) = state.accounts.register(registration, address.as_deref()).await {
+        let status = crate::http::error::status_of(&err);
+        let extra = context! { title => "Create an account", email => form.email, username => form.username, error => err.to_string() };
+        return Err(browser.render(&state, status, "signup.html", extra));
+    }
+    let request = SignIn {
+        login: form.username,
+        password: Zeroizing::new(form.password),
+        device: None,
+        address,
+        user_agent,
+        dpop: form_proof(&state, &headers, "/signup", &form.dpop),
+        issue: Issue::BrowserCookie,
+    };
+    let issued = state.sessions.sign_in(request).await.map_err(|e| browser.error(&state, &e))?;
+    let session = session_cookie(&state, &issued.access_token);
+    Ok((browser.jar.add(session), Redirect::to("/security?welcome=1")).into_response())
+}
+
+pub async fn signout(
+    State(state): State<AppState>,
+    browser: Browser,
+    headers: HeaderMap,
+    ClientAddress(address): ClientAddress,
+    Form(form): Form<CsrfOnly>,
+) -> Result<Response, Page> {
+    browser.check_form(&state, &headers, &form.csrf)?;
+    if let Some(session) = &browser.session {
+        let address = address.map(|a| a.to_string());
+        state.sessions.sign_out(session, address.as_deref()).await.map_err(|e| browser.error(&state, &e))?;
+    }
+    let cleared = browser.without_session(&state);
+    Ok((cleared, Redirect::to("/signin")).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct RecoverRequest {
+    csrf: String,
+    #[serde(default)]
+    next: String,
+}
+
+/// The page script's silent recovery: the stale cookie plus a proof from the key the session was
+/// bound to buys a new cookie, after a leak response only (see `Sessions::recover_browser`).
+pub async fn recover(
+    State(state): State<AppState>,
+    browser: Browser,
+    headers: HeaderMap,
+    TokenRequestProof(proof): TokenRequestProof,
+    axum::Json(body): axum::Json<RecoverRequest>,
+) -> Result<Response, Response> {
+    browser.check_form(&state, &headers, &body.csrf).map_err(IntoResponse::into_response)?;
+    let refused = |err: crate::domain::Error| crate::http::error::ApiError::from(err).into_response();
+    let proof = proof.ok_or_else(|| refused(crate::domain::Error::DpopProofRequired))?;
+    let cookie_value = browser
+        .jar
+        .get(SESSION_COOKIE)
+        .map(|c| c.value().to_owned())
+        .ok_or_else(|| refused(crate::domain::Error::InvalidToken))?;
+    let issued = state.sessions.recover_browser(&cookie_value, &proof).await.map_err(refused)?;
+    let session = session_cookie(&state, &issued.access_token);
+    let next = safe_next(&body.next).to_owned();
+    Ok((browser.jar.add(session), axum::Json(serde_json::json!({ "next": next }))).into_response())
+}
+
+pub async fn reset_request_form(State(state): State<AppState>, browser: Browser) -> Page {
+    browser.render(&state, StatusCode::OK, "reset_request.html", context! { title => "Reset your password" })
+}
+
+#[derive(Deserialize)]
+pub struct ResetRequestForm {
+    csrf: String,
+    email: String,
+}
+
+pub async fn reset_request(
+    State(state): State<AppState>,
+    browser: Browser,
+    headers: HeaderMap,
+    ClientAddress(address): ClientAddress,
+    Form(form): Form<ResetRequestForm>,
+) -> Result<Page, Page> {
+    browser.check_form(&state, &headers, &form.csrf)?;
+    state.recovery.request_reset(&form.email, address.map(|a| a.to_string())).map_err(|e| browser.error(&state, &e))?;
+    Ok(browser.message(
+        &state,
+        StatusCode::ACCEPTED,
+        "Check your email",
+        "If this address has an account, we have sent it a link to choose a new password. The link works once, for 30 minutes.",
+        Some(("/signin", "Back to sign in")),
+    ))
+}
+
+pub async fn reset_form(State(state): State<AppState>, browser: Browser, Path(token): Path<String>) -> Page {
+    browser.render(
+        &state,
+        StatusCode::OK,
+        "reset_password.html",
+        context! { title => "Choose a new password", token => token },
+    )
+}
+
+#[derive(Deserialize)]
+pub struct ResetForm {
+    csrf: String,
+    new_password: String,
+    confirm_password: String,
+    /// An unchecked box is absent from the form, so absent means "keep devices signed in".
+    sign_out_devices: Option<String>,
+}
+
+pub async fn reset(
+    State(state): State<AppState>,
+    browser: Browser,
+    headers: HeaderMap,
+    ClientAddress(address): ClientAddress,
+    Path(token): Path<String>,
+    Form(form): Form<ResetForm>,
+) -> Result<Page, Page> {
+    browser.check_form(&state, &headers, &form.csrf)?;
+    let again = |error: &str, status: StatusCode| {
+        let extra = context! { title => "Choose a new password", token => token.clone(), error => error };
+        browser.render(&state, status, "reset_password.html", extra)
+    };
+    if form.new_password != form.confirm_password {
+        return Err(again("The two passwords are not the same.", StatusCode::UNPROCESSABLE_ENTITY));
+    }
+    let address = address.map(|a| a.to_string());
+    let sign_out = form.sign_out_devices.is_some();
+    match state.recovery.reset(&token, &form.new_password, sign_out, address.as_deref()).await {
+        Ok(()) => Ok(browser.message(
+            &state,
+            StatusCode::OK,
+            "Your password was changed",
+            if sign_out {
+                "Every device was signed out. Sign in again with your new password."
+            } else {
+                "Your devices stayed signed in. Sign in with your new password."
+            },
+            Some(("/signin", "Sign in")),
+        )),
+        Err(err @ crate::domain::Error::InvalidLink) => Err(browser.error(&state, &err)),
+        Err(err) => Err(again(&err.to_string(), crate::http::error::status_of(&err))),
+    }
+}
+
+pub async fn verify_form(State(state): State<AppState>, browser: Browser, Path(token): Path<String>) -> Page {
+    // Confirming takes a button press: mail scanners that follow links must not spend them.
+    browser.render(
+        &state,
+        StatusCode::OK,
+        "verify_email.html",
+        context! { title => "Confirm your email address", token => token },
+    )
+}
+
+pub async fn verify(
+    State(state): State<AppState>,
+    browser: Browser,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+    Form(form): Form<CsrfOnly>,
+) -> Result<Page, Page> {
+    browser.check_form(&state, &headers, &form.csrf)?;
+    state.accounts.verify_email(&token).await.map_err(|e| browser.error(&state, &e))?;
+    Ok(browser.message(
+        &state,
+        StatusCode::OK,
+        "Email address confirmed",
+        "Thank you: your email address is confirmed.",
+        Some(("/security", "Continue")),
+    ))
+}

@@ -1,0 +1,263 @@
+//! keywarden's own web pages: server-rendered, usable without JavaScript, safe by default.
+//!
+//! Browsers hold a `kw_ws_` session token in an HttpOnly, SameSite=Lax cookie (stored hashed like
+//! every token, channel `web`). Every form carries a CSRF token: an HMAC, under the token-hash key,
+//! of a random per-browser cookie and the session, so a forged form from another site has neither.
+//! Cross-site POSTs are refused outright when the browser says so (`Sec-Fetch-Site`).
+
+mod account;
+mod security;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use minijinja::{context, Environment, Value};
+use rand::RngCore;
+use tower_http::set_header::SetResponseHeaderLayer;
+
+use super::AppState;
+use crate::domain::sessions::Authenticated;
+use crate::domain::Error;
+
+pub const SESSION_COOKIE: &str = "kw_session";
+pub const CSRF_COOKIE: &str = "kw_csrf";
+
+/// No inline script or style, nothing from elsewhere, no framing (issue 4 §3).
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+const TEMPLATES: &[(&str, &str)] = &[
+    ("layout.html", include_str!("../../../templates/pages/layout.html")),
+    ("signin.html", include_str!("../../../templates/pages/signin.html")),
+    ("signup.html", include_str!("../../../templates/pages/signup.html")),
+    ("security.html", include_str!("../../../templates/pages/security.html")),
+    ("message.html", include_str!("../../../templates/pages/message.html")),
+    ("reset_request.html", include_str!("../../../templates/pages/reset_request.html")),
+    ("reset_password.html", include_str!("../../../templates/pages/reset_password.html")),
+    ("verify_email.html", include_str!("../../../templates/pages/verify_email.html")),
+];
+
+const STYLESHEET: &str = include_str!("../../../static/keywarden.css");
+const SCRIPT: &str = include_str!("../../../static/keywarden.js");
+
+/// The page templates and what every page shows.
+pub struct Pages {
+    env: Environment<'static>,
+    product: String,
+    /// Whether cookies get the `Secure` attribute (on unless keywarden is served over plain HTTP).
+    secure_cookies: bool,
+}
+
+impl Pages {
+    pub fn new(product: &str, secure_cookies: bool) -> Result<Self, minijinja::Error> {
+        let mut env = Environment::new();
+        for (name, source) in TEMPLATES {
+            env.add_template(name, source)?;
+        }
+        Ok(Self { env, product: product.to_owned(), secure_cookies })
+    }
+}
+
+pub fn router(hsts: bool) -> Router<AppState> {
+    let mut router = Router::new()
+        .route("/", get(|| async { Redirect::to("/security") }))
+        .route("/signin", get(account::signin_form).post(account::signin))
+        .route("/signup", get(account::signup_form).post(account::signup))
+        .route("/signout", post(account::signout))
+        .route("/reset", get(account::reset_request_form).post(account::reset_request))
+        .route("/reset/{token}", get(account::reset_form).post(account::reset))
+        .route("/verify-email/{token}", get(account::verify_form).post(account::verify))
+        .route("/security", get(security::page))
+        .route("/security/devices/{id}/signout", post(security::sign_out_device))
+        .route("/security/signout-all", post(security::sign_out_everywhere))
+        .route("/security/password", post(security::change_password))
+        .route("/static/keywarden.css", get(stylesheet))
+        .route("/static/keywarden.js", get(script))
+        .route("/recover", post(account::recover))
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ))
+        .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")));
+    if hsts {
+        router = router.layer(SetResponseHeaderLayer::overriding(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        ));
+    }
+    router
+}
+
+async fn stylesheet() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")], STYLESHEET)
+}
+
+async fn script() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")],
+        SCRIPT,
+    )
+}
+
+/// A page to send back: rendered HTML with a status, plus cookies to set.
+pub struct Page {
+    status: StatusCode,
+    html: String,
+    jar: Box<CookieJar>,
+}
+
+impl IntoResponse for Page {
+    fn into_response(self) -> Response {
+        (self.status, *self.jar, Html(self.html)).into_response()
+    }
+}
+
+/// A form whose only field is its CSRF token (sign-out buttons, confirmations).
+#[derive(serde::Deserialize)]
+pub struct CsrfOnly {
+    pub csrf: String,
+}
+
+/// What a page handler knows about the browser: its cookies, its CSRF secret and its session.
+pub struct Browser {
+    pub jar: CookieJar,
+    csrf_secret: String,
+    pub session: Option<Authenticated>,
+    /// A session cookie was sent but no longer works (signed out, expired or revoked).
+    pub stale_session: bool,
+}
+
+impl FromRequestParts<AppState> for Browser {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let Ok(mut jar) = CookieJar::from_request_parts(parts, state).await;
+        let csrf_secret = match jar.get(CSRF_COOKIE).map(|c| c.value().to_owned()) {
+            Some(secret) if secret.len() >= 32 => secret,
+            _ => {
+                let mut random = [0u8; 32];
+                rand::rngs::OsRng.fill_bytes(&mut random);
+                let secret = URL_SAFE_NO_PAD.encode(random);
+                jar = jar.add(cookie(CSRF_COOKIE, secret.clone(), state.pages.secure_cookies, None));
+                secret
+            }
+        };
+        let session = match jar.get(SESSION_COOKIE) {
+            Some(c) => state.sessions.authenticate_browser(c.value()).await.ok(),
+            None => None,
+        };
+        let stale_session = session.is_none() && jar.get(SESSION_COOKIE).is_some();
+        Ok(Self { jar, csrf_secret, session, stale_session })
+    }
+}
+
+pub fn cookie(name: &'static str, value: String, secure: bool, max_age_secs: Option<i64>) -> Cookie<'static> {
+    let mut cookie = Cookie::build((name, value)).path("/").http_only(true).same_site(SameSite::Lax).secure(secure);
+    if let Some(secs) = max_age_secs {
+        cookie = cookie.max_age(time::Duration::seconds(secs));
+    }
+    cookie.build()
+}
+
+impl Browser {
+    /// The CSRF token for forms on this page: bound to this browser's secret and its session.
+    pub fn csrf_token(&self, state: &AppState) -> String {
+        let session = self.session.as_ref().map_or("", |s| s.session_id.as_str());
+        let digest = state.keyring.token_digest(&format!("csrf:{}:{session}", self.csrf_secret));
+        URL_SAFE_NO_PAD.encode(&digest.digest)
+    }
+
+    /// The browser's cookies with the page session cookie removed, for sign-out.
+    pub fn without_session(&self, state: &AppState) -> CookieJar {
+        self.jar.clone().remove(cookie(SESSION_COOKIE, String::new(), state.pages.secure_cookies, None))
+    }
+
+    /// Refuses a state-changing request whose form token does not match, or that the browser
+    /// itself reports as cross-site.
+    pub fn check_form(&self, state: &AppState, headers: &HeaderMap, presented: &str) -> Result<(), Page> {
+        let cross_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) == Some("cross-site");
+        let expected = self.csrf_token(state);
+        let matches = bool::from(subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), presented.as_bytes()));
+        if cross_site || !matches {
+            return Err(self.message(
+                state,
+                StatusCode::FORBIDDEN,
+                "This form has expired",
+                "The form was not sent from this site or was open too long. Go back, reload the page and try again.",
+                Some(("/security", "Back")),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Renders a template with what every page shows.
+    pub fn render(&self, state: &AppState, status: StatusCode, template: &str, extra: Value) -> Page {
+        let base = context! {
+            product => state.pages.product.clone(),
+            csrf => self.csrf_token(state),
+            signed_in => self.session.is_some(),
+        };
+        let merged = context! { ..extra, ..base };
+        let html = state.pages.env.get_template(template).and_then(|t| t.render(merged)).unwrap_or_else(|e| {
+            tracing::error!(error = %e, template, "page template failed");
+            "<!doctype html><title>Error</title><p>Something went wrong.</p>".to_owned()
+        });
+        Page { status, html, jar: Box::new(self.jar.clone()) }
+    }
+
+    pub fn message(
+        &self,
+        state: &AppState,
+        status: StatusCode,
+        heading: &str,
+        body: &str,
+        link: Option<(&str, &str)>,
+    ) -> Page {
+        let link = link.map(|(href, label)| context! { href => href, label => label });
+        self.render(
+            state,
+            status,
+            "message.html",
+            context! { title => heading, heading => heading, body => body, link => link },
+        )
+    }
+
+    /// A friendly page for any domain error, with a status that matches it.
+    pub fn error(&self, state: &AppState, err: &Error) -> Page {
+        let status = super::error::status_of(err);
+        let (heading, link) = match err {
+            Error::InvalidLink => ("This link no longer works", Some(("/reset", "Ask for a new link"))),
+            Error::Overloaded { .. } => ("We are very busy", None),
+            e if e.is_internal() => ("Something went wrong", None),
+            _ => ("That did not work", Some(("/security", "Back"))),
+        };
+        self.message(state, status, heading, &err.to_string(), link)
+    }
+}
+
+/// Only paths on this site are followed after sign-in: never `//host`, a scheme, or a backslash trick.
+pub fn safe_next(next: &str) -> &str {
+    let ok = next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') && !next.contains("://");
+    if ok {
+        next
+    } else {
+        "/security"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_local_paths_are_followed() {
+        for bad in ["https://evil.example", "//evil.example", "/\\evil.example", "javascript:alert(1)", "", "evil"] {
+            assert_eq!(super::safe_next(bad), "/security", "{bad:?}");
+        }
+        assert_eq!(super::safe_next("/security?x=1"), "/security?x=1");
+    }
+}

@@ -1,0 +1,406 @@
+//! The keyring: password pepper, token-hash key, data-encryption key and email blind-index key, each with an id.
+//!
+//! None of these keys ever enters the database (promise P1). Every value they protect is stored beside
+//! the id of the key that protected it, so a key can be rotated without downtime: new values use the
+//! active key, older ones stay readable while their key is still in the ring.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write;
+use std::path::Path;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+type HmacSha256 = Hmac<Sha256>;
+
+const SECRET_LEN: usize = 32;
+const NONCE_LEN: usize = 24;
+
+/// What a key is for; each purpose has its own independent set of keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyPurpose {
+    Pepper,
+    TokenHash,
+    Data,
+    BlindIndex,
+}
+
+impl KeyPurpose {
+    pub const ALL: [KeyPurpose; 4] = [Self::Pepper, Self::TokenHash, Self::Data, Self::BlindIndex];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pepper => "pepper",
+            Self::TokenHash => "token_hash",
+            Self::Data => "data",
+            Self::BlindIndex => "blind_index",
+        }
+    }
+
+    fn id_prefix(self) -> &'static str {
+        match self {
+            Self::Pepper => "pep",
+            Self::TokenHash => "tok",
+            Self::Data => "dat",
+            Self::BlindIndex => "idx",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyringError {
+    #[error("cannot read the key file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("cannot write the key file {path}: {source}")]
+    Write { path: String, source: std::io::Error },
+    #[error("the keyring is not valid TOML: {0}")]
+    Syntax(#[from] toml::de::Error),
+    #[error("the keyring's {purpose} set is invalid: {reason}")]
+    Invalid { purpose: &'static str, reason: String },
+    #[error("a value was sealed with key {0:?}, which is not in the keyring")]
+    UnknownKey(String),
+    #[error("a sealed value failed authentication: it was altered or belongs to another record")]
+    Tampered,
+}
+
+/// A 256-bit secret, wiped from memory when dropped and never printed.
+struct Secret(Zeroizing<[u8; SECRET_LEN]>);
+
+impl Secret {
+    fn random() -> Self {
+        let mut bytes = Zeroizing::new([0u8; SECRET_LEN]);
+        rand::rngs::OsRng.fill_bytes(bytes.as_mut());
+        Self(bytes)
+    }
+}
+
+/// The keys of one purpose: the active one signs or seals new values; the others only read old ones.
+struct KeySet {
+    active: String,
+    keys: BTreeMap<String, Secret>,
+}
+
+impl KeySet {
+    fn generate(purpose: KeyPurpose) -> Self {
+        let id = new_key_id(purpose);
+        let mut keys = BTreeMap::new();
+        keys.insert(id.clone(), Secret::random());
+        Self { active: id, keys }
+    }
+
+    fn active(&self) -> (&str, &[u8; SECRET_LEN]) {
+        // Construction guarantees the active id is present.
+        let secret = self.keys.get(&self.active).map(|s| &*s.0).unwrap_or(&[0; SECRET_LEN]);
+        (&self.active, secret)
+    }
+
+    fn get(&self, id: &str) -> Option<&[u8; SECRET_LEN]> {
+        self.keys.get(id).map(|s| &*s.0)
+    }
+
+    /// The active key first, then the retired ones still kept for reading.
+    fn in_lookup_order(&self) -> impl Iterator<Item = (&str, &[u8; SECRET_LEN])> {
+        std::iter::once(self.active())
+            .chain(self.keys.iter().filter(move |(id, _)| **id != self.active).map(|(id, s)| (id.as_str(), &*s.0)))
+    }
+
+    fn from_file(purpose: KeyPurpose, file: KeySetFile) -> Result<Self, KeyringError> {
+        let invalid = |reason: String| KeyringError::Invalid { purpose: purpose.name(), reason };
+        let mut keys = BTreeMap::new();
+        for (id, encoded) in file.keys {
+            let bytes =
+                Zeroizing::new(B64.decode(encoded.trim()).map_err(|_| invalid(format!("key {id:?} is not base64")))?);
+            let array: [u8; SECRET_LEN] =
+                bytes.as_slice().try_into().map_err(|_| invalid(format!("key {id:?} must be {SECRET_LEN} bytes")))?;
+            keys.insert(id, Secret(Zeroizing::new(array)));
+        }
+        if !keys.contains_key(&file.active) {
+            return Err(invalid(format!("the active key {:?} is not among its keys", file.active)));
+        }
+        Ok(Self { active: file.active, keys })
+    }
+
+    fn to_file(&self) -> KeySetFile {
+        KeySetFile {
+            active: self.active.clone(),
+            keys: self.keys.iter().map(|(id, s)| (id.clone(), B64.encode(*s.0))).collect(),
+        }
+    }
+}
+
+fn new_key_id(purpose: KeyPurpose) -> String {
+    let mut tag = [0u8; 4];
+    rand::rngs::OsRng.fill_bytes(&mut tag);
+    let date = time::OffsetDateTime::now_utc().date();
+    format!("{}-{:04}{:02}{:02}-{}", purpose.id_prefix(), date.year(), u8::from(date.month()), date.day(), hex(&tag))
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeySetFile {
+    active: String,
+    keys: BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyringFile {
+    pepper: KeySetFile,
+    token_hash: KeySetFile,
+    data: KeySetFile,
+    blind_index: KeySetFile,
+}
+
+/// A keyed digest together with the id of the key that made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedDigest {
+    pub key_id: String,
+    pub digest: Vec<u8>,
+}
+
+/// A value encrypted under the data key: `nonce || ciphertext+tag`, with the key's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    pub key_id: String,
+    pub bytes: Vec<u8>,
+}
+
+/// Every key keywarden holds. Cheap to share behind an `Arc`; never serialised except to the key file.
+pub struct Keyring {
+    pepper: KeySet,
+    token_hash: KeySet,
+    data: KeySet,
+    blind_index: KeySet,
+}
+
+impl fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keyring").field("active_ids", &self.active_ids()).finish_non_exhaustive()
+    }
+}
+
+const FILE_HEADER: &str = "\
+# keywarden keyring. Back this file up and store it APART from the database:
+# without it nothing in the database can be used, and with the database it is everything an attacker needs.
+";
+
+impl Keyring {
+    /// A new keyring with one fresh random key for each purpose.
+    pub fn generate() -> Self {
+        Self {
+            pepper: KeySet::generate(KeyPurpose::Pepper),
+            token_hash: KeySet::generate(KeyPurpose::TokenHash),
+            data: KeySet::generate(KeyPurpose::Data),
+            blind_index: KeySet::generate(KeyPurpose::BlindIndex),
+        }
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, KeyringError> {
+        let file: KeyringFile = toml::from_str(text)?;
+        Ok(Self {
+            pepper: KeySet::from_file(KeyPurpose::Pepper, file.pepper)?,
+            token_hash: KeySet::from_file(KeyPurpose::TokenHash, file.token_hash)?,
+            data: KeySet::from_file(KeyPurpose::Data, file.data)?,
+            blind_index: KeySet::from_file(KeyPurpose::BlindIndex, file.blind_index)?,
+        })
+    }
+
+    pub fn to_toml(&self) -> String {
+        let file = KeyringFile {
+            pepper: self.pepper.to_file(),
+            token_hash: self.token_hash.to_file(),
+            data: self.data.to_file(),
+            blind_index: self.blind_index.to_file(),
+        };
+        // Serialising plain strings and maps cannot fail.
+        format!("{FILE_HEADER}\n{}", toml::to_string(&file).unwrap_or_default())
+    }
+
+    pub fn load(path: &Path) -> Result<Self, KeyringError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| KeyringError::Read { path: path.display().to_string(), source })?;
+        Self::from_toml(&text)
+    }
+
+    /// Writes the keyring to a new file readable only by its owner; refuses to overwrite one.
+    pub fn write_new(&self, path: &Path) -> Result<(), KeyringError> {
+        let err = |source| KeyringError::Write { path: path.display().to_string(), source };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(err)?;
+        }
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let mut file = options.open(path).map_err(err)?;
+        file.write_all(self.to_toml().as_bytes()).map_err(err)?;
+        file.sync_all().map_err(err)
+    }
+
+    fn set(&self, purpose: KeyPurpose) -> &KeySet {
+        match purpose {
+            KeyPurpose::Pepper => &self.pepper,
+            KeyPurpose::TokenHash => &self.token_hash,
+            KeyPurpose::Data => &self.data,
+            KeyPurpose::BlindIndex => &self.blind_index,
+        }
+    }
+
+    /// The active key id of every purpose, for logs and consistency checks (never the secrets).
+    pub fn active_ids(&self) -> BTreeMap<&'static str, String> {
+        KeyPurpose::ALL.iter().map(|p| (p.name(), self.set(*p).active.clone())).collect()
+    }
+
+    /// Whether the keyring holds a key with this id for this purpose.
+    pub fn has_key(&self, purpose: KeyPurpose, id: &str) -> bool {
+        self.set(purpose).get(id).is_some()
+    }
+
+    /// `(meta key, check value)` for every key: an HMAC of a fixed label, which identifies the key
+    /// without revealing anything that could compute other digests.
+    pub fn check_values(&self) -> Vec<(String, String)> {
+        KeyPurpose::ALL
+            .iter()
+            .flat_map(|purpose| {
+                self.set(*purpose).keys.iter().map(move |(id, secret)| {
+                    (format!("keycheck.{}.{id}", purpose.name()), hex(&hmac(&*secret.0, b"keywarden key check v1")))
+                })
+            })
+            .collect()
+    }
+
+    /// The active pepper and its id, mixed into every new password hash.
+    pub fn active_pepper(&self) -> (&str, &[u8]) {
+        let (id, key) = self.pepper.active();
+        (id, key.as_slice())
+    }
+
+    pub fn pepper(&self, id: &str) -> Option<&[u8]> {
+        self.pepper.get(id).map(|k| k.as_slice())
+    }
+
+    /// The id of the key that seals new audit events: derived from the active token-hash key.
+    pub fn active_audit_key_id(&self) -> String {
+        format!("audit:{}", self.token_hash.active)
+    }
+
+    /// MAC of an audit event under the audit key `key_id`, or `None` if that key is no longer held.
+    /// Audit keys are derived (HKDF-SHA256) from token-hash keys, so key files need no extra entry
+    /// and rotating the token-hash key rotates the audit key with it.
+    pub fn audit_mac(&self, key_id: &str, message: &[u8]) -> Option<Vec<u8>> {
+        let token_key = self.token_hash.get(key_id.strip_prefix("audit:")?)?;
+        let mut audit_key = Zeroizing::new([0u8; SECRET_LEN]);
+        hkdf::Hkdf::<Sha256>::new(None, token_key).expand(b"keywarden audit log v1", audit_key.as_mut()).ok()?;
+        Some(hmac(audit_key.as_ref(), message))
+    }
+
+    /// HMAC-SHA256 of a token under the active token-hash key: the only form in which tokens are stored.
+    pub fn token_digest(&self, token: &str) -> KeyedDigest {
+        let (id, key) = self.token_hash.active();
+        KeyedDigest { key_id: id.to_owned(), digest: hmac(key, token.as_bytes()) }
+    }
+
+    /// The token's digest under every token-hash key, active first, for look-up during a rotation.
+    pub fn token_digests(&self, token: &str) -> Vec<KeyedDigest> {
+        self.token_hash
+            .in_lookup_order()
+            .map(|(id, key)| KeyedDigest { key_id: id.to_owned(), digest: hmac(key, token.as_bytes()) })
+            .collect()
+    }
+
+    /// The keyed blind index of a normalised value under every blind-index key, active first.
+    pub fn blind_indexes(&self, value: &str) -> Vec<KeyedDigest> {
+        self.blind_index
+            .in_lookup_order()
+            .map(|(id, key)| KeyedDigest { key_id: id.to_owned(), digest: hmac(key, value.as_bytes()) })
+            .collect()
+    }
+
+    pub fn blind_index(&self, value: &str) -> KeyedDigest {
+        let (id, key) = self.blind_index.active();
+        KeyedDigest { key_id: id.to_owned(), digest: hmac(key, value.as_bytes()) }
+    }
+
+    /// Encrypts with XChaCha20-Poly1305 under the active data key. `context` is authenticated but not
+    /// stored: it binds the ciphertext to its record so it cannot be moved to another row.
+    pub fn seal(&self, plaintext: &[u8], context: &[u8]) -> Sealed {
+        let (id, key) = self.data.active();
+        let cipher = XChaCha20Poly1305::new(key.into());
+        let mut nonce = [0u8; NONCE_LEN];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        // Encryption with a valid key and nonce only fails for plaintexts beyond 256 GiB.
+        let ciphertext =
+            cipher.encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad: context }).unwrap_or_default();
+        let mut bytes = nonce.to_vec();
+        bytes.extend_from_slice(&ciphertext);
+        Sealed { key_id: id.to_owned(), bytes }
+    }
+
+    pub fn open(&self, sealed: &Sealed, context: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyringError> {
+        let key = self.data.get(&sealed.key_id).ok_or_else(|| KeyringError::UnknownKey(sealed.key_id.clone()))?;
+        if sealed.bytes.len() < NONCE_LEN {
+            return Err(KeyringError::Tampered);
+        }
+        let (nonce, ciphertext) = sealed.bytes.split_at(NONCE_LEN);
+        XChaCha20Poly1305::new(key.into())
+            .decrypt(XNonce::from_slice(nonce), Payload { msg: ciphertext, aad: context })
+            .map(Zeroizing::new)
+            .map_err(|_| KeyringError::Tampered)
+    }
+}
+
+#[allow(clippy::expect_used)] // HMAC takes keys of any length: `new_from_slice` cannot fail here.
+fn hmac(key: &[u8], message: &[u8]) -> Vec<u8> {
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC accepts any key length");
+    mac.update(message);
+    mac.finalize().into_bytes().to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_its_file_format() {
+        let ring = Keyring::generate();
+        let again = Keyring::from_toml(&ring.to_toml()).unwrap();
+        assert_eq!(ring.active_ids(), again.active_ids());
+        assert_eq!(ring.token_digest("kw_at_x"), again.token_digest("kw_at_x"));
+    }
+
+    #[test]
+    fn sealed_values_are_bound_to_their_context() {
+        let ring = Keyring::generate();
+        let sealed = ring.seal(b"alice@example.com", b"user:1");
+        assert_eq!(&*ring.open(&sealed, b"user:1").unwrap(), b"alice@example.com");
+        assert!(matches!(ring.open(&sealed, b"user:2"), Err(KeyringError::Tampered)));
+    }
+
+    #[test]
+    fn a_keyring_whose_active_key_is_missing_is_refused() {
+        let text = Keyring::generate().to_toml().replacen("active = \"pep-", "active = \"gone-", 1);
+        assert!(matches!(Keyring::from_toml(&text), Err(KeyringError::Invalid { purpose: "pepper", .. })));
+    }
+
+    #[test]
+    fn different_keyrings_give_different_digests() {
+        let (a, b) = (Keyring::generate(), Keyring::generate());
+        assert_ne!(a.token_digest("t").digest, b.token_digest("t").digest);
+        assert_ne!(a.blind_index("e").digest, b.blind_index("e").digest);
+    }
+}

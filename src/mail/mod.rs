@@ -1,0 +1,320 @@
+//! Outgoing mail: templated notices, a durable encrypted queue in the database, delivery with retries.
+//!
+//! Sending never blocks a request: a notice is rendered, sealed under the data key (a queued reset
+//! link is a credential) and stored; a delivery task hands it to SMTP or the file outbox and retries
+//! with exponential back-off, so an outage of the mail server loses nothing.
+
+pub mod templates;
+pub mod transport;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use lettre::message::{Mailbox, MultiPart};
+use lettre::Message;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use self::templates::Templates;
+pub use self::transport::{Security, SmtpConfig, Transport};
+use crate::domain::audit::{Actor, AuditLog};
+use crate::domain::clock::{now_ms, rfc3339};
+use crate::domain::{Error, Result};
+use crate::keys::{Keyring, Sealed};
+use crate::store::{DynStore, QueuedMail};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    /// One `.eml` file per message in the outbox directory.
+    #[default]
+    Outbox,
+    Smtp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MailConfig {
+    pub transport: TransportKind,
+    /// The `From:` of every message.
+    pub from: String,
+    /// Where the outbox transport writes; unset means `data_dir/outbox`.
+    pub outbox_dir: Option<PathBuf>,
+    pub smtp: SmtpConfig,
+    /// First retry delay after a failed delivery; doubles each time, up to an hour.
+    pub retry_base_secs: u64,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        Self {
+            transport: TransportKind::Outbox,
+            from: "keywarden <no-reply@localhost>".into(),
+            outbox_dir: None,
+            smtp: SmtpConfig::default(),
+            retry_base_secs: 5,
+        }
+    }
+}
+
+/// A message keywarden sends to a user.
+#[derive(Debug, Clone)]
+pub enum Notice {
+    VerifyEmail { link: String, hours: i64 },
+    PasswordReset { link: String, minutes: i64 },
+    PasswordChanged { signed_out_devices: bool, address: Option<String> },
+    NewSignIn { device_name: String, product: String, platform: String, address: Option<String> },
+    SignedOutEverywhere { kept_current: bool },
+    DeviceSignedOut { device_name: String },
+    SecurityIncident { link: String, minutes: i64, what_happened: String, what_we_did: String },
+}
+
+impl Notice {
+    /// The stable kind recorded with the queued message and in the audit log.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::VerifyEmail { .. } => "verify_email",
+            Self::PasswordReset { .. } => "password_reset",
+            Self::PasswordChanged { .. } => "password_changed",
+            Self::NewSignIn { .. } => "new_sign_in",
+            Self::SignedOutEverywhere { .. } => "signed_out_everywhere",
+            Self::DeviceSignedOut { .. } => "device_signed_out",
+            Self::SecurityIncident { .. } => "security_incident",
+        }
+    }
+
+    fn template(&self) -> &'static str {
+        match self {
+            Self::DeviceSignedOut { .. } => "signed_out_everywhere",
+            other => other.kind(),
+        }
+    }
+
+    fn subject(&self, product: &str) -> String {
+        match self {
+            Self::VerifyEmail { .. } => format!("Confirm your email address for {product}"),
+            Self::PasswordReset { .. } => format!("Reset your {product} password"),
+            Self::PasswordChanged { .. } => format!("Your {product} password was changed"),
+            Self::NewSignIn { .. } => format!("New sign-in to your {product} account"),
+            Self::SignedOutEverywhere { .. } => format!("All devices were signed out of your {product} account"),
+            Self::DeviceSignedOut { .. } => format!("A device was signed out of your {product} account"),
+            Self::SecurityIncident { .. } => format!("Important: action required for your {product} account"),
+        }
+    }
+
+    fn context(&self) -> serde_json::Value {
+        match self {
+            Self::VerifyEmail { link, hours } => json!({ "link": link, "hours": hours }),
+            Self::PasswordReset { link, minutes } => json!({ "link": link, "minutes": minutes }),
+            Self::PasswordChanged { signed_out_devices, address } => {
+                json!({ "signed_out_devices": signed_out_devices, "address": address })
+            }
+            Self::NewSignIn { device_name, product, platform, address } => {
+                json!({ "device_name": device_name, "product_name": product, "platform": platform, "address": address })
+            }
+            Self::SignedOutEverywhere { kept_current } => json!({ "kept_current": kept_current }),
+            Self::DeviceSignedOut { device_name } => json!({ "device_name": device_name }),
+            Self::SecurityIncident { link, minutes, what_happened, what_we_did } => {
+                json!({ "link": link, "minutes": minutes, "what_happened": what_happened, "what_we_did": what_we_did })
+            }
+        }
+    }
+}
+
+/// Who a notice goes to.
+#[derive(Debug, Clone)]
+pub struct Recipient<'a> {
+    pub user_id: &'a str,
+    pub username: &'a str,
+    pub email: &'a str,
+}
+
+/// The sealed content of a queued message.
+#[derive(Serialize, Deserialize)]
+struct Sealable {
+    from: String,
+    to: String,
+    message: String,
+}
+
+#[derive(Clone)]
+pub struct Mailer {
+    store: DynStore,
+    keyring: Arc<Keyring>,
+    audit: AuditLog,
+    templates: Arc<Templates>,
+    from: Mailbox,
+    product: String,
+    public_url: String,
+    retry_base: Duration,
+    queued: Arc<Notify>,
+}
+
+fn mail_context(id: &str) -> Vec<u8> {
+    format!("keywarden:mail:{id}").into_bytes()
+}
+
+/// Delivery errors may quote addresses back; keep them out of logs and of the database.
+fn redact_addresses(text: &str) -> String {
+    text.split_whitespace()
+        .map(|word| if word.contains('@') { "<address>" } else { word })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Mailer {
+    pub fn new(
+        store: DynStore,
+        keyring: Arc<Keyring>,
+        audit: AuditLog,
+        config: &MailConfig,
+        product: &str,
+        public_url: &str,
+    ) -> anyhow::Result<Self> {
+        let from: Mailbox =
+            config.from.parse().map_err(|e| anyhow::anyhow!("invalid mail.from {:?}: {e}", config.from))?;
+        Ok(Self {
+            store,
+            keyring,
+            audit,
+            templates: Arc::new(Templates::load()?),
+            from,
+            product: product.to_owned(),
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            retry_base: Duration::from_secs(config.retry_base_secs.max(1)),
+            queued: Arc::new(Notify::new()),
+        })
+    }
+
+    /// A link into keywarden's own pages.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.public_url)
+    }
+
+    /// Renders a notice and queues it durably; delivery happens in the background.
+    pub async fn send(&self, to: &Recipient<'_>, notice: Notice) -> Result<()> {
+        let mut context = notice.context();
+        let base = json!({
+            "product": self.product,
+            "username": to.username,
+            "security_url": self.url("/security"),
+            "reset_url": self.url("/reset"),
+            "at": rfc3339(now_ms()),
+            "subject": notice.subject(&self.product),
+        });
+        if let (Some(context), Some(base)) = (context.as_object_mut(), base.as_object()) {
+            context.extend(base.clone());
+        }
+        let rendered = self
+            .templates
+            .render(notice.template(), &minijinja::Value::from_serialize(&context))
+            .map_err(|e| Error::Internal(format!("mail template {}: {e}", notice.template())))?;
+        let recipient: Mailbox = to.email.parse().map_err(|_| Error::InvalidEmail)?;
+        let message = Message::builder()
+            .from(self.from.clone())
+            .to(recipient)
+            .subject(notice.subject(&self.product))
+            .multipart(MultiPart::alternative_plain_html(rendered.text, rendered.html))
+            .map_err(|e| Error::Internal(format!("cannot build message: {e}")))?;
+        let id = uuid::Uuid::now_v7().to_string();
+        let sealable = Sealable {
+            from: self.from.email.to_string(),
+            to: to.email.to_owned(),
+            message: B64.encode(message.formatted()),
+        };
+        let plain = zeroize::Zeroizing::new(serde_json::to_vec(&sealable).map_err(|e| Error::Internal(e.to_string()))?);
+        let sealed = self.keyring.seal(&plain, &mail_context(&id));
+        let now = now_ms();
+        let queued = QueuedMail {
+            id,
+            kind: notice.kind().to_owned(),
+            user_id: Some(to.user_id.to_owned()),
+            sealed: sealed.bytes,
+            key_id: sealed.key_id,
+            created_at: now,
+            next_attempt_at: now,
+            attempts: 0,
+        };
+        self.store.enqueue_mail(&queued).await?;
+        self.queued.notify_one();
+        Ok(())
+    }
+
+    /// Delivers every message that is due; returns how many were delivered.
+    pub async fn deliver_due(&self, transport: &Transport) -> Result<usize> {
+        let mut delivered = 0;
+        loop {
+            let now = now_ms();
+            let batch = self.store.claim_due_mail(now, now + 120_000, 20).await?;
+            if batch.is_empty() {
+                return Ok(delivered);
+            }
+            for mail in batch {
+                match self.deliver_one(transport, &mail).await {
+                    Ok(()) => {
+                        self.store.mail_delivered(&mail.id).await?;
+                        delivered += 1;
+                        let details =
+                            json!({ "kind": mail.kind, "message_id": mail.id, "attempts": mail.attempts + 1 });
+                        let event =
+                            AuditLog::event("mail.sent", &Actor::System, mail.user_id.as_deref(), None, details);
+                        self.audit.record(event).await?;
+                    }
+                    Err(error) => {
+                        let error = redact_addresses(&error);
+                        let exponent = u32::try_from(mail.attempts.clamp(0, 12)).unwrap_or(12);
+                        let delay = (self.retry_base * 2u32.pow(exponent)).min(Duration::from_secs(3600));
+                        let next = now_ms() + i64::try_from(delay.as_millis()).unwrap_or(3_600_000);
+                        tracing::warn!(message_id = %mail.id, kind = %mail.kind, attempts = mail.attempts + 1, %error, retry_in = ?delay, "mail delivery failed");
+                        self.store.mail_failed(&mail.id, next, &error).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn deliver_one(&self, transport: &Transport, mail: &QueuedMail) -> std::result::Result<(), String> {
+        let sealed = Sealed { key_id: mail.key_id.clone(), bytes: mail.sealed.clone() };
+        let plain = self.keyring.open(&sealed, &mail_context(&mail.id)).map_err(|e| e.to_string())?;
+        let content: Sealable = serde_json::from_slice(&plain).map_err(|e| e.to_string())?;
+        let message = B64.decode(&content.message).map_err(|e| e.to_string())?;
+        let envelope = lettre::address::Envelope::new(
+            Some(content.from.parse().map_err(|_| "invalid sender".to_owned())?),
+            vec![content.to.parse().map_err(|_| "invalid recipient".to_owned())?],
+        )
+        .map_err(|e| e.to_string())?;
+        transport.deliver(&mail.id, &envelope, &message).await
+    }
+
+    /// Delivers queued mail as it arrives and at least every `poll`, until aborted.
+    pub fn spawn_delivery(&self, transport: Transport, poll: Duration) -> JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Err(err) = this.deliver_due(&transport).await {
+                    tracing::warn!(error = %err, "mail delivery pass failed");
+                }
+                tokio::select! {
+                    _ = this.queued.notified() => {}
+                    _ = tokio::time::sleep(poll) => {}
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn addresses_are_redacted_from_delivery_errors() {
+        assert_eq!(
+            super::redact_addresses("550 no such user <eve@example.com> here"),
+            "550 no such user <address> here"
+        );
+    }
+}

@@ -1,0 +1,211 @@
+//! Starting and stopping a keywarden node: store, keyring, domain services, HTTP listener.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, HashProfile};
+use crate::domain::clock::now_ms;
+use crate::domain::dpop::DpopVerifier;
+use crate::domain::password::PasswordHasher;
+use crate::domain::{Accounts, AuditLog, Core, Devices, Recovery, Revocations, Sessions};
+use crate::http::pages::Pages;
+use crate::http::{self, AppState};
+use crate::keys::Keyring;
+use crate::mail::{Mailer, Transport, TransportKind};
+use crate::metrics::Metrics;
+use crate::store::{self, DynStore, Store};
+
+/// The variable that may hold the whole keyring instead of a key file (for secret managers).
+pub const KEYRING_ENV: &str = "KEYWARDEN_KEYRING";
+
+/// How often rules written elsewhere are fetched when no notification arrives: well inside the
+/// promise that a revocation is enforced by every node within one second.
+const REVOCATION_POLL: Duration = Duration::from_millis(250);
+/// How often the whole rule set is reloaded, repairing anything a notification or poll missed.
+const REVOCATION_RELOAD: Duration = Duration::from_secs(30);
+
+/// How often the mail queue is checked for messages due for (another) delivery attempt.
+const MAIL_POLL: Duration = Duration::from_secs(1);
+
+fn mail_transport(config: &Config) -> anyhow::Result<Transport> {
+    Ok(match config.mail.transport {
+        TransportKind::Outbox => Transport::Outbox(config.outbox_dir()),
+        TransportKind::Smtp => Transport::smtp(&config.mail.smtp).context("invalid SMTP settings")?,
+    })
+}
+
+/// Tokens are kept this long after expiry so a late refresh still reports `token_expired`.
+const EXPIRED_TOKEN_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
+
+/// A running node; dropping it does not stop it, `stop` does (gracefully).
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    shutdown: oneshot::Sender<()>,
+    serving: JoinHandle<std::io::Result<()>>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting connections, lets requests in flight finish, then returns.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(());
+        for task in &self.background {
+            task.abort();
+        }
+        self.serving.await.context("server task failed")?.context("server failed")
+    }
+}
+
+/// Opens the database, applies migrations, loads (or on first start generates) the keyring,
+/// and starts serving on the configured address.
+pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
+    let store = store::open(&config.database_url()).await.context("cannot open the database")?;
+    store.migrate().await.context("cannot apply database migrations")?;
+    let keyring = open_keyring(config, store.as_ref()).await?;
+    let state = build_state(config, store.clone(), keyring)?;
+    // Every rule must be in memory before the first request is served.
+    state.revocations.reload().await.context("cannot load revocation rules")?;
+    let syncing = state.revocations.spawn_sync(REVOCATION_POLL, REVOCATION_RELOAD);
+
+    let listener =
+        TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let app = http::router(state.clone(), config.max_body_bytes, config.public_url().starts_with("https://"));
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let serving = tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    let mut background = syncing;
+    background.push(state.mailer.spawn_delivery(mail_transport(config)?, MAIL_POLL));
+    background.push(tokio::spawn(purge_expired_tokens(store)));
+    tracing::info!(%addr, database = state.store.engine(), "keywarden is listening");
+    Ok(RunningServer { addr, state, shutdown, serving, background })
+}
+
+/// The domain's shared parts, as configured: hashing, audit, revocation rules and mail.
+pub fn build_core(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> anyhow::Result<Core> {
+    let hashing = &config.password_hashing;
+    let hasher = Arc::new(PasswordHasher::new(keyring.clone(), hashing.cost(), hashing.admission())?);
+    let audit = AuditLog::new(store.clone(), keyring.clone());
+    let revocations = Revocations::new(store.clone(), audit.clone());
+    let mailer = Mailer::new(
+        store.clone(),
+        keyring.clone(),
+        audit.clone(),
+        &config.mail,
+        &config.product_name,
+        &config.public_url(),
+    )?;
+    Ok(Core { store, keyring, hasher, audit, revocations, mailer, policy: config.tokens })
+}
+
+pub fn build_state(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> anyhow::Result<AppState> {
+    if config.password_hashing.profile == HashProfile::InsecureTestOnly {
+        tracing::warn!("password_hashing.profile = insecure-test-only: passwords are hashed weakly; never use this for real accounts");
+    }
+    let dpop = DpopVerifier::new(keyring.clone(), config.dpop.require_nonce);
+    let pages = Arc::new(Pages::new(&config.product_name, config.secure_cookies())?);
+    let core = build_core(config, store.clone(), keyring.clone())?;
+    let hasher = core.hasher.clone();
+    let accounts = Accounts::new(&core);
+    Ok(AppState {
+        sessions: Sessions::new(&core, accounts.clone()),
+        devices: Devices::new(&core, accounts.clone()),
+        recovery: Recovery::new(&core, accounts.clone()),
+        accounts,
+        revocations: core.revocations,
+        audit: core.audit,
+        mailer: core.mailer,
+        store,
+        hasher,
+        metrics: Arc::new(Metrics::default()),
+        trusted_proxies: Arc::new(config.trusted_proxies.clone()),
+        dpop,
+        keyring,
+        pages,
+        token_policy: config.tokens,
+        public_url: config.public_url.clone(),
+    })
+}
+
+/// Loads the keyring from `KEYWARDEN_KEYRING` or the key file. Only a database without accounts
+/// gets a newly generated keyring: for any other, a new one would make every credential unusable.
+pub async fn open_keyring(config: &Config, store: &dyn Store) -> anyhow::Result<Arc<Keyring>> {
+    load_keyring(config, store, true).await
+}
+
+/// Loads the keyring; only `serve` may generate one (an admin command must never make new keys).
+pub async fn load_keyring(config: &Config, store: &dyn Store, may_generate: bool) -> anyhow::Result<Arc<Keyring>> {
+    let path = config.key_file();
+    let keyring = if let Ok(text) = std::env::var(KEYRING_ENV) {
+        Keyring::from_toml(&text).with_context(|| format!("invalid keyring in {KEYRING_ENV}"))?
+    } else if path.exists() {
+        Keyring::load(&path)?
+    } else if !may_generate {
+        bail!(
+            "the key file {} does not exist: start `keywarden serve` once, or restore it from your backup",
+            path.display()
+        );
+    } else {
+        if store.count_users().await? > 0 {
+            bail!(
+                "the database holds accounts but the key file {} is missing: restore it from your backup \
+                 (a new keyring would make every password, token and email in the database unusable)",
+                path.display()
+            );
+        }
+        let keyring = Keyring::generate();
+        keyring.write_new(&path)?;
+        tracing::warn!(
+            key_file = %path.display(),
+            "generated a new keyring: back up this file and store it apart from the database"
+        );
+        keyring
+    };
+    check_keyring_matches_database(&keyring, store).await?;
+    Ok(Arc::new(keyring))
+}
+
+/// Each key's check value (an HMAC of a constant, useless to an attacker) is recorded in the
+/// database the first time the key is used with it, so a wrong or altered key file is refused.
+async fn check_keyring_matches_database(keyring: &Keyring, store: &dyn Store) -> anyhow::Result<()> {
+    let mut recognised = 0;
+    let mut new = Vec::new();
+    for (name, value) in keyring.check_values() {
+        match store.meta(&name).await? {
+            Some(stored) if stored == value => recognised += 1,
+            Some(_) => bail!("the keyring's {name} differs from the key with that id this database was used with"),
+            None => new.push((name, value)),
+        }
+    }
+    if recognised == 0 && store.count_users().await? > 0 {
+        bail!("this database was created with a different keyring: none of its keys is known here");
+    }
+    for (name, value) in new {
+        store.set_meta(&name, &value).await?;
+    }
+    Ok(())
+}
+
+async fn purge_expired_tokens(store: DynStore) {
+    let mut every = tokio::time::interval(Duration::from_secs(600));
+    loop {
+        every.tick().await;
+        match store.purge_expired_tokens(now_ms() - EXPIRED_TOKEN_RETENTION_MS).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "expired tokens purged"),
+            Err(err) => tracing::warn!(error = %err, "purging expired tokens failed"),
+        }
+    }
+}

@@ -1,0 +1,404 @@
+//! The `Store` trait every engine implements, and the records that cross it.
+//!
+//! The domain talks only to this trait. Both engines share one body of portable SQL (`sql.rs`);
+//! `sqlite.rs` and `postgres.rs` hold what differs: connecting, pragmas and migrations.
+//! Times are Unix milliseconds, ids are UUID strings, digests and ciphertexts are bytes, so the
+//! same SQL and the same row types work on both engines.
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique value (named) is already taken.
+    #[error("{0} is already taken")]
+    Conflict(UniqueField),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL {0:?}: use sqlite:… or postgres://…")]
+    UnsupportedUrl(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UniqueField {
+    Username,
+    Email,
+    Other,
+}
+
+impl std::fmt::Display for UniqueField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Username => "username",
+            Self::Email => "email",
+            Self::Other => "a unique value",
+        })
+    }
+}
+
+/// A new account, with its email already sealed and indexed and its password already hashed.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub id: String,
+    pub username: String,
+    pub username_key: String,
+    pub email_sealed: Vec<u8>,
+    pub email_key_id: String,
+    pub email_index: Vec<u8>,
+    pub email_index_key_id: String,
+    pub password_hash: String,
+    pub password_pepper_id: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRecord {
+    pub id: String,
+    pub username: String,
+    pub email_sealed: Vec<u8>,
+    pub email_key_id: String,
+    pub password_hash: String,
+    pub password_pepper_id: String,
+    pub created_at: i64,
+    pub email_verified_at: Option<i64>,
+    pub must_reset_password: i64,
+}
+
+/// The client instance a sign-in comes from, as the client describes itself.
+#[derive(Debug, Clone)]
+pub struct DeviceSighting {
+    pub user_id: String,
+    pub client_identifier: String,
+    pub product: String,
+    pub platform: String,
+    pub name: String,
+    pub address: Option<String>,
+    pub seen_at: i64,
+}
+
+/// A token as stored: its keyed digest, never the token itself.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub digest: Vec<u8>,
+    pub digest_key_id: String,
+    pub kind: &'static str,
+    pub session_id: String,
+    pub user_id: String,
+    pub issued_at: i64,
+    pub expires_at: i64,
+}
+
+/// Everything one sign-in writes, in one transaction: the device, the session and its first tokens.
+#[derive(Debug, Clone)]
+pub struct SessionStart {
+    pub session_id: String,
+    pub new_device_id: String,
+    pub device: DeviceSighting,
+    pub channel: String,
+    /// Thumbprint of the DPoP key every token of the session is bound to.
+    pub dpop_jkt: Option<String>,
+    pub tokens: Vec<NewToken>,
+}
+
+/// A session that replaces one killed by a recoverable revocation, on the same device and key.
+#[derive(Debug, Clone)]
+pub struct SessionRecovery {
+    pub old_session_id: String,
+    pub session_id: String,
+    pub user_id: String,
+    pub device_id: String,
+    pub channel: String,
+    pub dpop_jkt: String,
+    pub at: i64,
+    pub tokens: Vec<NewToken>,
+}
+
+/// A stored token joined with the state of its session.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TokenRecord {
+    pub digest: Vec<u8>,
+    pub digest_key_id: String,
+    pub kind: String,
+    pub session_id: String,
+    pub user_id: String,
+    pub device_id: String,
+    pub channel: String,
+    pub issued_at: i64,
+    pub expires_at: i64,
+    pub rotated_at: Option<i64>,
+    pub session_revoked_at: Option<i64>,
+    pub dpop_jkt: Option<String>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeviceRecord {
+    pub id: String,
+    pub user_id: String,
+    pub client_identifier: String,
+    pub product: String,
+    pub platform: String,
+    pub name: String,
+    pub first_seen_at: i64,
+    pub last_seen_at: i64,
+    pub last_address: Option<String>,
+    pub signed_out_at: Option<i64>,
+}
+
+/// A session that has not been ended individually (revocation rules may still cover it).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SessionRecord {
+    pub id: String,
+    pub user_id: String,
+    pub device_id: String,
+    pub channel: String,
+    pub created_at: i64,
+    /// When the session last received tokens (sign-in or refresh).
+    pub last_used_at: i64,
+}
+
+/// A revocation rule as written; see `domain::revocation`.
+#[derive(Debug, Clone)]
+pub struct NewRule {
+    pub scope_kind: String,
+    pub scope_value: String,
+    pub except_session: Option<String>,
+    pub not_before: i64,
+    pub recoverable: bool,
+    pub reason: String,
+    pub actor: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RuleRecord {
+    pub seq: i64,
+    pub scope_kind: String,
+    pub scope_value: String,
+    pub except_session: Option<String>,
+    pub not_before: i64,
+    pub recoverable: i64,
+    pub reason: String,
+    pub actor: String,
+    pub created_at: i64,
+}
+
+/// A security event to append to the audit log. `details` is JSON and never holds a secret or an email.
+#[derive(Debug, Clone)]
+pub struct NewAuditEvent {
+    pub at: i64,
+    pub kind: String,
+    pub actor: String,
+    pub user_id: Option<String>,
+    pub address: Option<String>,
+    pub details: String,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AuditRecord {
+    pub seq: i64,
+    pub at: i64,
+    pub kind: String,
+    pub actor: String,
+    pub user_id: Option<String>,
+    pub address: Option<String>,
+    pub details: String,
+    pub key_id: String,
+    pub prev_hash: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+/// A single-use link's token, as stored: its keyed digest.
+#[derive(Debug, Clone)]
+pub struct NewOneTimeToken {
+    pub digest: Vec<u8>,
+    pub digest_key_id: String,
+    pub purpose: &'static str,
+    pub user_id: String,
+    pub issued_at: i64,
+    pub expires_at: i64,
+}
+
+/// A new password and everything that goes with it, written in one transaction.
+#[derive(Debug, Clone)]
+pub struct PasswordChange {
+    pub user_id: String,
+    pub hash: String,
+    pub pepper_id: String,
+    pub at: i64,
+    /// "Sign out connected devices": the rule that kills the account's older tokens.
+    pub sign_out: Option<NewRule>,
+    pub event: NewAuditEvent,
+}
+
+/// A message waiting for delivery; `sealed` holds recipient and content, encrypted.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct QueuedMail {
+    pub id: String,
+    pub kind: String,
+    pub user_id: Option<String>,
+    pub sealed: Vec<u8>,
+    pub key_id: String,
+    pub created_at: i64,
+    pub next_attempt_at: i64,
+    pub attempts: i64,
+}
+
+/// Computes an audit event's MAC over the previous event's MAC; the domain holds the key.
+pub trait AuditSealer: Send + Sync {
+    fn key_id(&self) -> String;
+    fn seal(&self, key_id: &str, prev_hash: &[u8], seq: i64, event: &NewAuditEvent) -> Vec<u8>;
+}
+
+/// Persistent state of keywarden. Every method that writes several rows does so in one transaction.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// "sqlite" or "postgres".
+    fn engine(&self) -> &'static str;
+
+    /// Wakes `wake` whenever any writer adds a revocation rule, where the engine can tell
+    /// (PostgreSQL LISTEN/NOTIFY). Engines that cannot are polled instead.
+    fn watch_revocations(&self, wake: Arc<tokio::sync::Notify>) -> Option<tokio::task::JoinHandle<()>> {
+        let _ = wake;
+        None
+    }
+
+    async fn ping(&self) -> Result<(), StoreError>;
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    async fn meta(&self, key: &str) -> Result<Option<String>, StoreError>;
+    async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError>;
+
+    async fn create_user(&self, user: &NewUser) -> Result<(), StoreError>;
+    async fn user_by_id(&self, id: &str) -> Result<Option<UserRecord>, StoreError>;
+    async fn user_by_username_key(&self, username_key: &str) -> Result<Option<UserRecord>, StoreError>;
+    async fn user_by_email_index(&self, index: &[u8]) -> Result<Option<UserRecord>, StoreError>;
+    async fn count_users(&self) -> Result<i64, StoreError>;
+    /// Replaces a password hash, but only if it is still `expected` (an upgrade must not undo a change).
+    async fn replace_password_hash(
+        &self,
+        user_id: &str,
+        expected: &str,
+        hash: &str,
+        pepper_id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Records the device (new or seen before), the session and its tokens; returns the device id.
+    async fn start_session(&self, start: &SessionStart) -> Result<String, StoreError>;
+    /// Ends the old session and starts its replacement, once: false if the old one was already ended.
+    async fn recover_session(&self, recovery: &SessionRecovery) -> Result<bool, StoreError>;
+    async fn token_by_digest(&self, digest: &[u8]) -> Result<Option<TokenRecord>, StoreError>;
+    /// Marks a refresh token rotated and stores its successors, only if nobody rotated it first.
+    async fn rotate_refresh_token(&self, digest: &[u8], now: i64, successors: &[NewToken]) -> Result<bool, StoreError>;
+    async fn add_tokens(&self, tokens: &[NewToken]) -> Result<(), StoreError>;
+    /// Ends a session: every token of it is dead from this instant. One row is written.
+    async fn revoke_session(&self, session_id: &str, now: i64) -> Result<(), StoreError>;
+    /// Lists the account's devices, signed out or not.
+    async fn devices_of(&self, user_id: &str) -> Result<Vec<DeviceRecord>, StoreError>;
+    /// Lists the account's sessions that were not ended one by one.
+    async fn sessions_of(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError>;
+    /// Marks a device of this user signed out and stores the rule that kills its tokens, with its
+    /// audit event, in one transaction. False if the user has no such device.
+    async fn sign_out_device(
+        &self,
+        user_id: &str,
+        device_id: &str,
+        rule: &NewRule,
+        event: &NewAuditEvent,
+        sealer: &dyn AuditSealer,
+    ) -> Result<bool, StoreError>;
+
+    /// Stores a revocation rule and its audit event in one transaction; returns the rule's sequence number.
+    async fn add_revocation_rule(
+        &self,
+        rule: &NewRule,
+        event: &NewAuditEvent,
+        sealer: &dyn AuditSealer,
+    ) -> Result<i64, StoreError>;
+    /// Rules with a sequence number above `seq`, in order.
+    async fn revocation_rules_after(&self, seq: i64) -> Result<Vec<RuleRecord>, StoreError>;
+
+    /// Appends one event to the audit log; returns its sequence number.
+    async fn append_audit(&self, event: &NewAuditEvent, sealer: &dyn AuditSealer) -> Result<i64, StoreError>;
+    /// Up to `limit` events after `seq`, in order.
+    async fn audit_events_after(&self, seq: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError>;
+    /// The newest `limit` events of one account, newest first.
+    async fn audit_events_of(&self, user_id: &str, limit: i64) -> Result<Vec<AuditRecord>, StoreError>;
+    /// The sequence number and MAC of the last event appended.
+    async fn audit_head(&self) -> Result<(i64, Vec<u8>), StoreError>;
+
+    /// Stores a single-use token; with `supersede`, unused tokens of the same purpose for the same
+    /// account die in the same transaction (a new reset link invalidates older ones).
+    async fn issue_one_time_token(&self, token: &NewOneTimeToken, supersede: bool) -> Result<(), StoreError>;
+    /// The account a single-use token belongs to, if it is unused, unexpired and of this purpose.
+    async fn one_time_token_owner(&self, digest: &[u8], purpose: &str, now: i64) -> Result<Option<String>, StoreError>;
+    /// Spends a single-use token if it exists, is unused, unexpired and of this purpose; returns its account.
+    async fn consume_one_time_token(
+        &self,
+        digest: &[u8],
+        purpose: &str,
+        now: i64,
+    ) -> Result<Option<String>, StoreError>;
+    async fn mark_email_verified(&self, user_id: &str, at: i64) -> Result<(), StoreError>;
+    /// Sets a new password, kills unused reset links, stores the sign-out rule and the audit event.
+    async fn change_password(&self, change: &PasswordChange, sealer: &dyn AuditSealer) -> Result<(), StoreError>;
+    /// Flags an account so its next password sign-in is refused until it chooses a new password.
+    async fn require_password_reset(
+        &self,
+        user_id: &str,
+        event: &NewAuditEvent,
+        sealer: &dyn AuditSealer,
+    ) -> Result<(), StoreError>;
+
+    async fn enqueue_mail(&self, mail: &QueuedMail) -> Result<(), StoreError>;
+    /// Claims up to `limit` messages due at `now` for delivery by this node until `lock_until`.
+    async fn claim_due_mail(&self, now: i64, lock_until: i64, limit: i64) -> Result<Vec<QueuedMail>, StoreError>;
+    async fn mail_delivered(&self, id: &str) -> Result<(), StoreError>;
+    async fn mail_failed(&self, id: &str, next_attempt_at: i64, error: &str) -> Result<(), StoreError>;
+    async fn mail_queue_depth(&self) -> Result<i64, StoreError>;
+
+    /// Accounts in creation order, for administrators.
+    async fn list_users(&self, limit: i64, offset: i64) -> Result<Vec<UserRecord>, StoreError>;
+
+    /// Deletes tokens that expired before `before`; returns how many.
+    async fn purge_expired_tokens(&self, before: i64) -> Result<u64, StoreError>;
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+/// Opens the store a URL names (`sqlite:…` or `postgres://…`), creating an SQLite file if needed.
+pub async fn open(url: &str) -> Result<DynStore, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::open(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_owned()))
+    }
+}
+
+/// Which unique constraint a violation names; both engines put the column or index name in the message.
+fn unique_field(err: &sqlx::Error) -> Option<UniqueField> {
+    let db = err.as_database_error()?;
+    if !db.is_unique_violation() {
+        return None;
+    }
+    let text = format!("{} {}", db.message(), db.constraint().unwrap_or_default());
+    Some(if text.contains("username") {
+        UniqueField::Username
+    } else if text.contains("email") {
+        UniqueField::Email
+    } else {
+        UniqueField::Other
+    })
+}

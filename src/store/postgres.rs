@@ -1,0 +1,64 @@
+//! The PostgreSQL engine, for several keywarden nodes sharing one database.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use super::sql::{append_audit, audit_select, impl_store_with_portable_sql, insert_rule, insert_token, user_select};
+use super::{
+    AuditRecord, AuditSealer, DeviceRecord, NewAuditEvent, NewOneTimeToken, NewRule, NewToken, NewUser, PasswordChange,
+    QueuedMail, RuleRecord, SessionRecord, SessionRecovery, SessionStart, StoreError, TokenRecord, UserRecord,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+pub struct PostgresStore {
+    reader: PgPool,
+    writer: PgPool,
+}
+
+impl PostgresStore {
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new().max_connections(16).connect(url).await?;
+        // PostgreSQL serialises conflicting writes itself: readers and writers share one pool.
+        Ok(Self { reader: pool.clone(), writer: pool })
+    }
+
+    async fn run_migrations(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.writer).await?;
+        Ok(())
+    }
+}
+
+/// The channel the `revocation_rules` insert trigger notifies.
+const REVOCATION_CHANNEL: &str = "keywarden_revocations";
+
+impl_store_with_portable_sql!(
+    PostgresStore,
+    sqlx::Postgres,
+    "postgres",
+    fn watch_revocations(&self, wake: Arc<Notify>) -> Option<JoinHandle<()>> {
+        let pool = self.writer.clone();
+        Some(tokio::spawn(async move {
+            loop {
+                match PgListener::connect_with(&pool).await {
+                    Ok(mut listener) => match listener.listen(REVOCATION_CHANNEL).await {
+                        Ok(()) => {
+                            // Whatever happened while we were not listening is fetched now.
+                            wake.notify_one();
+                            while listener.recv().await.is_ok() {
+                                wake.notify_one();
+                            }
+                        }
+                        Err(err) => tracing::warn!(error = %err, "cannot LISTEN for revocations"),
+                    },
+                    Err(err) => tracing::warn!(error = %err, "cannot connect to LISTEN for revocations"),
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }))
+    }
+);

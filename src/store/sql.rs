@@ -1,0 +1,626 @@
+//! The portable SQL both engines run, written once and instantiated for each engine's concrete types.
+//!
+//! sqlx code that is generic over the database needs higher-ranked bounds on every type it binds,
+//! which make async trait methods fail their `Send` checks; a macro gives each engine the same
+//! queries with concrete types instead. Everything here must be valid on SQLite and PostgreSQL
+//! alike: `$n` placeholders, `ON CONFLICT … DO UPDATE`, `RETURNING`, integers, text and bytes only.
+
+/// Implements `Store` for `$store`, which must have `reader` and `writer` pools of database `$db`
+/// and an inherent `run_migrations` method. Extra items are engine-specific trait methods.
+macro_rules! impl_store_with_portable_sql {
+    ($store:ty, $db:ty, $engine:literal $(, $extra:item)*) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            fn engine(&self) -> &'static str {
+                $engine
+            }
+
+            $($extra)*
+
+            async fn ping(&self) -> Result<(), StoreError> {
+                sqlx::query("SELECT 1").execute(&self.reader).await?;
+                Ok(())
+            }
+
+            async fn migrate(&self) -> Result<(), StoreError> {
+                self.run_migrations().await
+            }
+
+            async fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+                let value: Option<(String,)> =
+                    sqlx::query_as::<$db, (String,)>("SELECT value FROM meta WHERE key = $1")
+                        .bind(key)
+                        .fetch_optional(&self.reader)
+                        .await?;
+                Ok(value.map(|(v,)| v))
+            }
+
+            async fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+                sqlx::query::<$db>(
+                    "INSERT INTO meta (key, value) VALUES ($1, $2) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )
+                .bind(key)
+                .bind(value)
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
+            async fn create_user(&self, user: &NewUser) -> Result<(), StoreError> {
+                sqlx::query::<$db>(
+                    "INSERT INTO users (id, username, username_key, email_sealed, email_key_id, email_index, \
+                     email_index_key_id, password_hash, password_pepper_id, created_at, updated_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
+                )
+                .bind(&user.id)
+                .bind(&user.username)
+                .bind(&user.username_key)
+                .bind(&user.email_sealed)
+                .bind(&user.email_key_id)
+                .bind(&user.email_index)
+                .bind(&user.email_index_key_id)
+                .bind(&user.password_hash)
+                .bind(&user.password_pepper_id)
+                .bind(user.created_at)
+                .execute(&self.writer)
+                .await
+                .map_err(|e| match $crate::store::unique_field(&e) {
+                    Some(field) => StoreError::Conflict(field),
+                    None => StoreError::Database(e),
+                })?;
+                Ok(())
+            }
+
+            async fn user_by_id(&self, id: &str) -> Result<Option<UserRecord>, StoreError> {
+                Ok(sqlx::query_as::<$db, UserRecord>(concat!(user_select!(), " WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&self.reader)
+                    .await?)
+            }
+
+            async fn user_by_username_key(&self, username_key: &str) -> Result<Option<UserRecord>, StoreError> {
+                Ok(sqlx::query_as::<$db, UserRecord>(concat!(user_select!(), " WHERE username_key = $1"))
+                    .bind(username_key)
+                    .fetch_optional(&self.reader)
+                    .await?)
+            }
+
+            async fn user_by_email_index(&self, index: &[u8]) -> Result<Option<UserRecord>, StoreError> {
+                Ok(sqlx::query_as::<$db, UserRecord>(concat!(user_select!(), " WHERE email_index = $1"))
+                    .bind(index)
+                    .fetch_optional(&self.reader)
+                    .await?)
+            }
+
+            async fn count_users(&self) -> Result<i64, StoreError> {
+                let (n,): (i64,) =
+                    sqlx::query_as::<$db, (i64,)>("SELECT COUNT(*) FROM users").fetch_one(&self.reader).await?;
+                Ok(n)
+            }
+
+            async fn replace_password_hash(
+                &self,
+                user_id: &str,
+                expected: &str,
+                hash: &str,
+                pepper_id: &str,
+                now: i64,
+            ) -> Result<bool, StoreError> {
+                let done = sqlx::query::<$db>(
+                    "UPDATE users SET password_hash = $1, password_pepper_id = $2, updated_at = $3 \
+                     WHERE id = $4 AND password_hash = $5",
+                )
+                .bind(hash)
+                .bind(pepper_id)
+                .bind(now)
+                .bind(user_id)
+                .bind(expected)
+                .execute(&self.writer)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn start_session(&self, start: &SessionStart) -> Result<String, StoreError> {
+                let device = &start.device;
+                let mut tx = self.writer.begin().await?;
+                let (device_id,): (String,) = sqlx::query_as::<$db, (String,)>(
+                    "INSERT INTO devices (id, user_id, client_identifier, product, platform, name, \
+                     first_seen_at, last_seen_at, last_address) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) \
+                     ON CONFLICT (user_id, client_identifier) DO UPDATE SET product = excluded.product, \
+                     platform = excluded.platform, name = excluded.name, last_seen_at = excluded.last_seen_at, \
+                     last_address = excluded.last_address \
+                     RETURNING id",
+                )
+                .bind(&start.new_device_id)
+                .bind(&device.user_id)
+                .bind(&device.client_identifier)
+                .bind(&device.product)
+                .bind(&device.platform)
+                .bind(&device.name)
+                .bind(device.seen_at)
+                .bind(&device.address)
+                .fetch_one(&mut *tx)
+                .await?;
+                sqlx::query::<$db>(
+                    "INSERT INTO sessions (id, user_id, device_id, channel, created_at, last_used_at, dpop_jkt) \
+                     VALUES ($1, $2, $3, $4, $5, $5, $6)",
+                )
+                .bind(&start.session_id)
+                .bind(&device.user_id)
+                .bind(&device_id)
+                .bind(&start.channel)
+                .bind(device.seen_at)
+                .bind(&start.dpop_jkt)
+                .execute(&mut *tx)
+                .await?;
+                for token in &start.tokens {
+                    insert_token!($db, &mut *tx, token);
+                }
+                tx.commit().await?;
+                Ok(device_id)
+            }
+
+            async fn recover_session(&self, recovery: &SessionRecovery) -> Result<bool, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let ended = sqlx::query::<$db>("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                    .bind(recovery.at)
+                    .bind(&recovery.old_session_id)
+                    .execute(&mut *tx)
+                    .await?;
+                if ended.rows_affected() != 1 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                sqlx::query::<$db>(
+                    "INSERT INTO sessions (id, user_id, device_id, channel, created_at, last_used_at, dpop_jkt) \
+                     VALUES ($1, $2, $3, $4, $5, $5, $6)",
+                )
+                .bind(&recovery.session_id)
+                .bind(&recovery.user_id)
+                .bind(&recovery.device_id)
+                .bind(&recovery.channel)
+                .bind(recovery.at)
+                .bind(&recovery.dpop_jkt)
+                .execute(&mut *tx)
+                .await?;
+                for token in &recovery.tokens {
+                    insert_token!($db, &mut *tx, token);
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn token_by_digest(&self, digest: &[u8]) -> Result<Option<TokenRecord>, StoreError> {
+                Ok(sqlx::query_as::<$db, TokenRecord>(
+                    "SELECT t.digest, t.digest_key_id, t.kind, t.session_id, t.user_id, s.device_id, s.channel, \
+                     t.issued_at, t.expires_at, t.rotated_at, s.revoked_at AS session_revoked_at, s.dpop_jkt \
+                     FROM tokens t JOIN sessions s ON s.id = t.session_id WHERE t.digest = $1",
+                )
+                .bind(digest)
+                .fetch_optional(&self.reader)
+                .await?)
+            }
+
+            async fn rotate_refresh_token(
+                &self,
+                digest: &[u8],
+                now: i64,
+                successors: &[NewToken],
+            ) -> Result<bool, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let marked =
+                    sqlx::query::<$db>("UPDATE tokens SET rotated_at = $1 WHERE digest = $2 AND rotated_at IS NULL")
+                        .bind(now)
+                        .bind(digest)
+                        .execute(&mut *tx)
+                        .await?;
+                if marked.rows_affected() != 1 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                for token in successors {
+                    insert_token!($db, &mut *tx, token);
+                }
+                if let Some(first) = successors.first() {
+                    sqlx::query::<$db>("UPDATE sessions SET last_used_at = $1 WHERE id = $2")
+                        .bind(now)
+                        .bind(&first.session_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn add_tokens(&self, tokens: &[NewToken]) -> Result<(), StoreError> {
+                let mut tx = self.writer.begin().await?;
+                for token in tokens {
+                    insert_token!($db, &mut *tx, token);
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn revoke_session(&self, session_id: &str, now: i64) -> Result<(), StoreError> {
+                sqlx::query::<$db>("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                    .bind(now)
+                    .bind(session_id)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
+            }
+
+            async fn devices_of(&self, user_id: &str) -> Result<Vec<DeviceRecord>, StoreError> {
+                Ok(sqlx::query_as::<$db, DeviceRecord>(
+                    "SELECT id, user_id, client_identifier, product, platform, name, first_seen_at, last_seen_at, \
+                     last_address, signed_out_at FROM devices WHERE user_id = $1 ORDER BY last_seen_at DESC",
+                )
+                .bind(user_id)
+                .fetch_all(&self.reader)
+                .await?)
+            }
+
+            async fn sessions_of(&self, user_id: &str) -> Result<Vec<SessionRecord>, StoreError> {
+                Ok(sqlx::query_as::<$db, SessionRecord>(
+                    "SELECT id, user_id, device_id, channel, created_at, last_used_at FROM sessions \
+                     WHERE user_id = $1 AND revoked_at IS NULL",
+                )
+                .bind(user_id)
+                .fetch_all(&self.reader)
+                .await?)
+            }
+
+            async fn sign_out_device(
+                &self,
+                user_id: &str,
+                device_id: &str,
+                rule: &NewRule,
+                event: &NewAuditEvent,
+                sealer: &dyn AuditSealer,
+            ) -> Result<bool, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let marked = sqlx::query::<$db>("UPDATE devices SET signed_out_at = $1 WHERE id = $2 AND user_id = $3")
+                    .bind(rule.created_at)
+                    .bind(device_id)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                if marked.rows_affected() != 1 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                insert_rule!($db, &mut *tx, rule);
+                append_audit!($db, &mut *tx, event, sealer);
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn add_revocation_rule(
+                &self,
+                rule: &NewRule,
+                event: &NewAuditEvent,
+                sealer: &dyn AuditSealer,
+            ) -> Result<i64, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let seq = insert_rule!($db, &mut *tx, rule);
+                append_audit!($db, &mut *tx, event, sealer);
+                tx.commit().await?;
+                Ok(seq)
+            }
+
+            async fn revocation_rules_after(&self, seq: i64) -> Result<Vec<RuleRecord>, StoreError> {
+                Ok(sqlx::query_as::<$db, RuleRecord>(
+                    "SELECT seq, scope_kind, scope_value, except_session, not_before, recoverable, reason, actor, \
+                     created_at FROM revocation_rules WHERE seq > $1 ORDER BY seq",
+                )
+                .bind(seq)
+                .fetch_all(&self.reader)
+                .await?)
+            }
+
+            async fn append_audit(&self, event: &NewAuditEvent, sealer: &dyn AuditSealer) -> Result<i64, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let seq = append_audit!($db, &mut *tx, event, sealer);
+                tx.commit().await?;
+                Ok(seq)
+            }
+
+            async fn audit_events_after(&self, seq: i64, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+                Ok(sqlx::query_as::<$db, AuditRecord>(concat!(audit_select!(), " WHERE seq > $1 ORDER BY seq LIMIT $2"))
+                    .bind(seq)
+                    .bind(limit)
+                    .fetch_all(&self.reader)
+                    .await?)
+            }
+
+            async fn audit_events_of(&self, user_id: &str, limit: i64) -> Result<Vec<AuditRecord>, StoreError> {
+                Ok(sqlx::query_as::<$db, AuditRecord>(concat!(
+                    audit_select!(),
+                    " WHERE user_id = $1 ORDER BY seq DESC LIMIT $2"
+                ))
+                .bind(user_id)
+                .bind(limit)
+                .fetch_all(&self.reader)
+                .await?)
+            }
+
+            async fn audit_head(&self) -> Result<(i64, Vec<u8>), StoreError> {
+                Ok(sqlx::query_as::<$db, (i64, Vec<u8>)>("SELECT seq, hash FROM audit_head WHERE id = 1")
+                    .fetch_one(&self.reader)
+                    .await?)
+            }
+
+            async fn list_users(&self, limit: i64, offset: i64) -> Result<Vec<UserRecord>, StoreError> {
+                Ok(sqlx::query_as::<$db, UserRecord>(concat!(user_select!(), " ORDER BY created_at, id LIMIT $1 OFFSET $2"))
+                    .bind(limit)
+                    .bind(offset)
+                    .fetch_all(&self.reader)
+                    .await?)
+            }
+
+            async fn issue_one_time_token(&self, token: &NewOneTimeToken, supersede: bool) -> Result<(), StoreError> {
+                let mut tx = self.writer.begin().await?;
+                if supersede {
+                    sqlx::query::<$db>(
+                        "UPDATE one_time_tokens SET used_at = $1 WHERE user_id = $2 AND purpose = $3 AND used_at IS NULL",
+                    )
+                    .bind(token.issued_at)
+                    .bind(&token.user_id)
+                    .bind(token.purpose)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                sqlx::query::<$db>(
+                    "INSERT INTO one_time_tokens (digest, digest_key_id, purpose, user_id, issued_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&token.digest)
+                .bind(&token.digest_key_id)
+                .bind(token.purpose)
+                .bind(&token.user_id)
+                .bind(token.issued_at)
+                .bind(token.expires_at)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn one_time_token_owner(&self, digest: &[u8], purpose: &str, now: i64) -> Result<Option<String>, StoreError> {
+                let owner: Option<(String,)> = sqlx::query_as::<$db, (String,)>(
+                    "SELECT user_id FROM one_time_tokens \
+                     WHERE digest = $1 AND purpose = $2 AND used_at IS NULL AND expires_at > $3",
+                )
+                .bind(digest)
+                .bind(purpose)
+                .bind(now)
+                .fetch_optional(&self.reader)
+                .await?;
+                Ok(owner.map(|(user_id,)| user_id))
+            }
+
+            async fn consume_one_time_token(&self, digest: &[u8], purpose: &str, now: i64) -> Result<Option<String>, StoreError> {
+                let spent: Option<(String,)> = sqlx::query_as::<$db, (String,)>(
+                    "UPDATE one_time_tokens SET used_at = $1 \
+                     WHERE digest = $2 AND purpose = $3 AND used_at IS NULL AND expires_at > $1 RETURNING user_id",
+                )
+                .bind(now)
+                .bind(digest)
+                .bind(purpose)
+                .fetch_optional(&self.writer)
+                .await?;
+                Ok(spent.map(|(user_id,)| user_id))
+            }
+
+            async fn mark_email_verified(&self, user_id: &str, at: i64) -> Result<(), StoreError> {
+                sqlx::query::<$db>("UPDATE users SET email_verified_at = $1 WHERE id = $2 AND email_verified_at IS NULL")
+                    .bind(at)
+                    .bind(user_id)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
+            }
+
+            async fn change_password(&self, change: &PasswordChange, sealer: &dyn AuditSealer) -> Result<(), StoreError> {
+                let mut tx = self.writer.begin().await?;
+                sqlx::query::<$db>(
+                    "UPDATE users SET password_hash = $1, password_pepper_id = $2, updated_at = $3, \
+                     must_reset_password = 0 WHERE id = $4",
+                )
+                .bind(&change.hash)
+                .bind(&change.pepper_id)
+                .bind(change.at)
+                .bind(&change.user_id)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query::<$db>(
+                    "UPDATE one_time_tokens SET used_at = $1 \
+                     WHERE user_id = $2 AND purpose = 'password_reset' AND used_at IS NULL",
+                )
+                .bind(change.at)
+                .bind(&change.user_id)
+                .execute(&mut *tx)
+                .await?;
+                if let Some(rule) = &change.sign_out {
+                    insert_rule!($db, &mut *tx, rule);
+                }
+                append_audit!($db, &mut *tx, &change.event, sealer);
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn require_password_reset(
+                &self,
+                user_id: &str,
+                event: &NewAuditEvent,
+                sealer: &dyn AuditSealer,
+            ) -> Result<(), StoreError> {
+                let mut tx = self.writer.begin().await?;
+                sqlx::query::<$db>("UPDATE users SET must_reset_password = 1 WHERE id = $1")
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                append_audit!($db, &mut *tx, event, sealer);
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn enqueue_mail(&self, mail: &QueuedMail) -> Result<(), StoreError> {
+                sqlx::query::<$db>(
+                    "INSERT INTO mail_queue (id, kind, user_id, sealed, key_id, created_at, next_attempt_at, attempts) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(&mail.id)
+                .bind(&mail.kind)
+                .bind(&mail.user_id)
+                .bind(&mail.sealed)
+                .bind(&mail.key_id)
+                .bind(mail.created_at)
+                .bind(mail.next_attempt_at)
+                .bind(mail.attempts)
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
+            async fn claim_due_mail(&self, now: i64, lock_until: i64, limit: i64) -> Result<Vec<QueuedMail>, StoreError> {
+                // The lock condition is repeated outside the sub-select so that, on PostgreSQL, a node
+                // that lost the race re-checks the row and skips it.
+                Ok(sqlx::query_as::<$db, QueuedMail>(
+                    "UPDATE mail_queue SET locked_until = $1 \
+                     WHERE id IN (SELECT id FROM mail_queue WHERE next_attempt_at <= $2 \
+                                  AND (locked_until IS NULL OR locked_until < $2) ORDER BY next_attempt_at LIMIT $3) \
+                     AND (locked_until IS NULL OR locked_until < $2) \
+                     RETURNING id, kind, user_id, sealed, key_id, created_at, next_attempt_at, attempts",
+                )
+                .bind(lock_until)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&self.writer)
+                .await?)
+            }
+
+            async fn mail_delivered(&self, id: &str) -> Result<(), StoreError> {
+                sqlx::query::<$db>("DELETE FROM mail_queue WHERE id = $1").bind(id).execute(&self.writer).await?;
+                Ok(())
+            }
+
+            async fn mail_failed(&self, id: &str, next_attempt_at: i64, error: &str) -> Result<(), StoreError> {
+                sqlx::query::<$db>(
+                    "UPDATE mail_queue SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2, \
+                     locked_until = NULL WHERE id = $3",
+                )
+                .bind(next_attempt_at)
+                .bind(error)
+                .bind(id)
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
+            async fn mail_queue_depth(&self) -> Result<i64, StoreError> {
+                let (n,): (i64,) =
+                    sqlx::query_as::<$db, (i64,)>("SELECT COUNT(*) FROM mail_queue").fetch_one(&self.reader).await?;
+                Ok(n)
+            }
+
+            async fn purge_expired_tokens(&self, before: i64) -> Result<u64, StoreError> {
+                let done = sqlx::query::<$db>("DELETE FROM tokens WHERE expires_at < $1")
+                    .bind(before)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+        }
+    };
+}
+
+macro_rules! insert_token {
+    ($db:ty, $conn:expr, $token:expr) => {{
+        let token: &NewToken = $token;
+        sqlx::query::<$db>(
+            "INSERT INTO tokens (digest, digest_key_id, kind, session_id, user_id, issued_at, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&token.digest)
+        .bind(&token.digest_key_id)
+        .bind(token.kind)
+        .bind(&token.session_id)
+        .bind(&token.user_id)
+        .bind(token.issued_at)
+        .bind(token.expires_at)
+        .execute($conn)
+        .await?;
+    }};
+}
+
+macro_rules! insert_rule {
+    ($db:ty, $conn:expr, $rule:expr) => {{
+        let rule: &NewRule = $rule;
+        let (seq,): (i64,) = sqlx::query_as::<$db, (i64,)>(
+            "INSERT INTO revocation_rules (scope_kind, scope_value, except_session, not_before, recoverable, reason, \
+             actor, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING seq",
+        )
+        .bind(&rule.scope_kind)
+        .bind(&rule.scope_value)
+        .bind(&rule.except_session)
+        .bind(rule.not_before)
+        .bind(i64::from(rule.recoverable))
+        .bind(&rule.reason)
+        .bind(&rule.actor)
+        .bind(rule.created_at)
+        .fetch_one($conn)
+        .await?;
+        seq
+    }};
+}
+
+/// Appends an audit event inside a transaction. Bumping the single head row first takes its row
+/// lock, so concurrent appenders (on any node) queue here and each sees the previous MAC.
+macro_rules! append_audit {
+    ($db:ty, $conn:expr, $event:expr, $sealer:expr) => {{
+        let event: &NewAuditEvent = $event;
+        let sealer: &dyn AuditSealer = $sealer;
+        let (seq, prev_hash): (i64, Vec<u8>) = sqlx::query_as::<$db, (i64, Vec<u8>)>(
+            "UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash",
+        )
+        .fetch_one(&mut *$conn)
+        .await?;
+        let key_id = sealer.key_id();
+        let hash = sealer.seal(&key_id, &prev_hash, seq, event);
+        sqlx::query::<$db>("UPDATE audit_head SET hash = $1 WHERE id = 1").bind(&hash).execute(&mut *$conn).await?;
+        sqlx::query::<$db>(
+            "INSERT INTO audit_events (seq, at, kind, actor, user_id, address, details, key_id, prev_hash, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(seq)
+        .bind(event.at)
+        .bind(&event.kind)
+        .bind(&event.actor)
+        .bind(&event.user_id)
+        .bind(&event.address)
+        .bind(&event.details)
+        .bind(&key_id)
+        .bind(&prev_hash)
+        .bind(&hash)
+        .execute(&mut *$conn)
+        .await?;
+        seq
+    }};
+}
+
+macro_rules! audit_select {
+    () => {
+        "SELECT seq, at, kind, actor, user_id, address, details, key_id, prev_hash, hash FROM audit_events"
+    };
+}
+
+macro_rules! user_select {
+    () => {
+        "SELECT id, username, email_sealed, email_key_id, password_hash, password_pepper_id, created_at, \
+         email_verified_at, must_reset_password FROM users"
+    };
+}
+
+pub(crate) use {append_audit, audit_select, impl_store_with_portable_sql, insert_rule, insert_token, user_select};

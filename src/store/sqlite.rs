@@ -1,0 +1,47 @@
+//! The embedded SQLite engine: a WAL database file, one writer connection and a pool of readers.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+use super::sql::{append_audit, audit_select, impl_store_with_portable_sql, insert_rule, insert_token, user_select};
+use super::{
+    AuditRecord, AuditSealer, DeviceRecord, NewAuditEvent, NewOneTimeToken, NewRule, NewToken, NewUser, PasswordChange,
+    QueuedMail, RuleRecord, SessionRecord, SessionRecovery, SessionStart, StoreError, TokenRecord, UserRecord,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
+/// SQLite allows one writer at a time; a single writer connection queues writes inside the process
+/// instead of failing them with SQLITE_BUSY, while readers proceed in parallel thanks to WAL.
+pub struct SqliteStore {
+    reader: SqlitePool,
+    writer: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        if let Some(dir) = options.get_filename().parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+            }
+        }
+        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
+        let reader = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        Ok(Self { reader, writer })
+    }
+
+    async fn run_migrations(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.writer).await?;
+        Ok(())
+    }
+}
+
+impl_store_with_portable_sql!(SqliteStore, sqlx::Sqlite, "sqlite");

@@ -1,0 +1,297 @@
+//! A real keywarden server on an ephemeral port, on a fresh SQLite directory or a fresh PostgreSQL database.
+
+use std::path::PathBuf;
+
+use keywarden::config::Config;
+use keywarden::server::{self, RunningServer};
+use reqwest::{Response, StatusCode};
+use serde_json::{json, Value};
+use sqlx::Connection;
+
+/// Where the PostgreSQL suite connects to create its databases.
+pub const POSTGRES_URL_ENV: &str = "KEYWARDEN_TEST_POSTGRES_URL";
+
+#[derive(Debug, Clone)]
+pub enum Engine {
+    Sqlite,
+    Postgres { admin_url: String },
+}
+
+impl Engine {
+    /// The PostgreSQL engine when its URL is set. Without it the PostgreSQL variants are skipped
+    /// with a message on a developer's machine, and fail in CI, where skipping would hide them.
+    pub fn postgres() -> Option<Self> {
+        match std::env::var(POSTGRES_URL_ENV) {
+            Ok(url) if !url.is_empty() => Some(Self::Postgres { admin_url: url }),
+            _ if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false") => {
+                panic!("{POSTGRES_URL_ENV} must be set in CI: the PostgreSQL suite may not be skipped")
+            }
+            _ => {
+                eprintln!("skipped: set {POSTGRES_URL_ENV}=postgres://… to run the PostgreSQL variant");
+                None
+            }
+        }
+    }
+}
+
+/// Runs each named async test function once per engine: `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::harness::Engine::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(engine) = $crate::harness::Engine::postgres() {
+                        super::$name(engine).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
+pub struct TestServer {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub config: Config,
+    pub database_url: String,
+    running: Option<RunningServer>,
+    postgres: Option<(String, String)>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub async fn start(engine: Engine) -> Self {
+        Self::start_with(engine, |_| {}).await
+    }
+
+    /// Starts a server with the test configuration, adjusted by `tweak`.
+    pub async fn start_with(engine: Engine, tweak: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut config = Config::for_tests(dir.path());
+        let mut postgres = None;
+        if let Engine::Postgres { admin_url } = &engine {
+            let (url, name) = create_database(admin_url).await;
+            config.database_url = Some(url);
+            postgres = Some((admin_url.clone(), name));
+        }
+        tweak(&mut config);
+        let running = server::start(&config).await.expect("server starts");
+        let base = format!("http://{}", running.addr);
+        let http = reqwest::Client::builder().no_proxy().build().expect("http client");
+        let database_url = config.database_url();
+        Self { base, http, config, database_url, running: Some(running), postgres, _dir: dir }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.config.data_dir.clone()
+    }
+
+    /// The running node's state, for looking inside (queue depths, the revocation cache).
+    pub fn running_state(&self) -> &keywarden::http::AppState {
+        &self.running.as_ref().expect("server running").state
+    }
+
+    /// Stops the server and starts it again on the same database and key file, with `tweak` applied.
+    pub async fn restart_with(mut self, tweak: impl FnOnce(&mut Config)) -> Self {
+        if let Some(running) = self.running.take() {
+            running.stop().await.expect("graceful stop");
+        }
+        tweak(&mut self.config);
+        let running = server::start(&self.config).await.expect("server restarts");
+        self.base = format!("http://{}", running.addr);
+        self.running = Some(running);
+        self
+    }
+
+    /// Runs `keywarden admin …` against this server's database and key file, as an operator would.
+    pub fn admin(&self, args: &[&str]) -> std::process::Output {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_keywarden"));
+        for (name, _) in std::env::vars() {
+            if name.starts_with("KEYWARDEN_") {
+                command.env_remove(name);
+            }
+        }
+        let data_dir = self.data_dir();
+        command.arg("admin").args(args).args([
+            "--data-dir",
+            data_dir.to_str().expect("utf-8 path"),
+            "--database-url",
+            &self.database_url,
+        ]);
+        command.output().expect("admin command runs")
+    }
+
+    /// Stops the server and drops its PostgreSQL database.
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await.expect("graceful stop");
+        }
+        if let Some((admin_url, name)) = self.postgres.take() {
+            drop_database(&admin_url, &name).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        Reply::from(self.http.post(self.url(path)).json(&body).send().await.expect("request sent")).await
+    }
+
+    pub async fn post_with_token(&self, path: &str, token: &str, body: Value) -> Reply {
+        Reply::from(self.http.post(self.url(path)).bearer_auth(token).json(&body).send().await.expect("request sent"))
+            .await
+    }
+
+    pub async fn delete_with_token(&self, path: &str, token: &str) -> Reply {
+        Reply::from(self.http.delete(self.url(path)).bearer_auth(token).send().await.expect("request sent")).await
+    }
+
+    pub async fn get_with_token(&self, path: &str, token: &str) -> Reply {
+        Reply::from(self.http.get(self.url(path)).bearer_auth(token).send().await.expect("request sent")).await
+    }
+
+    pub async fn me(&self, access_token: &str) -> Reply {
+        self.get_with_token("/api/v1/me", access_token).await
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Reply {
+        self.post("/api/v1/token/refresh", json!({ "refresh_token": refresh_token })).await
+    }
+
+    pub async fn sign_out(&self, access_token: &str) -> Reply {
+        let response = self
+            .http
+            .delete(self.url("/api/v1/sessions/current"))
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .expect("sent");
+        Reply::from(response).await
+    }
+
+    /// Creates an account and asserts it worked.
+    pub async fn sign_up(&self, username: &str, email: &str, password: &str) -> Value {
+        let reply =
+            self.post("/api/v1/accounts", json!({ "username": username, "email": email, "password": password })).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "sign-up failed: {}", reply.text);
+        reply.json
+    }
+
+    /// Signs in and asserts it worked; returns the token response.
+    pub async fn sign_in(&self, login: &str, password: &str, device: Option<Value>) -> Tokens {
+        let mut body = json!({ "login": login, "password": password });
+        if let Some(device) = device {
+            body["device"] = device;
+        }
+        let reply = self.post("/api/v1/sessions", body).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "sign-in failed: {}", reply.text);
+        Tokens::from(&reply.json)
+    }
+
+    /// A counter or gauge from `/metrics`, summed over the label sets that contain `labels`.
+    pub async fn metric(&self, name: &str, labels: &str) -> f64 {
+        let text = self.http.get(self.url("/metrics")).send().await.expect("sent").text().await.expect("text");
+        text.lines()
+            .filter(|line| {
+                line.starts_with(name) && line[name.len()..].starts_with(['{', ' ']) && line.contains(labels)
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+/// A new, empty PostgreSQL database for one test: its URL and name.
+pub async fn create_database(admin_url: &str) -> (String, String) {
+    let name = format!("kw_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {admin_url} is unreachable: {e}"));
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create test database");
+    (with_database(admin_url, &name), name)
+}
+
+pub async fn drop_database(admin_url: &str, name: &str) {
+    let mut admin = sqlx::PgConnection::connect(admin_url).await.expect("admin connection");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .expect("drop test database");
+}
+
+/// The URL of another database on the same PostgreSQL server.
+fn with_database(admin_url: &str, name: &str) -> String {
+    let (without_query, query) = match admin_url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (admin_url, String::new()),
+    };
+    let scheme_end = without_query.find("://").map_or(0, |i| i + 3);
+    let host_part = match without_query[scheme_end..].find('/') {
+        Some(slash) => &without_query[..scheme_end + slash],
+        None => without_query,
+    };
+    format!("{host_part}/{name}{query}")
+}
+
+/// A response read whole: status, headers, raw body and (when it is JSON) the parsed body.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+    pub json: Value,
+}
+
+impl Reply {
+    pub async fn from(response: Response) -> Self {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Self { status, headers, text, json }
+    }
+
+    pub fn error_code(&self) -> &str {
+        self.json["error"].as_str().unwrap_or("<no error code>")
+    }
+
+    /// Asserts an error answer: its status and its stable code.
+    #[track_caller]
+    pub fn assert_error(&self, status: StatusCode, code: &str) {
+        assert_eq!((self.status, self.error_code()), (status, code), "unexpected answer: {}", self.text);
+        assert!(self.json["message"].as_str().is_some_and(|m| !m.is_empty()), "no message: {}", self.text);
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub access: String,
+    pub refresh: String,
+    pub session_id: String,
+    pub device_id: String,
+    pub channel: String,
+}
+
+impl From<&Value> for Tokens {
+    fn from(v: &Value) -> Self {
+        let field = |name: &str| v[name].as_str().unwrap_or_else(|| panic!("no {name} in {v}")).to_owned();
+        Self {
+            access: field("access_token"),
+            refresh: field("refresh_token"),
+            session_id: field("session_id"),
+            device_id: field("device_id"),
+            channel: field("channel"),
+        }
+    }
+}

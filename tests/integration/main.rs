@@ -1,0 +1,24 @@
+//! keywarden's integration suite: the real server on an ephemeral port, driven over HTTP, on SQLite
+//! always and on PostgreSQL when `KEYWARDEN_TEST_POSTGRES_URL` is set (required in CI).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod harness;
+mod incident;
+
+mod admission;
+mod bad_input;
+mod breach_drill;
+mod cli;
+mod devices;
+mod dpop;
+mod dpop_client;
+mod enumeration;
+mod mail;
+mod nodes;
+mod operations;
+mod pages;
+mod process;
+mod revocation;
+mod smtp;
+mod story;

@@ -1,0 +1,90 @@
+//! What an operator's tooling sees: health, readiness, metrics, the OpenAPI document, hash upgrades.
+
+use keywarden::config::HashProfile;
+use reqwest::StatusCode;
+use serde_json::Value;
+use sqlx::Connection;
+
+use crate::harness::{Engine, TestServer};
+
+crate::on_both_engines!(health_readiness_metrics_and_openapi, outdated_password_hashes_are_upgraded_at_sign_in);
+
+async fn health_readiness_metrics_and_openapi(engine: Engine) {
+    let expected_engine = match engine {
+        Engine::Sqlite => "sqlite",
+        Engine::Postgres { .. } => "postgres",
+    };
+    let server = TestServer::start(engine).await;
+    let get = |path: &str| server.http.get(server.url(path)).send();
+
+    let health: Value = get("/healthz").await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    let ready: Value = get("/readyz").await.unwrap().json().await.unwrap();
+    assert_eq!((ready["status"].as_str(), ready["database"].as_str()), (Some("ready"), Some(expected_engine)));
+
+    server.sign_up("ivan", "ivan@example.com", "ivan's passphrase").await;
+    let ivan = server.sign_in("ivan", "ivan's passphrase", None).await;
+    server.me(&ivan.access).await;
+    let metrics = get("/metrics").await.unwrap();
+    assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+    let text = metrics.text().await.unwrap();
+    for expected in [
+        "keywarden_sign_ins_total{outcome=\"success\"} 1",
+        "keywarden_token_validations_total{outcome=\"valid\"} 1",
+        "keywarden_password_hash_queue_depth 0",
+        "keywarden_http_request_duration_seconds_count{method=\"GET\",route=\"/api/v1/me\",status=\"200\"} 1",
+    ] {
+        assert!(text.contains(expected), "metrics lack {expected:?}:\n{text}");
+    }
+
+    let openapi: Value = get("/api/v1/openapi.json").await.unwrap().json().await.unwrap();
+    assert!(openapi["openapi"].as_str().unwrap().starts_with("3."));
+    for (path, method) in [
+        ("/api/v1/accounts", "post"),
+        ("/api/v1/sessions", "post"),
+        ("/api/v1/sessions/current", "delete"),
+        ("/api/v1/token/refresh", "post"),
+        ("/api/v1/me", "get"),
+    ] {
+        assert!(openapi["paths"][path][method].is_object(), "OpenAPI lacks {method} {path}");
+    }
+    assert!(openapi["components"]["schemas"]["ErrorBody"].is_object());
+    assert_eq!(get("/api/v1/me").await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    server.stop().await;
+}
+
+async fn outdated_password_hashes_are_upgraded_at_sign_in(engine: Engine) {
+    let server = TestServer::start(engine.clone()).await;
+    server.sign_up("judy", "judy@example.com", "judy's passphrase").await;
+    let before = stored_hash(&engine, &server.database_url).await;
+    assert!(before.contains("m=64,t=1,p=1"), "{before}");
+
+    // The operator raises the cost: the next sign-in re-hashes at the new parameters.
+    let server = server.restart_with(|c| c.password_hashing.profile = HashProfile::Standard).await;
+    server.sign_in("judy", "judy's passphrase", None).await;
+    let mut after = String::new();
+    for _ in 0..100 {
+        after = stored_hash(&engine, &server.database_url).await;
+        if after != before {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(after.contains("m=19456,t=2,p=1"), "hash not upgraded: {after}");
+    server.sign_in("judy@example.com", "judy's passphrase", None).await;
+    server.stop().await;
+}
+
+async fn stored_hash(engine: &Engine, url: &str) -> String {
+    let query = "SELECT password_hash FROM users";
+    let (hash,): (String,) = match engine {
+        Engine::Sqlite => {
+            sqlx::query_as(query).fetch_one(&mut sqlx::SqliteConnection::connect(url).await.unwrap()).await
+        }
+        Engine::Postgres { .. } => {
+            sqlx::query_as(query).fetch_one(&mut sqlx::PgConnection::connect(url).await.unwrap()).await
+        }
+    }
+    .unwrap();
+    hash
+}

@@ -1,0 +1,268 @@
+//! keywarden's pages driven like a browser (a client that keeps cookies and follows no redirects):
+//! sign-up, verification, devices, "Sign out of all devices", reset with the checkbox, CSRF and headers.
+//! The same stories run in real Chromium in the end-to-end suite (issue 4).
+
+use reqwest::header::LOCATION;
+use reqwest::{Client, StatusCode};
+
+use crate::harness::{Engine, TestServer};
+
+crate::on_both_engines!(a_person_signs_up_verifies_and_signs_out_everywhere, forms_are_protected_and_pages_hardened);
+
+fn browser() -> Client {
+    Client::builder().no_proxy().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+/// The CSRF token of the first form on a page.
+fn csrf(html: &str) -> String {
+    let start = html.find("name=\"csrf\" value=\"").expect("a form with a CSRF token") + 19;
+    html[start..].chars().take_while(|c| *c != '"').collect()
+}
+
+async fn get(client: &Client, server: &TestServer, path: &str) -> (StatusCode, String, reqwest::header::HeaderMap) {
+    let response = client.get(server.url(path)).send().await.unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    (status, response.text().await.unwrap(), headers)
+}
+
+/// Submits the form of `page_path` to `action` with the page's CSRF token plus `fields`.
+async fn submit(
+    client: &Client,
+    server: &TestServer,
+    page_path: &str,
+    action: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    let (_, html, _) = get(client, server, page_path).await;
+    let token = csrf(&html);
+    let mut form: Vec<(&str, &str)> = vec![("csrf", token.as_str())];
+    form.extend_from_slice(fields);
+    client.post(server.url(action)).form(&form).send().await.unwrap()
+}
+
+fn location(response: &reqwest::Response) -> String {
+    response.headers().get(LOCATION).map(|l| l.to_str().unwrap().to_owned()).unwrap_or_default()
+}
+
+async fn wait_for_link(server: &TestServer, prefix: &str, nth: usize) -> String {
+    for _ in 0..200 {
+        let mut found = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(server.data_dir().join("outbox")) {
+            let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+            paths.sort();
+            for path in paths {
+                let raw = std::fs::read(&path).unwrap();
+                let received = crate::smtp::Received { to: vec![], raw };
+                if let Some(token) = received.token(prefix) {
+                    found.push(token);
+                }
+            }
+        }
+        if found.len() > nth {
+            return found[nth].clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("no {prefix} link in the outbox");
+}
+
+async fn a_person_signs_up_verifies_and_signs_out_everywhere(engine: Engine) {
+    let server = TestServer::start(engine).await;
+    let laptop = browser();
+    let signed_up = submit(
+        &laptop,
+        &server,
+        "/signup",
+        "/signup",
+        &[("email", "Fay@Example.com"), ("username", "fay"), ("password", "fay's long passphrase")],
+    )
+    .await;
+    assert_eq!(signed_up.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&signed_up), "/security?welcome=1");
+    let (status, security, _) = get(&laptop, &server, "/security?welcome=1").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        security.contains("This device")
+            && security.contains("Sign out of all devices")
+            && security.contains("Account created")
+    );
+
+    // The verification link from the outbox, confirmed with a button press.
+    let token = wait_for_link(&server, "kw_ev_", 0).await;
+    let (status, page, _) = get(&laptop, &server, &format!("/verify-email/{token}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("Confirm my email address"));
+    let path = format!("/verify-email/{token}");
+    assert_eq!(submit(&laptop, &server, &path, &path, &[]).await.status(), StatusCode::OK);
+    assert_eq!(
+        submit(&laptop, &server, &path, &path, &[]).await.status(),
+        StatusCode::BAD_REQUEST,
+        "a link works once"
+    );
+
+    // A second browser signs in; the first sees it and signs out everywhere, keeping itself.
+    let phone = browser();
+    let signed_in = submit(
+        &phone,
+        &server,
+        "/signin",
+        "/signin",
+        &[("login", "fay@example.com"), ("password", "fay's long passphrase"), ("next", "/security")],
+    )
+    .await;
+    assert_eq!((signed_in.status(), location(&signed_in)), (StatusCode::SEE_OTHER, "/security".to_owned()));
+    assert_eq!(get(&phone, &server, "/security").await.0, StatusCode::OK);
+    let (_, security, _) = get(&laptop, &server, "/security").await;
+    assert_eq!(security.matches("<li>").count(), 2, "two devices listed");
+    let out = submit(&laptop, &server, "/security", "/security/signout-all", &[("keep_current", "true")]).await;
+    assert_eq!(location(&out), "/security?done=everywhere");
+    let (status, _, headers) = get(&phone, &server, "/security").await;
+    assert_eq!(status, StatusCode::SEE_OTHER, "the other browser is signed out");
+    assert_eq!(headers[LOCATION], "/signin?next=/security");
+    assert_eq!(get(&laptop, &server, "/security").await.0, StatusCode::OK);
+
+    // Reset from the emailed link, with the checkbox: every session ends, the laptop's too.
+    let requested = submit(&phone, &server, "/reset", "/reset", &[("email", "fay@example.com")]).await;
+    assert_eq!(requested.status(), StatusCode::ACCEPTED);
+    let token = wait_for_link(&server, "kw_pr_", 0).await;
+    let path = format!("/reset/{token}");
+    let mismatch = submit(
+        &phone,
+        &server,
+        &path,
+        &path,
+        &[("new_password", "fay's new passphrase"), ("confirm_password", "typo"), ("sign_out_devices", "true")],
+    )
+    .await;
+    assert_eq!(mismatch.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let reset = submit(
+        &phone,
+        &server,
+        &path,
+        &path,
+        &[
+            ("new_password", "fay's new passphrase"),
+            ("confirm_password", "fay's new passphrase"),
+            ("sign_out_devices", "true"),
+        ],
+    )
+    .await;
+    assert_eq!(reset.status(), StatusCode::OK);
+    assert!(reset.text().await.unwrap().contains("Every device was signed out"));
+    assert_eq!(get(&laptop, &server, "/security").await.0, StatusCode::SEE_OTHER, "old sessions are gone");
+    let again = submit(
+        &phone,
+        &server,
+        &path,
+        &path,
+        &[("new_password", "x passphrase 2"), ("confirm_password", "x passphrase 2")],
+    )
+    .await;
+    assert_eq!(again.status(), StatusCode::BAD_REQUEST, "the link is spent");
+    let back =
+        submit(&laptop, &server, "/signin", "/signin", &[("login", "fay"), ("password", "fay's new passphrase")]).await;
+    assert_eq!(back.status(), StatusCode::SEE_OTHER);
+
+    // Sign-out ends the page session.
+    let signed_out = submit(&laptop, &server, "/security", "/signout", &[]).await;
+    assert_eq!(location(&signed_out), "/signin");
+    assert_eq!(get(&laptop, &server, "/security").await.0, StatusCode::SEE_OTHER);
+    server.stop().await;
+}
+
+async fn forms_are_protected_and_pages_hardened(engine: Engine) {
+    let server = TestServer::start(engine).await;
+    server.sign_up("gus", "gus@example.com", "gus's passphrase").await;
+    let client = browser();
+
+    for path in [
+        "/signin",
+        "/signup",
+        "/reset",
+        "/reset/kw_pr_x",
+        "/verify-email/kw_ev_x",
+        "/static/keywarden.css",
+        "/static/keywarden.js",
+    ] {
+        let (status, _, headers) = get(&client, &server, path).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("default-src 'none'")
+                && csp.contains("frame-ancestors 'none'")
+                && !csp.contains("unsafe-inline"),
+            "{path}"
+        );
+        assert_eq!(headers["x-frame-options"], "DENY", "{path}");
+    }
+    let (_, html, _) = get(&client, &server, "/signin").await;
+    let scripts = html.matches("<script").count();
+    assert_eq!(
+        scripts,
+        html.matches("<script src=\"/static/").count(),
+        "every script is loaded from this site, none inline"
+    );
+    assert!(!html.contains("style="), "no inline style");
+    assert!(html.contains("<html lang=\"en\">") && html.contains("<label for=\"login\">"));
+
+    // A form posted from another site: without our token, or flagged cross-site by the browser.
+    let forged = client
+        .post(server.url("/signin"))
+        .form(&[("csrf", "forged"), ("login", "gus"), ("password", "gus's passphrase")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    let token = csrf(&html);
+    let cross = client
+        .post(server.url("/signin"))
+        .header("sec-fetch-site", "cross-site")
+        .form(&[("csrf", token.as_str()), ("login", "gus"), ("password", "gus's passphrase")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), StatusCode::FORBIDDEN);
+    // Another browser's token is no good either.
+    let other = browser();
+    let (_, other_html, _) = get(&other, &server, "/signin").await;
+    let stolen = client
+        .post(server.url("/signin"))
+        .form(&[("csrf", csrf(&other_html).as_str()), ("login", "gus"), ("password", "gus's passphrase")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stolen.status(), StatusCode::FORBIDDEN);
+
+    // Unknown account and wrong password read the same; no open redirect after sign-in.
+    let wrong = submit(&client, &server, "/signin", "/signin", &[("login", "gus"), ("password", "nope")]).await;
+    let unknown = submit(&client, &server, "/signin", "/signin", &[("login", "nobody"), ("password", "nope")]).await;
+    assert_eq!((wrong.status(), unknown.status()), (StatusCode::UNAUTHORIZED, StatusCode::UNAUTHORIZED));
+    let (wrong, unknown) = (wrong.text().await.unwrap(), unknown.text().await.unwrap());
+    assert!(
+        wrong.contains("the login or the password is wrong") && unknown.contains("the login or the password is wrong")
+    );
+    for target in ["https://evil.example/", "//evil.example/", "/\\evil.example"] {
+        let signed_in = submit(
+            &client,
+            &server,
+            "/signin",
+            "/signin",
+            &[("login", "gus"), ("password", "gus's passphrase"), ("next", target)],
+        )
+        .await;
+        assert_eq!(location(&signed_in), "/security", "{target}");
+    }
+    // The session cookie is HttpOnly and SameSite, and stored like every token: only as a digest.
+    let signed_in =
+        submit(&browser(), &server, "/signin", "/signin", &[("login", "gus"), ("password", "gus's passphrase")]).await;
+    let set_cookie = signed_in
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("kw_session="))
+        .unwrap();
+    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Lax"), "{set_cookie}");
+    assert!(set_cookie.starts_with("kw_session=kw_ws_"), "{set_cookie}");
+    server.stop().await;
+}
