@@ -9,7 +9,12 @@ import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
+import { createRequire } from "node:module";
 import { chromium } from "playwright-core";
+
+// axe-core (Deque) judges accessibility; we evaluate its source in the page through DevTools,
+// which our Content-Security-Policy rightly does not let a <script> tag do.
+const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const binary = join(root, "target", "debug", "keywarden");
@@ -222,4 +227,54 @@ test("after a web channel revocation the browser holding its key gets back in; a
   await thiefPage.getByRole("button", { name: "Sign in" }).waitFor();
   await context.close();
   await thief.close();
+});
+
+/** WCAG 2.1 A and AA violations axe-core finds on the current page, as readable lines. */
+async function accessibilityViolations(page) {
+  await page.evaluate(axeSource);
+  const violations = await page.evaluate(async () => {
+    const result = await window.axe.run(document, { runOnly: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] });
+    return result.violations.map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+  });
+  return violations;
+}
+
+test("every page passes axe-core's WCAG 2.1 AA checks at phone and desktop width, and forms tab in order", async () => {
+  const context = await browser.newContext({ viewport: sizes.desktop });
+  const page = await context.newPage();
+  const pages = ["/signin", "/signup", "/reset", "/reset/kw_pr_unknown", "/verify-email/kw_ev_unknown", "/no-such-page"];
+  const check = async (path) => {
+    for (const viewport of Object.values(sizes)) {
+      await page.setViewportSize(viewport);
+      assert.deepEqual(await accessibilityViolations(page), [], `${path} at ${viewport.width}px`);
+    }
+  };
+  for (const path of pages) {
+    await page.goto(`${server.base}${path}`);
+    await check(path);
+  }
+
+  // Keyboard users meet the sign-in fields in reading order.
+  await page.goto(`${server.base}/signin`);
+  await page.getByLabel("Email or username").focus();
+  await page.keyboard.press("Tab");
+  assert.equal(await page.evaluate(() => document.activeElement.id), "password");
+  await page.keyboard.press("Tab");
+  assert.equal(await page.evaluate(() => document.activeElement.textContent.trim()), "Sign in");
+
+  // Signed in: the security page and an error page shown after a failed form.
+  await page.goto(`${server.base}/signup`);
+  await page.getByLabel("Email address").fill("kai@example.com");
+  await page.getByLabel("Username").fill("kai");
+  await page.getByLabel("Password").fill("kai's long passphrase");
+  await page.getByRole("button", { name: "Create account" }).click();
+  await page.waitForURL(/\/security/);
+  await check("/security");
+  await page.getByLabel("Current password").fill("not my password");
+  await page.getByLabel("New password", { exact: true }).fill("kai's new passphrase");
+  await page.getByLabel("New password, again").fill("kai's new passphrase");
+  await page.getByRole("button", { name: "Change password" }).click();
+  await page.getByRole("alert").waitFor();
+  await check("/security/password (refused)");
+  await context.close();
 });

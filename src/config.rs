@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::password::{Admission, HashCost};
 use crate::domain::sessions::TokenPolicy;
 use crate::mail::MailConfig;
+use crate::theme::Theme;
 
 /// Environment variables with the prefix that are not configuration keys.
 const NOT_CONFIG_KEYS: &[&str] = &["config", "keyring"];
@@ -115,6 +116,52 @@ pub struct Config {
     pub password_hashing: PasswordHashing,
     pub mail: MailConfig,
     pub dpop: DpopConfig,
+    pub pages: PagesConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PagesConfig {
+    /// The brand colour of buttons and links, `#rrggbb`.
+    pub accent_color: String,
+    /// Text on the brand colour; unset means white or near-black, whichever reads better.
+    pub accent_text_color: Option<String>,
+    /// Other origins (`https://forum.example.com`) a browser may be sent to after signing in,
+    /// through `?next=`; paths on this site are always allowed, anything else never.
+    pub redirect_origins: Vec<String>,
+}
+
+impl Default for PagesConfig {
+    fn default() -> Self {
+        Self { accent_color: "#2450d6".into(), accent_text_color: None, redirect_origins: Vec::new() }
+    }
+}
+
+impl PagesConfig {
+    pub fn theme(&self) -> Result<Theme, ConfigError> {
+        Theme::new(&self.accent_color, self.accent_text_color.as_deref()).map_err(ConfigError::Invalid)
+    }
+
+    /// The configured redirect origins in their canonical form (`scheme://host[:port]`).
+    pub fn redirect_origins(&self) -> Result<Vec<String>, ConfigError> {
+        self.redirect_origins
+            .iter()
+            .map(|origin| {
+                let invalid = || {
+                    ConfigError::Invalid(format!(
+                        "pages.redirect_origins: {origin:?} is not an origin like https://forum.example.com"
+                    ))
+                };
+                let url = url::Url::parse(origin).map_err(|_| invalid())?;
+                let bare = url.path() == "/" && url.query().is_none() && url.fragment().is_none();
+                let credentials = !url.username().is_empty() || url.password().is_some();
+                if !matches!(url.scheme(), "https" | "http") || !bare || credentials || url.host().is_none() {
+                    return Err(invalid());
+                }
+                Ok(url.origin().ascii_serialization())
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,6 +190,7 @@ impl Default for Config {
             password_hashing: PasswordHashing::default(),
             mail: MailConfig::default(),
             dpop: DpopConfig::default(),
+            pages: PagesConfig::default(),
         }
     }
 }
@@ -221,6 +269,8 @@ impl Config {
         if self.max_body_bytes < 1024 {
             return invalid("max_body_bytes must be at least 1024");
         }
+        self.pages.theme()?;
+        self.pages.redirect_origins()?;
         Ok(())
     }
 
@@ -297,6 +347,21 @@ mod tests {
             assert_eq!(c.tokens.access_ttl_secs, 120);
             Ok(())
         });
+    }
+
+    #[test]
+    fn page_colours_and_redirect_origins_are_checked() {
+        let mut c = Config::default();
+        c.pages.accent_color = "#ffd33d".into();
+        c.pages.accent_text_color = Some("#fff".into());
+        assert!(c.validate().unwrap_err().to_string().contains("contrast"));
+        c.pages.accent_text_color = None;
+        c.pages.redirect_origins = vec!["https://Forum.Example.com:443".into(), "http://localhost:3000/".into()];
+        assert_eq!(c.pages.redirect_origins().unwrap(), ["https://forum.example.com", "http://localhost:3000"]);
+        for bad in ["forum.example.com", "https://forum.example.com/path", "javascript:alert(1)", "https://u:p@x.org"] {
+            c.pages.redirect_origins = vec![bad.into()];
+            assert!(c.validate().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -115,7 +115,7 @@ pub fn build_state(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> a
         tracing::warn!("password_hashing.profile = insecure-test-only: passwords are hashed weakly; never use this for real accounts");
     }
     let dpop = DpopVerifier::new(keyring.clone(), config.dpop.require_nonce);
-    let pages = Arc::new(Pages::new(&config.product_name, config.secure_cookies())?);
+    let pages = Arc::new(Pages::new(&config.product_name, config.secure_cookies(), &config.pages)?);
     let core = build_core(config, store.clone(), keyring.clone())?;
     let hasher = core.hasher.clone();
     let accounts = Accounts::new(&core);

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -73,14 +73,15 @@ pub fn router(state: AppState, max_body_bytes: usize, hsts: bool) -> Router {
         .route("/password/reset", post(passwords::reset_password))
         .route("/openapi.json", get(ops::openapi));
 
-    Router::new()
+    let router = Router::new()
         .nest("/api/v1", api)
-        .merge(pages::router(hsts))
+        .merge(pages::router())
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(method_not_allowed);
+    pages::hardening(router, hsts)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), record_latency))
         .layer(middleware::from_fn_with_state(state.clone(), offer_dpop_nonce))
@@ -126,8 +127,14 @@ async fn offer_dpop_nonce(State(state): State<AppState>, request: Request, next:
     response
 }
 
-async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+/// Browsers get a page that helps them on; API clients get the usual JSON error.
+async fn not_found(State(state): State<AppState>, browser: pages::Browser, headers: HeaderMap) -> Response {
+    if pages::wants_html(&headers) {
+        let home = if browser.session.is_some() { ("/security", "Go to your account") } else { ("/signin", "Sign in") };
+        let body = "There is no page at this address. The link may be mistyped or out of date.";
+        return browser.message(&state, StatusCode::NOT_FOUND, "Page not found", body, Some(home)).into_response();
+    }
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint").into_response()
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -9,6 +9,50 @@ use crate::harness::{Engine, TestServer};
 
 crate::on_both_engines!(a_person_signs_up_verifies_and_signs_out_everywhere, forms_are_protected_and_pages_hardened);
 
+/// Configuration only changes presentation and redirects; one engine is enough to prove it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_follow_the_operators_name_colours_and_origins() {
+    let server = TestServer::start_with(Engine::Sqlite, |config| {
+        config.product_name = "Mediaverse".into();
+        config.pages.accent_color = "#ffd33d".into();
+        config.pages.redirect_origins = vec!["https://forum.example.com".into()];
+    })
+    .await;
+    server.sign_up("ida", "ida@example.com", "ida's passphrase").await;
+    let client = browser();
+    let (_, html, _) = get(&client, &server, "/signin").await;
+    assert!(html.contains("<title>Sign in · Mediaverse</title>"), "the product name is on every page");
+    let (_, css, _) = get(&client, &server, "/static/keywarden.css").await;
+    // A pale accent gets dark text on buttons, and links fall back to the body colour to stay readable.
+    assert!(css.contains(":root { --accent: #ffd33d; --accent-text: #11141c; --link: #1d2330; }"), "{css}");
+
+    for (next, expected) in [
+        ("https://forum.example.com/t/42?page=2", "https://forum.example.com/t/42?page=2"),
+        ("https://forum.example.com.evil.example/", "/security"),
+        ("http://forum.example.com/", "/security"),
+    ] {
+        let signed_in = submit(
+            &client,
+            &server,
+            "/signin",
+            "/signin",
+            &[("login", "ida"), ("password", "ida's passphrase"), ("next", next)],
+        )
+        .await;
+        assert_eq!((signed_in.status(), location(&signed_in)), (StatusCode::SEE_OTHER, expected.to_owned()), "{next}");
+    }
+
+    // An unknown address: a page for browsers (hardened like every page), JSON for API clients.
+    let page = client.get(server.url("/no-such-page")).header("accept", "text/html").send().await.unwrap();
+    assert_eq!(page.status(), StatusCode::NOT_FOUND);
+    assert!(page.headers()["content-security-policy"].to_str().unwrap().contains("default-src 'none'"));
+    assert!(page.text().await.unwrap().contains("Page not found"));
+    let api = client.get(server.url("/api/v1/no-such-endpoint")).send().await.unwrap();
+    assert_eq!(api.status(), StatusCode::NOT_FOUND);
+    assert_eq!(api.json::<serde_json::Value>().await.unwrap()["error"], "not_found");
+    server.stop().await;
+}
+
 fn browser() -> Client {
     Client::builder().no_proxy().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }

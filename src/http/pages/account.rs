@@ -8,7 +8,7 @@ use minijinja::context;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::{cookie, safe_next, Browser, CsrfOnly, Page, SESSION_COOKIE};
+use super::{cookie, Browser, CsrfOnly, Page, SESSION_COOKIE};
 use crate::domain::accounts::Registration;
 use crate::domain::dpop::{Expected, Proof};
 use crate::domain::sessions::{Issue, SignIn};
@@ -26,7 +26,7 @@ pub struct NextQuery {
 }
 
 pub async fn signin_form(State(state): State<AppState>, browser: Browser, Query(query): Query<NextQuery>) -> Page {
-    let next = safe_next(query.next.as_deref().unwrap_or("/security")).to_owned();
+    let next = state.pages.safe_next(query.next.as_deref().unwrap_or("/security"));
     let extra = context! { title => "Sign in", next => next, login => "", recoverable => browser.stale_session };
     browser.render(&state, StatusCode::OK, "signin.html", extra)
 }
@@ -70,7 +70,7 @@ pub async fn signin(
     Form(form): Form<SigninForm>,
 ) -> Result<Response, Page> {
     browser.check_form(&state, &headers, &form.csrf)?;
-    let next = safe_next(&form.next).to_owned();
+    let next = state.pages.safe_next(&form.next);
     let request = SignIn {
         login: form.login.clone(),
         password: Zeroizing::new(form.password),
@@ -185,7 +185,7 @@ pub async fn recover(
         .ok_or_else(|| refused(crate::domain::Error::InvalidToken))?;
     let issued = state.sessions.recover_browser(&cookie_value, &proof).await.map_err(refused)?;
     let session = session_cookie(&state, &issued.access_token);
-    let next = safe_next(&body.next).to_owned();
+    let next = state.pages.safe_next(&body.next);
     Ok((browser.jar.add(session), axum::Json(serde_json::json!({ "next": next }))).into_response())
 }
 

@@ -8,7 +8,7 @@
 mod account;
 mod security;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -22,6 +22,7 @@ use rand::RngCore;
 use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::AppState;
+use crate::config::PagesConfig;
 use crate::domain::sessions::Authenticated;
 use crate::domain::Error;
 
@@ -52,20 +53,47 @@ pub struct Pages {
     product: String,
     /// Whether cookies get the `Secure` attribute (on unless keywarden is served over plain HTTP).
     secure_cookies: bool,
+    /// Our stylesheet with the configured colours appended.
+    stylesheet: String,
+    /// Origins other than ours that `next` may point at, canonical (`scheme://host[:port]`).
+    redirect_origins: Vec<String>,
 }
 
 impl Pages {
-    pub fn new(product: &str, secure_cookies: bool) -> Result<Self, minijinja::Error> {
+    pub fn new(product: &str, secure_cookies: bool, config: &PagesConfig) -> anyhow::Result<Self> {
         let mut env = Environment::new();
         for (name, source) in TEMPLATES {
             env.add_template(name, source)?;
         }
-        Ok(Self { env, product: product.to_owned(), secure_cookies })
+        let stylesheet = format!("{STYLESHEET}{}", config.theme()?.css());
+        let redirect_origins = config.redirect_origins()?;
+        Ok(Self { env, product: product.to_owned(), secure_cookies, stylesheet, redirect_origins })
+    }
+
+    /// Where to send a browser after it signs in: a path on this site, or a URL on a configured
+    /// origin; anything else (`//host`, other schemes, backslash tricks) goes to `/security`.
+    pub fn safe_next(&self, next: &str) -> String {
+        const HOME: &str = "/security";
+        if next.starts_with('/') {
+            let local = !next.starts_with("//") && !next.contains('\\') && !next.chars().any(char::is_control);
+            return if local { next.to_owned() } else { HOME.to_owned() };
+        }
+        match url::Url::parse(next) {
+            Ok(url) if url.username().is_empty() && url.password().is_none() => {
+                let origin = url.origin().ascii_serialization();
+                if self.redirect_origins.contains(&origin) {
+                    url.to_string()
+                } else {
+                    HOME.to_owned()
+                }
+            }
+            _ => HOME.to_owned(),
+        }
     }
 }
 
-pub fn router(hsts: bool) -> Router<AppState> {
-    let mut router = Router::new()
+pub fn router() -> Router<AppState> {
+    Router::new()
         .route("/", get(|| async { Redirect::to("/security") }))
         .route("/signin", get(account::signin_form).post(account::signin))
         .route("/signup", get(account::signup_form).post(account::signup))
@@ -80,6 +108,12 @@ pub fn router(hsts: bool) -> Router<AppState> {
         .route("/static/keywarden.css", get(stylesheet))
         .route("/static/keywarden.js", get(script))
         .route("/recover", post(account::recover))
+}
+
+/// The headers that keep every answer, page or not, from being framed, scripted from elsewhere
+/// or pinned to plain HTTP (issue 4 §3).
+pub fn hardening<S: Clone + Send + Sync + 'static>(router: Router<S>, hsts: bool) -> Router<S> {
+    let mut router = router
         .layer(SetResponseHeaderLayer::overriding(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CONTENT_SECURITY_POLICY),
@@ -94,8 +128,16 @@ pub fn router(hsts: bool) -> Router<AppState> {
     router
 }
 
-async fn stylesheet() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")], STYLESHEET)
+/// Whether the request comes from a browser that wants a page rather than JSON.
+pub fn wants_html(headers: &HeaderMap) -> bool {
+    headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|accept| accept.contains("text/html"))
+}
+
+async fn stylesheet(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")],
+        state.pages.stylesheet.clone(),
+    )
 }
 
 async fn script() -> impl IntoResponse {
@@ -241,23 +283,32 @@ impl Browser {
     }
 }
 
-/// Only paths on this site are followed after sign-in: never `//host`, a scheme, or a backslash trick.
-pub fn safe_next(next: &str) -> &str {
-    let ok = next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') && !next.contains("://");
-    if ok {
-        next
-    } else {
-        "/security"
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::Pages;
+    use crate::config::PagesConfig;
+
     #[test]
-    fn only_local_paths_are_followed() {
-        for bad in ["https://evil.example", "//evil.example", "/\\evil.example", "javascript:alert(1)", "", "evil"] {
-            assert_eq!(super::safe_next(bad), "/security", "{bad:?}");
+    fn only_local_paths_and_configured_origins_are_followed() {
+        let config =
+            PagesConfig { redirect_origins: vec!["https://forum.example.com".into()], ..PagesConfig::default() };
+        let pages = Pages::new("keywarden", false, &config).unwrap();
+        for bad in [
+            "https://evil.example",
+            "//evil.example",
+            "/\\evil.example",
+            "javascript:alert(1)",
+            "",
+            "evil",
+            "https://forum.example.com.evil.example/",
+            "https://user@forum.example.com/",
+            "http://forum.example.com/",
+            "/\tjavascript:x",
+        ] {
+            assert_eq!(pages.safe_next(bad), "/security", "{bad:?}");
         }
-        assert_eq!(super::safe_next("/security?x=1"), "/security?x=1");
+        assert_eq!(pages.safe_next("/security?x=1"), "/security?x=1");
+        assert_eq!(pages.safe_next("https://forum.example.com/t/42?page=2"), "https://forum.example.com/t/42?page=2");
+        assert_eq!(pages.safe_next("https://FORUM.example.com:443/"), "https://forum.example.com/");
     }
 }

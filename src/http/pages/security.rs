@@ -30,9 +30,28 @@ pub async fn page(
     Query(notice): Query<Notice>,
 ) -> Result<Page, Response> {
     let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
-    let devices = state.devices.list(&who).await.map_err(|e| browser.error(&state, &e).into_response())?;
-    let events =
-        state.audit.events_of(&who.user_id, 20).await.map_err(|e| browser.error(&state, &e).into_response())?;
+    let message = match (notice.welcome.is_some(), notice.done.as_deref()) {
+        (true, _) => Some("Welcome! We have sent you an email to confirm your address."),
+        (_, Some("device")) => Some("The device was signed out."),
+        (_, Some("everywhere")) => Some("Every device was signed out."),
+        (_, Some("password")) => Some("Your password was changed."),
+        _ => None,
+    };
+    render(&state, &browser, &who, StatusCode::OK, context! { message => message })
+        .await
+        .map_err(IntoResponse::into_response)
+}
+
+/// The security page with a notice (`message`) or a form's error (`error`) in `extra`.
+async fn render(
+    state: &AppState,
+    browser: &Browser,
+    who: &Authenticated,
+    status: StatusCode,
+    extra: minijinja::Value,
+) -> Result<Page, Page> {
+    let devices = state.devices.list(who).await.map_err(|e| browser.error(state, &e))?;
+    let events = state.audit.events_of(&who.user_id, 20).await.map_err(|e| browser.error(state, &e))?;
     let events: Vec<_> = events
         .into_iter()
         .map(|e| context! { at => humanise(&e.at), what => describe_event(&e.kind), address => e.address })
@@ -47,16 +66,8 @@ pub async fn page(
             }
         })
         .collect();
-    let message = match (notice.welcome.is_some(), notice.done.as_deref()) {
-        (true, _) => Some("Welcome! We have sent you an email to confirm your address."),
-        (_, Some("device")) => Some("The device was signed out."),
-        (_, Some("everywhere")) => Some("Every device was signed out."),
-        (_, Some("password")) => Some("Your password was changed."),
-        _ => None,
-    };
-    let extra =
-        context! { title => "Security", wide => true, devices => devices, events => events, message => message };
-    Ok(browser.render(&state, StatusCode::OK, "security.html", extra))
+    let page = context! { title => "Security", wide => true, devices => devices, events => events };
+    Ok(browser.render(state, status, "security.html", context! { ..extra, ..page }))
 }
 
 /// An RFC 3339 event time as `2026-11-23 20:36 UTC`.
@@ -145,9 +156,11 @@ pub struct ChangePassword {
     csrf: String,
     current_password: String,
     new_password: String,
+    confirm_password: String,
     sign_out_devices: Option<String>,
 }
 
+/// Changes the password; a refusal re-shows the security page with the reason beside the form.
 pub async fn change_password(
     State(state): State<AppState>,
     browser: Browser,
@@ -158,12 +171,21 @@ pub async fn change_password(
     // The form is checked first, so a forged post is refused as such whatever the session.
     browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
     let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
+    let refused = async |status: StatusCode, error: String| {
+        let extra = context! { password_error => error };
+        render(&state, &browser, &who, status, extra).await.unwrap_or_else(|page| page).into_response()
+    };
+    if form.new_password != form.confirm_password {
+        let error = "The two new passwords are not the same.".to_owned();
+        return Err(refused(StatusCode::UNPROCESSABLE_ENTITY, error).await);
+    }
     let address = address.map(|a| a.to_string());
     let sign_out = form.sign_out_devices.is_some();
-    state
-        .recovery
-        .change(&who, &form.current_password, &form.new_password, sign_out, address.as_deref())
-        .await
-        .map_err(|e| browser.error(&state, &e).into_response())?;
-    Ok(Redirect::to("/security?done=password").into_response())
+    let changed =
+        state.recovery.change(&who, &form.current_password, &form.new_password, sign_out, address.as_deref()).await;
+    match changed {
+        Ok(()) => Ok(Redirect::to("/security?done=password").into_response()),
+        Err(err) if err.is_internal() => Err(browser.error(&state, &err).into_response()),
+        Err(err) => Err(refused(crate::http::error::status_of(&err), err.to_string()).await),
+    }
 }
