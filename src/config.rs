@@ -13,6 +13,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::password::{Admission, HashCost};
+use crate::domain::second_factors::MfaPolicy;
 use crate::domain::sessions::TokenPolicy;
 use crate::mail::MailConfig;
 use crate::theme::Theme;
@@ -117,6 +118,7 @@ pub struct Config {
     pub mail: MailConfig,
     pub dpop: DpopConfig,
     pub pages: PagesConfig,
+    pub mfa: MfaPolicy,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,6 +193,7 @@ impl Default for Config {
             mail: MailConfig::default(),
             dpop: DpopConfig::default(),
             pages: PagesConfig::default(),
+            mfa: MfaPolicy::default(),
         }
     }
 }
@@ -268,6 +271,13 @@ impl Config {
         }
         if self.max_body_bytes < 1024 {
             return invalid("max_body_bytes must be at least 1024");
+        }
+        let m = &self.mfa;
+        if !(30..=3600).contains(&m.step_up_secs) || !(60..=1800).contains(&m.challenge_ttl_secs) {
+            return invalid("mfa.step_up_secs must be 30 to 3600 and mfa.challenge_ttl_secs 60 to 1800");
+        }
+        if !(1..=20).contains(&m.max_code_attempts) {
+            return invalid("mfa.max_code_attempts must be between 1 and 20");
         }
         self.pages.theme()?;
         self.pages.redirect_origins()?;

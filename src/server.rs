@@ -13,7 +13,7 @@ use crate::config::{Config, HashProfile};
 use crate::domain::clock::now_ms;
 use crate::domain::dpop::DpopVerifier;
 use crate::domain::password::PasswordHasher;
-use crate::domain::{Accounts, AuditLog, Core, Devices, Recovery, Revocations, Sessions};
+use crate::domain::{Accounts, AuditLog, Core, Devices, Recovery, Revocations, SecondFactors, Sessions};
 use crate::http::pages::Pages;
 use crate::http::{self, AppState};
 use crate::keys::Keyring;
@@ -107,7 +107,17 @@ pub fn build_core(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> an
         &config.product_name,
         &config.public_url(),
     )?;
-    Ok(Core { store, keyring, hasher, audit, revocations, mailer, policy: config.tokens })
+    Ok(Core {
+        store,
+        keyring,
+        hasher,
+        audit,
+        revocations,
+        mailer,
+        policy: config.tokens,
+        mfa: config.mfa,
+        product: config.product_name.clone(),
+    })
 }
 
 pub fn build_state(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> anyhow::Result<AppState> {
@@ -119,8 +129,10 @@ pub fn build_state(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> a
     let core = build_core(config, store.clone(), keyring.clone())?;
     let hasher = core.hasher.clone();
     let accounts = Accounts::new(&core);
+    let factors = SecondFactors::new(&core, accounts.clone());
     Ok(AppState {
-        sessions: Sessions::new(&core, accounts.clone()),
+        sessions: Sessions::new(&core, accounts.clone(), factors.clone()),
+        factors,
         devices: Devices::new(&core, accounts.clone()),
         recovery: Recovery::new(&core, accounts.clone()),
         accounts,

@@ -33,6 +33,13 @@ pub mod kind {
     pub const PASSWORD_RESET_FORCED: &str = "password.reset_forced";
     pub const ADMIN_USERS_LISTED: &str = "admin.users_listed";
     pub const ADMIN_USER_VIEWED: &str = "admin.user_viewed";
+    pub const TOTP_ENROLMENT_STARTED: &str = "mfa.totp_enrolment_started";
+    pub const TOTP_ENABLED: &str = "mfa.totp_enabled";
+    pub const TOTP_DISABLED: &str = "mfa.totp_disabled";
+    pub const RECOVERY_CODES_REGENERATED: &str = "mfa.recovery_codes_regenerated";
+    pub const RECOVERY_CODE_USED: &str = "mfa.recovery_code_used";
+    pub const SECOND_FACTOR_FAILED: &str = "mfa.failure";
+    pub const STEPPED_UP: &str = "session.stepped_up";
 }
 
 /// Who caused an event.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::audit::AuditLog;
 use super::password::PasswordHasher;
 use super::revocation::Revocations;
+use super::second_factors::MfaPolicy;
 use super::sessions::TokenPolicy;
 use crate::keys::Keyring;
 use crate::mail::Mailer;
@@ -19,4 +20,7 @@ pub struct Core {
     pub revocations: Revocations,
     pub mailer: Mailer,
     pub policy: TokenPolicy,
+    pub mfa: MfaPolicy,
+    /// The product name people see: the issuer in authenticator apps.
+    pub product: String,
 }

@@ -45,6 +45,25 @@ pub enum Error {
     DpopProofRequired,
     #[error("send a DPoP proof carrying the nonce from the DPoP-Nonce header")]
     UseDpopNonce,
+    #[error("this account has a second factor: finish signing in with POST /api/v1/sessions/mfa")]
+    MfaRequired { mfa_token: String, methods: Vec<&'static str> },
+    #[error("this sign-in attempt has expired, was finished, or had too many wrong codes; sign in again")]
+    InvalidMfaToken,
+    #[error("the code is wrong or has expired")]
+    InvalidCode,
+    #[error("this code was already used; wait for the next one from your app")]
+    CodeAlreadyUsed,
+    #[error("{0}")]
+    InvalidFactor(&'static str),
+    #[error(
+        "confirm it is you first: POST /api/v1/sessions/step-up with a code from your authenticator app or a \
+         recovery code (or your password if you have no second factor)"
+    )]
+    StepUpRequired,
+    #[error("an authenticator app is already set up; remove it before adding another")]
+    TotpAlreadyEnabled,
+    #[error("no authenticator app is being set up or in use on this account")]
+    TotpNotEnrolled,
     #[error("the server is busy; try again shortly")]
     Overloaded { retry_after_secs: u64 },
     #[error("internal error")]
@@ -79,6 +98,14 @@ impl Error {
             Self::InvalidDpopProof(_) => "invalid_dpop_proof",
             Self::DpopProofRequired => "dpop_proof_required",
             Self::UseDpopNonce => "use_dpop_nonce",
+            Self::MfaRequired { .. } => "mfa_required",
+            Self::InvalidMfaToken => "invalid_mfa_token",
+            Self::InvalidCode => "invalid_code",
+            Self::CodeAlreadyUsed => "code_already_used",
+            Self::InvalidFactor(_) => "invalid_factor",
+            Self::StepUpRequired => "step_up_required",
+            Self::TotpAlreadyEnabled => "totp_already_enabled",
+            Self::TotpNotEnrolled => "totp_not_enrolled",
             Self::Overloaded { .. } => "overloaded",
             Self::Store(_) | Self::Keyring(_) | Self::Internal(_) => "internal_error",
         }

@@ -10,9 +10,12 @@ pub mod error;
 pub mod identity;
 pub mod password;
 pub mod recovery;
+pub mod recovery_codes;
 pub mod revocation;
+pub mod second_factors;
 pub mod sessions;
 pub mod tokens;
+pub mod totp;
 
 pub use accounts::Accounts;
 pub use audit::AuditLog;
@@ -21,4 +24,5 @@ pub use devices::Devices;
 pub use error::{Error, Result};
 pub use recovery::Recovery;
 pub use revocation::Revocations;
+pub use second_factors::SecondFactors;
 pub use sessions::Sessions;

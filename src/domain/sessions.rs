@@ -19,10 +19,11 @@ use super::error::{Error, Result};
 use super::identity::Login;
 use super::password::{self, PasswordHasher};
 use super::revocation::{Revocations, TokenFacts};
+use super::second_factors::{Factor, SecondFactors};
 use super::tokens::TokenKind;
 use crate::keys::Keyring;
 use crate::mail::Notice;
-use crate::store::{DeviceSighting, DynStore, NewToken, SessionRecovery, SessionStart, TokenRecord};
+use crate::store::{DeviceSighting, DynStore, NewMfaChallenge, NewToken, SessionRecovery, SessionStart, TokenRecord};
 
 /// Tokens of browsers that sign in without describing themselves as a device.
 pub const CHANNEL_WEB: &str = "web";
@@ -46,7 +47,7 @@ impl Default for TokenPolicy {
 }
 
 /// How a client describes itself when it signs in.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct DeviceInfo {
     pub client_id: String,
     pub product: String,
@@ -67,12 +68,33 @@ pub struct SignIn {
     pub issue: Issue,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Issue {
     #[default]
     TokenPair,
     /// A `kw_ws_` token for the page session cookie, valid as long as a refresh token.
     BrowserCookie,
+}
+
+/// A password sign-in as it started, kept with its second-factor challenge so that finishing it
+/// issues exactly what the password step would have: same device, same key binding, same kind.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct PendingSignIn {
+    device: Option<DeviceInfo>,
+    address: Option<String>,
+    user_agent: Option<String>,
+    dpop_jkt: Option<String>,
+    issue: Issue,
+}
+
+/// Finishing a sign-in with its second factor.
+#[derive(Debug, Clone)]
+pub struct FinishSignIn {
+    pub mfa_token: String,
+    pub factor: Factor,
+    pub address: Option<String>,
+    /// Required, from the same key, when the password step was bound to a DPoP key.
+    pub dpop: Option<Proof>,
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +144,8 @@ pub struct Authenticated {
     pub session_id: String,
     pub device_id: String,
     pub channel: String,
+    /// When the session last proved its account's strongest factors (Unix ms), for step-up.
+    pub verified_at: i64,
 }
 
 #[derive(Clone)]
@@ -133,6 +157,7 @@ pub struct Sessions {
     revocations: Revocations,
     audit: AuditLog,
     policy: TokenPolicy,
+    factors: SecondFactors,
 }
 
 const FIELD_MAX: usize = 128;
@@ -192,7 +217,7 @@ fn describe_user_agent(agent: &str) -> (&'static str, &'static str) {
 }
 
 impl Sessions {
-    pub fn new(core: &Core, accounts: Accounts) -> Self {
+    pub fn new(core: &Core, accounts: Accounts, factors: SecondFactors) -> Self {
         Self {
             store: core.store.clone(),
             keyring: core.keyring.clone(),
@@ -201,6 +226,7 @@ impl Sessions {
             revocations: core.revocations.clone(),
             audit: core.audit.clone(),
             policy: core.policy,
+            factors,
         }
     }
 
@@ -231,16 +257,92 @@ impl Sessions {
             return Err(Error::PasswordResetRequired);
         }
 
-        let channel = if device.is_some() { CHANNEL_DEVICE } else { CHANNEL_WEB };
-        let device = device.unwrap_or_else(|| DeviceInfo::browser(request.user_agent.as_deref()));
+        let pending = PendingSignIn {
+            device,
+            address: request.address,
+            user_agent: request.user_agent,
+            dpop_jkt: request.dpop.map(|p| p.jkt),
+            issue: request.issue,
+        };
+        let methods = self.factors.methods(&user.id).await?;
+        if !methods.is_empty() {
+            return Err(self.challenge(&user.id, &pending, methods).await?);
+        }
+        self.start(&user.id, pending, None).await
+    }
+
+    /// Stores the half-done sign-in and answers `mfa_required` with the token that finishes it.
+    async fn challenge(&self, user_id: &str, pending: &PendingSignIn, methods: Vec<&'static str>) -> Result<Error> {
+        let token = TokenKind::MfaChallenge.mint();
+        let keyed = self.keyring.token_digest(&token);
+        let now = now_ms();
+        let challenge = NewMfaChallenge {
+            digest: keyed.digest,
+            digest_key_id: keyed.key_id,
+            user_id: user_id.to_owned(),
+            sign_in: serde_json::to_string(pending).map_err(|e| Error::Internal(e.to_string()))?,
+            created_at: now,
+            expires_at: now + self.factors.policy().challenge_ttl_secs * 1000,
+        };
+        self.store.create_mfa_challenge(&challenge).await?;
+        tracing::info!(%user_id, "password accepted; waiting for the second factor");
+        Ok(Error::MfaRequired { mfa_token: token.to_string(), methods })
+    }
+
+    /// Finishes a password sign-in with its second factor. The challenge token works once, for a
+    /// few minutes and a few wrong codes; a DPoP-bound attempt must be finished by the same key.
+    pub async fn finish_sign_in(&self, finish: FinishSignIn) -> Result<IssuedTokens> {
+        if TokenKind::of(&finish.mfa_token) != Some(TokenKind::MfaChallenge) {
+            return Err(Error::InvalidMfaToken);
+        }
+        let now = now_ms();
+        let mut found = None;
+        for keyed in self.keyring.token_digests(&finish.mfa_token) {
+            if let Some(record) = self.store.mfa_challenge(&keyed.digest).await? {
+                found = Some(record);
+                break;
+            }
+        }
+        let record = found.ok_or(Error::InvalidMfaToken)?;
+        let policy = self.factors.policy();
+        if record.used_at.is_some() || record.expires_at <= now || record.failures >= policy.max_code_attempts {
+            return Err(Error::InvalidMfaToken);
+        }
+        let pending: PendingSignIn =
+            serde_json::from_str(&record.sign_in).map_err(|e| Error::Internal(e.to_string()))?;
+        if let (Some(jkt), Issue::TokenPair) = (&pending.dpop_jkt, pending.issue) {
+            match &finish.dpop {
+                Some(proof) if proof.jkt == *jkt => {}
+                Some(_) => return Err(Error::InvalidDpopProof("the proof was signed by another key")),
+                None => return Err(Error::DpopProofRequired),
+            }
+        }
+        let address = finish.address.as_deref().or(pending.address.as_deref()).map(str::to_owned);
+        if let Err(err) = self.factors.check(&record.user_id, &finish.factor, address.as_deref()).await {
+            if !err.is_internal() {
+                self.store.mfa_challenge_failed(&record.digest).await?;
+            }
+            return Err(err);
+        }
+        if !self.store.consume_mfa_challenge(&record.digest, now_ms()).await? {
+            return Err(Error::InvalidMfaToken);
+        }
+        let pending = PendingSignIn { address, ..pending };
+        self.start(&record.user_id, pending, Some(finish.factor.method())).await
+    }
+
+    /// Creates the session of a sign-in whose factors all passed.
+    async fn start(&self, user_id: &str, request: PendingSignIn, factor: Option<&str>) -> Result<IssuedTokens> {
+        let channel = if request.device.is_some() { CHANNEL_DEVICE } else { CHANNEL_WEB };
+        let device = request.device.unwrap_or_else(|| DeviceInfo::browser(request.user_agent.as_deref()));
         let now = now_ms();
         let session_id = uuid::Uuid::now_v7().to_string();
-        let (access, refresh, tokens) = self.mint(request.issue, &session_id, &user.id, now);
+        let (access, refresh, tokens) = self.mint(request.issue, &session_id, user_id, now);
         let start = SessionStart {
             session_id: session_id.clone(),
             new_device_id: uuid::Uuid::now_v7().to_string(),
             device: DeviceSighting {
-                user_id: user.id.clone(),
+                user_id: user_id.to_owned(),
                 client_identifier: device.client_id,
                 product: device.product,
                 platform: device.platform,
@@ -249,31 +351,32 @@ impl Sessions {
                 seen_at: now,
             },
             channel: channel.to_owned(),
-            dpop_jkt: request.dpop.as_ref().map(|p| p.jkt.clone()),
+            dpop_jkt: request.dpop_jkt,
             tokens,
         };
         let device_id = self.store.start_session(&start).await?;
         let new_device = device_id == start.new_device_id;
-        tracing::info!(user_id = %user.id, %session_id, %device_id, channel, new_device, "signed in");
-        let actor = Actor::User(user.id.clone());
+        tracing::info!(%user_id, %session_id, %device_id, channel, new_device, "signed in");
+        let actor = Actor::User(user_id.to_owned());
         let address = request.address.as_deref();
         let device = &start.device;
         if new_device {
             let details = json!({ "device_id": device_id, "product": device.product, "platform": device.platform, "name": device.name });
-            self.audit.record(AuditLog::event(kind::NEW_DEVICE, &actor, Some(&user.id), address, details)).await?;
+            self.audit.record(AuditLog::event(kind::NEW_DEVICE, &actor, Some(user_id), address, details)).await?;
             // The very first device of an account is not news to its owner.
-            if self.store.devices_of(&user.id).await?.len() > 1 {
+            if self.store.devices_of(user_id).await?.len() > 1 {
                 let notice = Notice::NewSignIn {
                     device_name: device.name.clone(),
                     product: device.product.clone(),
                     platform: device.platform.clone(),
                     address: request.address.clone(),
                 };
-                self.accounts.notify(&user.id, notice).await?;
+                self.accounts.notify(user_id, notice).await?;
             }
         }
-        let details = json!({ "session_id": session_id, "device_id": device_id, "channel": channel });
-        self.audit.record(AuditLog::event(kind::SIGN_IN, &actor, Some(&user.id), address, details)).await?;
+        let details =
+            json!({ "session_id": session_id, "device_id": device_id, "channel": channel, "second_factor": factor });
+        self.audit.record(AuditLog::event(kind::SIGN_IN, &actor, Some(user_id), address, details)).await?;
         Ok(IssuedTokens {
             access_token: access,
             refresh_token: refresh,
@@ -319,6 +422,7 @@ impl Sessions {
             session_id: record.session_id,
             device_id: record.device_id,
             channel: record.channel,
+            verified_at: record.verified_at,
         })
     }
 

@@ -22,11 +22,19 @@ pub enum TokenKind {
     EmailVerification,
     /// A browser's session cookie on keywarden's own pages.
     WebSession,
+    /// A password sign-in waiting for its second factor (`mfa_token`).
+    MfaChallenge,
 }
 
 impl TokenKind {
-    pub const ALL: [TokenKind; 5] =
-        [Self::Access, Self::Refresh, Self::PasswordReset, Self::EmailVerification, Self::WebSession];
+    pub const ALL: [TokenKind; 6] = [
+        Self::Access,
+        Self::Refresh,
+        Self::PasswordReset,
+        Self::EmailVerification,
+        Self::WebSession,
+        Self::MfaChallenge,
+    ];
 
     pub fn prefix(self) -> &'static str {
         match self {
@@ -35,6 +43,7 @@ impl TokenKind {
             Self::PasswordReset => "kw_pr_",
             Self::EmailVerification => "kw_ev_",
             Self::WebSession => "kw_ws_",
+            Self::MfaChallenge => "kw_mt_",
         }
     }
 
@@ -46,6 +55,7 @@ impl TokenKind {
             Self::PasswordReset => "password_reset",
             Self::EmailVerification => "email_verification",
             Self::WebSession => "web_session",
+            Self::MfaChallenge => "mfa_challenge",
         }
     }
 

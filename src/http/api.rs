@@ -105,7 +105,7 @@ impl From<IssuedTokens> for TokenResponse {
 #[utoipa::path(post, path = "/api/v1/sessions", tag = "sessions", request_body = CreateSession,
     responses(
         (status = 201, description = "Signed in", body = TokenResponse),
-        (status = 401, description = "`invalid_credentials`, the same for unknown accounts and wrong passwords", body = ErrorBody),
+        (status = 401, description = "`invalid_credentials`, the same for unknown accounts and wrong passwords; `mfa_required` with `mfa_token` and `methods` when the account has a second factor: finish with POST /api/v1/sessions/mfa", body = ErrorBody),
         (status = 422, description = "`invalid_device`", body = ErrorBody),
         (status = 503, description = "`overloaded`: retry after `Retry-After` seconds", body = ErrorBody),
     ))]

@@ -24,11 +24,13 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     retry_after_secs: Option<u64>,
+    /// Fields beside `error` and `message` (the `mfa_token` and `methods` of `mfa_required`).
+    extra: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after_secs: None }
+        Self { status, code, message: message.into(), retry_after_secs: None, extra: None }
     }
 
     pub fn missing_token() -> Self {
@@ -44,7 +46,8 @@ pub fn status_of(err: &Error) -> StatusCode {
         | Error::InvalidDevice(_)
         | Error::PasswordTooShort(_)
         | Error::PasswordTooLong(_)
-        | Error::PasswordTooCommon => StatusCode::UNPROCESSABLE_ENTITY,
+        | Error::PasswordTooCommon
+        | Error::InvalidFactor(_) => StatusCode::UNPROCESSABLE_ENTITY,
         Error::UsernameTaken | Error::EmailTaken => StatusCode::CONFLICT,
         Error::InvalidCredentials
         | Error::InvalidToken
@@ -53,7 +56,13 @@ pub fn status_of(err: &Error) -> StatusCode {
         | Error::RefreshTokenReused
         | Error::InvalidDpopProof(_)
         | Error::DpopProofRequired
-        | Error::UseDpopNonce => StatusCode::UNAUTHORIZED,
+        | Error::UseDpopNonce
+        | Error::MfaRequired { .. }
+        | Error::InvalidMfaToken
+        | Error::InvalidCode
+        | Error::CodeAlreadyUsed => StatusCode::UNAUTHORIZED,
+        Error::StepUpRequired => StatusCode::FORBIDDEN,
+        Error::TotpAlreadyEnabled | Error::TotpNotEnrolled => StatusCode::CONFLICT,
         Error::DeviceNotFound => StatusCode::NOT_FOUND,
         Error::InvalidLink => StatusCode::BAD_REQUEST,
         Error::WrongPassword | Error::PasswordResetRequired => StatusCode::FORBIDDEN,
@@ -73,7 +82,16 @@ impl From<Error> for ApiError {
             Error::Overloaded { retry_after_secs } => Some(retry_after_secs),
             _ => None,
         };
-        Self { status, code: err.code(), message: err.to_string(), retry_after_secs }
+        let extra = match &err {
+            Error::MfaRequired { mfa_token, methods } => {
+                let mut fields = serde_json::Map::new();
+                fields.insert("mfa_token".into(), mfa_token.as_str().into());
+                fields.insert("methods".into(), methods.clone().into());
+                Some(fields)
+            }
+            _ => None,
+        };
+        Self { status, code: err.code(), message: err.to_string(), retry_after_secs, extra }
     }
 }
 
@@ -113,13 +131,24 @@ impl From<JsonRejection> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: self.code, message: self.message };
-        let mut response = (self.status, Json(body)).into_response();
+        let mut response = match self.extra {
+            None => (self.status, Json(ErrorBody { error: self.code, message: self.message })).into_response(),
+            Some(mut fields) => {
+                fields.insert("error".into(), self.code.into());
+                fields.insert("message".into(), self.message.into());
+                (self.status, Json(fields)).into_response()
+            }
+        };
         let headers = response.headers_mut();
         if let Some(secs) = self.retry_after_secs {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        if self.status == StatusCode::UNAUTHORIZED && self.code != "invalid_credentials" {
+        // Wrong passwords and second-factor codes are not token problems: no challenge header for them.
+        let about_credentials = matches!(
+            self.code,
+            "invalid_credentials" | "mfa_required" | "invalid_mfa_token" | "invalid_code" | "code_already_used"
+        );
+        if self.status == StatusCode::UNAUTHORIZED && !about_credentials {
             // RFC 6750 §3: tell bearer clients why their token was refused.
             let value = match self.code {
                 "missing_token" => HeaderValue::from_static("Bearer realm=\"keywarden\""),

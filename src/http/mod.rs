@@ -4,6 +4,7 @@ pub mod api;
 pub mod devices;
 pub mod error;
 pub mod extract;
+pub mod mfa;
 pub mod openapi;
 pub mod ops;
 pub mod pages;
@@ -28,7 +29,7 @@ use self::error::ApiError;
 use crate::domain::dpop::DpopVerifier;
 use crate::domain::password::PasswordHasher;
 use crate::domain::sessions::TokenPolicy;
-use crate::domain::{Accounts, AuditLog, Devices, Recovery, Revocations, Sessions};
+use crate::domain::{Accounts, AuditLog, Devices, Recovery, Revocations, SecondFactors, Sessions};
 use crate::keys::Keyring;
 use crate::mail::Mailer;
 use crate::metrics::{Metrics, RequestLabels};
@@ -39,6 +40,7 @@ use crate::store::DynStore;
 pub struct AppState {
     pub accounts: Accounts,
     pub sessions: Sessions,
+    pub factors: SecondFactors,
     pub devices: Devices,
     pub recovery: Recovery,
     pub revocations: Revocations,
@@ -61,6 +63,12 @@ pub fn router(state: AppState, max_body_bytes: usize, hsts: bool) -> Router {
         .route("/accounts", post(api::create_account))
         .route("/sessions", post(api::create_session))
         .route("/sessions/current", delete(api::delete_current_session))
+        .route("/sessions/mfa", post(mfa::finish_sign_in))
+        .route("/sessions/step-up", post(mfa::step_up))
+        .route("/mfa", get(mfa::factors))
+        .route("/mfa/totp", post(mfa::begin_totp).delete(mfa::disable_totp))
+        .route("/mfa/totp/confirm", post(mfa::confirm_totp))
+        .route("/mfa/recovery-codes", post(mfa::regenerate_recovery_codes))
         .route("/token/refresh", post(api::refresh_token))
         .route("/sessions/revoke-all", post(devices::revoke_all_sessions))
         .route("/devices", get(devices::list_devices))

@@ -4,7 +4,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::error::ErrorBody;
-use super::{api, devices, passwords};
+use super::{api, devices, mfa, passwords};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,11 +22,18 @@ use super::{api, devices, passwords};
         passwords::change_password,
         passwords::request_reset,
         passwords::reset_password,
-        passwords::verify_email
+        passwords::verify_email,
+        mfa::factors,
+        mfa::begin_totp,
+        mfa::confirm_totp,
+        mfa::disable_totp,
+        mfa::regenerate_recovery_codes,
+        mfa::finish_sign_in,
+        mfa::step_up
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth),
-    tags((name = "accounts"), (name = "sessions"), (name = "devices"), (name = "passwords"))
+    tags((name = "accounts"), (name = "sessions"), (name = "devices"), (name = "passwords"), (name = "mfa"))
 )]
 pub struct ApiDoc;
 

@@ -65,13 +65,43 @@ impl Default for MailConfig {
 /// A message keywarden sends to a user.
 #[derive(Debug, Clone)]
 pub enum Notice {
-    VerifyEmail { link: String, hours: i64 },
-    PasswordReset { link: String, minutes: i64 },
-    PasswordChanged { signed_out_devices: bool, address: Option<String> },
-    NewSignIn { device_name: String, product: String, platform: String, address: Option<String> },
-    SignedOutEverywhere { kept_current: bool },
-    DeviceSignedOut { device_name: String },
-    SecurityIncident { link: String, minutes: i64, what_happened: String, what_we_did: String },
+    VerifyEmail {
+        link: String,
+        hours: i64,
+    },
+    PasswordReset {
+        link: String,
+        minutes: i64,
+    },
+    PasswordChanged {
+        signed_out_devices: bool,
+        address: Option<String>,
+    },
+    NewSignIn {
+        device_name: String,
+        product: String,
+        platform: String,
+        address: Option<String>,
+    },
+    SignedOutEverywhere {
+        kept_current: bool,
+    },
+    DeviceSignedOut {
+        device_name: String,
+    },
+    SecurityIncident {
+        link: String,
+        minutes: i64,
+        what_happened: String,
+        what_we_did: String,
+    },
+    /// A second factor was added, removed or used: `change` is `totp_enabled`, `totp_disabled`,
+    /// `recovery_codes_regenerated` or `recovery_code_used` (with the codes `remaining`).
+    SecondFactorChanged {
+        change: &'static str,
+        address: Option<String>,
+        remaining: i64,
+    },
 }
 
 impl Notice {
@@ -85,6 +115,7 @@ impl Notice {
             Self::SignedOutEverywhere { .. } => "signed_out_everywhere",
             Self::DeviceSignedOut { .. } => "device_signed_out",
             Self::SecurityIncident { .. } => "security_incident",
+            Self::SecondFactorChanged { .. } => "second_factor_changed",
         }
     }
 
@@ -104,6 +135,10 @@ impl Notice {
             Self::SignedOutEverywhere { .. } => format!("All devices were signed out of your {product} account"),
             Self::DeviceSignedOut { .. } => format!("A device was signed out of your {product} account"),
             Self::SecurityIncident { .. } => format!("Important: action required for your {product} account"),
+            Self::SecondFactorChanged { change: "recovery_code_used", .. } => {
+                format!("A recovery code was used for your {product} account")
+            }
+            Self::SecondFactorChanged { .. } => format!("Two-factor settings of your {product} account changed"),
         }
     }
 
@@ -121,6 +156,9 @@ impl Notice {
             Self::DeviceSignedOut { device_name } => json!({ "device_name": device_name }),
             Self::SecurityIncident { link, minutes, what_happened, what_we_did } => {
                 json!({ "link": link, "minutes": minutes, "what_happened": what_happened, "what_we_did": what_we_did })
+            }
+            Self::SecondFactorChanged { change, address, remaining } => {
+                json!({ "change": change, "address": address, "remaining": remaining })
             }
         }
     }

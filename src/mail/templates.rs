@@ -18,6 +18,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("signed_out_everywhere.html", include_str!("../../templates/mail/signed_out_everywhere.html")),
     ("security_incident.txt", include_str!("../../templates/mail/security_incident.txt")),
     ("security_incident.html", include_str!("../../templates/mail/security_incident.html")),
+    ("second_factor_changed.txt", include_str!("../../templates/mail/second_factor_changed.txt")),
+    ("second_factor_changed.html", include_str!("../../templates/mail/second_factor_changed.html")),
 ];
 
 pub struct Templates {
@@ -58,7 +60,7 @@ mod tests {
             product => "keywarden", username => "<b>eve</b>", link => "https://x.example/r/kw_pr_abc",
             security_url => "https://x.example/security", reset_url => "https://x.example/reset",
             at => "2026-11-23T12:00:00Z", minutes => 30, hours => 48, device_name => "TV",
-            what_happened => "something", what_we_did => "things",
+            what_happened => "something", what_we_did => "things", change => "recovery_code_used", remaining => 9,
         };
         for name in [
             "verify_email",
@@ -67,6 +69,7 @@ mod tests {
             "new_sign_in",
             "signed_out_everywhere",
             "security_incident",
+            "second_factor_changed",
         ] {
             let rendered = templates.render(name, &context).unwrap();
             assert!(

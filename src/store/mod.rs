@@ -138,6 +138,65 @@ pub struct TokenRecord {
     pub rotated_at: Option<i64>,
     pub session_revoked_at: Option<i64>,
     pub dpop_jkt: Option<String>,
+    /// When the session last proved its account's strongest factors (Unix ms).
+    pub verified_at: i64,
+}
+
+/// An authenticator-app secret being enrolled, sealed under the data key.
+#[derive(Debug, Clone)]
+pub struct NewTotp {
+    pub user_id: String,
+    pub secret_sealed: Vec<u8>,
+    pub secret_key_id: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TotpRecord {
+    pub user_id: String,
+    pub secret_sealed: Vec<u8>,
+    pub secret_key_id: String,
+    pub created_at: i64,
+    pub confirmed_at: Option<i64>,
+    pub last_used_step: i64,
+}
+
+/// A recovery code as stored: its keyed digest.
+#[derive(Debug, Clone)]
+pub struct RecoveryCodeDigest {
+    pub digest: Vec<u8>,
+    pub key_id: String,
+}
+
+/// A TOTP confirmation (with the step of its first code) or a regeneration: the new set of
+/// recovery codes replaces every old one in the same transaction.
+#[derive(Debug, Clone)]
+pub struct FactorChange {
+    pub user_id: String,
+    pub at: i64,
+    pub step: i64,
+    pub recovery_codes: Vec<RecoveryCodeDigest>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewMfaChallenge {
+    pub digest: Vec<u8>,
+    pub digest_key_id: String,
+    pub user_id: String,
+    /// The sign-in's context, as JSON.
+    pub sign_in: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MfaChallengeRecord {
+    pub digest: Vec<u8>,
+    pub user_id: String,
+    pub sign_in: String,
+    pub expires_at: i64,
+    pub failures: i64,
+    pub used_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -372,6 +431,28 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes tokens that expired before `before`; returns how many.
     async fn purge_expired_tokens(&self, before: i64) -> Result<u64, StoreError>;
+
+    /// Records that the session just proved its account's strongest factors (step-up).
+    async fn mark_session_verified(&self, session_id: &str, at: i64) -> Result<(), StoreError>;
+    async fn totp_of(&self, user_id: &str) -> Result<Option<TotpRecord>, StoreError>;
+    /// Stores a pending TOTP secret; false if the account already has a confirmed one.
+    async fn begin_totp_enrolment(&self, factor: &NewTotp) -> Result<bool, StoreError>;
+    /// Activates the pending TOTP secret and sets the recovery codes; false if nothing was pending.
+    async fn confirm_totp(&self, confirmation: &FactorChange) -> Result<bool, StoreError>;
+    async fn replace_recovery_codes(&self, change: &FactorChange) -> Result<(), StoreError>;
+    /// Accepts a TOTP step only if it is later than every step accepted before (replay protection).
+    async fn use_totp_step(&self, user_id: &str, step: i64) -> Result<bool, StoreError>;
+    /// Removes the authenticator app and the recovery codes; false if there was no app.
+    async fn remove_second_factors(&self, user_id: &str) -> Result<bool, StoreError>;
+    /// Spends an unused recovery code; false if there is no such unused code.
+    async fn use_recovery_code(&self, user_id: &str, digest: &[u8], at: i64) -> Result<bool, StoreError>;
+    async fn unused_recovery_codes(&self, user_id: &str) -> Result<i64, StoreError>;
+    async fn create_mfa_challenge(&self, challenge: &NewMfaChallenge) -> Result<(), StoreError>;
+    async fn mfa_challenge(&self, digest: &[u8]) -> Result<Option<MfaChallengeRecord>, StoreError>;
+    /// Counts a wrong code against the challenge; returns the failures so far.
+    async fn mfa_challenge_failed(&self, digest: &[u8]) -> Result<i64, StoreError>;
+    /// Spends the challenge; false if it was already used or has expired.
+    async fn consume_mfa_challenge(&self, digest: &[u8], at: i64) -> Result<bool, StoreError>;
 }
 
 pub type DynStore = Arc<dyn Store>;

@@ -143,8 +143,8 @@ macro_rules! impl_store_with_portable_sql {
                 .fetch_one(&mut *tx)
                 .await?;
                 sqlx::query::<$db>(
-                    "INSERT INTO sessions (id, user_id, device_id, channel, created_at, last_used_at, dpop_jkt) \
-                     VALUES ($1, $2, $3, $4, $5, $5, $6)",
+                    "INSERT INTO sessions (id, user_id, device_id, channel, created_at, last_used_at, dpop_jkt, \
+                     verified_at) VALUES ($1, $2, $3, $4, $5, $5, $6, $5)",
                 )
                 .bind(&start.session_id)
                 .bind(&device.user_id)
@@ -194,8 +194,8 @@ macro_rules! impl_store_with_portable_sql {
             async fn token_by_digest(&self, digest: &[u8]) -> Result<Option<TokenRecord>, StoreError> {
                 Ok(sqlx::query_as::<$db, TokenRecord>(
                     "SELECT t.digest, t.digest_key_id, t.kind, t.session_id, t.user_id, s.device_id, s.channel, \
-                     t.issued_at, t.expires_at, t.rotated_at, s.revoked_at AS session_revoked_at, s.dpop_jkt \
-                     FROM tokens t JOIN sessions s ON s.id = t.session_id WHERE t.digest = $1",
+                     t.issued_at, t.expires_at, t.rotated_at, s.revoked_at AS session_revoked_at, s.dpop_jkt, \
+                     s.verified_at FROM tokens t JOIN sessions s ON s.id = t.session_id WHERE t.digest = $1",
                 )
                 .bind(digest)
                 .fetch_optional(&self.reader)
@@ -530,7 +530,171 @@ macro_rules! impl_store_with_portable_sql {
                     .bind(before)
                     .execute(&self.writer)
                     .await?;
-                Ok(done.rows_affected())
+                let challenges = sqlx::query::<$db>("DELETE FROM mfa_challenges WHERE expires_at < $1")
+                    .bind(before)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected() + challenges.rows_affected())
+            }
+
+            async fn mark_session_verified(&self, session_id: &str, at: i64) -> Result<(), StoreError> {
+                sqlx::query::<$db>("UPDATE sessions SET verified_at = $1 WHERE id = $2")
+                    .bind(at)
+                    .bind(session_id)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
+            }
+
+            async fn totp_of(&self, user_id: &str) -> Result<Option<TotpRecord>, StoreError> {
+                Ok(sqlx::query_as::<$db, TotpRecord>(
+                    "SELECT user_id, secret_sealed, secret_key_id, created_at, confirmed_at, last_used_step \
+                     FROM totp_factors WHERE user_id = $1",
+                )
+                .bind(user_id)
+                .fetch_optional(&self.reader)
+                .await?)
+            }
+
+            async fn begin_totp_enrolment(&self, factor: &NewTotp) -> Result<bool, StoreError> {
+                // A pending enrolment is replaced; a confirmed factor is never overwritten.
+                let done = sqlx::query::<$db>(
+                    "INSERT INTO totp_factors (user_id, secret_sealed, secret_key_id, created_at) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (user_id) DO UPDATE SET \
+                     secret_sealed = excluded.secret_sealed, secret_key_id = excluded.secret_key_id, \
+                     created_at = excluded.created_at, last_used_step = 0 \
+                     WHERE totp_factors.confirmed_at IS NULL",
+                )
+                .bind(&factor.user_id)
+                .bind(&factor.secret_sealed)
+                .bind(&factor.secret_key_id)
+                .bind(factor.created_at)
+                .execute(&self.writer)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn confirm_totp(&self, confirmation: &FactorChange) -> Result<bool, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let done = sqlx::query::<$db>(
+                    "UPDATE totp_factors SET confirmed_at = $1, last_used_step = $2 \
+                     WHERE user_id = $3 AND confirmed_at IS NULL",
+                )
+                .bind(confirmation.at)
+                .bind(confirmation.step)
+                .bind(&confirmation.user_id)
+                .execute(&mut *tx)
+                .await?;
+                if done.rows_affected() != 1 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                replace_recovery_codes!($db, &mut *tx, confirmation);
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn replace_recovery_codes(&self, change: &FactorChange) -> Result<(), StoreError> {
+                let mut tx = self.writer.begin().await?;
+                replace_recovery_codes!($db, &mut *tx, change);
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn use_totp_step(&self, user_id: &str, step: i64) -> Result<bool, StoreError> {
+                // Atomic across nodes: of two requests with the same code, one wins.
+                let done = sqlx::query::<$db>(
+                    "UPDATE totp_factors SET last_used_step = $1 \
+                     WHERE user_id = $2 AND confirmed_at IS NOT NULL AND last_used_step < $1",
+                )
+                .bind(step)
+                .bind(user_id)
+                .execute(&self.writer)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn remove_second_factors(&self, user_id: &str) -> Result<bool, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let done = sqlx::query::<$db>("DELETE FROM totp_factors WHERE user_id = $1")
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query::<$db>("DELETE FROM recovery_codes WHERE user_id = $1")
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn use_recovery_code(&self, user_id: &str, digest: &[u8], at: i64) -> Result<bool, StoreError> {
+                let done = sqlx::query::<$db>(
+                    "UPDATE recovery_codes SET used_at = $1 WHERE user_id = $2 AND digest = $3 AND used_at IS NULL",
+                )
+                .bind(at)
+                .bind(user_id)
+                .bind(digest)
+                .execute(&self.writer)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn unused_recovery_codes(&self, user_id: &str) -> Result<i64, StoreError> {
+                let (n,): (i64,) = sqlx::query_as::<$db, (i64,)>(
+                    "SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL",
+                )
+                .bind(user_id)
+                .fetch_one(&self.reader)
+                .await?;
+                Ok(n)
+            }
+
+            async fn create_mfa_challenge(&self, challenge: &NewMfaChallenge) -> Result<(), StoreError> {
+                sqlx::query::<$db>(
+                    "INSERT INTO mfa_challenges (digest, digest_key_id, user_id, sign_in, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&challenge.digest)
+                .bind(&challenge.digest_key_id)
+                .bind(&challenge.user_id)
+                .bind(&challenge.sign_in)
+                .bind(challenge.created_at)
+                .bind(challenge.expires_at)
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
+            async fn mfa_challenge(&self, digest: &[u8]) -> Result<Option<MfaChallengeRecord>, StoreError> {
+                Ok(sqlx::query_as::<$db, MfaChallengeRecord>(
+                    "SELECT digest, user_id, sign_in, expires_at, failures, used_at FROM mfa_challenges \
+                     WHERE digest = $1",
+                )
+                .bind(digest)
+                .fetch_optional(&self.writer)
+                .await?)
+            }
+
+            async fn mfa_challenge_failed(&self, digest: &[u8]) -> Result<i64, StoreError> {
+                let failures: Option<(i64,)> = sqlx::query_as::<$db, (i64,)>(
+                    "UPDATE mfa_challenges SET failures = failures + 1 WHERE digest = $1 RETURNING failures",
+                )
+                .bind(digest)
+                .fetch_optional(&self.writer)
+                .await?;
+                Ok(failures.map_or(i64::MAX, |(n,)| n))
+            }
+
+            async fn consume_mfa_challenge(&self, digest: &[u8], at: i64) -> Result<bool, StoreError> {
+                let done = sqlx::query::<$db>(
+                    "UPDATE mfa_challenges SET used_at = $1 WHERE digest = $2 AND used_at IS NULL AND expires_at > $1",
+                )
+                .bind(at)
+                .bind(digest)
+                .execute(&self.writer)
+                .await?;
+                Ok(done.rows_affected() == 1)
             }
         }
     };
@@ -623,4 +787,29 @@ macro_rules! user_select {
     };
 }
 
-pub(crate) use {append_audit, audit_select, impl_store_with_portable_sql, insert_rule, insert_token, user_select};
+/// Replaces a user's recovery codes inside a transaction.
+macro_rules! replace_recovery_codes {
+    ($db:ty, $conn:expr, $change:expr) => {{
+        let change: &FactorChange = $change;
+        sqlx::query::<$db>("DELETE FROM recovery_codes WHERE user_id = $1")
+            .bind(&change.user_id)
+            .execute(&mut *$conn)
+            .await?;
+        for code in &change.recovery_codes {
+            sqlx::query::<$db>(
+                "INSERT INTO recovery_codes (user_id, digest, digest_key_id, created_at) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&change.user_id)
+            .bind(&code.digest)
+            .bind(&code.key_id)
+            .bind(change.at)
+            .execute(&mut *$conn)
+            .await?;
+        }
+    }};
+}
+
+pub(crate) use {
+    append_audit, audit_select, impl_store_with_portable_sql, insert_rule, insert_token, replace_recovery_codes,
+    user_select,
+};

@@ -5,10 +5,14 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use super::sql::{append_audit, audit_select, impl_store_with_portable_sql, insert_rule, insert_token, user_select};
+use super::sql::{
+    append_audit, audit_select, impl_store_with_portable_sql, insert_rule, insert_token, replace_recovery_codes,
+    user_select,
+};
 use super::{
-    AuditRecord, AuditSealer, DeviceRecord, NewAuditEvent, NewOneTimeToken, NewRule, NewToken, NewUser, PasswordChange,
-    QueuedMail, RuleRecord, SessionRecord, SessionRecovery, SessionStart, StoreError, TokenRecord, UserRecord,
+    AuditRecord, AuditSealer, DeviceRecord, FactorChange, MfaChallengeRecord, NewAuditEvent, NewMfaChallenge,
+    NewOneTimeToken, NewRule, NewToken, NewTotp, NewUser, PasswordChange, QueuedMail, RuleRecord, SessionRecord,
+    SessionRecovery, SessionStart, StoreError, TokenRecord, TotpRecord, UserRecord,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");

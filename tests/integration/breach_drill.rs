@@ -52,6 +52,16 @@ async fn a_stolen_database_holds_no_working_credential(engine: Engine) {
         tokens.push(server.sign_in(username, password, Some(device)).await);
         tokens.push(server.sign_in(email, password, None).await);
     }
+    // linus turns on an authenticator app: its secret and recovery codes are in the database too.
+    let linus = &tokens[2];
+    let begun = server.post_with_token("/api/v1/mfa/totp", &linus.access, json!({})).await;
+    let totp_base32 = begun.json["secret"].as_str().unwrap().to_owned();
+    let totp_secret = crate::mfa::base32_decode(&totp_base32);
+    let code = crate::mfa::app_code(&totp_secret, 0);
+    let confirmed = server.post_with_token("/api/v1/mfa/totp/confirm", &linus.access, json!({ "code": code })).await;
+    assert_eq!(confirmed.status, StatusCode::OK, "{}", confirmed.text);
+    let recovery_codes: Vec<String> =
+        confirmed.json["recovery_codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_owned()).collect();
     // Rotate some refresh tokens so spent ones are in the database too.
     let mut spent_and_live = Vec::new();
     for t in tokens.iter().step_by(2) {
@@ -117,6 +127,14 @@ async fn a_stolen_database_holds_no_working_credential(engine: Engine) {
         secrets.push((format!("token {}…", &token[..10]), token.as_bytes().to_vec()));
         secrets.push(("token body".into(), token.as_bytes()[6..].to_vec()));
     }
+    secrets.push(("TOTP secret (raw)".into(), totp_secret.clone()));
+    secrets.push(("TOTP secret (base32)".into(), totp_base32.clone().into_bytes()));
+    for code in &recovery_codes {
+        let bare = code.replace('-', "");
+        secrets.push(("recovery code".into(), code.clone().into_bytes()));
+        secrets.push(("recovery code without its dash".into(), bare.clone().into_bytes()));
+        secrets.push(("sha256 of a recovery code".into(), Sha256::digest(bare.as_bytes()).to_vec()));
+    }
     for key in keyring_secrets(&keyring_text) {
         secrets.push(("keyring secret (base64)".into(), key.clone().into_bytes()));
         secrets.push(("keyring secret (raw)".into(), STANDARD.decode(&key).unwrap()));
@@ -162,6 +180,33 @@ async fn a_stolen_database_holds_no_working_credential(engine: Engine) {
         let refreshed = server.refresh(candidate).await;
         assert_eq!(refreshed.status, StatusCode::UNAUTHORIZED, "stored value {candidate:?} works as a refresh token");
     }
+    // No stored value finishes linus's sign-in as a recovery code, nor derives his authenticator's
+    // codes when taken as a TOTP secret.
+    let mfa_token = |reply: crate::harness::Reply| reply.json["mfa_token"].as_str().unwrap().to_owned();
+    let linus_password = json!({ "login": "linus", "password": PEOPLE[1].2 });
+    let mut attempt = mfa_token(server.post("/api/v1/sessions", linus_password.clone()).await);
+    let current = crate::mfa::app_code(&totp_secret, 0);
+    for (tries, (place, value)) in dump.iter().enumerate() {
+        let derived = totp_lite::totp_custom::<totp_lite::Sha1>(
+            30,
+            6,
+            value,
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
+        );
+        assert!(value.len() < 16 || derived != current || value == &totp_secret, "{place} yields linus's codes");
+        let Ok(text) = std::str::from_utf8(value) else { continue };
+        if tries % 4 == 3 {
+            attempt = mfa_token(server.post("/api/v1/sessions", linus_password.clone()).await);
+        }
+        let finished =
+            server.post("/api/v1/sessions/mfa", json!({ "mfa_token": attempt, "recovery_code": text })).await;
+        assert_ne!(finished.status, StatusCode::CREATED, "stored value in {place} works as a recovery code");
+    }
+    let attempt = mfa_token(server.post("/api/v1/sessions", linus_password).await);
+    let control =
+        server.post("/api/v1/sessions/mfa", json!({ "mfa_token": attempt, "recovery_code": recovery_codes[0] })).await;
+    assert_eq!(control.status, StatusCode::CREATED, "control: a real recovery code works");
+
     // While the real tokens and links, which were never stored, do work: the probes could have succeeded.
     assert_eq!(server.me(&tokens[1].access).await.status, StatusCode::OK);
     let reset = server

@@ -15,6 +15,7 @@ mod dpop;
 mod dpop_client;
 mod enumeration;
 mod mail;
+mod mfa;
 mod nodes;
 mod operations;
 mod pages;

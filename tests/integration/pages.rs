@@ -7,7 +7,97 @@ use reqwest::{Client, StatusCode};
 
 use crate::harness::{Engine, TestServer};
 
-crate::on_both_engines!(a_person_signs_up_verifies_and_signs_out_everywhere, forms_are_protected_and_pages_hardened);
+crate::on_both_engines!(
+    a_person_signs_up_verifies_and_signs_out_everywhere,
+    forms_are_protected_and_pages_hardened,
+    pages_set_up_ask_for_and_turn_off_an_authenticator_app
+);
+
+async fn pages_set_up_ask_for_and_turn_off_an_authenticator_app(engine: Engine) {
+    let server = TestServer::start(engine).await;
+    server.sign_up("vera", "vera@example.com", "vera's passphrase").await;
+    let laptop = browser();
+    let signed_in =
+        submit(&laptop, &server, "/signin", "/signin", &[("login", "vera"), ("password", "vera's passphrase")]).await;
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+    let (_, security, _) = get(&laptop, &server, "/security").await;
+    assert!(security.contains("Set up an authenticator app"));
+
+    // Setup shows a QR code (an SVG image, no script) and the key; a wrong first code keeps the same key.
+    let setup = submit(&laptop, &server, "/security", "/security/totp", &[]).await;
+    let html = setup.text().await.unwrap();
+    assert!(html.contains("src=\"data:image") && html.contains("svg+xml;base64,"), "a QR code image");
+    let marker = "<code class=\"secret\">";
+    let key_start = html.find(marker).unwrap() + marker.len();
+    let key: String = html[key_start..].chars().take_while(|c| *c != '<').collect();
+    let secret = crate::mfa::base32_decode(&key);
+    let token = csrf(&html);
+    let wrong = if crate::mfa::app_code(&secret, 0) == "000000" { "111111" } else { "000000" };
+    let refused = laptop
+        .post(server.url("/security/totp/confirm"))
+        .form(&[("csrf", token.as_str()), ("code", wrong)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(refused.text().await.unwrap().contains(&key), "the same key is shown again");
+    let code = crate::mfa::app_code(&secret, 0);
+    let confirmed = laptop
+        .post(server.url("/security/totp/confirm"))
+        .form(&[("csrf", token.as_str()), ("code", code.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let codes_page = confirmed.text().await.unwrap();
+    assert_eq!(codes_page.matches("<li><code>").count(), 10, "ten recovery codes shown once");
+
+    // Another browser: password, then the second step, with a recovery code.
+    let phone = browser();
+    let step =
+        submit(&phone, &server, "/signin", "/signin", &[("login", "vera"), ("password", "vera's passphrase")]).await;
+    assert_eq!(step.status(), StatusCode::OK);
+    let step_html = step.text().await.unwrap();
+    assert!(step_html.contains("Two-step verification") && step_html.contains("name=\"mfa_token\" value=\"kw_mt_"));
+    let marker = "name=\"mfa_token\" value=\"";
+    let start = step_html.find(marker).unwrap() + marker.len();
+    let mfa_token: String = step_html[start..].chars().take_while(|c| *c != '"').collect();
+    let recovery_start = codes_page.find("<li><code>").unwrap() + "<li><code>".len();
+    let recovery: String = codes_page[recovery_start..].chars().take_while(|c| *c != '<').collect();
+    let finished = phone
+        .post(server.url("/signin/mfa"))
+        .form(&[
+            ("csrf", csrf(&step_html).as_str()),
+            ("mfa_token", mfa_token.as_str()),
+            ("recovery_code", recovery.as_str()),
+            ("next", "/security"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((finished.status(), location(&finished)), (StatusCode::SEE_OTHER, "/security".to_owned()));
+    let (_, phone_security, _) = get(&phone, &server, "/security").await;
+    assert!(phone_security.contains("Authenticator app: on") && phone_security.contains("9 of 10 recovery codes left"));
+
+    // Turning it off asks for a code in the same form.
+    let off =
+        submit(&phone, &server, "/security", "/security/totp/manage", &[("code", ""), ("action", "disable")]).await;
+    assert_eq!(off.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let next_code = crate::mfa::app_code(&secret, 1);
+    let off = submit(
+        &phone,
+        &server,
+        "/security",
+        "/security/totp/manage",
+        &[("code", next_code.as_str()), ("action", "disable")],
+    )
+    .await;
+    assert_eq!(location(&off), "/security?done=totp-off");
+    let again =
+        submit(&browser(), &server, "/signin", "/signin", &[("login", "vera"), ("password", "vera's passphrase")])
+            .await;
+    assert_eq!(again.status(), StatusCode::SEE_OTHER, "password alone signs in again");
+    server.stop().await;
+}
 
 /// Configuration only changes presentation and redirects; one engine is enough to prove it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

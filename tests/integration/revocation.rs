@@ -17,7 +17,7 @@ crate::on_both_engines!(
 );
 
 /// Runs SQL against the server's database from outside, as an attacker or a test fixture would.
-async fn sql(engine: &Engine, url: &str, statement: &str) {
+pub(crate) async fn sql(engine: &Engine, url: &str, statement: &str) {
     match engine {
         Engine::Sqlite => {
             sqlx::raw_sql(statement).execute(&mut sqlx::SqliteConnection::connect(url).await.unwrap()).await.unwrap();

@@ -11,7 +11,8 @@ use zeroize::Zeroizing;
 use super::{cookie, Browser, CsrfOnly, Page, SESSION_COOKIE};
 use crate::domain::accounts::Registration;
 use crate::domain::dpop::{Expected, Proof};
-use crate::domain::sessions::{Issue, SignIn};
+use crate::domain::second_factors::Factor;
+use crate::domain::sessions::{FinishSignIn, Issue, SignIn};
 use crate::http::extract::{url_for, ClientAddress, TokenRequestProof, UserAgent};
 use crate::http::AppState;
 
@@ -85,11 +86,64 @@ pub async fn signin(
             let session = session_cookie(&state, &issued.access_token);
             Ok((browser.jar.add(session), Redirect::to(&next)).into_response())
         }
+        Err(crate::domain::Error::MfaRequired { mfa_token, .. }) => {
+            let extra = context! { title => "Two-step verification", next => next, mfa_token => mfa_token };
+            Err(browser.render(&state, StatusCode::OK, "signin_mfa.html", extra))
+        }
         Err(err) => {
             let status = crate::http::error::status_of(&err);
             let extra = context! { title => "Sign in", next => next, login => form.login, error => err.to_string() };
             Err(browser.render(&state, status, "signin.html", extra))
         }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct SigninMfaForm {
+    csrf: String,
+    mfa_token: String,
+    #[serde(default)]
+    next: String,
+    #[serde(default)]
+    code: Option<String>,
+    #[serde(default)]
+    recovery_code: Option<String>,
+}
+
+/// The second step of a page sign-in: a code from the app, or a recovery code.
+pub async fn signin_mfa(
+    State(state): State<AppState>,
+    browser: Browser,
+    headers: HeaderMap,
+    ClientAddress(address): ClientAddress,
+    Form(form): Form<SigninMfaForm>,
+) -> Result<Response, Page> {
+    browser.check_form(&state, &headers, &form.csrf)?;
+    let next = state.pages.safe_next(&form.next);
+    let again = |err: &crate::domain::Error| {
+        let extra = context! {
+            title => "Two-step verification", next => next.clone(), mfa_token => form.mfa_token.clone(),
+            error => err.to_string(),
+        };
+        browser.render(&state, crate::http::error::status_of(err), "signin_mfa.html", extra)
+    };
+    let factor = Factor::from_fields(form.code.clone(), form.recovery_code.clone()).map_err(|e| again(&e))?;
+    let finish =
+        FinishSignIn { mfa_token: form.mfa_token.clone(), factor, address: address.map(|a| a.to_string()), dpop: None };
+    match state.sessions.finish_sign_in(finish).await {
+        Ok(issued) => {
+            let session = session_cookie(&state, &issued.access_token);
+            Ok((browser.jar.add(session), Redirect::to(&next)).into_response())
+        }
+        Err(err @ crate::domain::Error::InvalidMfaToken) => Err(browser.message(
+            &state,
+            StatusCode::UNAUTHORIZED,
+            "Please sign in again",
+            &err.to_string(),
+            Some(("/signin", "Sign in")),
+        )),
+        Err(err) if err.is_internal() => Err(browser.error(&state, &err)),
+        Err(err) => Err(again(&err)),
     }
 }
 

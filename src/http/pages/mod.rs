@@ -42,6 +42,9 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("reset_request.html", include_str!("../../../templates/pages/reset_request.html")),
     ("reset_password.html", include_str!("../../../templates/pages/reset_password.html")),
     ("verify_email.html", include_str!("../../../templates/pages/verify_email.html")),
+    ("signin_mfa.html", include_str!("../../../templates/pages/signin_mfa.html")),
+    ("totp_setup.html", include_str!("../../../templates/pages/totp_setup.html")),
+    ("recovery_codes.html", include_str!("../../../templates/pages/recovery_codes.html")),
 ];
 
 const STYLESHEET: &str = include_str!("../../../static/keywarden.css");
@@ -96,6 +99,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/security") }))
         .route("/signin", get(account::signin_form).post(account::signin))
+        .route("/signin/mfa", post(account::signin_mfa))
         .route("/signup", get(account::signup_form).post(account::signup))
         .route("/signout", post(account::signout))
         .route("/reset", get(account::reset_request_form).post(account::reset_request))
@@ -105,6 +109,9 @@ pub fn router() -> Router<AppState> {
         .route("/security/devices/{id}/signout", post(security::sign_out_device))
         .route("/security/signout-all", post(security::sign_out_everywhere))
         .route("/security/password", post(security::change_password))
+        .route("/security/totp", post(security::begin_totp))
+        .route("/security/totp/confirm", post(security::confirm_totp))
+        .route("/security/totp/manage", post(security::manage_totp))
         .route("/static/keywarden.css", get(stylesheet))
         .route("/static/keywarden.js", get(script))
         .route("/recover", post(account::recover))

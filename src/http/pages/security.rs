@@ -9,7 +9,9 @@ use serde::Deserialize;
 
 use super::{Browser, CsrfOnly, Page};
 use crate::domain::clock::human;
+use crate::domain::second_factors::{Factor, StepUp, TotpEnrolment};
 use crate::domain::sessions::Authenticated;
+use crate::domain::Error;
 use crate::http::extract::ClientAddress;
 use crate::http::AppState;
 
@@ -35,6 +37,7 @@ pub async fn page(
         (_, Some("device")) => Some("The device was signed out."),
         (_, Some("everywhere")) => Some("Every device was signed out."),
         (_, Some("password")) => Some("Your password was changed."),
+        (_, Some("totp-off")) => Some("The authenticator app was turned off."),
         _ => None,
     };
     render(&state, &browser, &who, StatusCode::OK, context! { message => message })
@@ -66,7 +69,8 @@ async fn render(
             }
         })
         .collect();
-    let page = context! { title => "Security", wide => true, devices => devices, events => events };
+    let factors = state.factors.status(&who.user_id).await.map_err(|e| browser.error(state, &e))?;
+    let page = context! { title => "Security", wide => true, devices => devices, events => events, factors => factors };
     Ok(browser.render(state, status, "security.html", context! { ..extra, ..page }))
 }
 
@@ -97,6 +101,13 @@ fn describe_event(kind: &str) -> &str {
         "password.reset_forced" => "New password required by an administrator",
         "mail.sent" => "Email sent",
         "admin.user_viewed" => "An administrator looked at your account",
+        "mfa.totp_enrolment_started" => "Authenticator app setup started",
+        "mfa.totp_enabled" => "Authenticator app turned on",
+        "mfa.totp_disabled" => "Authenticator app turned off",
+        "mfa.recovery_codes_regenerated" => "New recovery codes made",
+        "mfa.recovery_code_used" => "Recovery code used",
+        "mfa.failure" => "Wrong two-step verification code",
+        "session.stepped_up" => "Identity confirmed for a sensitive change",
         other => other,
     }
 }
@@ -187,5 +198,126 @@ pub async fn change_password(
         Ok(()) => Ok(Redirect::to("/security?done=password").into_response()),
         Err(err) if err.is_internal() => Err(browser.error(&state, &err).into_response()),
         Err(err) => Err(refused(crate::http::error::status_of(&err), err.to_string()).await),
+    }
+}
+
+/// The enrolment page: a QR code (an SVG data URI, allowed by the CSP's `img-src data:`) and the key.
+fn setup_page(
+    state: &AppState,
+    browser: &Browser,
+    enrolment: &TotpEnrolment,
+    status: StatusCode,
+    error: Option<String>,
+) -> Page {
+    use base64::Engine as _;
+    let qr = format!(
+        "data:image/svg+xml;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(enrolment.qr_svg.as_bytes())
+    );
+    let extra = context! {
+        title => "Set up an authenticator app", qr => qr, secret => enrolment.secret.as_str(), error => error,
+    };
+    browser.render(state, status, "totp_setup.html", extra)
+}
+
+pub async fn begin_totp(
+    State(state): State<AppState>,
+    browser: Browser,
+    headers: HeaderMap,
+    ClientAddress(address): ClientAddress,
+    Form(form): Form<CsrfOnly>,
+) -> Result<Page, Response> {
+    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
+    let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
+    let address = address.map(|a| a.to_string());
+    let enrolment = state
+        .factors
+        .begin_totp(&who, address.as_deref())
+        .await
+        .map_err(|e| browser.error(&state, &e).into_response())?;
+    Ok(setup_page(&state, &browser, &enrolment, StatusCode::OK, None))
+}
+
+#[derive(Deserialize)]
+pub struct CodeForm {
+    csrf: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    action: String,
+}
+
+pub async fn confirm_totp(
+    State(state): State<AppState>,
+    browser: Browser,
+    headers: HeaderMap,
+    ClientAddress(address): ClientAddress,
+    Form(form): Form<CodeForm>,
+) -> Result<Page, Response> {
+    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
+    let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
+    let address = address.map(|a| a.to_string());
+    match state.factors.confirm_totp(&who, &form.code, address.as_deref()).await {
+        Ok(codes) => Ok(recovery_codes_page(&state, &browser, &codes)),
+        Err(err @ (Error::InvalidCode | Error::CodeAlreadyUsed)) => {
+            let enrolment =
+                state.factors.pending_enrolment(&who).await.map_err(|e| browser.error(&state, &e).into_response())?;
+            Err(setup_page(&state, &browser, &enrolment, StatusCode::UNPROCESSABLE_ENTITY, Some(err.to_string()))
+                .into_response())
+        }
+        Err(err) => Err(browser.error(&state, &err).into_response()),
+    }
+}
+
+fn recovery_codes_page(state: &AppState, browser: &Browser, codes: &[zeroize::Zeroizing<String>]) -> Page {
+    let codes: Vec<&str> = codes.iter().map(|c| c.as_str()).collect();
+    browser.render(
+        state,
+        StatusCode::OK,
+        "recovery_codes.html",
+        context! { title => "Your recovery codes", codes => codes },
+    )
+}
+
+/// New recovery codes or turning the app off, confirmed in the same form with a fresh code (step-up).
+pub async fn manage_totp(
+    State(state): State<AppState>,
+    browser: Browser,
+    headers: HeaderMap,
+    ClientAddress(address): ClientAddress,
+    Form(form): Form<CodeForm>,
+) -> Result<Response, Response> {
+    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
+    let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
+    let address = address.map(|a| a.to_string());
+    let refused = async |err: Error| {
+        if err.is_internal() {
+            return browser.error(&state, &err).into_response();
+        }
+        let extra = context! { factor_error => err.to_string() };
+        render(&state, &browser, &who, crate::http::error::status_of(&err), extra)
+            .await
+            .unwrap_or_else(|page| page)
+            .into_response()
+    };
+    let factor = match Factor::guess(&form.code) {
+        Ok(factor) => factor,
+        Err(err) => return Err(refused(err).await),
+    };
+    if let Err(err) = state.factors.step_up(&who, StepUp::Factor(factor), address.as_deref()).await {
+        return Err(refused(err).await);
+    }
+    // The step-up just happened; the action checks freshness against the session as it is now.
+    let who = Authenticated { verified_at: crate::domain::clock::now_ms(), ..who.clone() };
+    match form.action.as_str() {
+        "recovery_codes" => match state.factors.regenerate_recovery_codes(&who, address.as_deref()).await {
+            Ok(codes) => Ok(recovery_codes_page(&state, &browser, &codes).into_response()),
+            Err(err) => Err(refused(err).await),
+        },
+        "disable" => match state.factors.disable_totp(&who, address.as_deref()).await {
+            Ok(()) => Ok(Redirect::to("/security?done=totp-off").into_response()),
+            Err(err) => Err(refused(err).await),
+        },
+        _ => Err(refused(Error::InvalidFactor("choose what to do")).await),
     }
 }

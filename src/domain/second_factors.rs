@@ -1,0 +1,392 @@
+//! Second factors: authenticator-app (TOTP) enrolment, recovery codes, code checks and step-up.
+//!
+//! A stolen database holds TOTP secrets only sealed under the data key and recovery codes only as
+//! keyed digests (P1): neither yields a code without the key file.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use super::accounts::Accounts;
+use super::audit::{kind, Actor, AuditLog};
+use super::clock::now_ms;
+use super::core::Core;
+use super::error::{Error, Result};
+use super::password::{self, PasswordHasher};
+use super::recovery_codes;
+use super::sessions::Authenticated;
+use super::totp::{self, TotpSecret};
+use crate::keys::{Keyring, Sealed};
+use crate::mail::Notice;
+use crate::store::{DynStore, FactorChange, NewTotp, RecoveryCodeDigest};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MfaPolicy {
+    /// How recent a second-factor (or password) check must be for sensitive actions.
+    pub step_up_secs: i64,
+    /// How long a password sign-in waits for its second factor.
+    pub challenge_ttl_secs: i64,
+    /// Wrong codes one sign-in attempt may send before it must start again.
+    pub max_code_attempts: i64,
+}
+
+impl Default for MfaPolicy {
+    fn default() -> Self {
+        Self { step_up_secs: 300, challenge_ttl_secs: 300, max_code_attempts: 5 }
+    }
+}
+
+/// A second factor as a person or client presents it.
+#[derive(Debug, Clone)]
+pub enum Factor {
+    Totp(Zeroizing<String>),
+    RecoveryCode(Zeroizing<String>),
+}
+
+impl Factor {
+    /// Exactly one of a code or a recovery code.
+    pub fn from_fields(code: Option<String>, recovery_code: Option<String>) -> Result<Self> {
+        match (code.filter(|c| !c.trim().is_empty()), recovery_code.filter(|c| !c.trim().is_empty())) {
+            (Some(code), None) => Ok(Self::Totp(Zeroizing::new(code))),
+            (None, Some(code)) => Ok(Self::RecoveryCode(Zeroizing::new(code))),
+            _ => Err(Error::InvalidFactor("send exactly one of `code` or `recovery_code`")),
+        }
+    }
+
+    /// One field that takes either: six digits are an app code, anything else a recovery code.
+    pub fn guess(typed: &str) -> Result<Self> {
+        let compact: String = typed.chars().filter(|c| !c.is_whitespace()).collect();
+        if compact.is_empty() {
+            return Err(Error::InvalidFactor("enter a code from your authenticator app or a recovery code"));
+        }
+        if compact.len() == 6 && compact.bytes().all(|b| b.is_ascii_digit()) {
+            Ok(Self::Totp(Zeroizing::new(compact)))
+        } else {
+            Ok(Self::RecoveryCode(Zeroizing::new(compact)))
+        }
+    }
+
+    pub fn method(&self) -> &'static str {
+        match self {
+            Self::Totp(_) => "totp",
+            Self::RecoveryCode(_) => "recovery_code",
+        }
+    }
+}
+
+/// A new authenticator-app secret, shown once while the user sets up the app.
+pub struct TotpEnrolment {
+    pub secret: Zeroizing<String>,
+    pub otpauth_uri: Zeroizing<String>,
+    pub qr_svg: String,
+}
+
+/// What an account has set up.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct FactorStatus {
+    pub totp: bool,
+    pub totp_pending: bool,
+    pub recovery_codes_remaining: i64,
+}
+
+#[derive(Clone)]
+pub struct SecondFactors {
+    store: DynStore,
+    keyring: Arc<Keyring>,
+    hasher: Arc<PasswordHasher>,
+    audit: AuditLog,
+    accounts: Accounts,
+    policy: MfaPolicy,
+    issuer: String,
+}
+
+/// The AEAD context of a user's TOTP secret: a sealed secret cannot be moved to another account.
+fn secret_context(user_id: &str) -> Vec<u8> {
+    format!("totp:{user_id}").into_bytes()
+}
+
+impl SecondFactors {
+    pub fn new(core: &Core, accounts: Accounts) -> Self {
+        Self {
+            store: core.store.clone(),
+            keyring: core.keyring.clone(),
+            hasher: core.hasher.clone(),
+            audit: core.audit.clone(),
+            accounts,
+            policy: core.mfa,
+            issuer: core.product.clone(),
+        }
+    }
+
+    pub fn policy(&self) -> MfaPolicy {
+        self.policy
+    }
+
+    pub async fn status(&self, user_id: &str) -> Result<FactorStatus> {
+        let totp = self.store.totp_of(user_id).await?;
+        Ok(FactorStatus {
+            totp: totp.as_ref().is_some_and(|t| t.confirmed_at.is_some()),
+            totp_pending: totp.as_ref().is_some_and(|t| t.confirmed_at.is_none()),
+            recovery_codes_remaining: self.store.unused_recovery_codes(user_id).await?,
+        })
+    }
+
+    /// The ways this account can finish a sign-in, empty if a password is enough.
+    pub async fn methods(&self, user_id: &str) -> Result<Vec<&'static str>> {
+        let status = self.status(user_id).await?;
+        let mut methods = Vec::new();
+        if status.totp {
+            methods.push("totp");
+            methods.push("recovery_code");
+        }
+        Ok(methods)
+    }
+
+    /// Starts (or restarts) setting up an authenticator app; it is not used until confirmed.
+    pub async fn begin_totp(&self, who: &Authenticated, address: Option<&str>) -> Result<TotpEnrolment> {
+        let profile = self.accounts.profile(&who.user_id).await?;
+        let secret = TotpSecret::generate();
+        let sealed = self.keyring.seal(secret.as_bytes(), &secret_context(&who.user_id));
+        let factor = NewTotp {
+            user_id: who.user_id.clone(),
+            secret_sealed: sealed.bytes,
+            secret_key_id: sealed.key_id,
+            created_at: now_ms(),
+        };
+        if !self.store.begin_totp_enrolment(&factor).await? {
+            return Err(Error::TotpAlreadyEnabled);
+        }
+        self.record(kind::TOTP_ENROLMENT_STARTED, who, address, json!({})).await?;
+        let uri = Zeroizing::new(secret.otpauth_uri(&self.issuer, &profile.username));
+        Ok(TotpEnrolment { secret: Zeroizing::new(secret.base32()), qr_svg: totp::qr_svg(&uri), otpauth_uri: uri })
+    }
+
+    /// The enrolment in progress, shown again (say, after a mistyped first code).
+    pub async fn pending_enrolment(&self, who: &Authenticated) -> Result<TotpEnrolment> {
+        let record = self.store.totp_of(&who.user_id).await?.filter(|t| t.confirmed_at.is_none());
+        let record = record.ok_or(Error::TotpNotEnrolled)?;
+        let profile = self.accounts.profile(&who.user_id).await?;
+        let secret = self.open_secret(&record.user_id, record.secret_sealed, record.secret_key_id)?;
+        let uri = Zeroizing::new(secret.otpauth_uri(&self.issuer, &profile.username));
+        Ok(TotpEnrolment { secret: Zeroizing::new(secret.base32()), qr_svg: totp::qr_svg(&uri), otpauth_uri: uri })
+    }
+
+    /// Activates the app with its first code and returns the recovery codes, shown this once.
+    pub async fn confirm_totp(
+        &self,
+        who: &Authenticated,
+        code: &str,
+        address: Option<&str>,
+    ) -> Result<Vec<Zeroizing<String>>> {
+        let record = self.store.totp_of(&who.user_id).await?.ok_or(Error::TotpNotEnrolled)?;
+        if record.confirmed_at.is_some() {
+            return Err(Error::TotpAlreadyEnabled);
+        }
+        let secret = self.open_secret(&record.user_id, record.secret_sealed, record.secret_key_id)?;
+        let step = secret.matching_step(code, now_secs()).ok_or(Error::InvalidCode)?;
+        let codes = recovery_codes::generate();
+        let now = now_ms();
+        let change = FactorChange {
+            user_id: who.user_id.clone(),
+            at: now,
+            step: i64::try_from(step).unwrap_or(i64::MAX),
+            recovery_codes: self.code_digests(&who.user_id, &codes),
+        };
+        if !self.store.confirm_totp(&change).await? {
+            return Err(Error::TotpNotEnrolled);
+        }
+        // The code just proved the new factor: this session counts as freshly verified.
+        self.store.mark_session_verified(&who.session_id, now).await?;
+        self.record(kind::TOTP_ENABLED, who, address, json!({})).await?;
+        self.notify(&who.user_id, "totp_enabled", address).await?;
+        Ok(codes)
+    }
+
+    /// Removes the authenticator app and its recovery codes. Needs a fresh step-up.
+    pub async fn disable_totp(&self, who: &Authenticated, address: Option<&str>) -> Result<()> {
+        self.require_fresh(who)?;
+        if !self.store.remove_second_factors(&who.user_id).await? {
+            return Err(Error::TotpNotEnrolled);
+        }
+        self.record(kind::TOTP_DISABLED, who, address, json!({})).await?;
+        self.notify(&who.user_id, "totp_disabled", address).await
+    }
+
+    /// A new set of recovery codes; the old set stops working. Needs a fresh step-up.
+    pub async fn regenerate_recovery_codes(
+        &self,
+        who: &Authenticated,
+        address: Option<&str>,
+    ) -> Result<Vec<Zeroizing<String>>> {
+        self.require_fresh(who)?;
+        if !self.status(&who.user_id).await?.totp {
+            return Err(Error::TotpNotEnrolled);
+        }
+        let codes = recovery_codes::generate();
+        let change = FactorChange {
+            user_id: who.user_id.clone(),
+            at: now_ms(),
+            step: 0,
+            recovery_codes: self.code_digests(&who.user_id, &codes),
+        };
+        self.store.replace_recovery_codes(&change).await?;
+        self.record(kind::RECOVERY_CODES_REGENERATED, who, address, json!({})).await?;
+        self.notify(&who.user_id, "recovery_codes_regenerated", address).await?;
+        Ok(codes)
+    }
+
+    /// Checks a second factor of `user_id`. A TOTP code works once (per account, across nodes);
+    /// a recovery code works once ever, and its use is mailed to the owner.
+    pub async fn check(&self, user_id: &str, factor: &Factor, address: Option<&str>) -> Result<()> {
+        let outcome = match factor {
+            Factor::Totp(code) => self.check_totp(user_id, code).await,
+            Factor::RecoveryCode(code) => self.check_recovery_code(user_id, code, address).await,
+        };
+        if let Err(err) = &outcome {
+            if !err.is_internal() {
+                let details = json!({ "method": factor.method(), "reason": err.code() });
+                let event =
+                    AuditLog::event(kind::SECOND_FACTOR_FAILED, &Actor::Anonymous, Some(user_id), address, details);
+                self.audit.record(event).await?;
+            }
+        }
+        outcome
+    }
+
+    async fn check_totp(&self, user_id: &str, code: &str) -> Result<()> {
+        let record = self.store.totp_of(user_id).await?.filter(|t| t.confirmed_at.is_some());
+        let record = record.ok_or(Error::InvalidCode)?;
+        let last_used = record.last_used_step;
+        let secret = self.open_secret(&record.user_id, record.secret_sealed, record.secret_key_id)?;
+        let step = secret.matching_step(code, now_secs()).ok_or(Error::InvalidCode)?;
+        let step = i64::try_from(step).unwrap_or(i64::MAX);
+        if step <= last_used || !self.store.use_totp_step(user_id, step).await? {
+            return Err(Error::CodeAlreadyUsed);
+        }
+        Ok(())
+    }
+
+    async fn check_recovery_code(&self, user_id: &str, code: &str, address: Option<&str>) -> Result<()> {
+        let normalised = recovery_codes::normalise(code).ok_or(Error::InvalidCode)?;
+        let now = now_ms();
+        let mut used = false;
+        for digest in recovery_codes::digests(&self.keyring, user_id, &normalised) {
+            if self.store.use_recovery_code(user_id, &digest.digest, now).await? {
+                used = true;
+                break;
+            }
+        }
+        if !used {
+            return Err(Error::InvalidCode);
+        }
+        let remaining = self.store.unused_recovery_codes(user_id).await?;
+        let actor = Actor::User(user_id.to_owned());
+        let event = AuditLog::event(
+            kind::RECOVERY_CODE_USED,
+            &actor,
+            Some(user_id),
+            address,
+            json!({ "remaining": remaining }),
+        );
+        self.audit.record(event).await?;
+        let notice = Notice::SecondFactorChanged {
+            change: "recovery_code_used",
+            address: address.map(str::to_owned),
+            remaining,
+        };
+        self.accounts.notify(user_id, notice).await
+    }
+
+    /// Proves it is still the account's owner at this session: a second factor, or the password for
+    /// an account without one. Sensitive actions then work for `mfa.step_up_secs`.
+    pub async fn step_up(&self, who: &Authenticated, proof: StepUp, address: Option<&str>) -> Result<()> {
+        let has_factor = self.status(&who.user_id).await?.totp;
+        match proof {
+            StepUp::Factor(factor) if has_factor => self.check(&who.user_id, &factor, address).await?,
+            StepUp::Factor(_) => {
+                return Err(Error::InvalidFactor("this account has no second factor: send `password`"))
+            }
+            StepUp::Password(_) if has_factor => {
+                return Err(Error::InvalidFactor("this account has a second factor: send `code` or `recovery_code`"))
+            }
+            StepUp::Password(given) => {
+                let user = self.store.user_by_id(&who.user_id).await?.ok_or(Error::InvalidToken)?;
+                let stored = Accounts::stored_hash(&user);
+                let verification = self.hasher.verify(Some(&stored), &password::normalise(&given)).await?;
+                if !verification.matches {
+                    return Err(Error::WrongPassword);
+                }
+            }
+        }
+        self.store.mark_session_verified(&who.session_id, now_ms()).await?;
+        self.record(kind::STEPPED_UP, who, address, json!({ "session_id": who.session_id })).await
+    }
+
+    /// Refuses a sensitive action unless the session proved itself within `mfa.step_up_secs`.
+    pub fn require_fresh(&self, who: &Authenticated) -> Result<()> {
+        if now_ms() - who.verified_at > self.policy.step_up_secs * 1000 {
+            return Err(Error::StepUpRequired);
+        }
+        Ok(())
+    }
+
+    fn open_secret(&self, user_id: &str, sealed: Vec<u8>, key_id: String) -> Result<TotpSecret> {
+        let bytes = self.keyring.open(&Sealed { key_id, bytes: sealed }, &secret_context(user_id))?;
+        Ok(TotpSecret::from_bytes(bytes))
+    }
+
+    fn code_digests(&self, user_id: &str, codes: &[Zeroizing<String>]) -> Vec<RecoveryCodeDigest> {
+        codes
+            .iter()
+            .filter_map(|code| recovery_codes::normalise(code))
+            .map(|normalised| {
+                let keyed = recovery_codes::digest(&self.keyring, user_id, &normalised);
+                RecoveryCodeDigest { digest: keyed.digest, key_id: keyed.key_id }
+            })
+            .collect()
+    }
+
+    async fn record(
+        &self,
+        event_kind: &str,
+        who: &Authenticated,
+        address: Option<&str>,
+        details: serde_json::Value,
+    ) -> Result<()> {
+        let actor = Actor::User(who.user_id.clone());
+        self.audit.record(AuditLog::event(event_kind, &actor, Some(&who.user_id), address, details)).await?;
+        Ok(())
+    }
+
+    async fn notify(&self, user_id: &str, change: &'static str, address: Option<&str>) -> Result<()> {
+        let remaining = self.store.unused_recovery_codes(user_id).await?;
+        let notice = Notice::SecondFactorChanged { change, address: address.map(str::to_owned), remaining };
+        self.accounts.notify(user_id, notice).await
+    }
+}
+
+/// What a session offers to prove it is still its owner.
+pub enum StepUp {
+    Factor(Factor),
+    Password(Zeroizing<String>),
+}
+
+fn now_secs() -> u64 {
+    u64::try_from(now_ms() / 1000).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exactly_one_factor_is_taken() {
+        assert!(matches!(Factor::from_fields(Some("123456".into()), None), Ok(Factor::Totp(_))));
+        assert!(matches!(Factor::from_fields(None, Some("abcde-fghjk".into())), Ok(Factor::RecoveryCode(_))));
+        assert!(Factor::from_fields(Some("1".into()), Some("2".into())).is_err());
+        assert!(Factor::from_fields(Some("  ".into()), None).is_err());
+        assert!(Factor::from_fields(None, None).is_err());
+    }
+}

@@ -1,0 +1,200 @@
+//! Second-factor endpoints: TOTP enrolment, recovery codes, finishing a sign-in, and step-up.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use zeroize::Zeroizing;
+
+use super::api::TokenResponse;
+use super::error::{ApiError, ErrorBody};
+use super::extract::{ApiJson, Caller, ClientAddress, TokenRequestProof};
+use super::AppState;
+use crate::domain::second_factors::{Factor, FactorStatus, StepUp};
+use crate::domain::sessions::FinishSignIn;
+use crate::metrics::Outcome;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FactorsResponse {
+    /// An authenticator app is set up and asked for at sign-in.
+    pub totp: bool,
+    /// An authenticator app is being set up but not yet confirmed.
+    pub totp_pending: bool,
+    pub recovery_codes_remaining: i64,
+}
+
+impl From<FactorStatus> for FactorsResponse {
+    fn from(s: FactorStatus) -> Self {
+        Self { totp: s.totp, totp_pending: s.totp_pending, recovery_codes_remaining: s.recovery_codes_remaining }
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/mfa", tag = "mfa", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's second factors", body = FactorsResponse),
+        (status = 401, description = "`missing_token`, `invalid_token`, `token_expired`, `token_revoked`", body = ErrorBody),
+    ))]
+pub async fn factors(State(state): State<AppState>, Caller(who): Caller) -> Result<Json<FactorsResponse>, ApiError> {
+    Ok(Json(state.factors.status(&who.user_id).await?.into()))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TotpEnrolmentResponse {
+    /// The shared secret in base32, for typing into an app.
+    pub secret: String,
+    /// The `otpauth://totp/…` URI an app scans (also as the QR code on `/security`).
+    pub otpauth_uri: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/mfa/totp", tag = "mfa", security(("bearer" = [])),
+    responses(
+        (status = 201, description = "A new secret; it is not used until confirmed with a first code. Calling again replaces an unconfirmed secret.", body = TotpEnrolmentResponse),
+        (status = 401, description = "`missing_token`, `invalid_token`, `token_expired`, `token_revoked`", body = ErrorBody),
+        (status = 409, description = "`totp_already_enabled`", body = ErrorBody),
+    ))]
+pub async fn begin_totp(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    ClientAddress(address): ClientAddress,
+) -> Result<(StatusCode, Json<TotpEnrolmentResponse>), ApiError> {
+    let address = address.map(|a| a.to_string());
+    let enrolment = state.factors.begin_totp(&who, address.as_deref()).await?;
+    let body =
+        TotpEnrolmentResponse { secret: enrolment.secret.to_string(), otpauth_uri: enrolment.otpauth_uri.to_string() };
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CodeRequest {
+    /// Six digits from the authenticator app.
+    pub code: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RecoveryCodesResponse {
+    /// Ten single-use codes, shown this once; each signs in once when the app is lost.
+    pub recovery_codes: Vec<String>,
+}
+
+fn codes_response(codes: Vec<Zeroizing<String>>) -> Json<RecoveryCodesResponse> {
+    Json(RecoveryCodesResponse { recovery_codes: codes.iter().map(|c| c.to_string()).collect() })
+}
+
+#[utoipa::path(post, path = "/api/v1/mfa/totp/confirm", tag = "mfa", security(("bearer" = [])),
+    request_body = CodeRequest,
+    responses(
+        (status = 200, description = "The app is active; the recovery codes are shown once", body = RecoveryCodesResponse),
+        (status = 401, description = "`invalid_code`, or a token problem", body = ErrorBody),
+        (status = 409, description = "`totp_not_enrolled` (call POST /api/v1/mfa/totp first), `totp_already_enabled`", body = ErrorBody),
+    ))]
+pub async fn confirm_totp(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    ClientAddress(address): ClientAddress,
+    ApiJson(body): ApiJson<CodeRequest>,
+) -> Result<Json<RecoveryCodesResponse>, ApiError> {
+    let address = address.map(|a| a.to_string());
+    Ok(codes_response(state.factors.confirm_totp(&who, &body.code, address.as_deref()).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/mfa/totp", tag = "mfa", security(("bearer" = [])),
+    responses(
+        (status = 204, description = "The app and its recovery codes are removed"),
+        (status = 403, description = "`step_up_required`: POST /api/v1/sessions/step-up first", body = ErrorBody),
+        (status = 409, description = "`totp_not_enrolled`", body = ErrorBody),
+    ))]
+pub async fn disable_totp(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    ClientAddress(address): ClientAddress,
+) -> Result<StatusCode, ApiError> {
+    let address = address.map(|a| a.to_string());
+    state.factors.disable_totp(&who, address.as_deref()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(post, path = "/api/v1/mfa/recovery-codes", tag = "mfa", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "A new set; every earlier code stops working", body = RecoveryCodesResponse),
+        (status = 403, description = "`step_up_required`: POST /api/v1/sessions/step-up first", body = ErrorBody),
+        (status = 409, description = "`totp_not_enrolled`", body = ErrorBody),
+    ))]
+pub async fn regenerate_recovery_codes(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    ClientAddress(address): ClientAddress,
+) -> Result<Json<RecoveryCodesResponse>, ApiError> {
+    let address = address.map(|a| a.to_string());
+    Ok(codes_response(state.factors.regenerate_recovery_codes(&who, address.as_deref()).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct FinishSignInRequest {
+    /// The `mfa_token` from the `mfa_required` answer of POST /api/v1/sessions.
+    pub mfa_token: String,
+    /// Six digits from the authenticator app.
+    #[serde(default)]
+    pub code: Option<String>,
+    /// One of the recovery codes, instead of `code`.
+    #[serde(default)]
+    pub recovery_code: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/sessions/mfa", tag = "sessions", request_body = FinishSignInRequest,
+    responses(
+        (status = 201, description = "Signed in", body = TokenResponse),
+        (status = 401, description = "`invalid_code`, `code_already_used`, `invalid_mfa_token` (expired, used, or too many wrong codes: sign in again), `dpop_proof_required`, `invalid_dpop_proof`", body = ErrorBody),
+        (status = 422, description = "`invalid_factor`: send exactly one of `code` and `recovery_code`", body = ErrorBody),
+    ))]
+pub async fn finish_sign_in(
+    State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
+    TokenRequestProof(dpop): TokenRequestProof,
+    ApiJson(body): ApiJson<FinishSignInRequest>,
+) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
+    let factor = Factor::from_fields(body.code, body.recovery_code)?;
+    let finish = FinishSignIn { mfa_token: body.mfa_token, factor, address: address.map(|a| a.to_string()), dpop };
+    let result = state.sessions.finish_sign_in(finish).await;
+    state.metrics.sign_ins.get_or_create(&Outcome::of(&result, "success")).inc();
+    Ok((StatusCode::CREATED, Json(result?.into())))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct StepUpRequest {
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub recovery_code: Option<String>,
+    /// Only for accounts without a second factor.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/sessions/step-up", tag = "sessions", security(("bearer" = [])),
+    request_body = StepUpRequest,
+    responses(
+        (status = 204, description = "This session may take sensitive actions for the next `mfa.step_up_secs` seconds"),
+        (status = 401, description = "`invalid_code`, `code_already_used`, or a token problem", body = ErrorBody),
+        (status = 403, description = "`wrong_password`", body = ErrorBody),
+        (status = 422, description = "`invalid_factor`: a second factor for accounts that have one, else the password", body = ErrorBody),
+    ))]
+pub async fn step_up(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    ClientAddress(address): ClientAddress,
+    ApiJson(body): ApiJson<StepUpRequest>,
+) -> Result<StatusCode, ApiError> {
+    let proof = match body.password {
+        Some(password) if body.code.is_none() && body.recovery_code.is_none() => {
+            StepUp::Password(Zeroizing::new(password))
+        }
+        Some(_) => {
+            return Err(crate::domain::Error::InvalidFactor("send one of `code`, `recovery_code` or `password`").into())
+        }
+        None => StepUp::Factor(Factor::from_fields(body.code, body.recovery_code)?),
+    };
+    let address = address.map(|a| a.to_string());
+    state.factors.step_up(&who, proof, address.as_deref()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
