@@ -216,7 +216,7 @@ async fn purge_expired_tokens(store: DynStore) {
         every.tick().await;
         match store.purge_expired_tokens(now_ms() - EXPIRED_TOKEN_RETENTION_MS).await {
             Ok(0) => {}
-            Ok(n) => tracing::info!(purged = n, "expired tokens purged"),
+            Ok(n) => tracing::info!(purged = n, "expired tokens and sign-in challenges purged"),
             Err(err) => tracing::warn!(error = %err, "purging expired tokens failed"),
         }
     }

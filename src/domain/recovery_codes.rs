@@ -45,12 +45,16 @@ pub fn normalise(typed: &str) -> Option<Zeroizing<String>> {
 /// What is stored for a code: a keyed digest that also names the account, so a code is worth
 /// nothing on another account and nothing at all without the key.
 pub fn digest(keyring: &Keyring, user_id: &str, normalised: &str) -> KeyedDigest {
-    keyring.token_digest(&format!("recovery-code:{user_id}:{normalised}"))
+    keyring.token_digest(&hashed_input(user_id, normalised))
 }
 
 /// The digests under every token-hash key, for look-up during a key rotation.
 pub fn digests(keyring: &Keyring, user_id: &str, normalised: &str) -> Vec<KeyedDigest> {
-    keyring.token_digests(&format!("recovery-code:{user_id}:{normalised}"))
+    keyring.token_digests(&hashed_input(user_id, normalised))
+}
+
+fn hashed_input(user_id: &str, normalised: &str) -> Zeroizing<String> {
+    Zeroizing::new(format!("recovery-code:{user_id}:{normalised}"))
 }
 
 #[cfg(test)]

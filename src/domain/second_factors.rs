@@ -135,18 +135,15 @@ impl SecondFactors {
 
     /// The ways this account can finish a sign-in, empty if a password is enough.
     pub async fn methods(&self, user_id: &str) -> Result<Vec<&'static str>> {
-        let status = self.status(user_id).await?;
-        let mut methods = Vec::new();
-        if status.totp {
-            methods.push("totp");
-            methods.push("recovery_code");
-        }
-        Ok(methods)
+        Ok(if self.totp_active(user_id).await? { vec!["totp", "recovery_code"] } else { Vec::new() })
+    }
+
+    async fn totp_active(&self, user_id: &str) -> Result<bool> {
+        Ok(self.store.totp_of(user_id).await?.is_some_and(|t| t.confirmed_at.is_some()))
     }
 
     /// Starts (or restarts) setting up an authenticator app; it is not used until confirmed.
     pub async fn begin_totp(&self, who: &Authenticated, address: Option<&str>) -> Result<TotpEnrolment> {
-        let profile = self.accounts.profile(&who.user_id).await?;
         let secret = TotpSecret::generate();
         let sealed = self.keyring.seal(secret.as_bytes(), &secret_context(&who.user_id));
         let factor = NewTotp {
@@ -158,17 +155,21 @@ impl SecondFactors {
         if !self.store.begin_totp_enrolment(&factor).await? {
             return Err(Error::TotpAlreadyEnabled);
         }
-        self.record(kind::TOTP_ENROLMENT_STARTED, who, address, json!({})).await?;
-        let uri = Zeroizing::new(secret.otpauth_uri(&self.issuer, &profile.username));
-        Ok(TotpEnrolment { secret: Zeroizing::new(secret.base32()), qr_svg: totp::qr_svg(&uri), otpauth_uri: uri })
+        self.record(kind::TOTP_ENROLMENT_STARTED, &who.user_id, address, json!({})).await?;
+        self.enrolment(&who.user_id, &secret).await
     }
 
     /// The enrolment in progress, shown again (say, after a mistyped first code).
     pub async fn pending_enrolment(&self, who: &Authenticated) -> Result<TotpEnrolment> {
         let record = self.store.totp_of(&who.user_id).await?.filter(|t| t.confirmed_at.is_none());
         let record = record.ok_or(Error::TotpNotEnrolled)?;
-        let profile = self.accounts.profile(&who.user_id).await?;
         let secret = self.open_secret(&record.user_id, record.secret_sealed, record.secret_key_id)?;
+        self.enrolment(&who.user_id, &secret).await
+    }
+
+    /// What the person sees to set up their app: the key, the `otpauth://` URI and its QR code.
+    async fn enrolment(&self, user_id: &str, secret: &TotpSecret) -> Result<TotpEnrolment> {
+        let profile = self.accounts.profile(user_id).await?;
         let uri = Zeroizing::new(secret.otpauth_uri(&self.issuer, &profile.username));
         Ok(TotpEnrolment { secret: Zeroizing::new(secret.base32()), qr_svg: totp::qr_svg(&uri), otpauth_uri: uri })
     }
@@ -199,8 +200,8 @@ impl SecondFactors {
         }
         // The code just proved the new factor: this session counts as freshly verified.
         self.store.mark_session_verified(&who.session_id, now).await?;
-        self.record(kind::TOTP_ENABLED, who, address, json!({})).await?;
-        self.notify(&who.user_id, "totp_enabled", address).await?;
+        self.record(kind::TOTP_ENABLED, &who.user_id, address, json!({})).await?;
+        self.notify(&who.user_id, "totp_enabled", address, codes.len()).await?;
         Ok(codes)
     }
 
@@ -210,8 +211,8 @@ impl SecondFactors {
         if !self.store.remove_second_factors(&who.user_id).await? {
             return Err(Error::TotpNotEnrolled);
         }
-        self.record(kind::TOTP_DISABLED, who, address, json!({})).await?;
-        self.notify(&who.user_id, "totp_disabled", address).await
+        self.record(kind::TOTP_DISABLED, &who.user_id, address, json!({})).await?;
+        self.notify(&who.user_id, "totp_disabled", address, 0).await
     }
 
     /// A new set of recovery codes; the old set stops working. Needs a fresh step-up.
@@ -221,7 +222,7 @@ impl SecondFactors {
         address: Option<&str>,
     ) -> Result<Vec<Zeroizing<String>>> {
         self.require_fresh(who)?;
-        if !self.status(&who.user_id).await?.totp {
+        if !self.totp_active(&who.user_id).await? {
             return Err(Error::TotpNotEnrolled);
         }
         let codes = recovery_codes::generate();
@@ -232,8 +233,8 @@ impl SecondFactors {
             recovery_codes: self.code_digests(&who.user_id, &codes),
         };
         self.store.replace_recovery_codes(&change).await?;
-        self.record(kind::RECOVERY_CODES_REGENERATED, who, address, json!({})).await?;
-        self.notify(&who.user_id, "recovery_codes_regenerated", address).await?;
+        self.record(kind::RECOVERY_CODES_REGENERATED, &who.user_id, address, json!({})).await?;
+        self.notify(&who.user_id, "recovery_codes_regenerated", address, codes.len()).await?;
         Ok(codes)
     }
 
@@ -282,27 +283,15 @@ impl SecondFactors {
             return Err(Error::InvalidCode);
         }
         let remaining = self.store.unused_recovery_codes(user_id).await?;
-        let actor = Actor::User(user_id.to_owned());
-        let event = AuditLog::event(
-            kind::RECOVERY_CODE_USED,
-            &actor,
-            Some(user_id),
-            address,
-            json!({ "remaining": remaining }),
-        );
-        self.audit.record(event).await?;
-        let notice = Notice::SecondFactorChanged {
-            change: "recovery_code_used",
-            address: address.map(str::to_owned),
-            remaining,
-        };
-        self.accounts.notify(user_id, notice).await
+        self.record(kind::RECOVERY_CODE_USED, user_id, address, json!({ "remaining": remaining })).await?;
+        self.notify(user_id, "recovery_code_used", address, remaining).await
     }
 
     /// Proves it is still the account's owner at this session: a second factor, or the password for
-    /// an account without one. Sensitive actions then work for `mfa.step_up_secs`.
-    pub async fn step_up(&self, who: &Authenticated, proof: StepUp, address: Option<&str>) -> Result<()> {
-        let has_factor = self.status(&who.user_id).await?.totp;
+    /// an account without one. Sensitive actions then work for `mfa.step_up_secs`; the session as it
+    /// now stands is returned, so an action in the same request can follow at once.
+    pub async fn step_up(&self, who: &Authenticated, proof: StepUp, address: Option<&str>) -> Result<Authenticated> {
+        let has_factor = self.totp_active(&who.user_id).await?;
         match proof {
             StepUp::Factor(factor) if has_factor => self.check(&who.user_id, &factor, address).await?,
             StepUp::Factor(_) => {
@@ -320,8 +309,10 @@ impl SecondFactors {
                 }
             }
         }
-        self.store.mark_session_verified(&who.session_id, now_ms()).await?;
-        self.record(kind::STEPPED_UP, who, address, json!({ "session_id": who.session_id })).await
+        let now = now_ms();
+        self.store.mark_session_verified(&who.session_id, now).await?;
+        self.record(kind::STEPPED_UP, &who.user_id, address, json!({ "session_id": who.session_id })).await?;
+        Ok(Authenticated { verified_at: now, ..who.clone() })
     }
 
     /// Refuses a sensitive action unless the session proved itself within `mfa.step_up_secs`.
@@ -348,20 +339,28 @@ impl SecondFactors {
             .collect()
     }
 
+    /// Records an event the account's owner caused.
     async fn record(
         &self,
         event_kind: &str,
-        who: &Authenticated,
+        user_id: &str,
         address: Option<&str>,
         details: serde_json::Value,
     ) -> Result<()> {
-        let actor = Actor::User(who.user_id.clone());
-        self.audit.record(AuditLog::event(event_kind, &actor, Some(&who.user_id), address, details)).await?;
+        let actor = Actor::User(user_id.to_owned());
+        self.audit.record(AuditLog::event(event_kind, &actor, Some(user_id), address, details)).await?;
         Ok(())
     }
 
-    async fn notify(&self, user_id: &str, change: &'static str, address: Option<&str>) -> Result<()> {
-        let remaining = self.store.unused_recovery_codes(user_id).await?;
+    /// Mails the owner about a change; `remaining` is the recovery codes left after it.
+    async fn notify(
+        &self,
+        user_id: &str,
+        change: &'static str,
+        address: Option<&str>,
+        remaining: impl TryInto<i64>,
+    ) -> Result<()> {
+        let remaining = remaining.try_into().unwrap_or_default();
         let notice = Notice::SecondFactorChanged { change, address: address.map(str::to_owned), remaining };
         self.accounts.notify(user_id, notice).await
     }

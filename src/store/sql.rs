@@ -672,7 +672,7 @@ macro_rules! impl_store_with_portable_sql {
                      WHERE digest = $1",
                 )
                 .bind(digest)
-                .fetch_optional(&self.writer)
+                .fetch_optional(&self.reader)
                 .await?)
             }
 

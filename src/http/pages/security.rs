@@ -182,13 +182,11 @@ pub async fn change_password(
     // The form is checked first, so a forged post is refused as such whatever the session.
     browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
     let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
-    let refused = async |status: StatusCode, error: String| {
-        let extra = context! { password_error => error };
-        render(&state, &browser, &who, status, extra).await.unwrap_or_else(|page| page).into_response()
-    };
     if form.new_password != form.confirm_password {
         let error = "The two new passwords are not the same.".to_owned();
-        return Err(refused(StatusCode::UNPROCESSABLE_ENTITY, error).await);
+        return Err(
+            refuse_with(&state, &browser, &who, "password_error", StatusCode::UNPROCESSABLE_ENTITY, error).await
+        );
     }
     let address = address.map(|a| a.to_string());
     let sign_out = form.sign_out_devices.is_some();
@@ -196,9 +194,29 @@ pub async fn change_password(
         state.recovery.change(&who, &form.current_password, &form.new_password, sign_out, address.as_deref()).await;
     match changed {
         Ok(()) => Ok(Redirect::to("/security?done=password").into_response()),
-        Err(err) if err.is_internal() => Err(browser.error(&state, &err).into_response()),
-        Err(err) => Err(refused(crate::http::error::status_of(&err), err.to_string()).await),
+        Err(err) => Err(refuse(&state, &browser, &who, "password_error", &err).await),
     }
+}
+
+/// Re-shows the security page with a form's refusal beside that form (`field` names its slot in
+/// the template); faults of keywarden itself get the error page instead.
+async fn refuse(state: &AppState, browser: &Browser, who: &Authenticated, field: &str, err: &Error) -> Response {
+    if err.is_internal() {
+        return browser.error(state, err).into_response();
+    }
+    refuse_with(state, browser, who, field, crate::http::error::status_of(err), err.to_string()).await
+}
+
+async fn refuse_with(
+    state: &AppState,
+    browser: &Browser,
+    who: &Authenticated,
+    field: &str,
+    status: StatusCode,
+    message: String,
+) -> Response {
+    let extra = minijinja::Value::from_iter([(field.to_owned(), message)]);
+    render(state, browser, who, status, extra).await.unwrap_or_else(|page| page).into_response()
 }
 
 /// The enrolment page: a QR code (an SVG data URI, allowed by the CSP's `img-src data:`) and the key.
@@ -290,34 +308,29 @@ pub async fn manage_totp(
     browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
     let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
     let address = address.map(|a| a.to_string());
-    let refused = async |err: Error| {
-        if err.is_internal() {
-            return browser.error(&state, &err).into_response();
-        }
-        let extra = context! { factor_error => err.to_string() };
-        render(&state, &browser, &who, crate::http::error::status_of(&err), extra)
+    let stepped_up = match Factor::guess(&form.code) {
+        Ok(factor) => state.factors.step_up(&who, StepUp::Factor(factor), address.as_deref()).await,
+        Err(err) => Err(err),
+    };
+    let fresh = match stepped_up {
+        Ok(fresh) => fresh,
+        Err(err) => return Err(refuse(&state, &browser, &who, "factor_error", &err).await),
+    };
+    let done = match form.action.as_str() {
+        "recovery_codes" => state
+            .factors
+            .regenerate_recovery_codes(&fresh, address.as_deref())
             .await
-            .unwrap_or_else(|page| page)
-            .into_response()
+            .map(|codes| recovery_codes_page(&state, &browser, &codes).into_response()),
+        "disable" => state
+            .factors
+            .disable_totp(&fresh, address.as_deref())
+            .await
+            .map(|()| Redirect::to("/security?done=totp-off").into_response()),
+        _ => Err(Error::InvalidFactor("choose what to do")),
     };
-    let factor = match Factor::guess(&form.code) {
-        Ok(factor) => factor,
-        Err(err) => return Err(refused(err).await),
-    };
-    if let Err(err) = state.factors.step_up(&who, StepUp::Factor(factor), address.as_deref()).await {
-        return Err(refused(err).await);
-    }
-    // The step-up just happened; the action checks freshness against the session as it is now.
-    let who = Authenticated { verified_at: crate::domain::clock::now_ms(), ..who.clone() };
-    match form.action.as_str() {
-        "recovery_codes" => match state.factors.regenerate_recovery_codes(&who, address.as_deref()).await {
-            Ok(codes) => Ok(recovery_codes_page(&state, &browser, &codes).into_response()),
-            Err(err) => Err(refused(err).await),
-        },
-        "disable" => match state.factors.disable_totp(&who, address.as_deref()).await {
-            Ok(()) => Ok(Redirect::to("/security?done=totp-off").into_response()),
-            Err(err) => Err(refused(err).await),
-        },
-        _ => Err(refused(Error::InvalidFactor("choose what to do")).await),
+    match done {
+        Ok(response) => Ok(response),
+        Err(err) => Err(refuse(&state, &browser, &who, "factor_error", &err).await),
     }
 }
