@@ -3,87 +3,22 @@
 
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, execSync, execFileSync } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, mkdirSync } from "node:fs";
+import { execFileSync } from "node:child_process";
 import { createServer } from "node:http";
-import { tmpdir } from "node:os";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
-import { createRequire } from "node:module";
-import { chromium } from "playwright-core";
+import { join } from "node:path";
+import {
+  accessibilityViolations, launchChromium, linkFromOutbox as outboxLink, root, shoot, sizes, startKeywarden,
+} from "./support.mjs";
 
-// axe-core (Deque) judges accessibility; we evaluate its source in the page through DevTools,
-// which our Content-Security-Policy rightly does not let a <script> tag do.
-const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
-
-const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const binary = join(root, "target", "debug", "keywarden");
-const shots = join(root, "test-artifacts", "screenshots");
-const sizes = { phone: { width: 390, height: 844 }, desktop: { width: 1280, height: 900 } };
 
 let server;
 let browser;
-
-/** Starts keywarden; resolves with its base URL once it logs that it listens. */
-function startKeywarden() {
-  const dataDir = mkdtempSync(join(tmpdir(), "keywarden-e2e-"));
-  const env = { ...process.env, KEYWARDEN_PASSWORD_HASHING__PROFILE: "insecure-test-only", KEYWARDEN_LOG_FORMAT: "json" };
-  for (const name of Object.keys(env)) if (name.startsWith("KEYWARDEN_TEST_")) delete env[name];
-  const child = spawn(binary, ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir], { env, cwd: dataDir });
-  let log = "";
-  return new Promise((resolve, reject) => {
-    child.stderr.on("data", (chunk) => {
-      log += chunk;
-      for (const line of log.split("\n")) {
-        try {
-          const event = JSON.parse(line);
-          if (event.message === "keywarden is listening") resolve({ base: `http://${event.addr}`, dataDir, child });
-        } catch { /* not a complete JSON line yet */ }
-      }
-    });
-    child.on("exit", (code) => reject(new Error(`keywarden exited with ${code}: ${log}`)));
-    setTimeout(() => reject(new Error(`keywarden did not start: ${log}`)), 30000);
-  });
-}
-
-/** The newest token with this prefix in the outbox, waiting for it to arrive. */
-async function linkFromOutbox(prefix, count = 1) {
-  for (let i = 0; i < 200; i++) {
-    let found = [];
-    try {
-      for (const name of readdirSync(join(server.dataDir, "outbox")).filter((n) => n.endsWith(".eml")).sort()) {
-        // Undo quoted-printable soft line breaks, and decode base64 parts, before looking.
-        let raw = readFileSync(join(server.dataDir, "outbox", name), "latin1").replace(/=\r?\n/g, "");
-        for (const block of raw.match(/(?:^[A-Za-z0-9+/=]{20,}\r?\n)+/gm) ?? []) {
-          raw += Buffer.from(block.replace(/\s/g, ""), "base64").toString("latin1");
-        }
-        const match = raw.match(new RegExp(`${prefix}[A-Za-z0-9_-]{43}`));
-        if (match) found.push(match[0]);
-      }
-    } catch { /* no outbox yet */ }
-    if (found.length >= count) return found[count - 1];
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`no ${prefix} link in the outbox`);
-}
-
-/** A screenshot of the current page at phone and desktop width. */
-async function shoot(page, name) {
-  mkdirSync(shots, { recursive: true });
-  for (const [size, viewport] of Object.entries(sizes)) {
-    await page.setViewportSize(viewport);
-    await page.screenshot({ path: join(shots, `${name}-${size}.png`), fullPage: true });
-  }
-  await page.setViewportSize(sizes.desktop);
-}
+const linkFromOutbox = (prefix, count) => outboxLink(server, prefix, count);
 
 before(async () => {
   server = await startKeywarden();
-  const executablePath = execSync("command -v chromium", { shell: "/bin/sh" }).toString().trim();
-  browser = await chromium.launch({
-    executablePath,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
@@ -117,7 +52,7 @@ test("sign up, verify, see devices, sign out of all devices, reset with the chec
   await shoot(phonePage, "signin");
   await phonePage.getByLabel("Email or username").fill("hana@example.com");
   await phonePage.getByLabel("Password").fill("hana's long passphrase");
-  await phonePage.getByRole("button", { name: "Sign in" }).click();
+  await phonePage.getByRole("button", { name: "Sign in", exact: true }).click();
   await phonePage.waitForURL(/\/security$/);
 
   // The laptop sees both devices and signs out everywhere else.
@@ -148,7 +83,7 @@ test("sign up, verify, see devices, sign out of all devices, reset with the chec
   await page.waitForURL(/\/signin/);
   await page.getByLabel("Email or username").fill("hana");
   await page.getByLabel("Password").fill("hana's new passphrase");
-  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByRole("button", { name: "Sign in", exact: true }).click();
   await page.waitForURL(/\/security$/);
   await laptop.close();
   await phone.close();
@@ -224,21 +159,12 @@ test("after a web channel revocation the browser holding its key gets back in; a
   await thiefPage.waitForURL(/\/signin/);
   await new Promise((r) => setTimeout(r, 1000));
   assert.match(thiefPage.url(), /\/signin/);
-  await thiefPage.getByRole("button", { name: "Sign in" }).waitFor();
+  await thiefPage.getByRole("button", { name: "Sign in", exact: true }).waitFor();
   await context.close();
   await thief.close();
 });
 
 /** WCAG 2.1 A and AA violations axe-core finds on the current page, as readable lines. */
-async function accessibilityViolations(page) {
-  await page.evaluate(axeSource);
-  const violations = await page.evaluate(async () => {
-    const result = await window.axe.run(document, { runOnly: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] });
-    return result.violations.map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
-  });
-  return violations;
-}
-
 test("every page passes axe-core's WCAG 2.1 AA checks at phone and desktop width, and forms tab in order", async () => {
   const context = await browser.newContext({ viewport: sizes.desktop });
   const page = await context.newPage();

@@ -119,6 +119,30 @@ pub struct Config {
     pub dpop: DpopConfig,
     pub pages: PagesConfig,
     pub mfa: MfaPolicy,
+    pub passkeys: PasskeysConfig,
+}
+
+/// Where passkeys work: the WebAuthn relying party.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PasskeysConfig {
+    /// The domain passkeys are bound to (`example.com` also serves `id.example.com`); unset means
+    /// the host of `public_url`, or `localhost` when that is a loopback address.
+    pub rp_id: Option<String>,
+    /// The origins whose pages may use passkeys (`https://id.example.com`); unset means the origin of
+    /// `public_url` (with `localhost` for a loopback address).
+    pub origins: Vec<String>,
+}
+
+/// The WebAuthn relying party as configured: passkeys are bound to `id` and used from `origins`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelyingParty {
+    pub id: String,
+    pub origins: Vec<url::Url>,
+    pub name: String,
+    /// Accept any port of the origins: only for the `localhost` default, whose port is often
+    /// chosen when the server starts (`--listen 127.0.0.1:0`).
+    pub any_port: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,6 +218,7 @@ impl Default for Config {
             dpop: DpopConfig::default(),
             pages: PagesConfig::default(),
             mfa: MfaPolicy::default(),
+            passkeys: PasskeysConfig::default(),
         }
     }
 }
@@ -281,7 +306,53 @@ impl Config {
         }
         self.pages.theme()?;
         self.pages.redirect_origins()?;
+        self.relying_party()?;
         Ok(())
+    }
+
+    /// The WebAuthn relying party, or `None` when passkeys cannot work here: browsers refuse them
+    /// on a bare IP address, so a default `public_url` on a non-loopback IP turns them off.
+    pub fn relying_party(&self) -> Result<Option<RelyingParty>, ConfigError> {
+        let invalid = |what: String| ConfigError::Invalid(format!("passkeys: {what}"));
+        let public = url::Url::parse(&self.public_url())
+            .map_err(|e| ConfigError::Invalid(format!("public_url is not a URL: {e}")))?;
+        let loopback = match public.host() {
+            Some(url::Host::Ipv4(ip)) => Some(ip.is_loopback()),
+            Some(url::Host::Ipv6(ip)) => Some(ip.is_loopback()),
+            _ => None,
+        };
+        let mut default_origin = public.clone();
+        if loopback == Some(true) {
+            default_origin.set_host(Some("localhost")).map_err(|e| invalid(e.to_string()))?;
+        }
+        let explicit = self.passkeys.rp_id.is_some() || !self.passkeys.origins.is_empty();
+        if !explicit && loopback == Some(false) {
+            return Ok(None);
+        }
+        let origins = if self.passkeys.origins.is_empty() {
+            vec![url::Url::parse(&default_origin.origin().ascii_serialization()).map_err(|e| invalid(e.to_string()))?]
+        } else {
+            self.passkeys
+                .origins
+                .iter()
+                .map(|o| url::Url::parse(o).map_err(|_| invalid(format!("origins: {o:?} is not an origin"))))
+                .collect::<Result<_, _>>()?
+        };
+        let id = match &self.passkeys.rp_id {
+            Some(id) => id.trim().to_ascii_lowercase(),
+            None => origins[0].domain().map(str::to_owned).ok_or_else(|| invalid("rp_id must be set".into()))?,
+        };
+        for origin in &origins {
+            let host = origin.domain().unwrap_or_default();
+            let https_or_local = origin.scheme() == "https" || (origin.scheme() == "http" && host == "localhost");
+            if !https_or_local || !(host == id || host.ends_with(&format!(".{id}"))) {
+                return Err(invalid(format!(
+                    "origin {origin} must be https (or http://localhost) on rp_id {id:?} or a subdomain of it"
+                )));
+            }
+        }
+        let any_port = !explicit && loopback == Some(true);
+        Ok(Some(RelyingParty { id, origins, name: self.product_name.clone(), any_port }))
     }
 
     /// The database to use: the configured URL, or the embedded SQLite file in the data directory.
@@ -321,6 +392,38 @@ impl Config {
 #[allow(clippy::result_large_err)] // figment::Jail's closure signature
 mod tests {
     use super::*;
+
+    #[test]
+    fn passkeys_follow_the_public_url_or_explicit_settings() {
+        let local = Config::default().relying_party().unwrap().unwrap();
+        assert_eq!(
+            (local.id.as_str(), local.origins[0].as_str(), local.any_port),
+            ("localhost", "http://localhost:8080/", true)
+        );
+
+        let public = Config { public_url: Some("https://id.example.com".into()), ..Config::default() };
+        let rp = public.relying_party().unwrap().unwrap();
+        assert_eq!(
+            (rp.id.as_str(), rp.origins[0].as_str(), rp.any_port),
+            ("id.example.com", "https://id.example.com/", false)
+        );
+
+        let bare_ip = Config { public_url: Some("http://192.0.2.10".into()), ..Config::default() };
+        assert_eq!(bare_ip.relying_party().unwrap(), None, "browsers refuse passkeys on an IP address");
+
+        let mut shared = public.clone();
+        shared.passkeys = PasskeysConfig {
+            rp_id: Some("example.com".into()),
+            origins: vec!["https://id.example.com".into(), "https://forum.example.com".into()],
+        };
+        assert_eq!(shared.relying_party().unwrap().unwrap().origins.len(), 2);
+
+        for origins in [vec!["http://id.example.com"], vec!["https://evil.example.net"], vec!["not a url"]] {
+            let mut bad = shared.clone();
+            bad.passkeys.origins = origins.into_iter().map(String::from).collect();
+            assert!(bad.validate().is_err(), "{:?}", bad.passkeys.origins);
+        }
+    }
 
     #[test]
     fn defaults_are_the_embedded_quick_start() {

@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, HashProfile};
 use crate::domain::clock::now_ms;
 use crate::domain::dpop::DpopVerifier;
+use crate::domain::passkeys;
 use crate::domain::password::PasswordHasher;
 use crate::domain::{Accounts, AuditLog, Core, Devices, Recovery, Revocations, SecondFactors, Sessions};
 use crate::http::pages::Pages;
@@ -107,7 +108,15 @@ pub fn build_core(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> an
         &config.product_name,
         &config.public_url(),
     )?;
+    let webauthn = match config.relying_party()? {
+        Some(rp) => Some(Arc::new(passkeys::relying_party(&rp.id, &rp.origins, &rp.name, rp.any_port)?)),
+        None => {
+            tracing::warn!("passkeys are off: public_url is an IP address; set passkeys.rp_id and passkeys.origins");
+            None
+        }
+    };
     Ok(Core {
+        webauthn,
         store,
         keyring,
         hasher,

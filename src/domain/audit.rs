@@ -40,6 +40,9 @@ pub mod kind {
     pub const RECOVERY_CODE_USED: &str = "mfa.recovery_code_used";
     pub const SECOND_FACTOR_FAILED: &str = "mfa.failure";
     pub const STEPPED_UP: &str = "session.stepped_up";
+    pub const PASSKEY_ADDED: &str = "mfa.passkey_added";
+    pub const PASSKEY_RENAMED: &str = "mfa.passkey_renamed";
+    pub const PASSKEY_REMOVED: &str = "mfa.passkey_removed";
 }
 
 /// Who caused an event.

@@ -23,4 +23,6 @@ pub struct Core {
     pub mfa: MfaPolicy,
     /// The product name people see: the issuer in authenticator apps.
     pub product: String,
+    /// The WebAuthn relying party; `None` when passkeys cannot work on this server.
+    pub webauthn: Option<Arc<webauthn_rs::Webauthn>>,
 }

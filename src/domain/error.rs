@@ -46,7 +46,12 @@ pub enum Error {
     #[error("send a DPoP proof carrying the nonce from the DPoP-Nonce header")]
     UseDpopNonce,
     #[error("this account has a second factor: finish signing in with POST /api/v1/sessions/mfa")]
-    MfaRequired { mfa_token: String, methods: Vec<&'static str> },
+    MfaRequired {
+        mfa_token: String,
+        methods: Vec<&'static str>,
+        /// A passkey challenge for `navigator.credentials.get()`, when the account has passkeys.
+        webauthn_options: Option<serde_json::Value>,
+    },
     #[error("this sign-in attempt has expired, was finished, or had too many wrong codes; sign in again")]
     InvalidMfaToken,
     #[error("the code is wrong or has expired")]
@@ -64,6 +69,18 @@ pub enum Error {
     TotpAlreadyEnabled,
     #[error("no authenticator app is being set up or in use on this account")]
     TotpNotEnrolled,
+    #[error("passkeys are not available on this server: it is not reached at a domain name (see passkeys.rp_id)")]
+    PasskeysUnavailable,
+    #[error("this passkey request has expired or was already answered; start again")]
+    InvalidCeremony,
+    #[error("the passkey's answer could not be verified")]
+    PasskeyRejected,
+    #[error("no such passkey on this account")]
+    PasskeyNotFound,
+    #[error("this passkey is already registered")]
+    PasskeyAlreadyRegistered,
+    #[error("a passkey name must be 1 to 64 printable characters")]
+    InvalidPasskeyName,
     #[error("the server is busy; try again shortly")]
     Overloaded { retry_after_secs: u64 },
     #[error("internal error")]
@@ -106,6 +123,12 @@ impl Error {
             Self::StepUpRequired => "step_up_required",
             Self::TotpAlreadyEnabled => "totp_already_enabled",
             Self::TotpNotEnrolled => "totp_not_enrolled",
+            Self::PasskeysUnavailable => "passkeys_unavailable",
+            Self::InvalidCeremony => "invalid_ceremony",
+            Self::PasskeyRejected => "passkey_rejected",
+            Self::PasskeyNotFound => "passkey_not_found",
+            Self::PasskeyAlreadyRegistered => "passkey_already_registered",
+            Self::InvalidPasskeyName => "invalid_passkey_name",
             Self::Overloaded { .. } => "overloaded",
             Self::Store(_) | Self::Keyring(_) | Self::Internal(_) => "internal_error",
         }

@@ -8,6 +8,7 @@ pub mod devices;
 pub mod dpop;
 pub mod error;
 pub mod identity;
+pub mod passkeys;
 pub mod password;
 pub mod recovery;
 pub mod recovery_codes;

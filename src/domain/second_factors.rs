@@ -1,7 +1,7 @@
-//! Second factors: authenticator-app (TOTP) enrolment, recovery codes, code checks and step-up.
+//! Second factors: authenticator apps (TOTP), passkeys, recovery codes, their checks and step-up.
 //!
-//! A stolen database holds TOTP secrets only sealed under the data key and recovery codes only as
-//! keyed digests (P1): neither yields a code without the key file.
+//! A stolen database holds TOTP secrets only sealed under the data key, recovery codes only as
+//! keyed digests and passkeys only as public keys (P1): none of them yields a sign-in.
 
 use std::sync::Arc;
 
@@ -13,13 +13,14 @@ use super::audit::{kind, Actor, AuditLog};
 use super::clock::now_ms;
 use super::core::Core;
 use super::error::{Error, Result};
+use super::passkeys::{self, Assertion, Ceremony, PasskeyView, Passkeys};
 use super::password::{self, PasswordHasher};
 use super::recovery_codes;
 use super::sessions::Authenticated;
 use super::totp::{self, TotpSecret};
 use crate::keys::{Keyring, Sealed};
 use crate::mail::Notice;
-use crate::store::{DynStore, FactorChange, NewTotp, RecoveryCodeDigest};
+use crate::store::{DynStore, FactorChange, NewTotp, PasskeyRecord, RecoveryCodeDigest, StoreError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -43,15 +44,21 @@ impl Default for MfaPolicy {
 pub enum Factor {
     Totp(Zeroizing<String>),
     RecoveryCode(Zeroizing<String>),
+    Passkey(Assertion),
 }
 
 impl Factor {
-    /// Exactly one of a code or a recovery code.
-    pub fn from_fields(code: Option<String>, recovery_code: Option<String>) -> Result<Self> {
-        match (code.filter(|c| !c.trim().is_empty()), recovery_code.filter(|c| !c.trim().is_empty())) {
-            (Some(code), None) => Ok(Self::Totp(Zeroizing::new(code))),
-            (None, Some(code)) => Ok(Self::RecoveryCode(Zeroizing::new(code))),
-            _ => Err(Error::InvalidFactor("send exactly one of `code` or `recovery_code`")),
+    /// Exactly one of a code, a recovery code or a passkey's answer.
+    pub fn from_fields(
+        code: Option<String>,
+        recovery_code: Option<String>,
+        passkey: Option<Assertion>,
+    ) -> Result<Self> {
+        match (code.filter(|c| !c.trim().is_empty()), recovery_code.filter(|c| !c.trim().is_empty()), passkey) {
+            (Some(code), None, None) => Ok(Self::Totp(Zeroizing::new(code))),
+            (None, Some(code), None) => Ok(Self::RecoveryCode(Zeroizing::new(code))),
+            (None, None, Some(assertion)) => Ok(Self::Passkey(assertion)),
+            _ => Err(Error::InvalidFactor("send exactly one of `code`, `recovery_code` or `webauthn_response`")),
         }
     }
 
@@ -72,6 +79,7 @@ impl Factor {
         match self {
             Self::Totp(_) => "totp",
             Self::RecoveryCode(_) => "recovery_code",
+            Self::Passkey(_) => "webauthn",
         }
     }
 }
@@ -89,6 +97,16 @@ pub struct FactorStatus {
     pub totp: bool,
     pub totp_pending: bool,
     pub recovery_codes_remaining: i64,
+    pub passkeys: Vec<PasskeyView>,
+    /// Whether this server can register passkeys (it is reached at a domain name).
+    pub passkeys_available: bool,
+}
+
+/// A passkey just added; `recovery_codes` are set (and shown once) when it is the account's first
+/// second factor.
+pub struct AddedPasskey {
+    pub passkey: PasskeyView,
+    pub recovery_codes: Option<Vec<Zeroizing<String>>>,
 }
 
 #[derive(Clone)]
@@ -100,6 +118,7 @@ pub struct SecondFactors {
     accounts: Accounts,
     policy: MfaPolicy,
     issuer: String,
+    passkeys: Passkeys,
 }
 
 /// The AEAD context of a user's TOTP secret: a sealed secret cannot be moved to another account.
@@ -117,7 +136,12 @@ impl SecondFactors {
             accounts,
             policy: core.mfa,
             issuer: core.product.clone(),
+            passkeys: Passkeys::new(core.store.clone(), core.webauthn.clone(), core.mfa.challenge_ttl_secs),
         }
+    }
+
+    pub fn passkeys(&self) -> &Passkeys {
+        &self.passkeys
     }
 
     pub fn policy(&self) -> MfaPolicy {
@@ -130,12 +154,31 @@ impl SecondFactors {
             totp: totp.as_ref().is_some_and(|t| t.confirmed_at.is_some()),
             totp_pending: totp.as_ref().is_some_and(|t| t.confirmed_at.is_none()),
             recovery_codes_remaining: self.store.unused_recovery_codes(user_id).await?,
+            passkeys: self.passkeys.list(user_id).await?,
+            passkeys_available: self.passkeys.available(),
         })
     }
 
     /// The ways this account can finish a sign-in, empty if a password is enough.
     pub async fn methods(&self, user_id: &str) -> Result<Vec<&'static str>> {
-        Ok(if self.totp_active(user_id).await? { vec!["totp", "recovery_code"] } else { Vec::new() })
+        let totp = self.totp_active(user_id).await?;
+        let passkeys = self.passkeys.count(user_id).await? > 0;
+        let mut methods = Vec::new();
+        if totp {
+            methods.push("totp");
+        }
+        if totp || passkeys {
+            methods.push("recovery_code");
+        }
+        if passkeys {
+            methods.push("webauthn");
+        }
+        Ok(methods)
+    }
+
+    /// Whether the account has a second factor (an authenticator app or a passkey).
+    pub async fn has_second_factor(&self, user_id: &str) -> Result<bool> {
+        Ok(self.totp_active(user_id).await? || self.passkeys.count(user_id).await? > 0)
     }
 
     async fn totp_active(&self, user_id: &str) -> Result<bool> {
@@ -212,7 +255,8 @@ impl SecondFactors {
             return Err(Error::TotpNotEnrolled);
         }
         self.record(kind::TOTP_DISABLED, &who.user_id, address, json!({})).await?;
-        self.notify(&who.user_id, "totp_disabled", address, 0).await
+        let passkeys_left = self.passkeys.count(&who.user_id).await?;
+        self.notify(&who.user_id, "totp_disabled", address, passkeys_left).await
     }
 
     /// A new set of recovery codes; the old set stops working. Needs a fresh step-up.
@@ -222,7 +266,7 @@ impl SecondFactors {
         address: Option<&str>,
     ) -> Result<Vec<Zeroizing<String>>> {
         self.require_fresh(who)?;
-        if !self.totp_active(&who.user_id).await? {
+        if !self.has_second_factor(&who.user_id).await? {
             return Err(Error::TotpNotEnrolled);
         }
         let codes = recovery_codes::generate();
@@ -244,6 +288,7 @@ impl SecondFactors {
         let outcome = match factor {
             Factor::Totp(code) => self.check_totp(user_id, code).await,
             Factor::RecoveryCode(code) => self.check_recovery_code(user_id, code, address).await,
+            Factor::Passkey(assertion) => self.passkeys.verify(user_id, assertion).await,
         };
         if let Err(err) = &outcome {
             if !err.is_internal() {
@@ -291,14 +336,16 @@ impl SecondFactors {
     /// an account without one. Sensitive actions then work for `mfa.step_up_secs`; the session as it
     /// now stands is returned, so an action in the same request can follow at once.
     pub async fn step_up(&self, who: &Authenticated, proof: StepUp, address: Option<&str>) -> Result<Authenticated> {
-        let has_factor = self.totp_active(&who.user_id).await?;
+        let has_factor = self.has_second_factor(&who.user_id).await?;
         match proof {
             StepUp::Factor(factor) if has_factor => self.check(&who.user_id, &factor, address).await?,
             StepUp::Factor(_) => {
                 return Err(Error::InvalidFactor("this account has no second factor: send `password`"))
             }
             StepUp::Password(_) if has_factor => {
-                return Err(Error::InvalidFactor("this account has a second factor: send `code` or `recovery_code`"))
+                return Err(Error::InvalidFactor(
+                    "this account has a second factor: send `code`, `recovery_code` or `webauthn_response`",
+                ))
             }
             StepUp::Password(given) => {
                 let user = self.store.user_by_id(&who.user_id).await?.ok_or(Error::InvalidToken)?;
@@ -313,6 +360,94 @@ impl SecondFactors {
         self.store.mark_session_verified(&who.session_id, now).await?;
         self.record(kind::STEPPED_UP, &who.user_id, address, json!({ "session_id": who.session_id })).await?;
         Ok(Authenticated { verified_at: now, ..who.clone() })
+    }
+
+    /// A passkey challenge for a step-up of this session.
+    pub async fn step_up_options(&self, who: &Authenticated) -> Result<Ceremony> {
+        self.passkeys.authentication_options(&who.user_id).await?.ok_or(Error::PasskeyNotFound)
+    }
+
+    /// A challenge to add a passkey to the signed-in account.
+    pub async fn passkey_options(&self, who: &Authenticated) -> Result<Ceremony> {
+        let profile = self.accounts.profile(&who.user_id).await?;
+        self.passkeys.registration_options(&who.user_id, &profile.username).await
+    }
+
+    /// Stores the passkey the browser created for `passkey_options`. The first second factor of an
+    /// account also gets recovery codes, shown once, so losing the device does not lock it out.
+    pub async fn add_passkey(
+        &self,
+        who: &Authenticated,
+        ceremony_id: &str,
+        name: &str,
+        credential: &webauthn_rs::prelude::RegisterPublicKeyCredential,
+        address: Option<&str>,
+    ) -> Result<AddedPasskey> {
+        let name = passkeys::clean_name(name)?;
+        let created = self.passkeys.finish_registration(&who.user_id, ceremony_id, credential).await?;
+        let now = now_ms();
+        let record = PasskeyRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            user_id: who.user_id.clone(),
+            credential_id: created.passkey.cred_id().to_vec(),
+            user_handle: created.user_handle,
+            name,
+            passkey: serde_json::to_string(&created.passkey).map_err(|e| Error::Internal(e.to_string()))?,
+            created_at: now,
+            last_used_at: None,
+        };
+        let codes = recovery_codes::generate();
+        let first_codes = FactorChange {
+            user_id: who.user_id.clone(),
+            at: now,
+            step: 0,
+            recovery_codes: self.code_digests(&who.user_id, &codes),
+        };
+        let codes_set = self.store.add_passkey(&record, &first_codes).await.map_err(|e| match e {
+            StoreError::Conflict(_) => Error::PasskeyAlreadyRegistered,
+            other => Error::Store(other),
+        })?;
+        // Creating the passkey took user verification on the device: a fresh proof of the owner.
+        self.store.mark_session_verified(&who.session_id, now).await?;
+        let details = json!({ "passkey_id": record.id, "name": record.name });
+        self.record(kind::PASSKEY_ADDED, &who.user_id, address, details).await?;
+        let remaining = if codes_set { codes.len() } else { 0 };
+        self.notify(&who.user_id, "passkey_added", address, remaining).await?;
+        Ok(AddedPasskey { passkey: PasskeyView::from(&record), recovery_codes: codes_set.then_some(codes) })
+    }
+
+    pub async fn rename_passkey(
+        &self,
+        who: &Authenticated,
+        id: &str,
+        name: &str,
+        address: Option<&str>,
+    ) -> Result<PasskeyView> {
+        let name = passkeys::clean_name(name)?;
+        if !self.store.rename_passkey(&who.user_id, id, &name).await? {
+            return Err(Error::PasskeyNotFound);
+        }
+        self.record(kind::PASSKEY_RENAMED, &who.user_id, address, json!({ "passkey_id": id, "name": name })).await?;
+        let listed = self.passkeys.list(&who.user_id).await?;
+        listed.into_iter().find(|p| p.id == id).ok_or(Error::PasskeyNotFound)
+    }
+
+    /// Removes a passkey. Removing the last one needs a fresh step-up; with no second factor left,
+    /// the recovery codes go too.
+    pub async fn remove_passkey(&self, who: &Authenticated, id: &str, address: Option<&str>) -> Result<()> {
+        let listed = self.passkeys.list(&who.user_id).await?;
+        if !listed.iter().any(|p| p.id == id) {
+            return Err(Error::PasskeyNotFound);
+        }
+        if listed.len() == 1 {
+            self.require_fresh(who)?;
+        }
+        if !self.store.remove_passkey(&who.user_id, id).await? {
+            return Err(Error::PasskeyNotFound);
+        }
+        self.record(kind::PASSKEY_REMOVED, &who.user_id, address, json!({ "passkey_id": id })).await?;
+        let factors_left = listed.len() - 1 + usize::from(self.totp_active(&who.user_id).await?);
+        self.notify(&who.user_id, "passkey_removed", address, factors_left).await
     }
 
     /// Refuses a sensitive action unless the session proved itself within `mfa.step_up_secs`.
@@ -382,10 +517,10 @@ mod tests {
 
     #[test]
     fn exactly_one_factor_is_taken() {
-        assert!(matches!(Factor::from_fields(Some("123456".into()), None), Ok(Factor::Totp(_))));
-        assert!(matches!(Factor::from_fields(None, Some("abcde-fghjk".into())), Ok(Factor::RecoveryCode(_))));
-        assert!(Factor::from_fields(Some("1".into()), Some("2".into())).is_err());
-        assert!(Factor::from_fields(Some("  ".into()), None).is_err());
-        assert!(Factor::from_fields(None, None).is_err());
+        assert!(matches!(Factor::from_fields(Some("123456".into()), None, None), Ok(Factor::Totp(_))));
+        assert!(matches!(Factor::from_fields(None, Some("abcde-fghjk".into()), None), Ok(Factor::RecoveryCode(_))));
+        assert!(Factor::from_fields(Some("1".into()), Some("2".into()), None).is_err());
+        assert!(Factor::from_fields(Some("  ".into()), None, None).is_err());
+        assert!(Factor::from_fields(None, None, None).is_err());
     }
 }

@@ -17,6 +17,7 @@ use super::core::Core;
 use super::dpop::Proof;
 use super::error::{Error, Result};
 use super::identity::Login;
+use super::passkeys::Assertion;
 use super::password::{self, PasswordHasher};
 use super::revocation::{Revocations, TokenFacts};
 use super::second_factors::{Factor, SecondFactors};
@@ -85,6 +86,20 @@ struct PendingSignIn {
     user_agent: Option<String>,
     dpop_jkt: Option<String>,
     issue: Issue,
+    /// The passkey challenge offered with the second-factor step, if the account has passkeys.
+    #[serde(default)]
+    webauthn_ceremony: Option<String>,
+}
+
+/// A passwordless sign-in: a passkey's answer to a discovery challenge.
+#[derive(Debug, Clone)]
+pub struct PasskeySignIn {
+    pub assertion: Assertion,
+    pub device: Option<DeviceInfo>,
+    pub address: Option<String>,
+    pub user_agent: Option<String>,
+    pub dpop: Option<Proof>,
+    pub issue: Issue,
 }
 
 /// Finishing a sign-in with its second factor.
@@ -263,16 +278,51 @@ impl Sessions {
             user_agent: request.user_agent,
             dpop_jkt: request.dpop.map(|p| p.jkt),
             issue: request.issue,
+            webauthn_ceremony: None,
         };
         let methods = self.factors.methods(&user.id).await?;
         if !methods.is_empty() {
-            return Err(self.challenge(&user.id, &pending, methods).await?);
+            return Err(self.challenge(&user.id, pending, methods).await?);
         }
         self.start(&user.id, pending, None).await
     }
 
+    /// Passwordless sign-in with a passkey. A passkey checks possession and user verification on
+    /// the device, so the session counts as signed in with two factors.
+    pub async fn sign_in_with_passkey(&self, request: PasskeySignIn) -> Result<IssuedTokens> {
+        let device = request.device.as_ref().map(DeviceInfo::validated).transpose()?;
+        let user_id = match self.factors.passkeys().discover(&request.assertion).await {
+            Ok(user_id) => user_id,
+            Err(err) => {
+                if !err.is_internal() {
+                    let details = json!({ "reason": err.code(), "method": "webauthn" });
+                    let event = AuditLog::event(
+                        kind::SIGN_IN_FAILED,
+                        &Actor::Anonymous,
+                        None,
+                        request.address.as_deref(),
+                        details,
+                    );
+                    self.audit.record(event).await?;
+                }
+                return Err(err);
+            }
+        };
+        let pending = PendingSignIn {
+            device,
+            address: request.address,
+            user_agent: request.user_agent,
+            dpop_jkt: request.dpop.map(|p| p.jkt),
+            issue: request.issue,
+            webauthn_ceremony: None,
+        };
+        self.start(&user_id, pending, Some("webauthn")).await
+    }
+
     /// Stores the half-done sign-in and answers `mfa_required` with the token that finishes it.
-    async fn challenge(&self, user_id: &str, pending: &PendingSignIn, methods: Vec<&'static str>) -> Result<Error> {
+    async fn challenge(&self, user_id: &str, mut pending: PendingSignIn, methods: Vec<&'static str>) -> Result<Error> {
+        let ceremony = self.factors.passkeys().authentication_options(user_id).await?;
+        pending.webauthn_ceremony = ceremony.as_ref().map(|c| c.ceremony_id.clone());
         let token = TokenKind::MfaChallenge.mint();
         let keyed = self.keyring.token_digest(&token);
         let now = now_ms();
@@ -280,13 +330,14 @@ impl Sessions {
             digest: keyed.digest,
             digest_key_id: keyed.key_id,
             user_id: user_id.to_owned(),
-            sign_in: serde_json::to_string(pending).map_err(|e| Error::Internal(e.to_string()))?,
+            sign_in: serde_json::to_string(&pending).map_err(|e| Error::Internal(e.to_string()))?,
             created_at: now,
             expires_at: now + self.factors.policy().challenge_ttl_secs * 1000,
         };
         self.store.create_mfa_challenge(&challenge).await?;
         tracing::info!(%user_id, "password accepted; waiting for the second factor");
-        Ok(Error::MfaRequired { mfa_token: token.to_string(), methods })
+        let webauthn_options = ceremony.map(|c| c.options);
+        Ok(Error::MfaRequired { mfa_token: token.to_string(), methods, webauthn_options })
     }
 
     /// Finishes a password sign-in with its second factor. The challenge token works once, for a
@@ -318,7 +369,14 @@ impl Sessions {
             }
         }
         let address = finish.address.as_deref().or(pending.address.as_deref()).map(str::to_owned);
-        if let Err(err) = self.factors.check(&record.user_id, &finish.factor, address.as_deref()).await {
+        // A passkey answers the challenge that was offered with this sign-in, and no other.
+        let factor = match finish.factor {
+            Factor::Passkey(assertion) => {
+                Factor::Passkey(Assertion { ceremony_id: pending.webauthn_ceremony.clone(), ..assertion })
+            }
+            other => other,
+        };
+        if let Err(err) = self.factors.check(&record.user_id, &factor, address.as_deref()).await {
             if !err.is_internal() {
                 self.store.mfa_challenge_failed(&record.digest).await?;
             }
@@ -328,7 +386,7 @@ impl Sessions {
             return Err(Error::InvalidMfaToken);
         }
         let pending = PendingSignIn { address, ..pending };
-        self.start(&record.user_id, pending, Some(finish.factor.method())).await
+        self.start(&record.user_id, pending, Some(factor.method())).await
     }
 
     /// Creates the session of a sign-in whose factors all passed.

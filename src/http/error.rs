@@ -47,7 +47,8 @@ pub fn status_of(err: &Error) -> StatusCode {
         | Error::PasswordTooShort(_)
         | Error::PasswordTooLong(_)
         | Error::PasswordTooCommon
-        | Error::InvalidFactor(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        | Error::InvalidFactor(_)
+        | Error::InvalidPasskeyName => StatusCode::UNPROCESSABLE_ENTITY,
         Error::UsernameTaken | Error::EmailTaken => StatusCode::CONFLICT,
         Error::InvalidCredentials
         | Error::InvalidToken
@@ -60,11 +61,15 @@ pub fn status_of(err: &Error) -> StatusCode {
         | Error::MfaRequired { .. }
         | Error::InvalidMfaToken
         | Error::InvalidCode
-        | Error::CodeAlreadyUsed => StatusCode::UNAUTHORIZED,
+        | Error::CodeAlreadyUsed
+        | Error::PasskeyRejected => StatusCode::UNAUTHORIZED,
         Error::StepUpRequired => StatusCode::FORBIDDEN,
-        Error::TotpAlreadyEnabled | Error::TotpNotEnrolled => StatusCode::CONFLICT,
-        Error::DeviceNotFound => StatusCode::NOT_FOUND,
-        Error::InvalidLink => StatusCode::BAD_REQUEST,
+        Error::TotpAlreadyEnabled
+        | Error::TotpNotEnrolled
+        | Error::PasskeysUnavailable
+        | Error::PasskeyAlreadyRegistered => StatusCode::CONFLICT,
+        Error::DeviceNotFound | Error::PasskeyNotFound => StatusCode::NOT_FOUND,
+        Error::InvalidLink | Error::InvalidCeremony => StatusCode::BAD_REQUEST,
         Error::WrongPassword | Error::PasswordResetRequired => StatusCode::FORBIDDEN,
         Error::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
         Error::Store(_) | Error::Keyring(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -83,10 +88,13 @@ impl From<Error> for ApiError {
             _ => None,
         };
         let extra = match &err {
-            Error::MfaRequired { mfa_token, methods } => {
+            Error::MfaRequired { mfa_token, methods, webauthn_options } => {
                 let mut fields = serde_json::Map::new();
                 fields.insert("mfa_token".into(), mfa_token.as_str().into());
                 fields.insert("methods".into(), methods.clone().into());
+                if let Some(options) = webauthn_options {
+                    fields.insert("webauthn_options".into(), options.clone());
+                }
                 Some(fields)
             }
             _ => None,

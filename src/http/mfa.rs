@@ -5,12 +5,15 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use webauthn_rs::prelude::PublicKeyCredential;
 use zeroize::Zeroizing;
 
 use super::api::TokenResponse;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, Caller, ClientAddress, TokenRequestProof};
+use super::passkeys::PasskeyResponse;
 use super::AppState;
+use crate::domain::passkeys::Assertion;
 use crate::domain::second_factors::{Factor, FactorStatus, StepUp};
 use crate::domain::sessions::FinishSignIn;
 use crate::metrics::Outcome;
@@ -22,11 +25,21 @@ pub struct FactorsResponse {
     /// An authenticator app is being set up but not yet confirmed.
     pub totp_pending: bool,
     pub recovery_codes_remaining: i64,
+    /// The account's passkeys; each signs in alone and is a second factor after the password.
+    pub passkeys: Vec<PasskeyResponse>,
+    /// False when this server cannot use passkeys (it is not reached at a domain name).
+    pub passkeys_available: bool,
 }
 
 impl From<FactorStatus> for FactorsResponse {
     fn from(s: FactorStatus) -> Self {
-        Self { totp: s.totp, totp_pending: s.totp_pending, recovery_codes_remaining: s.recovery_codes_remaining }
+        Self {
+            totp: s.totp,
+            totp_pending: s.totp_pending,
+            recovery_codes_remaining: s.recovery_codes_remaining,
+            passkeys: s.passkeys.into_iter().map(Into::into).collect(),
+            passkeys_available: s.passkeys_available,
+        }
     }
 }
 
@@ -139,13 +152,19 @@ pub struct FinishSignInRequest {
     /// One of the recovery codes, instead of `code`.
     #[serde(default)]
     pub recovery_code: Option<String>,
+    /// Instead of a code: the `PublicKeyCredential` from `navigator.credentials.get()` answering the
+    /// `webauthn_options` of the `mfa_required` answer.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub webauthn_response: Option<PublicKeyCredential>,
 }
 
 #[utoipa::path(post, path = "/api/v1/sessions/mfa", tag = "sessions", request_body = FinishSignInRequest,
     responses(
         (status = 201, description = "Signed in", body = TokenResponse),
-        (status = 401, description = "`invalid_code`, `code_already_used`, `invalid_mfa_token` (expired, used, or too many wrong codes: sign in again), `dpop_proof_required`, `invalid_dpop_proof`", body = ErrorBody),
-        (status = 422, description = "`invalid_factor`: send exactly one of `code` and `recovery_code`", body = ErrorBody),
+        (status = 400, description = "`invalid_ceremony`: the passkey challenge was already answered; sign in again", body = ErrorBody),
+        (status = 401, description = "`invalid_code`, `code_already_used`, `passkey_rejected`, `invalid_mfa_token` (expired, used, or too many wrong codes: sign in again), `dpop_proof_required`, `invalid_dpop_proof`", body = ErrorBody),
+        (status = 422, description = "`invalid_factor`: send exactly one of `code`, `recovery_code` and `webauthn_response`", body = ErrorBody),
     ))]
 pub async fn finish_sign_in(
     State(state): State<AppState>,
@@ -153,7 +172,8 @@ pub async fn finish_sign_in(
     TokenRequestProof(dpop): TokenRequestProof,
     ApiJson(body): ApiJson<FinishSignInRequest>,
 ) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
-    let factor = Factor::from_fields(body.code, body.recovery_code)?;
+    let passkey = body.webauthn_response.map(|c| Assertion { ceremony_id: None, credential: Box::new(c) });
+    let factor = Factor::from_fields(body.code, body.recovery_code, passkey)?;
     let finish = FinishSignIn { mfa_token: body.mfa_token, factor, address: address.map(|a| a.to_string()), dpop };
     let result = state.sessions.finish_sign_in(finish).await;
     state.metrics.sign_ins.get_or_create(&Outcome::of(&result, "success")).inc();
@@ -169,13 +189,21 @@ pub struct StepUpRequest {
     /// Only for accounts without a second factor.
     #[serde(default)]
     pub password: Option<String>,
+    /// With `webauthn_response`: the challenge from POST /api/v1/sessions/step-up/options.
+    #[serde(default)]
+    pub ceremony_id: Option<String>,
+    /// A passkey's answer (`navigator.credentials.get()`) to that challenge.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub webauthn_response: Option<PublicKeyCredential>,
 }
 
 #[utoipa::path(post, path = "/api/v1/sessions/step-up", tag = "sessions", security(("bearer" = [])),
     request_body = StepUpRequest,
     responses(
         (status = 204, description = "This session may take sensitive actions for the next `mfa.step_up_secs` seconds"),
-        (status = 401, description = "`invalid_code`, `code_already_used`, or a token problem", body = ErrorBody),
+        (status = 400, description = "`invalid_ceremony`", body = ErrorBody),
+        (status = 401, description = "`invalid_code`, `code_already_used`, `passkey_rejected`, or a token problem", body = ErrorBody),
         (status = 403, description = "`wrong_password`", body = ErrorBody),
         (status = 422, description = "`invalid_factor`: a second factor for accounts that have one, else the password", body = ErrorBody),
     ))]
@@ -185,14 +213,18 @@ pub async fn step_up(
     ClientAddress(address): ClientAddress,
     ApiJson(body): ApiJson<StepUpRequest>,
 ) -> Result<StatusCode, ApiError> {
+    let passkey = body.webauthn_response.map(|c| Assertion { ceremony_id: body.ceremony_id, credential: Box::new(c) });
     let proof = match body.password {
-        Some(password) if body.code.is_none() && body.recovery_code.is_none() => {
+        Some(password) if body.code.is_none() && body.recovery_code.is_none() && passkey.is_none() => {
             StepUp::Password(Zeroizing::new(password))
         }
         Some(_) => {
-            return Err(crate::domain::Error::InvalidFactor("send one of `code`, `recovery_code` or `password`").into())
+            return Err(crate::domain::Error::InvalidFactor(
+                "send one of `code`, `recovery_code`, `webauthn_response` or `password`",
+            )
+            .into())
         }
-        None => StepUp::Factor(Factor::from_fields(body.code, body.recovery_code)?),
+        None => StepUp::Factor(Factor::from_fields(body.code, body.recovery_code, passkey)?),
     };
     let address = address.map(|a| a.to_string());
     state.factors.step_up(&who, proof, address.as_deref()).await?;

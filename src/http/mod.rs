@@ -8,6 +8,7 @@ pub mod mfa;
 pub mod openapi;
 pub mod ops;
 pub mod pages;
+pub mod passkeys;
 pub mod passwords;
 
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 use axum::Router;
 use ipnet::IpNet;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -69,6 +70,12 @@ pub fn router(state: AppState, max_body_bytes: usize, hsts: bool) -> Router {
         .route("/mfa/totp", post(mfa::begin_totp).delete(mfa::disable_totp))
         .route("/mfa/totp/confirm", post(mfa::confirm_totp))
         .route("/mfa/recovery-codes", post(mfa::regenerate_recovery_codes))
+        .route("/mfa/passkeys", get(passkeys::list).post(passkeys::add))
+        .route("/mfa/passkeys/options", post(passkeys::registration_options))
+        .route("/mfa/passkeys/{id}", patch(passkeys::rename).delete(passkeys::remove))
+        .route("/sessions/passkey", post(passkeys::sign_in))
+        .route("/sessions/passkey/options", post(passkeys::sign_in_options))
+        .route("/sessions/step-up/options", post(passkeys::step_up_options))
         .route("/token/refresh", post(api::refresh_token))
         .route("/sessions/revoke-all", post(devices::revoke_all_sessions))
         .route("/devices", get(devices::list_devices))

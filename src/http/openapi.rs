@@ -4,7 +4,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::error::ErrorBody;
-use super::{api, devices, mfa, passwords};
+use super::{api, devices, mfa, passkeys, passwords};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -29,7 +29,15 @@ use super::{api, devices, mfa, passwords};
         mfa::disable_totp,
         mfa::regenerate_recovery_codes,
         mfa::finish_sign_in,
-        mfa::step_up
+        mfa::step_up,
+        passkeys::list,
+        passkeys::registration_options,
+        passkeys::add,
+        passkeys::rename,
+        passkeys::remove,
+        passkeys::sign_in_options,
+        passkeys::sign_in,
+        passkeys::step_up_options
     ),
     components(schemas(ErrorBody)),
     modifiers(&BearerAuth),

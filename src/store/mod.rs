@@ -178,6 +178,38 @@ pub struct FactorChange {
     pub recovery_codes: Vec<RecoveryCodeDigest>,
 }
 
+/// A registered passkey: only its public half, which signs nothing.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PasskeyRecord {
+    pub id: String,
+    pub user_id: String,
+    pub credential_id: Vec<u8>,
+    pub user_handle: String,
+    pub name: String,
+    /// webauthn-rs's credential (public key, algorithm, counter) as JSON.
+    pub passkey: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+/// A WebAuthn challenge waiting for its answer; `state` is webauthn-rs's ceremony state as JSON.
+#[derive(Debug, Clone)]
+pub struct NewCeremony {
+    pub id: String,
+    pub user_id: Option<String>,
+    pub purpose: &'static str,
+    pub state: String,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CeremonyRecord {
+    pub user_id: Option<String>,
+    pub purpose: String,
+    pub state: String,
+    pub expires_at: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct NewMfaChallenge {
     pub digest: Vec<u8>,
@@ -453,6 +485,20 @@ pub trait Store: Send + Sync + 'static {
     async fn mfa_challenge_failed(&self, digest: &[u8]) -> Result<i64, StoreError>;
     /// Spends the challenge; false if it was already used or has expired.
     async fn consume_mfa_challenge(&self, digest: &[u8], at: i64) -> Result<bool, StoreError>;
+
+    async fn passkeys_of(&self, user_id: &str) -> Result<Vec<PasskeyRecord>, StoreError>;
+    async fn passkey_by_credential(&self, credential_id: &[u8]) -> Result<Option<PasskeyRecord>, StoreError>;
+    /// Adds a passkey; if the account has no unused recovery codes, `first_codes` become its codes
+    /// in the same transaction (returns true then). A credential already registered is a conflict.
+    async fn add_passkey(&self, passkey: &PasskeyRecord, first_codes: &FactorChange) -> Result<bool, StoreError>;
+    async fn rename_passkey(&self, user_id: &str, id: &str, name: &str) -> Result<bool, StoreError>;
+    /// Removes a passkey, and the recovery codes with it when no second factor is left.
+    async fn remove_passkey(&self, user_id: &str, id: &str) -> Result<bool, StoreError>;
+    /// Stores the credential's new signature counter after a sign-in with it.
+    async fn passkey_used(&self, id: &str, passkey: &str, at: i64) -> Result<(), StoreError>;
+    async fn create_ceremony(&self, ceremony: &NewCeremony) -> Result<(), StoreError>;
+    /// Removes and returns a WebAuthn ceremony: each challenge is answered at most once.
+    async fn take_ceremony(&self, id: &str) -> Result<Option<CeremonyRecord>, StoreError>;
 }
 
 pub type DynStore = Arc<dyn Store>;

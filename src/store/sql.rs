@@ -534,7 +534,11 @@ macro_rules! impl_store_with_portable_sql {
                     .bind(before)
                     .execute(&self.writer)
                     .await?;
-                Ok(done.rows_affected() + challenges.rows_affected())
+                let ceremonies = sqlx::query::<$db>("DELETE FROM webauthn_ceremonies WHERE expires_at < $1")
+                    .bind(before)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected() + challenges.rows_affected() + ceremonies.rows_affected())
             }
 
             async fn mark_session_verified(&self, session_id: &str, at: i64) -> Result<(), StoreError> {
@@ -620,10 +624,14 @@ macro_rules! impl_store_with_portable_sql {
                     .bind(user_id)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query::<$db>("DELETE FROM recovery_codes WHERE user_id = $1")
-                    .bind(user_id)
-                    .execute(&mut *tx)
-                    .await?;
+                // Passkeys left still need the recovery codes as their fallback.
+                sqlx::query::<$db>(
+                    "DELETE FROM recovery_codes WHERE user_id = $1 \
+                     AND NOT EXISTS (SELECT 1 FROM passkeys WHERE user_id = $1)",
+                )
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
                 tx.commit().await?;
                 Ok(done.rows_affected() == 1)
             }
@@ -696,7 +704,122 @@ macro_rules! impl_store_with_portable_sql {
                 .await?;
                 Ok(done.rows_affected() == 1)
             }
+
+            async fn passkeys_of(&self, user_id: &str) -> Result<Vec<PasskeyRecord>, StoreError> {
+                Ok(sqlx::query_as::<$db, PasskeyRecord>(concat!(passkey_select!(), " WHERE user_id = $1 ORDER BY created_at, id"))
+                    .bind(user_id)
+                    .fetch_all(&self.reader)
+                    .await?)
+            }
+
+            async fn passkey_by_credential(&self, credential_id: &[u8]) -> Result<Option<PasskeyRecord>, StoreError> {
+                Ok(sqlx::query_as::<$db, PasskeyRecord>(concat!(passkey_select!(), " WHERE credential_id = $1"))
+                    .bind(credential_id)
+                    .fetch_optional(&self.reader)
+                    .await?)
+            }
+
+            async fn add_passkey(&self, passkey: &PasskeyRecord, first_codes: &FactorChange) -> Result<bool, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                sqlx::query::<$db>(
+                    "INSERT INTO passkeys (id, user_id, credential_id, user_handle, name, passkey, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&passkey.id)
+                .bind(&passkey.user_id)
+                .bind(&passkey.credential_id)
+                .bind(&passkey.user_handle)
+                .bind(&passkey.name)
+                .bind(&passkey.passkey)
+                .bind(passkey.created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| match $crate::store::unique_field(&e) {
+                    Some(field) => StoreError::Conflict(field),
+                    None => StoreError::Database(e),
+                })?;
+                let (unused,): (i64,) = sqlx::query_as::<$db, (i64,)>(
+                    "SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL",
+                )
+                .bind(&passkey.user_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                let codes_set = unused == 0;
+                if codes_set {
+                    replace_recovery_codes!($db, &mut *tx, first_codes);
+                }
+                tx.commit().await?;
+                Ok(codes_set)
+            }
+
+            async fn rename_passkey(&self, user_id: &str, id: &str, name: &str) -> Result<bool, StoreError> {
+                let done = sqlx::query::<$db>("UPDATE passkeys SET name = $1 WHERE id = $2 AND user_id = $3")
+                    .bind(name)
+                    .bind(id)
+                    .bind(user_id)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn remove_passkey(&self, user_id: &str, id: &str) -> Result<bool, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let done = sqlx::query::<$db>("DELETE FROM passkeys WHERE id = $1 AND user_id = $2")
+                    .bind(id)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query::<$db>(
+                    "DELETE FROM recovery_codes WHERE user_id = $1 \
+                     AND NOT EXISTS (SELECT 1 FROM passkeys WHERE user_id = $1) \
+                     AND NOT EXISTS (SELECT 1 FROM totp_factors WHERE user_id = $1 AND confirmed_at IS NOT NULL)",
+                )
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn passkey_used(&self, id: &str, passkey: &str, at: i64) -> Result<(), StoreError> {
+                sqlx::query::<$db>("UPDATE passkeys SET passkey = $1, last_used_at = $2 WHERE id = $3")
+                    .bind(passkey)
+                    .bind(at)
+                    .bind(id)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
+            }
+
+            async fn create_ceremony(&self, ceremony: &NewCeremony) -> Result<(), StoreError> {
+                sqlx::query::<$db>(
+                    "INSERT INTO webauthn_ceremonies (id, user_id, purpose, state, expires_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&ceremony.id)
+                .bind(&ceremony.user_id)
+                .bind(ceremony.purpose)
+                .bind(&ceremony.state)
+                .bind(ceremony.expires_at)
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
+            async fn take_ceremony(&self, id: &str) -> Result<Option<CeremonyRecord>, StoreError> {
+                Ok(sqlx::query_as::<$db, CeremonyRecord>(
+                    "DELETE FROM webauthn_ceremonies WHERE id = $1 RETURNING user_id, purpose, state, expires_at",
+                )
+                .bind(id)
+                .fetch_optional(&self.writer)
+                .await?)
+            }
         }
+    };
+}
+
+macro_rules! passkey_select {
+    () => {
+        "SELECT id, user_id, credential_id, user_handle, name, passkey, created_at, last_used_at FROM passkeys"
     };
 }
 
@@ -810,6 +933,6 @@ macro_rules! replace_recovery_codes {
 }
 
 pub(crate) use {
-    append_audit, audit_select, impl_store_with_portable_sql, insert_rule, insert_token, replace_recovery_codes,
-    user_select,
+    append_audit, audit_select, impl_store_with_portable_sql, insert_rule, insert_token, passkey_select,
+    replace_recovery_codes, user_select,
 };

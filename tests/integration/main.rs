@@ -19,6 +19,7 @@ mod mfa;
 mod nodes;
 mod operations;
 mod pages;
+mod passkeys;
 mod process;
 mod revocation;
 mod smtp;

@@ -79,7 +79,13 @@ async fn authenticator_codes_from_another_implementation_sign_in_once(engine: En
     let server = TestServer::start(engine).await;
     let (tokens, secret, _) = enrol(&server, "tove").await;
     let factors = server.get_with_token("/api/v1/mfa", &tokens.access).await;
-    assert_eq!(factors.json, json!({ "totp": true, "totp_pending": false, "recovery_codes_remaining": 10 }));
+    assert_eq!(
+        factors.json,
+        json!({
+            "totp": true, "totp_pending": false, "recovery_codes_remaining": 10,
+            "passkeys": [], "passkeys_available": true,
+        })
+    );
     server
         .post_with_token("/api/v1/mfa/totp", &tokens.access, json!({}))
         .await

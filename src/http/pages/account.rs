@@ -11,13 +11,14 @@ use zeroize::Zeroizing;
 use super::{cookie, Browser, CsrfOnly, Page, SESSION_COOKIE};
 use crate::domain::accounts::Registration;
 use crate::domain::dpop::{Expected, Proof};
+use crate::domain::passkeys::Assertion;
 use crate::domain::second_factors::Factor;
 use crate::domain::sessions::{FinishSignIn, Issue, SignIn};
 use crate::http::extract::{url_for, ClientAddress, TokenRequestProof, UserAgent};
 use crate::http::AppState;
 
 /// The page session cookie carrying a freshly issued `kw_ws_` token.
-fn session_cookie(state: &AppState, token: &str) -> axum_extra::extract::cookie::Cookie<'static> {
+pub(super) fn session_cookie(state: &AppState, token: &str) -> axum_extra::extract::cookie::Cookie<'static> {
     cookie(SESSION_COOKIE, token.to_owned(), state.pages.secure_cookies, Some(state.token_policy.refresh_ttl_secs))
 }
 
@@ -28,7 +29,10 @@ pub struct NextQuery {
 
 pub async fn signin_form(State(state): State<AppState>, browser: Browser, Query(query): Query<NextQuery>) -> Page {
     let next = state.pages.safe_next(query.next.as_deref().unwrap_or("/security"));
-    let extra = context! { title => "Sign in", next => next, login => "", recoverable => browser.stale_session };
+    let extra = context! {
+        title => "Sign in", next => next, login => "", recoverable => browser.stale_session,
+        passkeys => state.factors.passkeys().available(),
+    };
     browser.render(&state, StatusCode::OK, "signin.html", extra)
 }
 
@@ -46,7 +50,7 @@ pub struct SigninForm {
 
 /// Verifies the proof a page's script put in a form. A browser whose proof fails (a wrong clock,
 /// say) still signs in, with a session that is not bound to a key.
-fn form_proof(state: &AppState, headers: &HeaderMap, action: &str, proof: &str) -> Option<Proof> {
+pub(super) fn form_proof(state: &AppState, headers: &HeaderMap, action: &str, proof: &str) -> Option<Proof> {
     if proof.is_empty() {
         return None;
     }
@@ -86,13 +90,20 @@ pub async fn signin(
             let session = session_cookie(&state, &issued.access_token);
             Ok((browser.jar.add(session), Redirect::to(&next)).into_response())
         }
-        Err(crate::domain::Error::MfaRequired { mfa_token, .. }) => {
-            let extra = context! { title => "Two-step verification", next => next, mfa_token => mfa_token };
+        Err(crate::domain::Error::MfaRequired { mfa_token, methods, webauthn_options }) => {
+            let webauthn_options = webauthn_options.map(|o| o.to_string());
+            let extra = context! {
+                title => "Two-step verification", next => next, mfa_token => mfa_token,
+                totp => methods.contains(&"totp"), webauthn_options => webauthn_options,
+            };
             Err(browser.render(&state, StatusCode::OK, "signin_mfa.html", extra))
         }
         Err(err) => {
             let status = crate::http::error::status_of(&err);
-            let extra = context! { title => "Sign in", next => next, login => form.login, error => err.to_string() };
+            let extra = context! {
+                title => "Sign in", next => next, login => form.login, error => err.to_string(),
+                passkeys => state.factors.passkeys().available(),
+            };
             Err(browser.render(&state, status, "signin.html", extra))
         }
     }
@@ -108,6 +119,14 @@ pub struct SigninMfaForm {
     code: Option<String>,
     #[serde(default)]
     recovery_code: Option<String>,
+    /// A passkey's answer, put in the form by the page script.
+    #[serde(default)]
+    webauthn_response: Option<String>,
+    /// The passkey challenge of this sign-in, carried along so a retry can still offer the passkey.
+    #[serde(default)]
+    webauthn_options: Option<String>,
+    #[serde(default)]
+    totp: Option<String>,
 }
 
 /// The second step of a page sign-in: a code from the app, or a recovery code.
@@ -123,11 +142,18 @@ pub async fn signin_mfa(
     let again = |err: &crate::domain::Error| {
         let extra = context! {
             title => "Two-step verification", next => next.clone(), mfa_token => form.mfa_token.clone(),
-            error => err.to_string(),
+            error => err.to_string(), webauthn_options => form.webauthn_options.clone(), totp => form.totp.is_some(),
         };
         browser.render(&state, crate::http::error::status_of(err), "signin_mfa.html", extra)
     };
-    let factor = Factor::from_fields(form.code.clone(), form.recovery_code.clone()).map_err(|e| again(&e))?;
+    let passkey = match form.webauthn_response.as_deref().filter(|r| !r.is_empty()) {
+        Some(json) => {
+            let credential = serde_json::from_str(json).map_err(|_| again(&crate::domain::Error::PasskeyRejected))?;
+            Some(Assertion { ceremony_id: None, credential: Box::new(credential) })
+        }
+        None => None,
+    };
+    let factor = Factor::from_fields(form.code.clone(), form.recovery_code.clone(), passkey).map_err(|e| again(&e))?;
     let finish =
         FinishSignIn { mfa_token: form.mfa_token.clone(), factor, address: address.map(|a| a.to_string()), dpop: None };
     match state.sessions.finish_sign_in(finish).await {

@@ -6,6 +6,7 @@
 //! Cross-site POSTs are refused outright when the browser says so (`Sec-Fetch-Site`).
 
 mod account;
+mod passkeys;
 mod security;
 
 use axum::extract::{FromRequestParts, State};
@@ -100,6 +101,8 @@ pub fn router() -> Router<AppState> {
         .route("/", get(|| async { Redirect::to("/security") }))
         .route("/signin", get(account::signin_form).post(account::signin))
         .route("/signin/mfa", post(account::signin_mfa))
+        .route("/signin/passkey", post(passkeys::sign_in))
+        .route("/signin/passkey/options", post(passkeys::sign_in_options))
         .route("/signup", get(account::signup_form).post(account::signup))
         .route("/signout", post(account::signout))
         .route("/reset", get(account::reset_request_form).post(account::reset_request))
@@ -112,6 +115,11 @@ pub fn router() -> Router<AppState> {
         .route("/security/totp", post(security::begin_totp))
         .route("/security/totp/confirm", post(security::confirm_totp))
         .route("/security/totp/manage", post(security::manage_totp))
+        .route("/security/passkeys", post(passkeys::add))
+        .route("/security/passkeys/options", post(passkeys::registration_options))
+        .route("/security/passkeys/{id}/rename", post(passkeys::rename))
+        .route("/security/passkeys/{id}/remove", post(passkeys::remove))
+        .route("/security/step-up/options", post(passkeys::step_up_options))
         .route("/static/keywarden.css", get(stylesheet))
         .route("/static/keywarden.js", get(script))
         .route("/recover", post(account::recover))

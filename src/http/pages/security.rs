@@ -22,7 +22,7 @@ pub struct Notice {
 }
 
 /// The signed-in browser's session, or a redirect to sign in and come back.
-fn signed_in(browser: &Browser) -> Result<Authenticated, Redirect> {
+pub(super) fn signed_in(browser: &Browser) -> Result<Authenticated, Redirect> {
     browser.session.clone().ok_or_else(|| Redirect::to("/signin?next=/security"))
 }
 
@@ -38,6 +38,9 @@ pub async fn page(
         (_, Some("everywhere")) => Some("Every device was signed out."),
         (_, Some("password")) => Some("Your password was changed."),
         (_, Some("totp-off")) => Some("The authenticator app was turned off."),
+        (_, Some("passkey-added")) => Some("The passkey was added."),
+        (_, Some("passkey-renamed")) => Some("The passkey was renamed."),
+        (_, Some("passkey-removed")) => Some("The passkey was removed."),
         _ => None,
     };
     render(&state, &browser, &who, StatusCode::OK, context! { message => message })
@@ -70,7 +73,19 @@ async fn render(
         })
         .collect();
     let factors = state.factors.status(&who.user_id).await.map_err(|e| browser.error(state, &e))?;
-    let page = context! { title => "Security", wide => true, devices => devices, events => events, factors => factors };
+    let passkeys: Vec<_> = factors
+        .passkeys
+        .iter()
+        .map(|p| {
+            context! {
+                id => p.id, name => p.name, created => human(p.created_at), last_used => p.last_used_at.map(human),
+            }
+        })
+        .collect();
+    let page = context! {
+        title => "Security", wide => true, devices => devices, events => events, factors => factors,
+        passkeys => passkeys,
+    };
     Ok(browser.render(state, status, "security.html", context! { ..extra, ..page }))
 }
 
@@ -108,6 +123,9 @@ fn describe_event(kind: &str) -> &str {
         "mfa.recovery_code_used" => "Recovery code used",
         "mfa.failure" => "Wrong two-step verification code",
         "session.stepped_up" => "Identity confirmed for a sensitive change",
+        "mfa.passkey_added" => "Passkey added",
+        "mfa.passkey_renamed" => "Passkey renamed",
+        "mfa.passkey_removed" => "Passkey removed",
         other => other,
     }
 }
@@ -200,7 +218,13 @@ pub async fn change_password(
 
 /// Re-shows the security page with a form's refusal beside that form (`field` names its slot in
 /// the template); faults of keywarden itself get the error page instead.
-async fn refuse(state: &AppState, browser: &Browser, who: &Authenticated, field: &str, err: &Error) -> Response {
+pub(super) async fn refuse(
+    state: &AppState,
+    browser: &Browser,
+    who: &Authenticated,
+    field: &str,
+    err: &Error,
+) -> Response {
     if err.is_internal() {
         return browser.error(state, err).into_response();
     }
@@ -287,7 +311,7 @@ pub async fn confirm_totp(
     }
 }
 
-fn recovery_codes_page(state: &AppState, browser: &Browser, codes: &[zeroize::Zeroizing<String>]) -> Page {
+pub(super) fn recovery_codes_page(state: &AppState, browser: &Browser, codes: &[zeroize::Zeroizing<String>]) -> Page {
     let codes: Vec<&str> = codes.iter().map(|c| c.as_str()).collect();
     browser.render(
         state,

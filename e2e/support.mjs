@@ -1,0 +1,89 @@
+// What the end-to-end suites share: starting the real binary, Chromium, the outbox and screenshots.
+
+import { spawn, execSync } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, mkdirSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { createRequire } from "node:module";
+import { chromium } from "playwright-core";
+
+export const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const binary = join(root, "target", "debug", "keywarden");
+const shots = join(root, "test-artifacts", "screenshots");
+export const sizes = { phone: { width: 390, height: 844 }, desktop: { width: 1280, height: 900 } };
+
+/** Starts keywarden on an ephemeral port with its own data directory; resolves once it listens. */
+export function startKeywarden() {
+  const dataDir = mkdtempSync(join(tmpdir(), "keywarden-e2e-"));
+  const env = { ...process.env, KEYWARDEN_PASSWORD_HASHING__PROFILE: "insecure-test-only", KEYWARDEN_LOG_FORMAT: "json" };
+  for (const name of Object.keys(env)) if (name.startsWith("KEYWARDEN_TEST_")) delete env[name];
+  const child = spawn(binary, ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir], { env, cwd: dataDir });
+  let log = "";
+  return new Promise((resolve, reject) => {
+    child.stderr.on("data", (chunk) => {
+      log += chunk;
+      for (const line of log.split("\n")) {
+        try {
+          const event = JSON.parse(line);
+          if (event.message === "keywarden is listening") resolve({ base: `http://${event.addr}`, dataDir, child });
+        } catch { /* not a complete JSON line yet */ }
+      }
+    });
+    child.on("exit", (code) => reject(new Error(`keywarden exited with ${code}: ${log}`)));
+    setTimeout(() => reject(new Error(`keywarden did not start: ${log}`)), 30000);
+  });
+}
+
+/** Debian's Chromium, headless, never a downloaded browser. */
+export function launchChromium() {
+  const executablePath = execSync("command -v chromium", { shell: "/bin/sh" }).toString().trim();
+  return chromium.launch({
+    executablePath,
+    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+  });
+}
+
+/** The `count`-th token with this prefix in the server's outbox, waiting for it to arrive. */
+export async function linkFromOutbox(server, prefix, count = 1) {
+  for (let i = 0; i < 200; i++) {
+    let found = [];
+    try {
+      for (const name of readdirSync(join(server.dataDir, "outbox")).filter((n) => n.endsWith(".eml")).sort()) {
+        // Undo quoted-printable soft line breaks, and decode base64 parts, before looking.
+        let raw = readFileSync(join(server.dataDir, "outbox", name), "latin1").replace(/=\r?\n/g, "");
+        for (const block of raw.match(/(?:^[A-Za-z0-9+/=]{20,}\r?\n)+/gm) ?? []) {
+          raw += Buffer.from(block.replace(/\s/g, ""), "base64").toString("latin1");
+        }
+        const match = raw.match(new RegExp(`${prefix}[A-Za-z0-9_-]{43}`));
+        if (match) found.push(match[0]);
+      }
+    } catch { /* no outbox yet */ }
+    if (found.length >= count) return found[count - 1];
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`no ${prefix} link in the outbox`);
+}
+
+/** A screenshot of the current page at phone and desktop width. */
+export async function shoot(page, name) {
+  mkdirSync(shots, { recursive: true });
+  for (const [size, viewport] of Object.entries(sizes)) {
+    await page.setViewportSize(viewport);
+    await page.screenshot({ path: join(shots, `${name}-${size}.png`), fullPage: true });
+  }
+  await page.setViewportSize(sizes.desktop);
+}
+
+// axe-core (Deque) judges accessibility; we evaluate its source in the page through DevTools,
+// which our Content-Security-Policy rightly does not let a <script> tag do.
+const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+
+/** axe-core's WCAG 2.1 A and AA violations on the current page, one line each. */
+export async function accessibilityViolations(page) {
+  await page.evaluate(axeSource);
+  return page.evaluate(async () => {
+    const result = await window.axe.run(document, { runOnly: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] });
+    return result.violations.map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+  });
+}

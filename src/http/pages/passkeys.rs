@@ -1,0 +1,247 @@
+//! Passkeys on the pages: adding, renaming and removing them on `/security`, and passwordless
+//! sign-in. The page script talks to the authenticator and posts its answer in an ordinary form.
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Form, Json};
+use minijinja::context;
+use serde::Deserialize;
+
+use super::account::{form_proof, session_cookie};
+use super::security::{recovery_codes_page, refuse, signed_in};
+use super::{Browser, CsrfOnly, Page};
+use crate::domain::passkeys::Assertion;
+use crate::domain::second_factors::{Factor, StepUp};
+use crate::domain::sessions::{Issue, PasskeySignIn};
+use crate::domain::Error;
+use crate::http::error::ApiError;
+use crate::http::extract::{ClientAddress, UserAgent};
+use crate::http::passkeys::CeremonyResponse;
+use crate::http::AppState;
+
+/// The browser's answer as the page script put it in the form: JSON of a `PublicKeyCredential`.
+fn parse<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, Error> {
+    serde_json::from_str(json).map_err(|_| Error::PasskeyRejected)
+}
+
+/// A challenge for the page script, as JSON; refusals are JSON too (`{"error", "message"}`).
+async fn challenge(
+    state: &AppState,
+    browser: &Browser,
+    headers: &HeaderMap,
+    csrf: &str,
+    signed_in_only: bool,
+) -> Result<Json<CeremonyResponse>, Response> {
+    browser.check_form(state, headers, csrf).map_err(IntoResponse::into_response)?;
+    let ceremony = match (&browser.session, signed_in_only) {
+        (Some(who), true) => state.factors.passkey_options(who).await,
+        (None, true) => Err(Error::InvalidToken),
+        (_, false) => state.factors.passkeys().discovery_options().await,
+    };
+    ceremony.map(|c| Json(c.into())).map_err(|e| ApiError::from(e).into_response())
+}
+
+pub async fn registration_options(
+    State(state): State<AppState>,
+    browser: Browser,
+    headers: HeaderMap,
+    Form(form): Form<CsrfOnly>,
+) -> Result<Json<CeremonyResponse>, Response> {
+    challenge(&state, &browser, &headers, &form.csrf, true).await
+}
+
+pub async fn step_up_options(
+    State(state): State<AppState>,
+    browser: Browser,
+    headers: HeaderMap,
+    Form(form): Form<CsrfOnly>,
+) -> Result<Json<CeremonyResponse>, Response> {
+    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
+    let who = browser.session.as_ref().ok_or_else(|| ApiError::from(Error::InvalidToken).into_response())?;
+    let ceremony = state.factors.step_up_options(who).await.map_err(|e| ApiError::from(e).into_response())?;
+    Ok(Json(ceremony.into()))
+}
+
+pub async fn sign_in_options(
+    State(state): State<AppState>,
+    browser: Browser,
+    headers: HeaderMap,
+    Form(form): Form<CsrfOnly>,
+) -> Result<Json<CeremonyResponse>, Response> {
+    challenge(&state, &browser, &headers, &form.csrf, false).await
+}
+
+#[derive(Deserialize)]
+pub struct AddForm {
+    csrf: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    ceremony_id: String,
+    #[serde(default)]
+    webauthn_response: String,
+}
+
+/// Stores the new passkey; the account's first second factor shows its recovery codes next.
+pub async fn add(
+    State(state): State<AppState>,
+    browser: Browser,
+    headers: HeaderMap,
+    ClientAddress(address): ClientAddress,
+    Form(form): Form<AddForm>,
+) -> Result<Response, Response> {
+    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
+    let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
+    let address = address.map(|a| a.to_string());
+    let added = match parse(&form.webauthn_response) {
+        Ok(credential) => {
+            state.factors.add_passkey(&who, &form.ceremony_id, &form.name, &credential, address.as_deref()).await
+        }
+        Err(err) => Err(err),
+    };
+    match added {
+        Ok(added) => match added.recovery_codes {
+            Some(codes) => Ok(recovery_codes_page(&state, &browser, &codes).into_response()),
+            None => Ok(Redirect::to("/security?done=passkey-added").into_response()),
+        },
+        Err(err) => Err(refuse(&state, &browser, &who, "passkey_error", &err).await),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct RenameForm {
+    csrf: String,
+    #[serde(default)]
+    name: String,
+}
+
+pub async fn rename(
+    State(state): State<AppState>,
+    browser: Browser,
+    headers: HeaderMap,
+    ClientAddress(address): ClientAddress,
+    Path(id): Path<String>,
+    Form(form): Form<RenameForm>,
+) -> Result<Response, Response> {
+    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
+    let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
+    let address = address.map(|a| a.to_string());
+    match state.factors.rename_passkey(&who, &id, &form.name, address.as_deref()).await {
+        Ok(_) => Ok(Redirect::to("/security?done=passkey-renamed").into_response()),
+        Err(err) => Err(refuse(&state, &browser, &who, "passkey_error", &err).await),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct RemoveForm {
+    csrf: String,
+    /// A code from the app or a recovery code, to confirm it is the owner (step-up).
+    #[serde(default)]
+    code: String,
+    /// Or a passkey's answer to a step-up challenge.
+    #[serde(default)]
+    ceremony_id: String,
+    #[serde(default)]
+    webauthn_response: String,
+}
+
+/// Removes a passkey; the form may carry a step-up proof, which the last passkey needs.
+pub async fn remove(
+    State(state): State<AppState>,
+    browser: Browser,
+    headers: HeaderMap,
+    ClientAddress(address): ClientAddress,
+    Path(id): Path<String>,
+    Form(form): Form<RemoveForm>,
+) -> Result<Response, Response> {
+    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
+    let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
+    let address = address.map(|a| a.to_string());
+    let proof = if !form.webauthn_response.is_empty() {
+        parse(&form.webauthn_response).map(|credential| {
+            Some(Factor::Passkey(Assertion { ceremony_id: Some(form.ceremony_id), credential: Box::new(credential) }))
+        })
+    } else if !form.code.trim().is_empty() {
+        Factor::guess(&form.code).map(Some)
+    } else {
+        Ok(None)
+    };
+    let stepped_up = match proof {
+        Ok(Some(factor)) => state.factors.step_up(&who, StepUp::Factor(factor), address.as_deref()).await,
+        Ok(None) => Ok(who.clone()),
+        Err(err) => Err(err),
+    };
+    let removed = match stepped_up {
+        Ok(fresh) => state.factors.remove_passkey(&fresh, &id, address.as_deref()).await,
+        Err(err) => Err(err),
+    };
+    match removed {
+        Ok(()) => Ok(Redirect::to("/security?done=passkey-removed").into_response()),
+        Err(err) => {
+            let err = match err {
+                Error::StepUpRequired => Error::InvalidFactor(
+                    "removing your last passkey needs a fresh check: confirm with the passkey, or enter a code",
+                ),
+                other => other,
+            };
+            Err(refuse(&state, &browser, &who, "passkey_error", &err).await)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct SignInForm {
+    csrf: String,
+    #[serde(default)]
+    next: String,
+    #[serde(default)]
+    ceremony_id: String,
+    #[serde(default)]
+    webauthn_response: String,
+    #[serde(default)]
+    dpop: String,
+}
+
+/// Passwordless sign-in: whichever passkey the person picked says whose account it is.
+pub async fn sign_in(
+    State(state): State<AppState>,
+    browser: Browser,
+    headers: HeaderMap,
+    ClientAddress(address): ClientAddress,
+    UserAgent(user_agent): UserAgent,
+    Form(form): Form<SignInForm>,
+) -> Result<Response, Page> {
+    browser.check_form(&state, &headers, &form.csrf)?;
+    let next = state.pages.safe_next(&form.next);
+    let signed = match parse(&form.webauthn_response) {
+        Ok(credential) => {
+            let request = PasskeySignIn {
+                assertion: Assertion { ceremony_id: Some(form.ceremony_id), credential: Box::new(credential) },
+                device: None,
+                address: address.map(|a| a.to_string()),
+                user_agent,
+                dpop: form_proof(&state, &headers, "/signin/passkey", &form.dpop),
+                issue: Issue::BrowserCookie,
+            };
+            state.sessions.sign_in_with_passkey(request).await
+        }
+        Err(err) => Err(err),
+    };
+    state.metrics.sign_ins.get_or_create(&crate::metrics::Outcome::of(&signed, "success")).inc();
+    match signed {
+        Ok(issued) => {
+            let session = session_cookie(&state, &issued.access_token);
+            Ok((browser.jar.add(session), Redirect::to(&next)).into_response())
+        }
+        Err(err) if err.is_internal() => Err(browser.error(&state, &err)),
+        Err(err) => {
+            let status = crate::http::error::status_of(&err);
+            let extra = context! {
+                title => "Sign in", next => next, login => "", error => err.to_string(),
+                passkeys => state.factors.passkeys().available(),
+            };
+            Err(browser.render(&state, status, "signin.html", extra))
+        }
+    }
+}
