@@ -59,6 +59,12 @@ pub struct DeviceBody {
     pub name: String,
 }
 
+impl From<DeviceBody> for DeviceInfo {
+    fn from(d: DeviceBody) -> Self {
+        Self { client_id: d.client_id, product: d.product, platform: d.platform, name: d.name }
+    }
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateSession {
     /// Email address or username.
@@ -119,12 +125,7 @@ pub async fn create_session(
     let request = SignIn {
         login: body.login,
         password: Zeroizing::new(body.password),
-        device: body.device.map(|d| DeviceInfo {
-            client_id: d.client_id,
-            product: d.product,
-            platform: d.platform,
-            name: d.name,
-        }),
+        device: body.device.map(DeviceInfo::from),
         address: address.map(|a| a.to_string()),
         user_agent,
         dpop,

@@ -190,12 +190,7 @@ pub async fn sign_in(
 ) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
     let request = PasskeySignIn {
         assertion: Assertion { ceremony_id: Some(body.ceremony_id), credential: Box::new(body.webauthn_response) },
-        device: body.device.map(|d| DeviceInfo {
-            client_id: d.client_id,
-            product: d.product,
-            platform: d.platform,
-            name: d.name,
-        }),
+        device: body.device.map(DeviceInfo::from),
         address: address.map(|a| a.to_string()),
         user_agent,
         dpop,
