@@ -11,9 +11,9 @@ use serde::Deserialize;
 use super::account::{form_proof, session_cookie};
 use super::security::{recovery_codes_page, refuse, signed_in};
 use super::{Browser, CsrfOnly, Page};
-use crate::domain::passkeys::Assertion;
+use crate::domain::passkeys::{Assertion, Ceremony};
 use crate::domain::second_factors::{Factor, StepUp};
-use crate::domain::sessions::{Issue, PasskeySignIn};
+use crate::domain::sessions::{Authenticated, Issue, PasskeySignIn};
 use crate::domain::Error;
 use crate::http::error::ApiError;
 use crate::http::extract::{ClientAddress, UserAgent};
@@ -26,20 +26,16 @@ fn parse<T: serde::de::DeserializeOwned>(json: &str) -> Result<T, Error> {
 }
 
 /// A challenge for the page script, as JSON; refusals are JSON too (`{"error", "message"}`).
-async fn challenge(
-    state: &AppState,
-    browser: &Browser,
-    headers: &HeaderMap,
-    csrf: &str,
-    signed_in_only: bool,
-) -> Result<Json<CeremonyResponse>, Response> {
-    browser.check_form(state, headers, csrf).map_err(IntoResponse::into_response)?;
-    let ceremony = match (&browser.session, signed_in_only) {
-        (Some(who), true) => state.factors.passkey_options(who).await,
-        (None, true) => Err(Error::InvalidToken),
-        (_, false) => state.factors.passkeys().discovery_options().await,
-    };
-    ceremony.map(|c| Json(c.into())).map_err(|e| ApiError::from(e).into_response())
+fn ceremony_json(ceremony: Result<Ceremony, Error>) -> Response {
+    match ceremony {
+        Ok(c) => Json(CeremonyResponse::from(c)).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// The signed-in session a challenge is for; the script gets a JSON refusal without one.
+fn session_of(browser: &Browser) -> Result<&Authenticated, Error> {
+    browser.session.as_ref().ok_or(Error::InvalidToken)
 }
 
 pub async fn registration_options(
@@ -47,8 +43,10 @@ pub async fn registration_options(
     browser: Browser,
     headers: HeaderMap,
     Form(form): Form<CsrfOnly>,
-) -> Result<Json<CeremonyResponse>, Response> {
-    challenge(&state, &browser, &headers, &form.csrf, true).await
+) -> Result<Response, Response> {
+    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
+    let who = session_of(&browser).map_err(|e| ApiError::from(e).into_response())?;
+    Ok(ceremony_json(state.factors.passkey_options(who).await))
 }
 
 pub async fn step_up_options(
@@ -56,11 +54,10 @@ pub async fn step_up_options(
     browser: Browser,
     headers: HeaderMap,
     Form(form): Form<CsrfOnly>,
-) -> Result<Json<CeremonyResponse>, Response> {
+) -> Result<Response, Response> {
     browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
-    let who = browser.session.as_ref().ok_or_else(|| ApiError::from(Error::InvalidToken).into_response())?;
-    let ceremony = state.factors.step_up_options(who).await.map_err(|e| ApiError::from(e).into_response())?;
-    Ok(Json(ceremony.into()))
+    let who = session_of(&browser).map_err(|e| ApiError::from(e).into_response())?;
+    Ok(ceremony_json(state.factors.step_up_options(who).await))
 }
 
 pub async fn sign_in_options(
@@ -68,8 +65,9 @@ pub async fn sign_in_options(
     browser: Browser,
     headers: HeaderMap,
     Form(form): Form<CsrfOnly>,
-) -> Result<Json<CeremonyResponse>, Response> {
-    challenge(&state, &browser, &headers, &form.csrf, false).await
+) -> Result<Response, Response> {
+    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
+    Ok(ceremony_json(state.factors.passkeys().discovery_options().await))
 }
 
 #[derive(Deserialize)]
