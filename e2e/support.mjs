@@ -13,25 +13,31 @@ const binary = join(root, "target", "debug", "keywarden");
 const shots = join(root, "test-artifacts", "screenshots");
 export const sizes = { phone: { width: 390, height: 844 }, desktop: { width: 1280, height: 900 } };
 
-/** Starts keywarden on an ephemeral port with its own data directory; resolves once it listens. */
-export function startKeywarden() {
+/** Starts keywarden on an ephemeral port with its own data directory and `settings` (more
+ * `KEYWARDEN_*` variables); resolves once it listens. */
+export function startKeywarden(settings = {}) {
   const dataDir = mkdtempSync(join(tmpdir(), "keywarden-e2e-"));
   const env = { ...process.env, KEYWARDEN_PASSWORD_HASHING__PROFILE: "insecure-test-only", KEYWARDEN_LOG_FORMAT: "json" };
   for (const name of Object.keys(env)) if (name.startsWith("KEYWARDEN_TEST_")) delete env[name];
+  Object.assign(env, settings);
   const child = spawn(binary, ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir], { env, cwd: dataDir });
   let log = "";
   return new Promise((resolve, reject) => {
+    // Cleared once listening, so a finished suite does not wait for it.
+    const deadline = setTimeout(() => reject(new Error(`keywarden did not start: ${log}`)), 30000);
     child.stderr.on("data", (chunk) => {
       log += chunk;
       for (const line of log.split("\n")) {
         try {
           const event = JSON.parse(line);
-          if (event.message === "keywarden is listening") resolve({ base: `http://${event.addr}`, dataDir, child });
+          if (event.message === "keywarden is listening") {
+            clearTimeout(deadline);
+            resolve({ base: `http://${event.addr}`, dataDir, child });
+          }
         } catch { /* not a complete JSON line yet */ }
       }
     });
     child.on("exit", (code) => reject(new Error(`keywarden exited with ${code}: ${log}`)));
-    setTimeout(() => reject(new Error(`keywarden did not start: ${log}`)), 30000);
   });
 }
 

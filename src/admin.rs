@@ -9,13 +9,14 @@ use anyhow::{bail, Context};
 use serde_json::json;
 
 use crate::config::Config;
+use crate::domain::accounts::Role;
 use crate::domain::audit::{kind, Actor, AuditLog};
 use crate::domain::clock::rfc3339;
 use crate::domain::identity::Email;
 use crate::domain::recovery::RESET_TTL_MINUTES;
 use crate::domain::revocation::{Revocation, Revocations, Scope};
 use crate::domain::sessions::TokenPolicy;
-use crate::domain::{Accounts, Recovery};
+use crate::domain::{Accounts, Recovery, SecondFactors};
 use crate::keys::{Keyring, Sealed};
 use crate::mail::Notice;
 use crate::server;
@@ -31,6 +32,7 @@ pub struct Console {
     accounts: Accounts,
     recovery: Recovery,
     revocations: Revocations,
+    factors: SecondFactors,
 }
 
 /// What `force_password_reset` did.
@@ -74,6 +76,7 @@ impl Console {
         let (audit, revocations) = (core.audit.clone(), core.revocations.clone());
         let accounts = Accounts::new(&core);
         let recovery = Recovery::new(&core, accounts.clone());
+        let factors = SecondFactors::new(&core, accounts.clone());
         Ok(Self {
             store,
             keyring,
@@ -83,6 +86,7 @@ impl Console {
             accounts,
             recovery,
             revocations,
+            factors,
         })
     }
 
@@ -203,7 +207,12 @@ impl Console {
         self.audit.record(AuditLog::event(kind::ADMIN_USERS_LISTED, &self.actor, None, None, details)).await?;
         Ok(users
             .iter()
-            .map(|u| json!({ "id": u.id, "username": u.username, "email": self.email(u), "created_at": rfc3339(u.created_at) }))
+            .map(|u| {
+                json!({
+                    "id": u.id, "username": u.username, "email": self.email(u), "role": Role::of(u).as_str(),
+                    "created_at": rfc3339(u.created_at),
+                })
+            })
             .collect())
     }
 
@@ -234,10 +243,28 @@ impl Console {
             "id": user.id,
             "username": user.username,
             "email": self.email(&user),
+            "role": Role::of(&user).as_str(),
+            "second_factors": self.factors.methods(&user.id).await?,
             "created_at": rfc3339(user.created_at),
             "devices": devices,
             "recent_events": events,
         }))
+    }
+
+    /// Grants or withdraws the `admin` role (which `mfa.require = "admins"` applies to).
+    pub async fn set_role(&self, id_or_username: &str, role: &str) -> anyhow::Result<String> {
+        let Some(role) = Role::parse(role) else { bail!("unknown role {role:?}: use `user` or `admin`") };
+        let user = self.user(id_or_username).await?;
+        self.accounts.set_role(&user.id, role, &self.actor).await?;
+        Ok(format!("{} ({}) now has the role {}", user.username, user.id, role.as_str()))
+    }
+
+    /// Removes every second factor of an account whose owner lost them all (after the operator
+    /// checked who is asking); the owner is mailed, and the password alone signs in again.
+    pub async fn reset_second_factors(&self, id_or_username: &str, reason: &str) -> anyhow::Result<String> {
+        let user = self.user(id_or_username).await?;
+        let removed = self.factors.reset_for_owner(&user.id, &self.actor, reason).await?;
+        Ok(format!("{} ({}): {removed} second-factor record(s) removed; the owner was mailed", user.username, user.id))
     }
 
     /// Checks the audit chain; returns the number of events checked and the problems found.

@@ -130,6 +130,16 @@ enum UsersAction {
     },
     /// Show one account (by id or username) with its devices and recent security events, as JSON.
     Show { user: String },
+    /// Grant or withdraw a role: `admin` or `user` (see `mfa.require = "admins"`).
+    SetRole { user: String, role: String },
+    /// Remove every second factor (app, passkeys, recovery codes) of an account whose owner lost
+    /// them all, after you checked who is asking. The owner is mailed.
+    ResetMfa {
+        user: String,
+        /// Why, for the audit log (for example the support ticket).
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -267,14 +277,15 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&users)?);
             } else {
-                println!("{:<38} {:<24} {:<32} created", "id", "username", "email");
+                println!("{:<38} {:<24} {:<32} {:<6} created", "id", "username", "email", "role");
                 for u in users {
                     let field = |name: &str| u[name].as_str().unwrap_or_default().to_owned();
                     println!(
-                        "{:<38} {:<24} {:<32} {}",
+                        "{:<38} {:<24} {:<32} {:<6} {}",
                         field("id"),
                         field("username"),
                         field("email"),
+                        field("role"),
                         field("created_at")
                     );
                 }
@@ -282,6 +293,12 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
         }
         AdminAction::Users { action: UsersAction::Show { user } } => {
             println!("{}", serde_json::to_string_pretty(&console.show_user(&user).await?)?);
+        }
+        AdminAction::Users { action: UsersAction::SetRole { user, role } } => {
+            println!("{}", console.set_role(&user, &role).await?);
+        }
+        AdminAction::Users { action: UsersAction::ResetMfa { user, reason } } => {
+            println!("{}", console.reset_second_factors(&user, &reason).await?);
         }
         AdminAction::Audit { action: AuditAction::Verify } => {
             let (checked, problems) = console.verify_audit().await?;

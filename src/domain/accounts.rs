@@ -10,13 +10,16 @@ use super::core::Core;
 use super::error::{Error, Result};
 use super::identity::{Email, Login, Username};
 use super::password::{self, PasswordHasher, StoredHash};
+use super::sessions::Authenticated;
 use super::tokens::TokenKind;
 use crate::keys::{Keyring, Sealed};
 use crate::mail::{Mailer, Notice, Recipient};
-use crate::store::{DynStore, NewOneTimeToken, NewUser, UserRecord};
+use crate::store::{DynStore, EmailChange, NewOneTimeToken, NewUser, UserRecord};
 
 /// How long an email-verification link works.
 const VERIFICATION_TTL_HOURS: i64 = 48;
+/// How long the link that confirms a new address works.
+const EMAIL_CHANGE_TTL_HOURS: i64 = 24;
 
 #[derive(Debug, Clone)]
 pub struct Registration {
@@ -37,6 +40,40 @@ pub struct Profile {
     pub username: String,
     pub email: String,
     pub email_verified: bool,
+    pub role: Role,
+    /// A new address waiting for its confirmation link.
+    pub pending_email: Option<String>,
+}
+
+/// What an account may administer. Roles are granted with `keywarden admin users set-role`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    User,
+    Admin,
+}
+
+impl Role {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "user" => Some(Self::User),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// The role stored on an account; an unknown value grants nothing.
+    pub fn of(user: &UserRecord) -> Self {
+        Self::parse(&user.role).unwrap_or_default()
+    }
 }
 
 #[derive(Clone)]
@@ -46,11 +83,18 @@ pub struct Accounts {
     hasher: Arc<PasswordHasher>,
     audit: AuditLog,
     mailer: Mailer,
+    /// How recent a step-up must be to change the address (`mfa.step_up_secs`).
+    step_up_secs: i64,
 }
 
 /// The authenticated data bound to a user's sealed email: a ciphertext moved to another row fails to open.
 pub(crate) fn email_context(user_id: &str) -> Vec<u8> {
     format!("keywarden:user:{user_id}:email").into_bytes()
+}
+
+/// The same for the address waiting for confirmation, so it cannot be swapped for the current one.
+fn pending_email_context(user_id: &str) -> Vec<u8> {
+    format!("keywarden:user:{user_id}:pending_email").into_bytes()
 }
 
 impl Accounts {
@@ -61,6 +105,7 @@ impl Accounts {
             hasher: core.hasher.clone(),
             audit: core.audit.clone(),
             mailer: core.mailer.clone(),
+            step_up_secs: core.mfa.step_up_secs,
         }
     }
 
@@ -118,10 +163,13 @@ impl Accounts {
         self.mailer.send(&to, Notice::VerifyEmail { link, hours: VERIFICATION_TTL_HOURS }).await
     }
 
-    /// Spends an email-verification link and marks the account's address verified.
+    /// Spends an emailed link: a sign-up's verification marks the address verified, a change's
+    /// confirmation makes the new address the account's.
     pub async fn verify_email(&self, token: &str) -> Result<()> {
-        if TokenKind::of(token) != Some(TokenKind::EmailVerification) {
-            return Err(Error::InvalidLink);
+        match TokenKind::of(token) {
+            Some(TokenKind::EmailVerification) => {}
+            Some(TokenKind::EmailChange) => return self.confirm_email_change(token).await,
+            _ => return Err(Error::InvalidLink),
         }
         let now = now_ms();
         for digest in self.keyring.token_digests(token) {
@@ -142,6 +190,101 @@ impl Accounts {
         Err(Error::InvalidLink)
     }
 
+    /// Starts moving the account to a new address. Needs a fresh step-up; the change happens only
+    /// when the link mailed to the new address is opened, and the current address is told at once.
+    pub async fn request_email_change(
+        &self,
+        who: &Authenticated,
+        new_email: &str,
+        address: Option<&str>,
+    ) -> Result<()> {
+        who.require_fresh(self.step_up_secs)?;
+        let email = Email::parse(new_email)?;
+        let (user, current) = self.contact(&who.user_id).await?;
+        if Email::parse(&current).is_ok_and(|c| c == email) {
+            return Err(Error::EmailUnchanged);
+        }
+        if self.find_by_email(&email).await?.is_some() {
+            return Err(Error::EmailTaken);
+        }
+        let sealed = self.keyring.seal(email.as_str().as_bytes(), &pending_email_context(&user.id));
+        self.store.set_pending_email(&user.id, &sealed.bytes, &sealed.key_id).await?;
+        let token = TokenKind::EmailChange.mint();
+        let digest = self.keyring.token_digest(&token);
+        let now = now_ms();
+        let stored = NewOneTimeToken {
+            digest: digest.digest,
+            digest_key_id: digest.key_id,
+            purpose: TokenKind::EmailChange.as_str(),
+            user_id: user.id.clone(),
+            issued_at: now,
+            expires_at: now + EMAIL_CHANGE_TTL_HOURS * 3_600_000,
+        };
+        self.store.issue_one_time_token(&stored, true).await?;
+        let event = AuditLog::event(
+            kind::EMAIL_CHANGE_REQUESTED,
+            &Actor::User(user.id.clone()),
+            Some(&user.id),
+            address,
+            json!({}),
+        );
+        self.audit.record(event).await?;
+        let link = self.mailer.url(&format!("/verify-email/{}", token.as_str()));
+        let to_new = Recipient { user_id: &user.id, username: &user.username, email: email.as_str() };
+        self.mailer.send(&to_new, Notice::ConfirmEmailChange { link, hours: EMAIL_CHANGE_TTL_HOURS }).await?;
+        let to_current = Recipient { user_id: &user.id, username: &user.username, email: &current };
+        let notice = Notice::EmailChangeRequested { new_email: email.masked(), address: address.map(str::to_owned) };
+        self.mailer.send(&to_current, notice).await
+    }
+
+    /// Spends a change's link: the pending address replaces the current one, verified by the link.
+    async fn confirm_email_change(&self, token: &str) -> Result<()> {
+        let now = now_ms();
+        let purpose = TokenKind::EmailChange.as_str();
+        let mut owner = None;
+        for digest in self.keyring.token_digests(token) {
+            if let Some(user_id) = self.store.consume_one_time_token(&digest.digest, purpose, now).await? {
+                owner = Some(user_id);
+                break;
+            }
+        }
+        let user_id = owner.ok_or(Error::InvalidLink)?;
+        let (user, old) = self.contact(&user_id).await?;
+        let (Some(bytes), Some(key_id)) = (user.pending_email_sealed.clone(), user.pending_email_key_id.clone()) else {
+            return Err(Error::InvalidLink);
+        };
+        let plain = self.keyring.open(&Sealed { key_id, bytes }, &pending_email_context(&user.id))?;
+        let new = String::from_utf8(plain.to_vec()).map_err(|_| Error::Internal("sealed email is not UTF-8".into()))?;
+        let sealed = self.keyring.seal(new.as_bytes(), &email_context(&user.id));
+        let index = self.keyring.blind_index(&new);
+        let change = EmailChange {
+            user_id: user.id.clone(),
+            email_sealed: sealed.bytes,
+            email_key_id: sealed.key_id,
+            email_index: index.digest,
+            email_index_key_id: index.key_id,
+            at: now,
+        };
+        self.store.change_email(&change).await.map_err(Error::from_conflict)?;
+        tracing::info!(%user_id, "email address changed");
+        let event =
+            AuditLog::event(kind::EMAIL_CHANGED, &Actor::User(user_id.clone()), Some(&user_id), None, json!({}));
+        self.audit.record(event).await?;
+        let masked = Email::parse(&new).map(|e| e.masked()).unwrap_or_default();
+        let to_old = Recipient { user_id: &user.id, username: &user.username, email: &old };
+        self.mailer.send(&to_old, Notice::EmailChanged { new_email: masked }).await
+    }
+
+    /// Grants or withdraws a role (an operator's action, audited).
+    pub async fn set_role(&self, user_id: &str, role: Role, actor: &Actor) -> Result<()> {
+        if !self.store.set_role(user_id, role.as_str()).await? {
+            return Err(Error::InvalidToken);
+        }
+        let event = AuditLog::event(kind::ROLE_CHANGED, actor, Some(user_id), None, json!({ "role": role.as_str() }));
+        self.audit.record(event).await?;
+        Ok(())
+    }
+
     /// The account's name and decrypted address, for mailing it.
     pub(crate) async fn contact(&self, user_id: &str) -> Result<(UserRecord, String)> {
         let user = self.store.user_by_id(user_id).await?.ok_or(Error::TokenRevoked)?;
@@ -158,7 +301,22 @@ impl Accounts {
     pub async fn profile(&self, user_id: &str) -> Result<Profile> {
         let user = self.store.user_by_id(user_id).await?.ok_or(Error::TokenRevoked)?;
         let email = self.email_of(&user)?;
-        Ok(Profile { id: user.id, username: user.username, email, email_verified: user.email_verified_at.is_some() })
+        let pending_email = match (&user.pending_email_sealed, &user.pending_email_key_id) {
+            (Some(bytes), Some(key_id)) => {
+                let sealed = Sealed { key_id: key_id.clone(), bytes: bytes.clone() };
+                let plain = self.keyring.open(&sealed, &pending_email_context(&user.id))?;
+                String::from_utf8(plain.to_vec()).ok()
+            }
+            _ => None,
+        };
+        Ok(Profile {
+            role: Role::of(&user),
+            id: user.id,
+            username: user.username,
+            email,
+            email_verified: user.email_verified_at.is_some(),
+            pending_email,
+        })
     }
 
     pub(crate) fn email_of(&self, user: &UserRecord) -> Result<String> {

@@ -43,6 +43,10 @@ pub mod kind {
     pub const PASSKEY_ADDED: &str = "mfa.passkey_added";
     pub const PASSKEY_RENAMED: &str = "mfa.passkey_renamed";
     pub const PASSKEY_REMOVED: &str = "mfa.passkey_removed";
+    pub const SECOND_FACTORS_RESET: &str = "mfa.reset_by_operator";
+    pub const ROLE_CHANGED: &str = "account.role_changed";
+    pub const EMAIL_CHANGE_REQUESTED: &str = "account.email_change_requested";
+    pub const EMAIL_CHANGED: &str = "account.email_changed";
 }
 
 /// Who caused an event.

@@ -81,6 +81,15 @@ pub enum Error {
     PasskeyAlreadyRegistered,
     #[error("a passkey name must be 1 to 64 printable characters")]
     InvalidPasskeyName,
+    #[error(
+        "this account must set up two-step verification first: add an authenticator app \
+         (POST /api/v1/mfa/totp) or a passkey (POST /api/v1/mfa/passkeys/options)"
+    )]
+    MfaEnrolmentRequired,
+    #[error("two-step verification is required for this account: add another method before removing the last one")]
+    SecondFactorRequired,
+    #[error("this is already the account's email address")]
+    EmailUnchanged,
     #[error("the server is busy; try again shortly")]
     Overloaded { retry_after_secs: u64 },
     #[error("internal error")]
@@ -129,6 +138,9 @@ impl Error {
             Self::PasskeyNotFound => "passkey_not_found",
             Self::PasskeyAlreadyRegistered => "passkey_already_registered",
             Self::InvalidPasskeyName => "invalid_passkey_name",
+            Self::MfaEnrolmentRequired => "mfa_enrolment_required",
+            Self::SecondFactorRequired => "second_factor_required",
+            Self::EmailUnchanged => "email_unchanged",
             Self::Overloaded { .. } => "overloaded",
             Self::Store(_) | Self::Keyring(_) | Self::Internal(_) => "internal_error",
         }

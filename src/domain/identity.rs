@@ -36,6 +36,14 @@ impl Email {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The address with its local part hidden but its first character (`n•••@example.com`), for
+    /// telling an owner where their account is moving without spelling out the new mailbox.
+    pub fn masked(&self) -> String {
+        let (local, domain) = self.0.rsplit_once('@').unwrap_or((&self.0, ""));
+        let first: String = local.chars().take(1).collect();
+        format!("{first}•••@{domain}")
+    }
 }
 
 /// A username as the user chose it; `key()` is its case-insensitive unique form.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::accounts::Accounts;
+use super::accounts::{Accounts, Role};
 use super::audit::{kind, Actor, AuditLog};
 use super::clock::now_ms;
 use super::core::Core;
@@ -31,11 +31,37 @@ pub struct MfaPolicy {
     pub challenge_ttl_secs: i64,
     /// Wrong codes one sign-in attempt may send before it must start again.
     pub max_code_attempts: i64,
+    /// Which accounts must have a second factor.
+    pub require: Requirement,
 }
 
 impl Default for MfaPolicy {
     fn default() -> Self {
-        Self { step_up_secs: 300, challenge_ttl_secs: 300, max_code_attempts: 5 }
+        Self { step_up_secs: 300, challenge_ttl_secs: 300, max_code_attempts: 5, require: Requirement::None }
+    }
+}
+
+/// The operator's rule for second factors (`mfa.require`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Requirement {
+    /// Second factors are the account owner's choice.
+    #[default]
+    None,
+    /// Every account must enrol one.
+    All,
+    /// Accounts with the `admin` role must enrol one.
+    Admins,
+}
+
+impl MfaPolicy {
+    /// Whether an account of this role must have a second factor.
+    pub fn requires_second_factor(&self, role: Role) -> bool {
+        match self.require {
+            Requirement::None => false,
+            Requirement::All => true,
+            Requirement::Admins => role == Role::Admin,
+        }
     }
 }
 
@@ -241,8 +267,10 @@ impl SecondFactors {
         if !self.store.confirm_totp(&change).await? {
             return Err(Error::TotpNotEnrolled);
         }
-        // The code just proved the new factor: this session counts as freshly verified.
+        // The code just proved the new factor: this session counts as freshly verified, and the
+        // account's sessions that were waiting for a factor are whole now.
         self.store.mark_session_verified(&who.session_id, now).await?;
+        self.store.end_enrolment_restriction(&who.user_id).await?;
         self.record(kind::TOTP_ENABLED, &who.user_id, address, json!({})).await?;
         self.notify(&who.user_id, "totp_enabled", address, codes.len()).await?;
         Ok(codes)
@@ -251,7 +279,10 @@ impl SecondFactors {
     /// Removes the authenticator app and its recovery codes. Needs a fresh step-up.
     pub async fn disable_totp(&self, who: &Authenticated, address: Option<&str>) -> Result<()> {
         self.require_fresh(who)?;
-        if !self.store.remove_second_factors(&who.user_id).await? {
+        if self.passkeys.count(&who.user_id).await? == 0 {
+            self.refuse_if_required(&who.user_id).await?;
+        }
+        if !self.store.remove_totp(&who.user_id).await? {
             return Err(Error::TotpNotEnrolled);
         }
         self.record(kind::TOTP_DISABLED, &who.user_id, address, json!({})).await?;
@@ -409,6 +440,7 @@ impl SecondFactors {
         })?;
         // Creating the passkey took user verification on the device: a fresh proof of the owner.
         self.store.mark_session_verified(&who.session_id, now).await?;
+        self.store.end_enrolment_restriction(&who.user_id).await?;
         let details = json!({ "passkey_id": record.id, "name": record.name });
         self.record(kind::PASSKEY_ADDED, &who.user_id, address, details).await?;
         let remaining = if codes_set { codes.len() } else { 0 };
@@ -441,6 +473,9 @@ impl SecondFactors {
         }
         if listed.len() == 1 {
             self.require_fresh(who)?;
+            if !self.totp_active(&who.user_id).await? {
+                self.refuse_if_required(&who.user_id).await?;
+            }
         }
         if !self.store.remove_passkey(&who.user_id, id).await? {
             return Err(Error::PasskeyNotFound);
@@ -450,12 +485,28 @@ impl SecondFactors {
         self.notify(&who.user_id, "passkey_removed", address, factors_left).await
     }
 
-    /// Refuses a sensitive action unless the session proved itself within `mfa.step_up_secs`.
-    pub fn require_fresh(&self, who: &Authenticated) -> Result<()> {
-        if now_ms() - who.verified_at > self.policy.step_up_secs * 1000 {
-            return Err(Error::StepUpRequired);
+    /// Refuses to remove an account's last second factor when the operator requires one.
+    async fn refuse_if_required(&self, user_id: &str) -> Result<()> {
+        let user = self.store.user_by_id(user_id).await?.ok_or(Error::InvalidToken)?;
+        if self.policy.requires_second_factor(Role::of(&user)) {
+            return Err(Error::SecondFactorRequired);
         }
         Ok(())
+    }
+
+    /// An operator's way out for an account whose owner lost every factor: removes the app, the
+    /// passkeys and the recovery codes, after the operator checked who is asking. The owner is told.
+    pub async fn reset_for_owner(&self, user_id: &str, actor: &Actor, reason: &str) -> Result<u64> {
+        let removed = self.store.clear_second_factors(user_id).await?;
+        let details = json!({ "removed": removed, "reason": reason });
+        self.audit.record(AuditLog::event(kind::SECOND_FACTORS_RESET, actor, Some(user_id), None, details)).await?;
+        self.notify(user_id, "factors_reset", None, 0).await?;
+        Ok(removed)
+    }
+
+    /// Refuses a sensitive action unless the session proved itself within `mfa.step_up_secs`.
+    pub fn require_fresh(&self, who: &Authenticated) -> Result<()> {
+        who.require_fresh(self.policy.step_up_secs)
     }
 
     fn open_secret(&self, user_id: &str, sealed: Vec<u8>, key_id: String) -> Result<TotpSecret> {

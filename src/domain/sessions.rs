@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 
 use serde_json::json;
 
-use super::accounts::Accounts;
+use super::accounts::{Accounts, Role};
 use super::audit::{kind, Actor, AuditLog};
 use super::clock::now_ms;
 use super::core::Core;
@@ -125,6 +125,9 @@ pub struct IssuedTokens {
     /// The session was revoked by a leak response and replaced without a password, because the
     /// client proved it still holds the session's key.
     pub recovered: bool,
+    /// The operator requires a second factor this account lacks: until it enrols one, the session
+    /// may only do that (every other call answers `403 mfa_enrolment_required`).
+    pub mfa_enrolment_required: bool,
 }
 
 /// How an access token was presented.
@@ -161,6 +164,18 @@ pub struct Authenticated {
     pub channel: String,
     /// When the session last proved its account's strongest factors (Unix ms), for step-up.
     pub verified_at: i64,
+    /// The session may only enrol a second factor (`mfa.require` and the account has none yet).
+    pub enrolment_only: bool,
+}
+
+impl Authenticated {
+    /// Refuses a sensitive action unless the session proved itself within the last `window_secs`.
+    pub fn require_fresh(&self, window_secs: i64) -> Result<()> {
+        if now_ms() - self.verified_at > window_secs * 1000 {
+            return Err(Error::StepUpRequired);
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone)]
@@ -284,7 +299,8 @@ impl Sessions {
         if !methods.is_empty() {
             return Err(self.challenge(&user.id, pending, methods).await?);
         }
-        self.start(&user.id, pending, None).await
+        let enrolment_only = self.factors.policy().requires_second_factor(Role::of(user));
+        self.start(&user.id, pending, None, enrolment_only).await
     }
 
     /// Passwordless sign-in with a passkey. A passkey checks possession and user verification on
@@ -316,7 +332,7 @@ impl Sessions {
             issue: request.issue,
             webauthn_ceremony: None,
         };
-        self.start(&user_id, pending, Some("webauthn")).await
+        self.start(&user_id, pending, Some("webauthn"), false).await
     }
 
     /// Stores the half-done sign-in and answers `mfa_required` with the token that finishes it.
@@ -386,11 +402,18 @@ impl Sessions {
             return Err(Error::InvalidMfaToken);
         }
         let pending = PendingSignIn { address, ..pending };
-        self.start(&record.user_id, pending, Some(factor.method())).await
+        self.start(&record.user_id, pending, Some(factor.method()), false).await
     }
 
-    /// Creates the session of a sign-in whose factors all passed.
-    async fn start(&self, user_id: &str, request: PendingSignIn, factor: Option<&str>) -> Result<IssuedTokens> {
+    /// Creates the session of a sign-in whose factors all passed; an `enrolment_only` session may
+    /// do nothing but enrol a second factor.
+    async fn start(
+        &self,
+        user_id: &str,
+        request: PendingSignIn,
+        factor: Option<&str>,
+        enrolment_only: bool,
+    ) -> Result<IssuedTokens> {
         let channel = if request.device.is_some() { CHANNEL_DEVICE } else { CHANNEL_WEB };
         let device = request.device.unwrap_or_else(|| DeviceInfo::browser(request.user_agent.as_deref()));
         let now = now_ms();
@@ -410,6 +433,7 @@ impl Sessions {
             },
             channel: channel.to_owned(),
             dpop_jkt: request.dpop_jkt,
+            enrolment_only,
             tokens,
         };
         let device_id = self.store.start_session(&start).await?;
@@ -432,8 +456,10 @@ impl Sessions {
                 self.accounts.notify(user_id, notice).await?;
             }
         }
-        let details =
-            json!({ "session_id": session_id, "device_id": device_id, "channel": channel, "second_factor": factor });
+        let details = json!({
+            "session_id": session_id, "device_id": device_id, "channel": channel, "second_factor": factor,
+            "enrolment_only": enrolment_only,
+        });
         self.audit.record(AuditLog::event(kind::SIGN_IN, &actor, Some(user_id), address, details)).await?;
         Ok(IssuedTokens {
             access_token: access,
@@ -444,16 +470,33 @@ impl Sessions {
             device_id,
             channel: channel.to_owned(),
             recovered: false,
+            mfa_enrolment_required: enrolment_only,
         })
     }
 
     /// Validates an access token as presented and says whose it is. A token bound to a key is only
-    /// accepted with the DPoP scheme and a proof from that key (RFC 9449 §7).
+    /// accepted with the DPoP scheme and a proof from that key (RFC 9449 §7). A session that may
+    /// only enrol a second factor is refused with `mfa_enrolment_required`.
     pub async fn authenticate(&self, access_token: &str, presented: &Presentation) -> Result<Authenticated> {
+        let who = self.authenticate_as(access_token, TokenKind::Access, presented).await?;
+        if who.enrolment_only {
+            return Err(Error::MfaEnrolmentRequired);
+        }
+        Ok(who)
+    }
+
+    /// Like [`Self::authenticate`], but also accepts a session that may only enrol a second factor,
+    /// for the calls that do that (and for reading one's profile and signing out).
+    pub async fn authenticate_for_enrolment(
+        &self,
+        access_token: &str,
+        presented: &Presentation,
+    ) -> Result<Authenticated> {
         self.authenticate_as(access_token, TokenKind::Access, presented).await
     }
 
-    /// Validates a page session cookie (a `kw_ws_` token).
+    /// Validates a page session cookie (a `kw_ws_` token); `enrolment_only` tells the pages what it
+    /// may do.
     pub async fn authenticate_browser(&self, cookie: &str) -> Result<Authenticated> {
         self.authenticate_as(cookie, TokenKind::WebSession, &Presentation::default()).await
     }
@@ -481,6 +524,7 @@ impl Sessions {
             device_id: record.device_id,
             channel: record.channel,
             verified_at: record.verified_at,
+            enrolment_only: record.enrolment_only != 0,
         })
     }
 
@@ -519,6 +563,7 @@ impl Sessions {
             device_id: record.device_id.clone(),
             channel: record.channel.clone(),
             recovered: false,
+            mfa_enrolment_required: record.enrolment_only != 0,
         };
         if record.rotated_at.is_none() && self.store.rotate_refresh_token(&record.digest, now, &successors).await? {
             return Ok(issued);
@@ -554,6 +599,7 @@ impl Sessions {
             channel: record.channel.clone(),
             dpop_jkt: record.dpop_jkt.clone().unwrap_or_default(),
             at: now,
+            enrolment_only: record.enrolment_only != 0,
             tokens,
         };
         if !self.store.recover_session(&recovery).await? {
@@ -578,6 +624,7 @@ impl Sessions {
             device_id: record.device_id,
             channel: record.channel,
             recovered: true,
+            mfa_enrolment_required: record.enrolment_only != 0,
         })
     }
 

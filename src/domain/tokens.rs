@@ -24,16 +24,19 @@ pub enum TokenKind {
     WebSession,
     /// A password sign-in waiting for its second factor (`mfa_token`).
     MfaChallenge,
+    /// The secret in the link that confirms a new email address.
+    EmailChange,
 }
 
 impl TokenKind {
-    pub const ALL: [TokenKind; 6] = [
+    pub const ALL: [TokenKind; 7] = [
         Self::Access,
         Self::Refresh,
         Self::PasswordReset,
         Self::EmailVerification,
         Self::WebSession,
         Self::MfaChallenge,
+        Self::EmailChange,
     ];
 
     pub fn prefix(self) -> &'static str {
@@ -44,6 +47,7 @@ impl TokenKind {
             Self::EmailVerification => "kw_ev_",
             Self::WebSession => "kw_ws_",
             Self::MfaChallenge => "kw_mt_",
+            Self::EmailChange => "kw_ec_",
         }
     }
 
@@ -56,6 +60,7 @@ impl TokenKind {
             Self::EmailVerification => "email_verification",
             Self::WebSession => "web_session",
             Self::MfaChallenge => "mfa_challenge",
+            Self::EmailChange => "email_change",
         }
     }
 

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, Caller, ClientAddress, TokenRequestProof, UserAgent};
+use super::extract::{ApiJson, ClientAddress, EnrollingCaller, TokenRequestProof, UserAgent};
 use super::AppState;
 use crate::domain::accounts::Registration;
 use crate::domain::sessions::{DeviceInfo, Issue, IssuedTokens, SignIn};
@@ -91,6 +91,10 @@ pub struct TokenResponse {
     /// True when a revoked session was replaced without a password because the client proved it
     /// holds the session's DPoP key (silent recovery after a leak).
     pub recovered: bool,
+    /// True when the operator requires a second factor that the account lacks: the session can
+    /// only enrol one (`POST /api/v1/mfa/totp`, `POST /api/v1/mfa/passkeys/options`), read
+    /// `/api/v1/me` and sign out until then; every other call answers `403 mfa_enrolment_required`.
+    pub mfa_enrolment_required: bool,
 }
 
 impl From<IssuedTokens> for TokenResponse {
@@ -104,6 +108,7 @@ impl From<IssuedTokens> for TokenResponse {
             device_id: t.device_id,
             channel: t.channel,
             recovered: t.recovered,
+            mfa_enrolment_required: t.mfa_enrolment_required,
         }
     }
 }
@@ -163,7 +168,7 @@ pub async fn refresh_token(
     ))]
 pub async fn delete_current_session(
     State(state): State<AppState>,
-    Caller(who): Caller,
+    EnrollingCaller(who): EnrollingCaller,
     ClientAddress(address): ClientAddress,
 ) -> Result<StatusCode, ApiError> {
     let address = address.map(|a| a.to_string());
@@ -178,6 +183,11 @@ pub struct Me {
     pub email: String,
     /// Whether the address was confirmed through the emailed link.
     pub email_verified: bool,
+    /// `user` or `admin`.
+    pub role: &'static str,
+    /// A new address waiting for its confirmation link (`POST /api/v1/email/change`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_email: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/v1/me", tag = "accounts", security(("bearer" = [])),
@@ -185,12 +195,14 @@ pub struct Me {
         (status = 200, description = "The signed-in account", body = Me),
         (status = 401, description = "`missing_token`, `invalid_token`, `token_expired`, `token_revoked`", body = ErrorBody),
     ))]
-pub async fn me(State(state): State<AppState>, Caller(who): Caller) -> Result<Json<Me>, ApiError> {
+pub async fn me(State(state): State<AppState>, EnrollingCaller(who): EnrollingCaller) -> Result<Json<Me>, ApiError> {
     let profile = state.accounts.profile(&who.user_id).await?;
     Ok(Json(Me {
         id: profile.id,
         username: profile.username,
         email: profile.email,
         email_verified: profile.email_verified,
+        role: profile.role.as_str(),
+        pending_email: profile.pending_email,
     }))
 }

@@ -48,7 +48,8 @@ pub fn status_of(err: &Error) -> StatusCode {
         | Error::PasswordTooLong(_)
         | Error::PasswordTooCommon
         | Error::InvalidFactor(_)
-        | Error::InvalidPasskeyName => StatusCode::UNPROCESSABLE_ENTITY,
+        | Error::InvalidPasskeyName
+        | Error::EmailUnchanged => StatusCode::UNPROCESSABLE_ENTITY,
         Error::UsernameTaken | Error::EmailTaken => StatusCode::CONFLICT,
         Error::InvalidCredentials
         | Error::InvalidToken
@@ -63,11 +64,12 @@ pub fn status_of(err: &Error) -> StatusCode {
         | Error::InvalidCode
         | Error::CodeAlreadyUsed
         | Error::PasskeyRejected => StatusCode::UNAUTHORIZED,
-        Error::StepUpRequired => StatusCode::FORBIDDEN,
+        Error::StepUpRequired | Error::MfaEnrolmentRequired => StatusCode::FORBIDDEN,
         Error::TotpAlreadyEnabled
         | Error::TotpNotEnrolled
         | Error::PasskeysUnavailable
-        | Error::PasskeyAlreadyRegistered => StatusCode::CONFLICT,
+        | Error::PasskeyAlreadyRegistered
+        | Error::SecondFactorRequired => StatusCode::CONFLICT,
         Error::DeviceNotFound | Error::PasskeyNotFound => StatusCode::NOT_FOUND,
         Error::InvalidLink | Error::InvalidCeremony => StatusCode::BAD_REQUEST,
         Error::WrongPassword | Error::PasswordResetRequired => StatusCode::FORBIDDEN,

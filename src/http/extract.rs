@@ -20,7 +20,7 @@ use crate::metrics::Outcome;
 pub struct ApiJson<T>(pub T);
 
 /// The holder of a valid access token, presented as `Bearer` or, for key-bound tokens, as `DPoP`
-/// with a proof.
+/// with a proof. A session that may only enrol a second factor is refused (`mfa_enrolment_required`).
 #[derive(Debug)]
 pub struct Caller(pub Authenticated);
 
@@ -28,20 +28,41 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let (scheme, token) = authorization(parts).ok_or_else(ApiError::missing_token)?;
-        let mut presented = Presentation::default();
-        if scheme.eq_ignore_ascii_case("dpop") {
-            let proof = dpop_header(parts)?.ok_or(Error::DpopProofRequired)?;
-            let url = request_url(parts, state);
-            let expected = Expected { method: parts.method.as_str(), url: &url, access_token: Some(token) };
-            presented = Presentation { dpop_scheme: true, proof: Some(state.dpop.verify(proof, expected)?) };
-        } else if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(ApiError::missing_token());
-        }
-        let result = state.sessions.authenticate(token, &presented).await;
-        state.metrics.token_validations.get_or_create(&Outcome::of(&result, "valid")).inc();
-        Ok(Caller(result?))
+        caller(parts, state, false).await.map(Caller)
     }
+}
+
+/// Like [`Caller`], but also a session that the operator's policy limits to enrolling a second
+/// factor: for the calls that enrol one, read the profile, or sign out.
+#[derive(Debug)]
+pub struct EnrollingCaller(pub Authenticated);
+
+impl FromRequestParts<AppState> for EnrollingCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        caller(parts, state, true).await.map(EnrollingCaller)
+    }
+}
+
+async fn caller(parts: &Parts, state: &AppState, enrolling: bool) -> Result<Authenticated, ApiError> {
+    let (scheme, token) = authorization(parts).ok_or_else(ApiError::missing_token)?;
+    let mut presented = Presentation::default();
+    if scheme.eq_ignore_ascii_case("dpop") {
+        let proof = dpop_header(parts)?.ok_or(Error::DpopProofRequired)?;
+        let url = request_url(parts, state);
+        let expected = Expected { method: parts.method.as_str(), url: &url, access_token: Some(token) };
+        presented = Presentation { dpop_scheme: true, proof: Some(state.dpop.verify(proof, expected)?) };
+    } else if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::missing_token());
+    }
+    let result = if enrolling {
+        state.sessions.authenticate_for_enrolment(token, &presented).await
+    } else {
+        state.sessions.authenticate(token, &presented).await
+    };
+    state.metrics.token_validations.get_or_create(&Outcome::of(&result, "valid")).inc();
+    Ok(result?)
 }
 
 fn authorization(parts: &Parts) -> Option<(&str, &str)> {

@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 
 use super::api::TokenResponse;
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, Caller, ClientAddress, TokenRequestProof};
+use super::extract::{ApiJson, Caller, ClientAddress, EnrollingCaller, TokenRequestProof};
 use super::passkeys::PasskeyResponse;
 use super::AppState;
 use crate::domain::passkeys::Assertion;
@@ -48,7 +48,10 @@ impl From<FactorStatus> for FactorsResponse {
         (status = 200, description = "The caller's second factors", body = FactorsResponse),
         (status = 401, description = "`missing_token`, `invalid_token`, `token_expired`, `token_revoked`", body = ErrorBody),
     ))]
-pub async fn factors(State(state): State<AppState>, Caller(who): Caller) -> Result<Json<FactorsResponse>, ApiError> {
+pub async fn factors(
+    State(state): State<AppState>,
+    EnrollingCaller(who): EnrollingCaller,
+) -> Result<Json<FactorsResponse>, ApiError> {
     Ok(Json(state.factors.status(&who.user_id).await?.into()))
 }
 
@@ -68,7 +71,7 @@ pub struct TotpEnrolmentResponse {
     ))]
 pub async fn begin_totp(
     State(state): State<AppState>,
-    Caller(who): Caller,
+    EnrollingCaller(who): EnrollingCaller,
     ClientAddress(address): ClientAddress,
 ) -> Result<(StatusCode, Json<TotpEnrolmentResponse>), ApiError> {
     let address = address.map(|a| a.to_string());
@@ -103,7 +106,7 @@ fn codes_response(codes: Vec<Zeroizing<String>>) -> Json<RecoveryCodesResponse> 
     ))]
 pub async fn confirm_totp(
     State(state): State<AppState>,
-    Caller(who): Caller,
+    EnrollingCaller(who): EnrollingCaller,
     ClientAddress(address): ClientAddress,
     ApiJson(body): ApiJson<CodeRequest>,
 ) -> Result<Json<RecoveryCodesResponse>, ApiError> {

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod devices;
+pub mod email;
 pub mod error;
 pub mod extract;
 pub mod mfa;
@@ -82,7 +83,8 @@ pub fn router(state: AppState, max_body_bytes: usize, hsts: bool) -> Router {
         .route("/devices/{id}", delete(devices::delete_device))
         .route("/security-events", get(devices::security_events))
         .route("/me", get(api::me))
-        .route("/email/verify", post(passwords::verify_email))
+        .route("/email/verify", post(email::verify_email))
+        .route("/email/change", post(email::change_email))
         .route("/password/change", post(passwords::change_password))
         .route("/password/reset-request", post(passwords::request_reset))
         .route("/password/reset", post(passwords::reset_password))

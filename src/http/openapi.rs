@@ -4,7 +4,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::error::ErrorBody;
-use super::{api, devices, mfa, passkeys, passwords};
+use super::{api, devices, email, mfa, passkeys, passwords};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,7 +22,8 @@ use super::{api, devices, mfa, passkeys, passwords};
         passwords::change_password,
         passwords::request_reset,
         passwords::reset_password,
-        passwords::verify_email,
+        email::verify_email,
+        email::change_email,
         mfa::factors,
         mfa::begin_totp,
         mfa::confirm_totp,

@@ -9,7 +9,7 @@ use webauthn_rs::prelude::{PublicKeyCredential, RegisterPublicKeyCredential};
 
 use super::api::{DeviceBody, TokenResponse};
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, Caller, ClientAddress, TokenRequestProof, UserAgent};
+use super::extract::{ApiJson, Caller, ClientAddress, EnrollingCaller, TokenRequestProof, UserAgent};
 use super::AppState;
 use crate::domain::passkeys::{Assertion, Ceremony, PasskeyView};
 use crate::domain::sessions::{DeviceInfo, Issue, PasskeySignIn};
@@ -55,7 +55,10 @@ pub struct PasskeyList {
         (status = 200, description = "The caller's passkeys, oldest first", body = PasskeyList),
         (status = 401, description = "`missing_token`, `invalid_token`, `token_expired`, `token_revoked`", body = ErrorBody),
     ))]
-pub async fn list(State(state): State<AppState>, Caller(who): Caller) -> Result<Json<PasskeyList>, ApiError> {
+pub async fn list(
+    State(state): State<AppState>,
+    EnrollingCaller(who): EnrollingCaller,
+) -> Result<Json<PasskeyList>, ApiError> {
     let passkeys = state.factors.passkeys().list(&who.user_id).await?;
     Ok(Json(PasskeyList { passkeys: passkeys.into_iter().map(Into::into).collect() }))
 }
@@ -67,7 +70,7 @@ pub async fn list(State(state): State<AppState>, Caller(who): Caller) -> Result<
     ))]
 pub async fn registration_options(
     State(state): State<AppState>,
-    Caller(who): Caller,
+    EnrollingCaller(who): EnrollingCaller,
 ) -> Result<Json<CeremonyResponse>, ApiError> {
     Ok(Json(state.factors.passkey_options(&who).await?.into()))
 }
@@ -101,7 +104,7 @@ pub struct AddedPasskeyResponse {
     ))]
 pub async fn add(
     State(state): State<AppState>,
-    Caller(who): Caller,
+    EnrollingCaller(who): EnrollingCaller,
     ClientAddress(address): ClientAddress,
     ApiJson(body): ApiJson<AddPasskeyRequest>,
 ) -> Result<(StatusCode, Json<AddedPasskeyResponse>), ApiError> {

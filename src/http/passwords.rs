@@ -1,4 +1,4 @@
-//! Password change and reset, and email verification.
+//! Password change and reset.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -96,24 +96,5 @@ pub async fn reset_password(
 ) -> Result<StatusCode, ApiError> {
     let address = address.map(|a| a.to_string());
     state.recovery.reset(&body.token, &body.new_password, body.sign_out_devices, address.as_deref()).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct VerifyEmail {
-    /// The `kw_ev_…` token from the emailed link.
-    pub token: String,
-}
-
-#[utoipa::path(post, path = "/api/v1/email/verify", tag = "accounts", request_body = VerifyEmail,
-    responses(
-        (status = 204, description = "The account's email address is verified"),
-        (status = 400, description = "`invalid_link`", body = ErrorBody),
-    ))]
-pub async fn verify_email(
-    State(state): State<AppState>,
-    ApiJson(body): ApiJson<VerifyEmail>,
-) -> Result<StatusCode, ApiError> {
-    state.accounts.verify_email(&body.token).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -96,11 +96,26 @@ pub enum Notice {
         what_we_did: String,
     },
     /// A second factor was added, removed or used: `change` is `totp_enabled`, `totp_disabled`,
-    /// `recovery_codes_regenerated` or `recovery_code_used` (with the codes `remaining`).
+    /// `passkey_added`, `passkey_removed`, `factors_reset`, `recovery_codes_regenerated` or
+    /// `recovery_code_used` (with the codes `remaining`).
     SecondFactorChanged {
         change: &'static str,
         address: Option<String>,
         remaining: i64,
+    },
+    /// To the new address: the link that makes it the account's.
+    ConfirmEmailChange {
+        link: String,
+        hours: i64,
+    },
+    /// To the current address: someone asked to move the account to `new_email` (masked).
+    EmailChangeRequested {
+        new_email: String,
+        address: Option<String>,
+    },
+    /// To the old address, after the new one was confirmed.
+    EmailChanged {
+        new_email: String,
     },
 }
 
@@ -116,12 +131,16 @@ impl Notice {
             Self::DeviceSignedOut { .. } => "device_signed_out",
             Self::SecurityIncident { .. } => "security_incident",
             Self::SecondFactorChanged { .. } => "second_factor_changed",
+            Self::ConfirmEmailChange { .. } => "email_change",
+            Self::EmailChangeRequested { .. } => "email_change_requested",
+            Self::EmailChanged { .. } => "email_changed",
         }
     }
 
     fn template(&self) -> &'static str {
         match self {
             Self::DeviceSignedOut { .. } => "signed_out_everywhere",
+            Self::EmailChangeRequested { .. } => "email_changed",
             other => other.kind(),
         }
     }
@@ -139,6 +158,9 @@ impl Notice {
                 format!("A recovery code was used for your {product} account")
             }
             Self::SecondFactorChanged { .. } => format!("Two-factor settings of your {product} account changed"),
+            Self::ConfirmEmailChange { .. } => format!("Confirm your new email address for {product}"),
+            Self::EmailChangeRequested { .. } => format!("A change of your {product} email address was requested"),
+            Self::EmailChanged { .. } => format!("The email address of your {product} account was changed"),
         }
     }
 
@@ -160,6 +182,11 @@ impl Notice {
             Self::SecondFactorChanged { change, address, remaining } => {
                 json!({ "change": change, "address": address, "remaining": remaining })
             }
+            Self::ConfirmEmailChange { link, hours } => json!({ "link": link, "hours": hours }),
+            Self::EmailChangeRequested { new_email, address } => {
+                json!({ "new_email": new_email, "address": address, "done": false })
+            }
+            Self::EmailChanged { new_email } => json!({ "new_email": new_email, "done": true }),
         }
     }
 }

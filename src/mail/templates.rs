@@ -20,6 +20,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("security_incident.html", include_str!("../../templates/mail/security_incident.html")),
     ("second_factor_changed.txt", include_str!("../../templates/mail/second_factor_changed.txt")),
     ("second_factor_changed.html", include_str!("../../templates/mail/second_factor_changed.html")),
+    ("email_change.txt", include_str!("../../templates/mail/email_change.txt")),
+    ("email_change.html", include_str!("../../templates/mail/email_change.html")),
+    ("email_changed.txt", include_str!("../../templates/mail/email_changed.txt")),
+    ("email_changed.html", include_str!("../../templates/mail/email_changed.html")),
 ];
 
 pub struct Templates {
@@ -70,6 +74,8 @@ mod tests {
             "signed_out_everywhere",
             "security_incident",
             "second_factor_changed",
+            "email_change",
+            "email_changed",
         ] {
             let rendered = templates.render(name, &context).unwrap();
             assert!(

@@ -72,6 +72,22 @@ pub struct UserRecord {
     pub created_at: i64,
     pub email_verified_at: Option<i64>,
     pub must_reset_password: i64,
+    /// `user` or `admin`.
+    pub role: String,
+    /// A new address waiting for its confirmation link, sealed like `email_sealed`.
+    pub pending_email_sealed: Option<Vec<u8>>,
+    pub pending_email_key_id: Option<String>,
+}
+
+/// A confirmed change of address: the new sealed address and its blind index replace the old.
+#[derive(Debug, Clone)]
+pub struct EmailChange {
+    pub user_id: String,
+    pub email_sealed: Vec<u8>,
+    pub email_key_id: String,
+    pub email_index: Vec<u8>,
+    pub email_index_key_id: String,
+    pub at: i64,
 }
 
 /// The client instance a sign-in comes from, as the client describes itself.
@@ -107,6 +123,8 @@ pub struct SessionStart {
     pub channel: String,
     /// Thumbprint of the DPoP key every token of the session is bound to.
     pub dpop_jkt: Option<String>,
+    /// The session may only enrol a second factor until the account has one (`mfa.require`).
+    pub enrolment_only: bool,
     pub tokens: Vec<NewToken>,
 }
 
@@ -120,6 +138,8 @@ pub struct SessionRecovery {
     pub channel: String,
     pub dpop_jkt: String,
     pub at: i64,
+    /// Carried over from the old session: a recovery does not lift the enrolment restriction.
+    pub enrolment_only: bool,
     pub tokens: Vec<NewToken>,
 }
 
@@ -140,6 +160,8 @@ pub struct TokenRecord {
     pub dpop_jkt: Option<String>,
     /// When the session last proved its account's strongest factors (Unix ms).
     pub verified_at: i64,
+    /// 1 while the session may only enrol a second factor.
+    pub enrolment_only: i64,
 }
 
 /// An authenticator-app secret being enrolled, sealed under the data key.
@@ -441,6 +463,12 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> Result<Option<String>, StoreError>;
     async fn mark_email_verified(&self, user_id: &str, at: i64) -> Result<(), StoreError>;
+    /// Keeps a new address until its confirmation link is used (replacing any earlier one).
+    async fn set_pending_email(&self, user_id: &str, sealed: &[u8], key_id: &str) -> Result<(), StoreError>;
+    /// Makes the pending address the account's, verified; `Conflict(Email)` if another account took it.
+    async fn change_email(&self, change: &EmailChange) -> Result<(), StoreError>;
+    /// Sets an account's role; false if there is no such account.
+    async fn set_role(&self, user_id: &str, role: &str) -> Result<bool, StoreError>;
     /// Sets a new password, kills unused reset links, stores the sign-out rule and the audit event.
     async fn change_password(&self, change: &PasswordChange, sealer: &dyn AuditSealer) -> Result<(), StoreError>;
     /// Flags an account so its next password sign-in is refused until it chooses a new password.
@@ -474,8 +502,13 @@ pub trait Store: Send + Sync + 'static {
     async fn replace_recovery_codes(&self, change: &FactorChange) -> Result<(), StoreError>;
     /// Accepts a TOTP step only if it is later than every step accepted before (replay protection).
     async fn use_totp_step(&self, user_id: &str, step: i64) -> Result<bool, StoreError>;
-    /// Removes the authenticator app and the recovery codes; false if there was no app.
-    async fn remove_second_factors(&self, user_id: &str) -> Result<bool, StoreError>;
+    /// Removes the authenticator app, and the recovery codes unless passkeys remain; false if
+    /// there was no app.
+    async fn remove_totp(&self, user_id: &str) -> Result<bool, StoreError>;
+    /// Removes every second factor of an account (app, passkeys, recovery codes); how many went.
+    async fn clear_second_factors(&self, user_id: &str) -> Result<u64, StoreError>;
+    /// Lifts the enrolment restriction from every session of an account that now has a factor.
+    async fn end_enrolment_restriction(&self, user_id: &str) -> Result<(), StoreError>;
     /// Spends an unused recovery code; false if there is no such unused code.
     async fn use_recovery_code(&self, user_id: &str, digest: &[u8], at: i64) -> Result<bool, StoreError>;
     async fn unused_recovery_codes(&self, user_id: &str) -> Result<i64, StoreError>;

@@ -144,7 +144,7 @@ macro_rules! impl_store_with_portable_sql {
                 .await?;
                 sqlx::query::<$db>(
                     "INSERT INTO sessions (id, user_id, device_id, channel, created_at, last_used_at, dpop_jkt, \
-                     verified_at) VALUES ($1, $2, $3, $4, $5, $5, $6, $5)",
+                     verified_at, enrolment_only) VALUES ($1, $2, $3, $4, $5, $5, $6, $5, $7)",
                 )
                 .bind(&start.session_id)
                 .bind(&device.user_id)
@@ -152,6 +152,7 @@ macro_rules! impl_store_with_portable_sql {
                 .bind(&start.channel)
                 .bind(device.seen_at)
                 .bind(&start.dpop_jkt)
+                .bind(i64::from(start.enrolment_only))
                 .execute(&mut *tx)
                 .await?;
                 for token in &start.tokens {
@@ -173,8 +174,8 @@ macro_rules! impl_store_with_portable_sql {
                     return Ok(false);
                 }
                 sqlx::query::<$db>(
-                    "INSERT INTO sessions (id, user_id, device_id, channel, created_at, last_used_at, dpop_jkt) \
-                     VALUES ($1, $2, $3, $4, $5, $5, $6)",
+                    "INSERT INTO sessions (id, user_id, device_id, channel, created_at, last_used_at, dpop_jkt, \
+                     enrolment_only) VALUES ($1, $2, $3, $4, $5, $5, $6, $7)",
                 )
                 .bind(&recovery.session_id)
                 .bind(&recovery.user_id)
@@ -182,6 +183,7 @@ macro_rules! impl_store_with_portable_sql {
                 .bind(&recovery.channel)
                 .bind(recovery.at)
                 .bind(&recovery.dpop_jkt)
+                .bind(i64::from(recovery.enrolment_only))
                 .execute(&mut *tx)
                 .await?;
                 for token in &recovery.tokens {
@@ -195,7 +197,7 @@ macro_rules! impl_store_with_portable_sql {
                 Ok(sqlx::query_as::<$db, TokenRecord>(
                     "SELECT t.digest, t.digest_key_id, t.kind, t.session_id, t.user_id, s.device_id, s.channel, \
                      t.issued_at, t.expires_at, t.rotated_at, s.revoked_at AS session_revoked_at, s.dpop_jkt, \
-                     s.verified_at FROM tokens t JOIN sessions s ON s.id = t.session_id WHERE t.digest = $1",
+                     s.verified_at, s.enrolment_only FROM tokens t JOIN sessions s ON s.id = t.session_id WHERE t.digest = $1",
                 )
                 .bind(digest)
                 .fetch_optional(&self.reader)
@@ -422,6 +424,46 @@ macro_rules! impl_store_with_portable_sql {
                 Ok(())
             }
 
+            async fn set_pending_email(&self, user_id: &str, sealed: &[u8], key_id: &str) -> Result<(), StoreError> {
+                sqlx::query::<$db>("UPDATE users SET pending_email_sealed = $1, pending_email_key_id = $2 WHERE id = $3")
+                    .bind(sealed)
+                    .bind(key_id)
+                    .bind(user_id)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
+            }
+
+            async fn change_email(&self, change: &EmailChange) -> Result<(), StoreError> {
+                sqlx::query::<$db>(
+                    "UPDATE users SET email_sealed = $1, email_key_id = $2, email_index = $3, email_index_key_id = $4, \
+                     email_verified_at = $5, updated_at = $5, pending_email_sealed = NULL, pending_email_key_id = NULL \
+                     WHERE id = $6",
+                )
+                .bind(&change.email_sealed)
+                .bind(&change.email_key_id)
+                .bind(&change.email_index)
+                .bind(&change.email_index_key_id)
+                .bind(change.at)
+                .bind(&change.user_id)
+                .execute(&self.writer)
+                .await
+                .map_err(|e| match $crate::store::unique_field(&e) {
+                    Some(field) => StoreError::Conflict(field),
+                    None => StoreError::Database(e),
+                })?;
+                Ok(())
+            }
+
+            async fn set_role(&self, user_id: &str, role: &str) -> Result<bool, StoreError> {
+                let done = sqlx::query::<$db>("UPDATE users SET role = $1 WHERE id = $2")
+                    .bind(role)
+                    .bind(user_id)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn change_password(&self, change: &PasswordChange, sealer: &dyn AuditSealer) -> Result<(), StoreError> {
                 let mut tx = self.writer.begin().await?;
                 sqlx::query::<$db>(
@@ -618,7 +660,7 @@ macro_rules! impl_store_with_portable_sql {
                 Ok(done.rows_affected() == 1)
             }
 
-            async fn remove_second_factors(&self, user_id: &str) -> Result<bool, StoreError> {
+            async fn remove_totp(&self, user_id: &str) -> Result<bool, StoreError> {
                 let mut tx = self.writer.begin().await?;
                 let done = sqlx::query::<$db>("DELETE FROM totp_factors WHERE user_id = $1")
                     .bind(user_id)
@@ -634,6 +676,25 @@ macro_rules! impl_store_with_portable_sql {
                 .await?;
                 tx.commit().await?;
                 Ok(done.rows_affected() == 1)
+            }
+
+            async fn clear_second_factors(&self, user_id: &str) -> Result<u64, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let mut removed = 0;
+                for table in ["totp_factors", "passkeys", "recovery_codes"] {
+                    let sql = format!("DELETE FROM {table} WHERE user_id = $1");
+                    removed += sqlx::query::<$db>(&sql).bind(user_id).execute(&mut *tx).await?.rows_affected();
+                }
+                tx.commit().await?;
+                Ok(removed)
+            }
+
+            async fn end_enrolment_restriction(&self, user_id: &str) -> Result<(), StoreError> {
+                sqlx::query::<$db>("UPDATE sessions SET enrolment_only = 0 WHERE user_id = $1 AND enrolment_only <> 0")
+                    .bind(user_id)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
             }
 
             async fn use_recovery_code(&self, user_id: &str, digest: &[u8], at: i64) -> Result<bool, StoreError> {
@@ -906,7 +967,7 @@ macro_rules! audit_select {
 macro_rules! user_select {
     () => {
         "SELECT id, username, email_sealed, email_key_id, password_hash, password_pepper_id, created_at, \
-         email_verified_at, must_reset_password FROM users"
+         email_verified_at, must_reset_password, role, pending_email_sealed, pending_email_key_id FROM users"
     };
 }
 

@@ -10,10 +10,10 @@ use super::sql::{
     replace_recovery_codes, user_select,
 };
 use super::{
-    AuditRecord, AuditSealer, CeremonyRecord, DeviceRecord, FactorChange, MfaChallengeRecord, NewAuditEvent,
-    NewCeremony, NewMfaChallenge, NewOneTimeToken, NewRule, NewToken, NewTotp, NewUser, PasskeyRecord, PasswordChange,
-    QueuedMail, RuleRecord, SessionRecord, SessionRecovery, SessionStart, StoreError, TokenRecord, TotpRecord,
-    UserRecord,
+    AuditRecord, AuditSealer, CeremonyRecord, DeviceRecord, EmailChange, FactorChange, MfaChallengeRecord,
+    NewAuditEvent, NewCeremony, NewMfaChallenge, NewOneTimeToken, NewRule, NewToken, NewTotp, NewUser, PasskeyRecord,
+    PasswordChange, QueuedMail, RuleRecord, SessionRecord, SessionRecovery, SessionStart, StoreError, TokenRecord,
+    TotpRecord, UserRecord,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");

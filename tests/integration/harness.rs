@@ -200,6 +200,42 @@ impl TestServer {
         Tokens::from(&reply.json)
     }
 
+    /// The messages in the file outbox (the test mail transport), oldest first, with their recipients.
+    pub fn outbox(&self) -> Vec<crate::smtp::Received> {
+        let Ok(entries) = std::fs::read_dir(self.data_dir().join("outbox")) else { return Vec::new() };
+        let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        paths.sort();
+        paths
+            .into_iter()
+            .filter_map(|path| std::fs::read(path).ok())
+            .map(|raw| {
+                let parsed = mail_parser::MessageParser::default().parse(&raw);
+                let to = parsed
+                    .as_ref()
+                    .and_then(|m| m.to())
+                    .map(|list| list.iter().filter_map(|a| a.address()).map(str::to_owned).collect())
+                    .unwrap_or_default();
+                crate::smtp::Received { to, raw }
+            })
+            .collect()
+    }
+
+    /// Waits until the outbox holds more than `nth` messages that `accept` takes; returns that one.
+    pub async fn wait_for_outbox(
+        &self,
+        nth: usize,
+        accept: impl Fn(&crate::smtp::Received) -> bool,
+    ) -> crate::smtp::Received {
+        for _ in 0..200 {
+            let mut matching: Vec<_> = self.outbox().into_iter().filter(|m| accept(m)).collect();
+            if matching.len() > nth {
+                return matching.swap_remove(nth);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("no such message in the outbox: {:?}", self.outbox().iter().map(|m| m.subject()).collect::<Vec<_>>());
+    }
+
     /// A counter or gauge from `/metrics`, summed over the label sets that contain `labels`.
     pub async fn metric(&self, name: &str, labels: &str) -> f64 {
         let text = self.http.get(self.url("/metrics")).send().await.expect("sent").text().await.expect("text");

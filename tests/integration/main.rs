@@ -16,6 +16,7 @@ mod dpop_client;
 mod enumeration;
 mod mail;
 mod mfa;
+mod mfa_policy;
 mod nodes;
 mod operations;
 mod pages;

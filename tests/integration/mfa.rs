@@ -200,18 +200,6 @@ async fn recovery_codes_and_step_up(engine: Engine) {
     server.stop().await;
 }
 
-async fn wait_for_mail(server: &TestServer, subject: &str) {
-    for _ in 0..200 {
-        if let Ok(entries) = std::fs::read_dir(server.data_dir().join("outbox")) {
-            for entry in entries.flatten() {
-                let raw = std::fs::read(entry.path()).unwrap();
-                let parsed = mail_parser::MessageParser::default().parse(&raw).unwrap();
-                if parsed.subject().is_some_and(|s| s.starts_with(subject)) {
-                    return;
-                }
-            }
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    panic!("no mail with subject {subject:?}");
+pub(crate) async fn wait_for_mail(server: &TestServer, subject: &str) {
+    server.wait_for_outbox(0, |m| m.subject().starts_with(subject)).await;
 }

@@ -10,8 +10,66 @@ use crate::harness::{Engine, TestServer};
 crate::on_both_engines!(
     a_person_signs_up_verifies_and_signs_out_everywhere,
     forms_are_protected_and_pages_hardened,
-    pages_set_up_ask_for_and_turn_off_an_authenticator_app
+    pages_set_up_ask_for_and_turn_off_an_authenticator_app,
+    pages_hold_a_required_enrolment_then_change_the_email
 );
+
+async fn pages_hold_a_required_enrolment_then_change_the_email(engine: Engine) {
+    let server =
+        TestServer::start_with(engine, |c| c.mfa.require = keywarden::domain::second_factors::Requirement::All).await;
+    server.sign_up("nils", "nils@example.com", "nils's passphrase").await;
+    let laptop = browser();
+    let signed_in = submit(
+        &laptop,
+        &server,
+        "/signin",
+        "/signin",
+        &[("login", "nils"), ("password", "nils's passphrase"), ("next", "/security?from=forum")],
+    )
+    .await;
+    assert_eq!((signed_in.status(), location(&signed_in)), (StatusCode::SEE_OTHER, "/security".to_owned()));
+
+    // Until a factor is set up, the page offers only that, and other forms lead back to it.
+    let (_, page, _) = get(&laptop, &server, "/security").await;
+    assert!(page.contains("Set up two-step verification to continue") && page.contains("Set up an authenticator app"));
+    assert!(!page.contains("Your devices") && !page.contains("Change password") && !page.contains("Email address"));
+    let fields =
+        [("current_password", "nils's passphrase"), ("new_password", "x y z w v"), ("confirm_password", "x y z w v")];
+    let refused = submit(&laptop, &server, "/security", "/security/password", &fields).await;
+    assert_eq!((refused.status(), location(&refused)), (StatusCode::SEE_OTHER, "/security".to_owned()));
+    let refused = submit(&laptop, &server, "/security", "/security/signout-all", &[]).await;
+    assert_eq!(location(&refused), "/security", "not signed out: the request never ran");
+
+    let setup = submit(&laptop, &server, "/security", "/security/totp", &[]).await.text().await.unwrap();
+    let marker = "<code class=\"secret\">";
+    let key_start = setup.find(marker).unwrap() + marker.len();
+    let secret = crate::mfa::base32_decode(&setup[key_start..].chars().take_while(|c| *c != '<').collect::<String>());
+    let code = crate::mfa::app_code(&secret, 0);
+    let confirmed = laptop
+        .post(server.url("/security/totp/confirm"))
+        .form(&[("csrf", csrf(&setup).as_str()), ("code", code.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirmed.status(), StatusCode::OK);
+    let (_, page, _) = get(&laptop, &server, "/security").await;
+    assert!(page.contains("Your devices") && page.contains("Email address") && !page.contains("to continue"));
+
+    // Changing the address takes a fresh code in the same form, then the link sent to the new one.
+    let code = crate::mfa::app_code(&secret, 1);
+    let fields = [("new_email", "nils@elsewhere.example"), ("code", code.as_str())];
+    let requested = submit(&laptop, &server, "/security", "/security/email", &fields).await;
+    assert_eq!(location(&requested), "/security?done=email");
+    let (_, page, _) = get(&laptop, &server, "/security?done=email").await;
+    assert!(page.contains("Waiting for confirmation of <strong>nils@elsewhere.example</strong>"), "{page}");
+    let token = wait_for_link(&server, "kw_ec_", 0).await;
+    let done =
+        submit(&laptop, &server, &format!("/verify-email/{token}"), &format!("/verify-email/{token}"), &[]).await;
+    assert!(done.text().await.unwrap().contains("now confirmed for your account"));
+    let (_, page, _) = get(&laptop, &server, "/security").await;
+    assert!(page.contains("go to <strong>nils@elsewhere.example</strong>") && !page.contains("Waiting for"));
+    server.stop().await;
+}
 
 async fn pages_set_up_ask_for_and_turn_off_an_authenticator_app(engine: Engine) {
     let server = TestServer::start(engine).await;
@@ -179,25 +237,7 @@ fn location(response: &reqwest::Response) -> String {
 }
 
 async fn wait_for_link(server: &TestServer, prefix: &str, nth: usize) -> String {
-    for _ in 0..200 {
-        let mut found = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(server.data_dir().join("outbox")) {
-            let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
-            paths.sort();
-            for path in paths {
-                let raw = std::fs::read(&path).unwrap();
-                let received = crate::smtp::Received { to: vec![], raw };
-                if let Some(token) = received.token(prefix) {
-                    found.push(token);
-                }
-            }
-        }
-        if found.len() > nth {
-            return found[nth].clone();
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
-    panic!("no {prefix} link in the outbox");
+    server.wait_for_outbox(nth, |m| m.token(prefix).is_some()).await.token(prefix).unwrap()
 }
 
 async fn a_person_signs_up_verifies_and_signs_out_everywhere(engine: Engine) {

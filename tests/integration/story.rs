@@ -30,7 +30,10 @@ async fn sign_up_sign_in_refresh_reuse_and_sign_out(engine: Engine) {
     assert_eq!(me.status, StatusCode::OK);
     assert_eq!(
         me.json,
-        json!({ "id": account["id"], "username": "Alice", "email": "alice@example.com", "email_verified": false })
+        json!({
+            "id": account["id"], "username": "Alice", "email": "alice@example.com", "email_verified": false,
+            "role": "user",
+        })
     );
 
     // Refresh twice: each refresh token is spent and replaced.

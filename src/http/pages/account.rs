@@ -88,7 +88,9 @@ pub async fn signin(
     match state.sessions.sign_in(request).await {
         Ok(issued) => {
             let session = session_cookie(&state, &issued.access_token);
-            Ok((browser.jar.add(session), Redirect::to(&next)).into_response())
+            // A session that must first enrol a second factor goes where it can do that.
+            let next = if issued.mfa_enrolment_required { "/security" } else { next.as_str() };
+            Ok((browser.jar.add(session), Redirect::to(next)).into_response())
         }
         Err(crate::domain::Error::MfaRequired { mfa_token, methods, webauthn_options }) => {
             let webauthn_options = webauthn_options.map(|o| o.to_string());
@@ -373,7 +375,7 @@ pub async fn verify(
         &state,
         StatusCode::OK,
         "Email address confirmed",
-        "Thank you: your email address is confirmed.",
+        "Thank you: this email address is now confirmed for your account.",
         Some(("/security", "Continue")),
     ))
 }

@@ -112,6 +112,7 @@ pub fn router() -> Router<AppState> {
         .route("/security/devices/{id}/signout", post(security::sign_out_device))
         .route("/security/signout-all", post(security::sign_out_everywhere))
         .route("/security/password", post(security::change_password))
+        .route("/security/email", post(security::change_email))
         .route("/security/totp", post(security::begin_totp))
         .route("/security/totp/confirm", post(security::confirm_totp))
         .route("/security/totp/manage", post(security::manage_totp))

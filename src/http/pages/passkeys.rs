@@ -9,7 +9,7 @@ use minijinja::context;
 use serde::Deserialize;
 
 use super::account::{form_proof, session_cookie};
-use super::security::{recovery_codes_page, refuse, signed_in};
+use super::security::{recovery_codes_page, refuse, signed_in, signed_in_to_enrol};
 use super::{Browser, CsrfOnly, Page};
 use crate::domain::passkeys::{Assertion, Ceremony};
 use crate::domain::second_factors::{Factor, StepUp};
@@ -35,7 +35,33 @@ fn ceremony_json(ceremony: Result<Ceremony, Error>) -> Response {
 
 /// The signed-in session a challenge is for; the script gets a JSON refusal without one.
 fn session_of(browser: &Browser) -> Result<&Authenticated, Error> {
-    browser.session.as_ref().ok_or(Error::InvalidToken)
+    match browser.session.as_ref() {
+        Some(who) if who.enrolment_only => Err(Error::MfaEnrolmentRequired),
+        Some(who) => Ok(who),
+        None => Err(Error::InvalidToken),
+    }
+}
+
+/// The step-up proof a form carries, if any: a passkey's answer (put there by the page script), a
+/// code from the app or a recovery code, or else the password.
+pub(super) fn step_up_proof(
+    code: &str,
+    password: &str,
+    ceremony_id: &str,
+    webauthn_response: &str,
+) -> Result<Option<StepUp>, Error> {
+    if !webauthn_response.is_empty() {
+        let credential = parse(webauthn_response)?;
+        let assertion = Assertion { ceremony_id: Some(ceremony_id.to_owned()), credential: Box::new(credential) };
+        return Ok(Some(StepUp::Factor(Factor::Passkey(assertion))));
+    }
+    if !code.trim().is_empty() {
+        return Factor::guess(code).map(|factor| Some(StepUp::Factor(factor)));
+    }
+    if !password.is_empty() {
+        return Ok(Some(StepUp::Password(zeroize::Zeroizing::new(password.to_owned()))));
+    }
+    Ok(None)
 }
 
 pub async fn registration_options(
@@ -45,7 +71,8 @@ pub async fn registration_options(
     Form(form): Form<CsrfOnly>,
 ) -> Result<Response, Response> {
     browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
-    let who = session_of(&browser).map_err(|e| ApiError::from(e).into_response())?;
+    // Adding a passkey is how a session limited to enrolment becomes whole.
+    let who = browser.session.as_ref().ok_or(Error::InvalidToken).map_err(|e| ApiError::from(e).into_response())?;
     Ok(ceremony_json(state.factors.passkey_options(who).await))
 }
 
@@ -90,7 +117,7 @@ pub async fn add(
     Form(form): Form<AddForm>,
 ) -> Result<Response, Response> {
     browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
-    let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
+    let who = signed_in_to_enrol(&browser).map_err(IntoResponse::into_response)?;
     let address = address.map(|a| a.to_string());
     let added = match parse(&form.webauthn_response) {
         Ok(credential) => {
@@ -156,17 +183,8 @@ pub async fn remove(
     browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
     let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
     let address = address.map(|a| a.to_string());
-    let proof = if !form.webauthn_response.is_empty() {
-        parse(&form.webauthn_response).map(|credential| {
-            Some(Factor::Passkey(Assertion { ceremony_id: Some(form.ceremony_id), credential: Box::new(credential) }))
-        })
-    } else if !form.code.trim().is_empty() {
-        Factor::guess(&form.code).map(Some)
-    } else {
-        Ok(None)
-    };
-    let stepped_up = match proof {
-        Ok(Some(factor)) => state.factors.step_up(&who, StepUp::Factor(factor), address.as_deref()).await,
+    let stepped_up = match step_up_proof(&form.code, "", &form.ceremony_id, &form.webauthn_response) {
+        Ok(Some(proof)) => state.factors.step_up(&who, proof, address.as_deref()).await,
         Ok(None) => Ok(who.clone()),
         Err(err) => Err(err),
     };

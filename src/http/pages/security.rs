@@ -7,6 +7,7 @@ use axum::Form;
 use minijinja::context;
 use serde::Deserialize;
 
+use super::passkeys::step_up_proof;
 use super::{Browser, CsrfOnly, Page};
 use crate::domain::clock::human;
 use crate::domain::second_factors::{Factor, StepUp, TotpEnrolment};
@@ -21,8 +22,17 @@ pub struct Notice {
     done: Option<String>,
 }
 
-/// The signed-in browser's session, or a redirect to sign in and come back.
+/// The signed-in browser's session, or a redirect to sign in and come back. A session that must
+/// first enrol a second factor is sent to `/security`, where that is all it can do.
 pub(super) fn signed_in(browser: &Browser) -> Result<Authenticated, Redirect> {
+    match signed_in_to_enrol(browser)? {
+        who if who.enrolment_only => Err(Redirect::to("/security")),
+        who => Ok(who),
+    }
+}
+
+/// The signed-in browser's session, also one limited to enrolling a second factor.
+pub(super) fn signed_in_to_enrol(browser: &Browser) -> Result<Authenticated, Redirect> {
     browser.session.clone().ok_or_else(|| Redirect::to("/signin?next=/security"))
 }
 
@@ -31,7 +41,7 @@ pub async fn page(
     browser: Browser,
     Query(notice): Query<Notice>,
 ) -> Result<Page, Response> {
-    let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
+    let who = signed_in_to_enrol(&browser).map_err(IntoResponse::into_response)?;
     let message = match (notice.welcome.is_some(), notice.done.as_deref()) {
         (true, _) => Some("Welcome! We have sent you an email to confirm your address."),
         (_, Some("device")) => Some("The device was signed out."),
@@ -41,6 +51,7 @@ pub async fn page(
         (_, Some("passkey-added")) => Some("The passkey was added."),
         (_, Some("passkey-renamed")) => Some("The passkey was renamed."),
         (_, Some("passkey-removed")) => Some("The passkey was removed."),
+        (_, Some("email")) => Some("We sent a link to your new address. The change happens when you open it."),
         _ => None,
     };
     render(&state, &browser, &who, StatusCode::OK, context! { message => message })
@@ -82,9 +93,12 @@ async fn render(
             }
         })
         .collect();
+    let profile = state.accounts.profile(&who.user_id).await.map_err(|e| browser.error(state, &e))?;
+    let has_factor = factors.totp || !factors.passkeys.is_empty();
     let page = context! {
         title => "Security", wide => true, devices => devices, events => events, factors => factors,
-        passkeys => passkeys,
+        passkeys => passkeys, enrolment_only => who.enrolment_only, email => profile.email,
+        pending_email => profile.pending_email, has_factor => has_factor,
     };
     Ok(browser.render(state, status, "security.html", context! { ..extra, ..page }))
 }
@@ -123,6 +137,10 @@ fn describe_event(kind: &str) -> &str {
         "mfa.recovery_code_used" => "Recovery code used",
         "mfa.failure" => "Wrong two-step verification code",
         "session.stepped_up" => "Identity confirmed for a sensitive change",
+        "account.email_change_requested" => "Email address change requested",
+        "account.email_changed" => "Email address changed",
+        "mfa.reset_by_operator" => "Two-step verification removed by an administrator",
+        "account.role_changed" => "Account role changed",
         "mfa.passkey_added" => "Passkey added",
         "mfa.passkey_renamed" => "Passkey renamed",
         "mfa.passkey_removed" => "Passkey removed",
@@ -270,7 +288,7 @@ pub async fn begin_totp(
     Form(form): Form<CsrfOnly>,
 ) -> Result<Page, Response> {
     browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
-    let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
+    let who = signed_in_to_enrol(&browser).map_err(IntoResponse::into_response)?;
     let address = address.map(|a| a.to_string());
     let enrolment = state
         .factors
@@ -297,7 +315,7 @@ pub async fn confirm_totp(
     Form(form): Form<CodeForm>,
 ) -> Result<Page, Response> {
     browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
-    let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
+    let who = signed_in_to_enrol(&browser).map_err(IntoResponse::into_response)?;
     let address = address.map(|a| a.to_string());
     match state.factors.confirm_totp(&who, &form.code, address.as_deref()).await {
         Ok(codes) => Ok(recovery_codes_page(&state, &browser, &codes)),
@@ -356,5 +374,51 @@ pub async fn manage_totp(
     match done {
         Ok(response) => Ok(response),
         Err(err) => Err(refuse(&state, &browser, &who, "factor_error", &err).await),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ChangeEmailForm {
+    csrf: String,
+    #[serde(default)]
+    new_email: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    ceremony_id: String,
+    #[serde(default)]
+    webauthn_response: String,
+}
+
+/// Starts a change of address, confirmed in the same form (a code, a passkey, or the password for
+/// an account without a second factor); the new address gets a link, the current one a notice.
+pub async fn change_email(
+    State(state): State<AppState>,
+    browser: Browser,
+    headers: HeaderMap,
+    ClientAddress(address): ClientAddress,
+    Form(form): Form<ChangeEmailForm>,
+) -> Result<Response, Response> {
+    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
+    let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
+    let address = address.map(|a| a.to_string());
+    let stepped_up = match step_up_proof(&form.code, &form.password, &form.ceremony_id, &form.webauthn_response) {
+        Ok(Some(proof)) => state.factors.step_up(&who, proof, address.as_deref()).await,
+        Ok(None) => Ok(who.clone()),
+        Err(err) => Err(err),
+    };
+    let requested = match stepped_up {
+        Ok(fresh) => state.accounts.request_email_change(&fresh, &form.new_email, address.as_deref()).await,
+        Err(err) => Err(err),
+    };
+    match requested {
+        Ok(()) => Ok(Redirect::to("/security?done=email").into_response()),
+        Err(Error::StepUpRequired) => {
+            let err = Error::InvalidFactor("confirm it is you: enter your password, a code, or use your passkey");
+            Err(refuse(&state, &browser, &who, "email_error", &err).await)
+        }
+        Err(err) => Err(refuse(&state, &browser, &who, "email_error", &err).await),
     }
 }

@@ -1,0 +1,62 @@
+//! The account's email address: confirming it, and moving the account to a new one.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::{ApiJson, Caller, ClientAddress};
+use super::AppState;
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct VerifyEmail {
+    /// The `kw_ev_…` token from the link mailed at sign-up, or the `kw_ec_…` token from the link
+    /// mailed to a new address.
+    pub token: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/email/verify", tag = "accounts", request_body = VerifyEmail,
+    responses(
+        (status = 204, description = "The account's email address is verified; for a change's link, the new address is now the account's"),
+        (status = 400, description = "`invalid_link`", body = ErrorBody),
+        (status = 409, description = "`email_taken`: another account took the new address meanwhile", body = ErrorBody),
+    ))]
+pub async fn verify_email(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<VerifyEmail>,
+) -> Result<StatusCode, ApiError> {
+    state.accounts.verify_email(&body.token).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ChangeEmail {
+    pub new_email: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ChangeEmailAccepted {
+    /// Always `confirmation_sent`: the change happens when the link mailed to the new address is used.
+    pub status: &'static str,
+}
+
+#[utoipa::path(post, path = "/api/v1/email/change", tag = "accounts", security(("bearer" = [])),
+    request_body = ChangeEmail,
+    responses(
+        (status = 202, description = "A link valid 24 hours was mailed to the new address, and the current address was told", body = ChangeEmailAccepted),
+        (status = 403, description = "`step_up_required`: POST /api/v1/sessions/step-up first", body = ErrorBody),
+        (status = 409, description = "`email_taken`", body = ErrorBody),
+        (status = 422, description = "`invalid_email`, `email_unchanged`", body = ErrorBody),
+    ))]
+pub async fn change_email(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    ClientAddress(address): ClientAddress,
+    ApiJson(body): ApiJson<ChangeEmail>,
+) -> Result<(StatusCode, Json<ChangeEmailAccepted>), ApiError> {
+    let address = address.map(|a| a.to_string());
+    state.accounts.request_email_change(&who, &body.new_email, address.as_deref()).await?;
+    Ok((StatusCode::ACCEPTED, Json(ChangeEmailAccepted { status: "confirmation_sent" })))
+}
