@@ -547,6 +547,14 @@ pub async fn open(url: &str) -> Result<DynStore, StoreError> {
     }
 }
 
+/// A unique-constraint violation as the `Conflict` it means, any other failure as it is.
+fn conflict_or_database(err: sqlx::Error) -> StoreError {
+    match unique_field(&err) {
+        Some(field) => StoreError::Conflict(field),
+        None => StoreError::Database(err),
+    }
+}
+
 /// Which unique constraint a violation names; both engines put the column or index name in the message.
 fn unique_field(err: &sqlx::Error) -> Option<UniqueField> {
     let db = err.as_database_error()?;

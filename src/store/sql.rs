@@ -65,10 +65,7 @@ macro_rules! impl_store_with_portable_sql {
                 .bind(user.created_at)
                 .execute(&self.writer)
                 .await
-                .map_err(|e| match $crate::store::unique_field(&e) {
-                    Some(field) => StoreError::Conflict(field),
-                    None => StoreError::Database(e),
-                })?;
+                .map_err($crate::store::conflict_or_database)?;
                 Ok(())
             }
 
@@ -448,10 +445,7 @@ macro_rules! impl_store_with_portable_sql {
                 .bind(&change.user_id)
                 .execute(&self.writer)
                 .await
-                .map_err(|e| match $crate::store::unique_field(&e) {
-                    Some(field) => StoreError::Conflict(field),
-                    None => StoreError::Database(e),
-                })?;
+                .map_err($crate::store::conflict_or_database)?;
                 Ok(())
             }
 
@@ -795,10 +789,7 @@ macro_rules! impl_store_with_portable_sql {
                 .bind(passkey.created_at)
                 .execute(&mut *tx)
                 .await
-                .map_err(|e| match $crate::store::unique_field(&e) {
-                    Some(field) => StoreError::Conflict(field),
-                    None => StoreError::Database(e),
-                })?;
+                .map_err($crate::store::conflict_or_database)?;
                 let (unused,): (i64,) = sqlx::query_as::<$db, (i64,)>(
                     "SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL",
                 )
