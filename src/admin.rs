@@ -16,7 +16,7 @@ use crate::domain::identity::Email;
 use crate::domain::recovery::RESET_TTL_MINUTES;
 use crate::domain::revocation::{Revocation, Revocations, Scope};
 use crate::domain::sessions::TokenPolicy;
-use crate::domain::{Accounts, Recovery, SecondFactors};
+use crate::domain::{Accounts, Clients, Recovery, SecondFactors};
 use crate::keys::{Keyring, Sealed};
 use crate::mail::Notice;
 use crate::server;
@@ -33,6 +33,7 @@ pub struct Console {
     recovery: Recovery,
     revocations: Revocations,
     factors: SecondFactors,
+    clients: Clients,
 }
 
 /// What `force_password_reset` did.
@@ -77,6 +78,7 @@ impl Console {
         let accounts = Accounts::new(&core);
         let recovery = Recovery::new(&core, accounts.clone());
         let factors = SecondFactors::new(&core, accounts.clone());
+        let clients = Clients::new(store.clone(), keyring.clone(), audit.clone());
         Ok(Self {
             store,
             keyring,
@@ -87,6 +89,7 @@ impl Console {
             recovery,
             revocations,
             factors,
+            clients,
         })
     }
 
@@ -249,6 +252,16 @@ impl Console {
             "devices": devices,
             "recent_events": events,
         }))
+    }
+
+    /// The OAuth client registry.
+    pub fn clients(&self) -> &Clients {
+        &self.clients
+    }
+
+    /// Who the audit log names for actions taken here.
+    pub fn actor(&self) -> &Actor {
+        &self.actor
     }
 
     /// Grants or withdraws the `admin` role (which `mfa.require = "admins"` applies to).

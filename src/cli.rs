@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::admin::{Console, IncidentText};
 use crate::config::{Config, Flags};
+use crate::domain::clients::{ClientKind, NewClient};
 use crate::domain::revocation::Scope;
 use crate::keys::Keyring;
 use crate::server::{self, KEYRING_ENV};
@@ -62,6 +63,45 @@ enum AdminAction {
         #[command(subcommand)]
         action: AuditAction,
     },
+    /// OAuth / OpenID Connect clients: the apps that may sign people in through keywarden.
+    Clients {
+        #[command(subcommand)]
+        action: ClientsAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientsAction {
+    /// Register a client. A confidential one's secret is printed once; keep it in the app's config.
+    Add {
+        /// The client id (also the channel of its tokens): 1 to 64 of a-z, 0-9, '.', '_', '-'.
+        id: String,
+        /// What people see on the consent page.
+        #[arg(long)]
+        name: String,
+        /// An app that cannot keep a secret (mobile, desktop, single-page): no secret, PKCE required.
+        #[arg(long)]
+        public: bool,
+        /// An exact redirect URI; repeat for several.
+        #[arg(long = "redirect-uri", value_name = "URI")]
+        redirect_uris: Vec<String>,
+        /// Where to send OpenID Connect back-channel logout tokens.
+        #[arg(long, value_name = "URI")]
+        backchannel_logout_uri: Option<String>,
+        /// One of the platform's own apps: skips the consent screen.
+        #[arg(long)]
+        first_party: bool,
+    },
+    /// List the registered clients (never their secrets).
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a client.
+    Remove { id: String },
+    /// Give a confidential client a new secret (printed once); the old one stops working at once.
+    RotateSecret { id: String },
 }
 
 #[derive(Debug, Args)]
@@ -300,6 +340,7 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
         AdminAction::Users { action: UsersAction::ResetMfa { user, reason } } => {
             println!("{}", console.reset_second_factors(&user, &reason).await?);
         }
+        AdminAction::Clients { action } => clients(&console, action).await?,
         AdminAction::Audit { action: AuditAction::Verify } => {
             let (checked, problems) = console.verify_audit().await?;
             if problems.is_empty() {
@@ -310,6 +351,53 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
                 }
                 anyhow::bail!("the audit log was tampered with: {} problem(s) in {checked} events", problems.len());
             }
+        }
+    }
+    Ok(())
+}
+
+async fn clients(console: &Console, action: ClientsAction) -> anyhow::Result<()> {
+    let clients = console.clients();
+    let actor = console.actor();
+    match action {
+        ClientsAction::Add { id, name, public, redirect_uris, backchannel_logout_uri, first_party } => {
+            let kind = if public { ClientKind::Public } else { ClientKind::Confidential };
+            let new = NewClient { id, name, kind, redirect_uris, backchannel_logout_uri, first_party };
+            let (client, secret) = clients.register(new, actor).await?;
+            println!("registered {} client {:?}", if public { "public" } else { "confidential" }, client.id);
+            if let Some(secret) = secret {
+                println!("client_secret: {}", secret.as_str());
+                println!("(shown once: keywarden keeps only a keyed digest of it)");
+            }
+        }
+        ClientsAction::List { json } => {
+            let list = clients.list().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!("{:<24} {:<13} {:<11} {:<28} redirect URIs", "id", "kind", "first-party", "name");
+                for c in list {
+                    let kind = if c.kind == ClientKind::Public { "public" } else { "confidential" };
+                    let first_party = if c.first_party { "yes" } else { "no" };
+                    println!(
+                        "{:<24} {:<13} {:<11} {:<28} {}",
+                        c.id,
+                        kind,
+                        first_party,
+                        c.name,
+                        c.redirect_uris.join(" ")
+                    );
+                }
+            }
+        }
+        ClientsAction::Remove { id } => {
+            clients.remove(&id, actor).await?;
+            println!("removed client {id:?}; revoke its tokens with `keywarden admin revoke --channel {id}`");
+        }
+        ClientsAction::RotateSecret { id } => {
+            let secret = clients.rotate_secret(&id, actor).await?;
+            println!("client_secret: {}", secret.as_str());
+            println!("(shown once; the previous secret no longer works)");
         }
     }
     Ok(())

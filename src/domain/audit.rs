@@ -47,6 +47,9 @@ pub mod kind {
     pub const ROLE_CHANGED: &str = "account.role_changed";
     pub const EMAIL_CHANGE_REQUESTED: &str = "account.email_change_requested";
     pub const EMAIL_CHANGED: &str = "account.email_changed";
+    pub const CLIENT_REGISTERED: &str = "oauth.client_registered";
+    pub const CLIENT_REMOVED: &str = "oauth.client_removed";
+    pub const CLIENT_SECRET_ROTATED: &str = "oauth.client_secret_rotated";
 }
 
 /// Who caused an event.

@@ -90,6 +90,14 @@ pub enum Error {
     SecondFactorRequired,
     #[error("this is already the account's email address")]
     EmailUnchanged,
+    #[error("{0}")]
+    InvalidClient(&'static str),
+    #[error("a client with this id is already registered")]
+    ClientIdTaken,
+    #[error("no such client")]
+    ClientNotFound,
+    #[error("client authentication failed")]
+    InvalidClientCredentials,
     #[error("the server is busy; try again shortly")]
     Overloaded { retry_after_secs: u64 },
     #[error("internal error")]
@@ -141,6 +149,10 @@ impl Error {
             Self::MfaEnrolmentRequired => "mfa_enrolment_required",
             Self::SecondFactorRequired => "second_factor_required",
             Self::EmailUnchanged => "email_unchanged",
+            Self::InvalidClient(_) => "invalid_client_metadata",
+            Self::ClientIdTaken => "client_id_taken",
+            Self::ClientNotFound => "client_not_found",
+            Self::InvalidClientCredentials => "invalid_client",
             Self::Overloaded { .. } => "overloaded",
             Self::Store(_) | Self::Keyring(_) | Self::Internal(_) => "internal_error",
         }

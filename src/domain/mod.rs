@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod clients;
 pub mod clock;
 pub mod core;
 pub mod devices;
@@ -20,6 +21,7 @@ pub mod totp;
 
 pub use accounts::Accounts;
 pub use audit::AuditLog;
+pub use clients::Clients;
 pub use core::Core;
 pub use devices::Devices;
 pub use error::{Error, Result};

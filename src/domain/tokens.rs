@@ -26,10 +26,12 @@ pub enum TokenKind {
     MfaChallenge,
     /// The secret in the link that confirms a new email address.
     EmailChange,
+    /// A confidential OAuth client's secret.
+    ClientSecret,
 }
 
 impl TokenKind {
-    pub const ALL: [TokenKind; 7] = [
+    pub const ALL: [TokenKind; 8] = [
         Self::Access,
         Self::Refresh,
         Self::PasswordReset,
@@ -37,6 +39,7 @@ impl TokenKind {
         Self::WebSession,
         Self::MfaChallenge,
         Self::EmailChange,
+        Self::ClientSecret,
     ];
 
     pub fn prefix(self) -> &'static str {
@@ -48,6 +51,7 @@ impl TokenKind {
             Self::WebSession => "kw_ws_",
             Self::MfaChallenge => "kw_mt_",
             Self::EmailChange => "kw_ec_",
+            Self::ClientSecret => "kw_cs_",
         }
     }
 
@@ -61,6 +65,7 @@ impl TokenKind {
             Self::WebSession => "web_session",
             Self::MfaChallenge => "mfa_challenge",
             Self::EmailChange => "email_change",
+            Self::ClientSecret => "client_secret",
         }
     }
 

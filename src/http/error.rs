@@ -49,7 +49,8 @@ pub fn status_of(err: &Error) -> StatusCode {
         | Error::PasswordTooCommon
         | Error::InvalidFactor(_)
         | Error::InvalidPasskeyName
-        | Error::EmailUnchanged => StatusCode::UNPROCESSABLE_ENTITY,
+        | Error::EmailUnchanged
+        | Error::InvalidClient(_) => StatusCode::UNPROCESSABLE_ENTITY,
         Error::UsernameTaken | Error::EmailTaken => StatusCode::CONFLICT,
         Error::InvalidCredentials
         | Error::InvalidToken
@@ -63,14 +64,16 @@ pub fn status_of(err: &Error) -> StatusCode {
         | Error::InvalidMfaToken
         | Error::InvalidCode
         | Error::CodeAlreadyUsed
-        | Error::PasskeyRejected => StatusCode::UNAUTHORIZED,
+        | Error::PasskeyRejected
+        | Error::InvalidClientCredentials => StatusCode::UNAUTHORIZED,
         Error::StepUpRequired | Error::MfaEnrolmentRequired => StatusCode::FORBIDDEN,
         Error::TotpAlreadyEnabled
         | Error::TotpNotEnrolled
         | Error::PasskeysUnavailable
         | Error::PasskeyAlreadyRegistered
-        | Error::SecondFactorRequired => StatusCode::CONFLICT,
-        Error::DeviceNotFound | Error::PasskeyNotFound => StatusCode::NOT_FOUND,
+        | Error::SecondFactorRequired
+        | Error::ClientIdTaken => StatusCode::CONFLICT,
+        Error::DeviceNotFound | Error::PasskeyNotFound | Error::ClientNotFound => StatusCode::NOT_FOUND,
         Error::InvalidLink | Error::InvalidCeremony => StatusCode::BAD_REQUEST,
         Error::WrongPassword | Error::PasswordResetRequired => StatusCode::FORBIDDEN,
         Error::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,

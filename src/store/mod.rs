@@ -79,6 +79,22 @@ pub struct UserRecord {
     pub pending_email_key_id: Option<String>,
 }
 
+/// An OAuth client as stored: its secret only as a keyed digest.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ClientRecord {
+    pub id: String,
+    pub name: String,
+    pub kind: String,
+    pub secret_digest: Option<Vec<u8>>,
+    pub secret_key_id: Option<String>,
+    /// A JSON array of exact redirect URIs.
+    pub redirect_uris: String,
+    pub backchannel_logout_uri: Option<String>,
+    pub first_party: i64,
+    pub created_at: i64,
+    pub secret_rotated_at: Option<i64>,
+}
+
 /// A confirmed change of address: the new sealed address and its blind index replace the old.
 #[derive(Debug, Clone)]
 pub struct EmailChange {
@@ -467,6 +483,14 @@ pub trait Store: Send + Sync + 'static {
     async fn set_pending_email(&self, user_id: &str, sealed: &[u8], key_id: &str) -> Result<(), StoreError>;
     /// Makes the pending address the account's, verified; `Conflict(Email)` if another account took it.
     async fn change_email(&self, change: &EmailChange) -> Result<(), StoreError>;
+    /// Registers an OAuth client; `Conflict` if its id is taken.
+    async fn create_client(&self, client: &ClientRecord) -> Result<(), StoreError>;
+    async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError>;
+    async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
+    /// False if there is no such client.
+    async fn remove_client(&self, id: &str) -> Result<bool, StoreError>;
+    /// Replaces a confidential client's secret digest; false if there is no such client.
+    async fn set_client_secret(&self, id: &str, digest: &[u8], key_id: &str, at: i64) -> Result<bool, StoreError>;
     /// Sets an account's role; false if there is no such account.
     async fn set_role(&self, user_id: &str, role: &str) -> Result<bool, StoreError>;
     /// Sets a new password, kills unused reset links, stores the sign-out rule and the audit event.

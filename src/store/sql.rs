@@ -449,6 +449,58 @@ macro_rules! impl_store_with_portable_sql {
                 Ok(())
             }
 
+            async fn create_client(&self, client: &ClientRecord) -> Result<(), StoreError> {
+                sqlx::query::<$db>(
+                    "INSERT INTO oauth_clients (id, name, kind, secret_digest, secret_key_id, redirect_uris, \
+                     backchannel_logout_uri, first_party, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(&client.id)
+                .bind(&client.name)
+                .bind(&client.kind)
+                .bind(&client.secret_digest)
+                .bind(&client.secret_key_id)
+                .bind(&client.redirect_uris)
+                .bind(&client.backchannel_logout_uri)
+                .bind(client.first_party)
+                .bind(client.created_at)
+                .execute(&self.writer)
+                .await
+                .map_err($crate::store::conflict_or_database)?;
+                Ok(())
+            }
+
+            async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
+                Ok(sqlx::query_as::<$db, ClientRecord>(concat!(client_select!(), " WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&self.reader)
+                    .await?)
+            }
+
+            async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+                Ok(sqlx::query_as::<$db, ClientRecord>(concat!(client_select!(), " ORDER BY id"))
+                    .fetch_all(&self.reader)
+                    .await?)
+            }
+
+            async fn remove_client(&self, id: &str) -> Result<bool, StoreError> {
+                let done = sqlx::query::<$db>("DELETE FROM oauth_clients WHERE id = $1").bind(id).execute(&self.writer).await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn set_client_secret(&self, id: &str, digest: &[u8], key_id: &str, at: i64) -> Result<bool, StoreError> {
+                let done = sqlx::query::<$db>(
+                    "UPDATE oauth_clients SET secret_digest = $1, secret_key_id = $2, secret_rotated_at = $3 \
+                     WHERE id = $4 AND kind = 'confidential'",
+                )
+                .bind(digest)
+                .bind(key_id)
+                .bind(at)
+                .bind(id)
+                .execute(&self.writer)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn set_role(&self, user_id: &str, role: &str) -> Result<bool, StoreError> {
                 let done = sqlx::query::<$db>("UPDATE users SET role = $1 WHERE id = $2")
                     .bind(role)
@@ -955,6 +1007,13 @@ macro_rules! audit_select {
     };
 }
 
+macro_rules! client_select {
+    () => {
+        "SELECT id, name, kind, secret_digest, secret_key_id, redirect_uris, backchannel_logout_uri, first_party, \
+         created_at, secret_rotated_at FROM oauth_clients"
+    };
+}
+
 macro_rules! user_select {
     () => {
         "SELECT id, username, email_sealed, email_key_id, password_hash, password_pepper_id, created_at, \
@@ -985,6 +1044,6 @@ macro_rules! replace_recovery_codes {
 }
 
 pub(crate) use {
-    append_audit, audit_select, impl_store_with_portable_sql, insert_rule, insert_token, passkey_select,
+    append_audit, audit_select, client_select, impl_store_with_portable_sql, insert_rule, insert_token, passkey_select,
     replace_recovery_codes, user_select,
 };

@@ -18,6 +18,7 @@ mod mail;
 mod mfa;
 mod mfa_policy;
 mod nodes;
+mod oauth_clients;
 mod operations;
 mod pages;
 mod passkeys;

@@ -1,0 +1,248 @@
+//! OAuth clients: the registry of apps that may ask keywarden to sign people in, and their secrets.
+//!
+//! A client's id is also the channel of every token issued to it, so `admin revoke --channel ID`
+//! ends exactly that app's sessions. Secrets are `kw_cs_` tokens, shown once and stored only as
+//! keyed digests (P1); redirect URIs are matched exactly, never by prefix.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use super::audit::{kind, Actor, AuditLog};
+use super::clock::now_ms;
+use super::error::{Error, Result};
+use super::sessions::{CHANNEL_DEVICE, CHANNEL_WEB};
+use super::tokens::TokenKind;
+use crate::keys::Keyring;
+use crate::store::{ClientRecord, DynStore, StoreError};
+
+/// Whether a client can keep a secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientKind {
+    /// A server-side app: authenticates at the token endpoint with its secret.
+    Confidential,
+    /// An app on people's devices or in their browsers: no secret, PKCE (S256) instead.
+    Public,
+}
+
+impl ClientKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Confidential => "confidential",
+            Self::Public => "public",
+        }
+    }
+}
+
+/// A client as an operator registers it.
+#[derive(Debug, Clone)]
+pub struct NewClient {
+    pub id: String,
+    pub name: String,
+    pub kind: ClientKind,
+    pub redirect_uris: Vec<String>,
+    pub backchannel_logout_uri: Option<String>,
+    /// The platform's own apps (the site, the forum) skip the consent screen.
+    pub first_party: bool,
+}
+
+/// A registered client, without its secret.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Client {
+    pub id: String,
+    pub name: String,
+    pub kind: ClientKind,
+    pub redirect_uris: Vec<String>,
+    pub backchannel_logout_uri: Option<String>,
+    pub first_party: bool,
+    pub created_at: i64,
+    pub secret_rotated_at: Option<i64>,
+}
+
+impl Client {
+    /// Exact comparison, as OAuth 2.0 Security BCP §4.1.3 asks: no prefixes, no wildcards.
+    pub fn allows_redirect(&self, uri: &str) -> bool {
+        self.redirect_uris.iter().any(|allowed| allowed == uri)
+    }
+}
+
+#[derive(Clone)]
+pub struct Clients {
+    store: DynStore,
+    keyring: Arc<Keyring>,
+    audit: AuditLog,
+}
+
+impl Clients {
+    pub fn new(store: DynStore, keyring: Arc<Keyring>, audit: AuditLog) -> Self {
+        Self { store, keyring, audit }
+    }
+
+    /// Registers a client; a confidential one gets its secret, returned this once.
+    pub async fn register(&self, new: NewClient, actor: &Actor) -> Result<(Client, Option<Zeroizing<String>>)> {
+        let id = client_id(&new.id)?;
+        let name = new.name.trim().to_owned();
+        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+            return Err(Error::InvalidClient("the name must be 1 to 100 printable characters"));
+        }
+        for uri in &new.redirect_uris {
+            redirect_uri(uri, new.kind)?;
+        }
+        if let Some(uri) = &new.backchannel_logout_uri {
+            server_uri(uri)
+                .ok_or(Error::InvalidClient("the back-channel logout URI must be https (or http on loopback)"))?;
+        }
+        let secret = (new.kind == ClientKind::Confidential).then(|| TokenKind::ClientSecret.mint());
+        let digest = secret.as_ref().map(|s| self.keyring.token_digest(s));
+        let now = now_ms();
+        let record = ClientRecord {
+            id: id.clone(),
+            name,
+            kind: new.kind.as_str().to_owned(),
+            secret_key_id: digest.as_ref().map(|d| d.key_id.clone()),
+            secret_digest: digest.map(|d| d.digest),
+            redirect_uris: serde_json::to_string(&new.redirect_uris).map_err(|e| Error::Internal(e.to_string()))?,
+            backchannel_logout_uri: new.backchannel_logout_uri,
+            first_party: i64::from(new.first_party),
+            created_at: now,
+            secret_rotated_at: None,
+        };
+        self.store.create_client(&record).await.map_err(|e| match e {
+            StoreError::Conflict(_) => Error::ClientIdTaken,
+            other => Error::Store(other),
+        })?;
+        let details = json!({ "client_id": id, "kind": record.kind, "first_party": new.first_party });
+        self.audit.record(AuditLog::event(kind::CLIENT_REGISTERED, actor, None, None, details)).await?;
+        Ok((Client::try_from(record)?, secret))
+    }
+
+    pub async fn list(&self) -> Result<Vec<Client>> {
+        self.store.clients().await?.into_iter().map(Client::try_from).collect()
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Client> {
+        Client::try_from(self.store.client(id).await?.ok_or(Error::ClientNotFound)?)
+    }
+
+    pub async fn remove(&self, id: &str, actor: &Actor) -> Result<()> {
+        if !self.store.remove_client(id).await? {
+            return Err(Error::ClientNotFound);
+        }
+        self.audit.record(AuditLog::event(kind::CLIENT_REMOVED, actor, None, None, json!({ "client_id": id }))).await?;
+        Ok(())
+    }
+
+    /// A new secret for a confidential client; the old one stops working at once.
+    pub async fn rotate_secret(&self, id: &str, actor: &Actor) -> Result<Zeroizing<String>> {
+        let secret = TokenKind::ClientSecret.mint();
+        let digest = self.keyring.token_digest(&secret);
+        if !self.store.set_client_secret(id, &digest.digest, &digest.key_id, now_ms()).await? {
+            // Either no such client or a public one, which has no secret to rotate.
+            return Err(self.get(id).await.err().unwrap_or(Error::InvalidClient("a public client has no secret")));
+        }
+        let details = json!({ "client_id": id });
+        self.audit.record(AuditLog::event(kind::CLIENT_SECRET_ROTATED, actor, None, None, details)).await?;
+        Ok(secret)
+    }
+
+    /// The confidential client whose id and secret these are; any mismatch is the same refusal.
+    pub async fn authenticate(&self, id: &str, secret: &str) -> Result<Client> {
+        let record = self.store.client(id).await?.ok_or(Error::InvalidClientCredentials)?;
+        let Some(stored) = &record.secret_digest else { return Err(Error::InvalidClientCredentials) };
+        let matches = TokenKind::of(secret) == Some(TokenKind::ClientSecret)
+            && self.keyring.token_digests(secret).iter().any(|d| bool::from(d.digest.ct_eq(stored)));
+        if !matches {
+            return Err(Error::InvalidClientCredentials);
+        }
+        Client::try_from(record)
+    }
+}
+
+impl TryFrom<ClientRecord> for Client {
+    type Error = Error;
+
+    fn try_from(r: ClientRecord) -> Result<Self> {
+        let redirect_uris = serde_json::from_str(&r.redirect_uris).map_err(|e| Error::Internal(e.to_string()))?;
+        let kind = if r.kind == "public" { ClientKind::Public } else { ClientKind::Confidential };
+        Ok(Self {
+            id: r.id,
+            name: r.name,
+            kind,
+            redirect_uris,
+            backchannel_logout_uri: r.backchannel_logout_uri,
+            first_party: r.first_party != 0,
+            created_at: r.created_at,
+            secret_rotated_at: r.secret_rotated_at,
+        })
+    }
+}
+
+/// 1 to 64 of `a-z 0-9 . _ -`; never a built-in channel's name, since the id names the channel.
+fn client_id(id: &str) -> Result<String> {
+    let valid = !id.is_empty()
+        && id.len() <= 64
+        && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+    if !valid {
+        return Err(Error::InvalidClient("a client id must be 1 to 64 of a-z, 0-9, '.', '_' and '-'"));
+    }
+    if [CHANNEL_WEB, CHANNEL_DEVICE, "api"].contains(&id) {
+        return Err(Error::InvalidClient("this client id is reserved for a built-in channel"));
+    }
+    Ok(id.to_owned())
+}
+
+/// An `https` URL, or `http` on a loopback address, without a fragment.
+fn server_uri(uri: &str) -> Option<url::Url> {
+    let url = url::Url::parse(uri).ok()?;
+    let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && loopback);
+    (scheme_ok && url.fragment().is_none() && url.username().is_empty()).then_some(url)
+}
+
+/// Redirect URIs (RFC 6749 §3.1.2, RFC 8252 §7): absolute, no fragment; `https`, `http` on loopback,
+/// or — for public apps on devices — a private-use scheme named after a domain (`com.example.app:/cb`).
+fn redirect_uri(uri: &str, kind: ClientKind) -> Result<()> {
+    if server_uri(uri).is_some() {
+        return Ok(());
+    }
+    let private_use = url::Url::parse(uri)
+        .ok()
+        .filter(|url| url.scheme().contains('.') && url.fragment().is_none() && kind == ClientKind::Public);
+    private_use.map(|_| ()).ok_or(Error::InvalidClient(
+        "a redirect URI must be https, http on loopback, or (public apps) a private-use scheme like com.example.app:/cb, \
+         without a fragment",
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_uris_are_checked_by_kind() {
+        for good in ["https://forum.example.com/cb", "http://127.0.0.1:8765/cb", "http://localhost/cb"] {
+            assert!(redirect_uri(good, ClientKind::Confidential).is_ok(), "{good}");
+        }
+        assert!(redirect_uri("com.example.app:/oauth", ClientKind::Public).is_ok());
+        for bad in [
+            "http://forum.example.com/cb",
+            "https://x.example/cb#frag",
+            "com.example.app:/oauth",
+            "/cb",
+            "javascript:x",
+        ] {
+            assert!(redirect_uri(bad, ClientKind::Confidential).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn client_ids_are_plain_and_not_channels() {
+        assert!(client_id("forum").is_ok());
+        for bad in ["", "web", "device", "api", "Forum", "a b", &"x".repeat(65)] {
+            assert!(client_id(bad).is_err(), "{bad:?}");
+        }
+    }
+}
