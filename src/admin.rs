@@ -3,8 +3,6 @@
 //! Every action is audited. Revocations written here reach running nodes like any other rule: at once
 //! through PostgreSQL notifications, otherwise at their next poll (well within a second).
 
-use std::sync::Arc;
-
 use anyhow::{bail, Context};
 use serde_json::json;
 
@@ -17,7 +15,6 @@ use crate::domain::recovery::RESET_TTL_MINUTES;
 use crate::domain::revocation::{Revocation, Revocations, Scope};
 use crate::domain::sessions::TokenPolicy;
 use crate::domain::{Accounts, Clients, Recovery, SecondFactors};
-use crate::keys::{Keyring, Sealed};
 use crate::mail::Notice;
 use crate::server;
 use crate::store::{self, DynStore, UserRecord};
@@ -25,7 +22,6 @@ use crate::store::{self, DynStore, UserRecord};
 /// The store and keyring an admin command works with.
 pub struct Console {
     store: DynStore,
-    keyring: Arc<Keyring>,
     audit: AuditLog,
     actor: Actor,
     tokens: TokenPolicy,
@@ -81,7 +77,6 @@ impl Console {
         let clients = Clients::new(store.clone(), keyring.clone(), audit.clone());
         Ok(Self {
             store,
-            keyring,
             audit,
             actor: Actor::Admin(operator),
             tokens: config.tokens,
@@ -195,12 +190,7 @@ impl Console {
     }
 
     fn email(&self, user: &UserRecord) -> String {
-        let sealed = Sealed { key_id: user.email_key_id.clone(), bytes: user.email_sealed.clone() };
-        self.keyring
-            .open(&sealed, &crate::domain::accounts::email_context(&user.id))
-            .ok()
-            .and_then(|plain| String::from_utf8(plain.to_vec()).ok())
-            .unwrap_or_else(|| "<cannot decrypt>".into())
+        self.accounts.email_of(user).unwrap_or_else(|_| "<cannot decrypt>".into())
     }
 
     pub async fn list_users(&self, limit: i64, offset: i64) -> anyhow::Result<Vec<serde_json::Value>> {

@@ -364,7 +364,7 @@ async fn clients(console: &Console, action: ClientsAction) -> anyhow::Result<()>
             let kind = if public { ClientKind::Public } else { ClientKind::Confidential };
             let new = NewClient { id, name, kind, redirect_uris, backchannel_logout_uri, first_party };
             let (client, secret) = clients.register(new, actor).await?;
-            println!("registered {} client {:?}", if public { "public" } else { "confidential" }, client.id);
+            println!("registered {} client {:?}", client.kind.as_str(), client.id);
             if let Some(secret) = secret {
                 println!("client_secret: {}", secret.as_str());
                 println!("(shown once: keywarden keeps only a keyed digest of it)");
@@ -377,7 +377,7 @@ async fn clients(console: &Console, action: ClientsAction) -> anyhow::Result<()>
             } else {
                 println!("{:<24} {:<13} {:<11} {:<28} redirect URIs", "id", "kind", "first-party", "name");
                 for c in list {
-                    let kind = if c.kind == ClientKind::Public { "public" } else { "confidential" };
+                    let kind = c.kind.as_str();
                     let first_party = if c.first_party { "yes" } else { "no" };
                     println!(
                         "{:<24} {:<13} {:<11} {:<28} {}",

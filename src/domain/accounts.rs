@@ -250,11 +250,7 @@ impl Accounts {
         }
         let user_id = owner.ok_or(Error::InvalidLink)?;
         let (user, old) = self.contact(&user_id).await?;
-        let (Some(bytes), Some(key_id)) = (user.pending_email_sealed.clone(), user.pending_email_key_id.clone()) else {
-            return Err(Error::InvalidLink);
-        };
-        let plain = self.keyring.open(&Sealed { key_id, bytes }, &pending_email_context(&user.id))?;
-        let new = String::from_utf8(plain.to_vec()).map_err(|_| Error::Internal("sealed email is not UTF-8".into()))?;
+        let new = self.pending_email_of(&user)?.ok_or(Error::InvalidLink)?;
         let sealed = self.keyring.seal(new.as_bytes(), &email_context(&user.id));
         let index = self.keyring.blind_index(&new);
         let change = EmailChange {
@@ -301,14 +297,7 @@ impl Accounts {
     pub async fn profile(&self, user_id: &str) -> Result<Profile> {
         let user = self.store.user_by_id(user_id).await?.ok_or(Error::TokenRevoked)?;
         let email = self.email_of(&user)?;
-        let pending_email = match (&user.pending_email_sealed, &user.pending_email_key_id) {
-            (Some(bytes), Some(key_id)) => {
-                let sealed = Sealed { key_id: key_id.clone(), bytes: bytes.clone() };
-                let plain = self.keyring.open(&sealed, &pending_email_context(&user.id))?;
-                String::from_utf8(plain.to_vec()).ok()
-            }
-            _ => None,
-        };
+        let pending_email = self.pending_email_of(&user)?;
         Ok(Profile {
             role: Role::of(&user),
             id: user.id,
@@ -320,8 +309,20 @@ impl Accounts {
     }
 
     pub(crate) fn email_of(&self, user: &UserRecord) -> Result<String> {
-        let sealed = Sealed { key_id: user.email_key_id.clone(), bytes: user.email_sealed.clone() };
-        let plain = self.keyring.open(&sealed, &email_context(&user.id))?;
+        self.open_email(&user.email_key_id, &user.email_sealed, &email_context(&user.id))
+    }
+
+    /// The address an email change waits to confirm, if any.
+    fn pending_email_of(&self, user: &UserRecord) -> Result<Option<String>> {
+        match (&user.pending_email_key_id, &user.pending_email_sealed) {
+            (Some(key_id), Some(bytes)) => self.open_email(key_id, bytes, &pending_email_context(&user.id)).map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    fn open_email(&self, key_id: &str, bytes: &[u8], context: &[u8]) -> Result<String> {
+        let sealed = Sealed { key_id: key_id.to_owned(), bytes: bytes.to_vec() };
+        let plain = self.keyring.open(&sealed, context)?;
         String::from_utf8(plain.to_vec()).map_err(|_| Error::Internal("sealed email is not UTF-8".into()))
     }
 

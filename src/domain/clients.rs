@@ -29,7 +29,7 @@ pub enum ClientKind {
 }
 
 impl ClientKind {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Confidential => "confidential",
             Self::Public => "public",

@@ -279,14 +279,15 @@ impl SecondFactors {
     /// Removes the authenticator app and its recovery codes. Needs a fresh step-up.
     pub async fn disable_totp(&self, who: &Authenticated, address: Option<&str>) -> Result<()> {
         self.require_fresh(who)?;
-        if self.passkeys.count(&who.user_id).await? == 0 {
+        // Removing the app leaves the passkeys as they are.
+        let passkeys_left = self.passkeys.count(&who.user_id).await?;
+        if passkeys_left == 0 {
             self.refuse_if_required(&who.user_id).await?;
         }
         if !self.store.remove_totp(&who.user_id).await? {
             return Err(Error::TotpNotEnrolled);
         }
         self.record(kind::TOTP_DISABLED, &who.user_id, address, json!({})).await?;
-        let passkeys_left = self.passkeys.count(&who.user_id).await?;
         self.notify(&who.user_id, "totp_disabled", address, passkeys_left).await
     }
 
@@ -471,9 +472,10 @@ impl SecondFactors {
         if !listed.iter().any(|p| p.id == id) {
             return Err(Error::PasskeyNotFound);
         }
+        let totp = self.totp_active(&who.user_id).await?;
         if listed.len() == 1 {
             self.require_fresh(who)?;
-            if !self.totp_active(&who.user_id).await? {
+            if !totp {
                 self.refuse_if_required(&who.user_id).await?;
             }
         }
@@ -481,7 +483,7 @@ impl SecondFactors {
             return Err(Error::PasskeyNotFound);
         }
         self.record(kind::PASSKEY_REMOVED, &who.user_id, address, json!({ "passkey_id": id })).await?;
-        let factors_left = listed.len() - 1 + usize::from(self.totp_active(&who.user_id).await?);
+        let factors_left = listed.len() - 1 + usize::from(totp);
         self.notify(&who.user_id, "passkey_removed", address, factors_left).await
     }
 

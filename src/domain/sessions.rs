@@ -91,6 +91,18 @@ struct PendingSignIn {
     webauthn_ceremony: Option<String>,
 }
 
+impl PendingSignIn {
+    fn new(
+        device: Option<DeviceInfo>,
+        address: Option<String>,
+        user_agent: Option<String>,
+        dpop: Option<Proof>,
+        issue: Issue,
+    ) -> Self {
+        Self { device, address, user_agent, dpop_jkt: dpop.map(|p| p.jkt), issue, webauthn_ceremony: None }
+    }
+}
+
 /// A passwordless sign-in: a passkey's answer to a discovery challenge.
 #[derive(Debug, Clone)]
 pub struct PasskeySignIn {
@@ -287,14 +299,7 @@ impl Sessions {
             return Err(Error::PasswordResetRequired);
         }
 
-        let pending = PendingSignIn {
-            device,
-            address: request.address,
-            user_agent: request.user_agent,
-            dpop_jkt: request.dpop.map(|p| p.jkt),
-            issue: request.issue,
-            webauthn_ceremony: None,
-        };
+        let pending = PendingSignIn::new(device, request.address, request.user_agent, request.dpop, request.issue);
         let methods = self.factors.methods(&user.id).await?;
         if !methods.is_empty() {
             return Err(self.challenge(&user.id, pending, methods).await?);
@@ -324,14 +329,7 @@ impl Sessions {
                 return Err(err);
             }
         };
-        let pending = PendingSignIn {
-            device,
-            address: request.address,
-            user_agent: request.user_agent,
-            dpop_jkt: request.dpop.map(|p| p.jkt),
-            issue: request.issue,
-            webauthn_ceremony: None,
-        };
+        let pending = PendingSignIn::new(device, request.address, request.user_agent, request.dpop, request.issue);
         self.start(&user_id, pending, Some("webauthn"), false).await
     }
 
