@@ -13,6 +13,7 @@ use crate::domain::clients::{ClientKind, NewClient};
 use crate::domain::revocation::Scope;
 use crate::keys::Keyring;
 use crate::server::{self, KEYRING_ENV};
+use crate::signing::SigningAlg;
 use crate::{store, telemetry};
 
 #[derive(Debug, Parser)]
@@ -91,6 +92,9 @@ enum ClientsAction {
         /// One of the platform's own apps: skips the consent screen.
         #[arg(long)]
         first_party: bool,
+        /// How its ID tokens are signed: ES256 (default) or EdDSA.
+        #[arg(long, value_name = "ALG", default_value = "ES256", value_parser = parse_signing_alg)]
+        id_token_alg: SigningAlg,
     },
     /// List the registered clients (never their secrets).
     List {
@@ -356,13 +360,17 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn parse_signing_alg(name: &str) -> Result<SigningAlg, String> {
+    SigningAlg::parse(name).ok_or_else(|| format!("{name:?} is not ES256 or EdDSA"))
+}
+
 async fn clients(console: &Console, action: ClientsAction) -> anyhow::Result<()> {
     let clients = console.clients();
     let actor = console.actor();
     match action {
-        ClientsAction::Add { id, name, public, redirect_uris, backchannel_logout_uri, first_party } => {
+        ClientsAction::Add { id, name, public, redirect_uris, backchannel_logout_uri, first_party, id_token_alg } => {
             let kind = if public { ClientKind::Public } else { ClientKind::Confidential };
-            let new = NewClient { id, name, kind, redirect_uris, backchannel_logout_uri, first_party };
+            let new = NewClient { id, name, kind, redirect_uris, backchannel_logout_uri, first_party, id_token_alg };
             let (client, secret) = clients.register(new, actor).await?;
             println!("registered {} client {:?}", client.kind.as_str(), client.id);
             if let Some(secret) = secret {

@@ -12,6 +12,7 @@ use figment::Figment;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::oauth::OAuthSettings;
 use crate::domain::password::{Admission, HashCost};
 use crate::domain::second_factors::MfaPolicy;
 use crate::domain::sessions::TokenPolicy;
@@ -120,6 +121,7 @@ pub struct Config {
     pub pages: PagesConfig,
     pub mfa: MfaPolicy,
     pub passkeys: PasskeysConfig,
+    pub oauth: OAuthSettings,
 }
 
 /// Where passkeys work: the WebAuthn relying party.
@@ -219,6 +221,7 @@ impl Default for Config {
             pages: PagesConfig::default(),
             mfa: MfaPolicy::default(),
             passkeys: PasskeysConfig::default(),
+            oauth: OAuthSettings::default(),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The keyring: password pepper, token-hash key, data-encryption key and email blind-index key, each with an id.
+//! The keyring: password pepper, token-hash key, data-encryption key, email blind-index key and
+//! token-signing key, each with an id.
 //!
 //! None of these keys ever enters the database (promise P1). Every value they protect is stored beside
 //! the id of the key that protected it, so a key can be rotated without downtime: new values use the
@@ -31,10 +32,12 @@ pub enum KeyPurpose {
     TokenHash,
     Data,
     BlindIndex,
+    /// Seeds the asymmetric keys that sign ID and logout tokens (see `signing`).
+    Signing,
 }
 
 impl KeyPurpose {
-    pub const ALL: [KeyPurpose; 4] = [Self::Pepper, Self::TokenHash, Self::Data, Self::BlindIndex];
+    pub const ALL: [KeyPurpose; 5] = [Self::Pepper, Self::TokenHash, Self::Data, Self::BlindIndex, Self::Signing];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -42,6 +45,7 @@ impl KeyPurpose {
             Self::TokenHash => "token_hash",
             Self::Data => "data",
             Self::BlindIndex => "blind_index",
+            Self::Signing => "signing",
         }
     }
 
@@ -51,6 +55,7 @@ impl KeyPurpose {
             Self::TokenHash => "tok",
             Self::Data => "dat",
             Self::BlindIndex => "idx",
+            Self::Signing => "sig",
         }
     }
 }
@@ -112,6 +117,17 @@ impl KeySet {
             .chain(self.keys.iter().filter(move |(id, _)| **id != self.active).map(|(id, s)| (id.as_str(), &*s.0)))
     }
 
+    /// The signing set of a keyring written before signing keys existed: one key derived from the
+    /// active token-hash key, so every node that shares the file derives the same one.
+    fn signing_derived_from(token_hash: &KeySet) -> Self {
+        let (token_id, token_key) = token_hash.active();
+        let mut secret = Zeroizing::new([0u8; SECRET_LEN]);
+        // HKDF-SHA256 can expand up to 8160 bytes; 32 never fails.
+        let _ = hkdf::Hkdf::<Sha256>::new(None, token_key).expand(b"keywarden signing seed v1", secret.as_mut());
+        let id = format!("sig-from-{token_id}");
+        Self { active: id.clone(), keys: BTreeMap::from([(id, Secret(secret))]) }
+    }
+
     fn from_file(purpose: KeyPurpose, file: KeySetFile) -> Result<Self, KeyringError> {
         let invalid = |reason: String| KeyringError::Invalid { purpose: purpose.name(), reason };
         let mut keys = BTreeMap::new();
@@ -161,6 +177,9 @@ struct KeyringFile {
     token_hash: KeySetFile,
     data: KeySetFile,
     blind_index: KeySetFile,
+    /// Absent from key files written before issue 6: then derived from the token-hash key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    signing: Option<KeySetFile>,
 }
 
 /// A keyed digest together with the id of the key that made it.
@@ -183,6 +202,7 @@ pub struct Keyring {
     token_hash: KeySet,
     data: KeySet,
     blind_index: KeySet,
+    signing: KeySet,
 }
 
 impl fmt::Debug for Keyring {
@@ -204,16 +224,23 @@ impl Keyring {
             token_hash: KeySet::generate(KeyPurpose::TokenHash),
             data: KeySet::generate(KeyPurpose::Data),
             blind_index: KeySet::generate(KeyPurpose::BlindIndex),
+            signing: KeySet::generate(KeyPurpose::Signing),
         }
     }
 
     pub fn from_toml(text: &str) -> Result<Self, KeyringError> {
         let file: KeyringFile = toml::from_str(text)?;
+        let token_hash = KeySet::from_file(KeyPurpose::TokenHash, file.token_hash)?;
+        let signing = match file.signing {
+            Some(set) => KeySet::from_file(KeyPurpose::Signing, set)?,
+            None => KeySet::signing_derived_from(&token_hash),
+        };
         Ok(Self {
             pepper: KeySet::from_file(KeyPurpose::Pepper, file.pepper)?,
-            token_hash: KeySet::from_file(KeyPurpose::TokenHash, file.token_hash)?,
+            token_hash,
             data: KeySet::from_file(KeyPurpose::Data, file.data)?,
             blind_index: KeySet::from_file(KeyPurpose::BlindIndex, file.blind_index)?,
+            signing,
         })
     }
 
@@ -223,6 +250,7 @@ impl Keyring {
             token_hash: self.token_hash.to_file(),
             data: self.data.to_file(),
             blind_index: self.blind_index.to_file(),
+            signing: Some(self.signing.to_file()),
         };
         // Serialising plain strings and maps cannot fail.
         format!("{FILE_HEADER}\n{}", toml::to_string(&file).unwrap_or_default())
@@ -258,6 +286,7 @@ impl Keyring {
             KeyPurpose::TokenHash => &self.token_hash,
             KeyPurpose::Data => &self.data,
             KeyPurpose::BlindIndex => &self.blind_index,
+            KeyPurpose::Signing => &self.signing,
         }
     }
 
@@ -282,6 +311,20 @@ impl Keyring {
                 })
             })
             .collect()
+    }
+
+    /// Every signing secret with its id, the active one first: each seeds one key per algorithm.
+    pub fn signing_secrets(&self) -> Vec<(String, Zeroizing<[u8; SECRET_LEN]>)> {
+        self.signing.in_lookup_order().map(|(id, secret)| (id.to_owned(), Zeroizing::new(*secret))).collect()
+    }
+
+    /// Makes a new signing key the active one; the old ones stay in the ring (and published) so
+    /// tokens they signed still verify until an operator retires them.
+    pub fn rotate_signing_key(&mut self) -> String {
+        let id = new_key_id(KeyPurpose::Signing);
+        self.signing.keys.insert(id.clone(), Secret::random());
+        self.signing.active = id.clone();
+        id
     }
 
     /// The active pepper and its id, mixed into every new password hash.
@@ -395,6 +438,26 @@ mod tests {
     fn a_keyring_whose_active_key_is_missing_is_refused() {
         let text = Keyring::generate().to_toml().replacen("active = \"pep-", "active = \"gone-", 1);
         assert!(matches!(Keyring::from_toml(&text), Err(KeyringError::Invalid { purpose: "pepper", .. })));
+    }
+
+    #[test]
+    fn a_key_file_without_signing_keys_derives_the_same_one_every_time() {
+        let text = Keyring::generate().to_toml();
+        let start = text.find("[signing]").unwrap();
+        let old_format = &text[..start];
+        let (a, b) = (Keyring::from_toml(old_format).unwrap(), Keyring::from_toml(old_format).unwrap());
+        assert_eq!(a.signing_secrets()[0].0, b.signing_secrets()[0].0);
+        assert_eq!(*a.signing_secrets()[0].1, *b.signing_secrets()[0].1);
+        assert!(a.signing_secrets()[0].0.starts_with("sig-from-tok-"));
+    }
+
+    #[test]
+    fn rotating_the_signing_key_keeps_the_old_one_for_verification() {
+        let mut ring = Keyring::generate();
+        let old = ring.signing_secrets()[0].0.clone();
+        let new = ring.rotate_signing_key();
+        let ids: Vec<String> = ring.signing_secrets().into_iter().map(|(id, _)| id).collect();
+        assert_eq!(ids, vec![new, old]);
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod keys;
 pub mod mail;
 pub mod metrics;
 pub mod server;
+pub mod signing;
 pub mod store;
 pub mod telemetry;
 pub mod theme;

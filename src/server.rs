@@ -14,12 +14,13 @@ use crate::domain::clock::now_ms;
 use crate::domain::dpop::DpopVerifier;
 use crate::domain::passkeys;
 use crate::domain::password::PasswordHasher;
-use crate::domain::{Accounts, AuditLog, Core, Devices, Recovery, Revocations, SecondFactors, Sessions};
+use crate::domain::{Accounts, AuditLog, Core, Devices, OAuth, Recovery, Revocations, SecondFactors, Sessions};
 use crate::http::pages::Pages;
 use crate::http::{self, AppState};
 use crate::keys::Keyring;
 use crate::mail::{Mailer, Transport, TransportKind};
 use crate::metrics::Metrics;
+use crate::signing::Signer;
 use crate::store::{self, DynStore, Store};
 
 /// The variable that may hold the whole keyring instead of a key file (for secret managers).
@@ -70,14 +71,19 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     let store = store::open(&config.database_url()).await.context("cannot open the database")?;
     store.migrate().await.context("cannot apply database migrations")?;
     let keyring = open_keyring(config, store.as_ref()).await?;
+    let listener =
+        TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    // With an ephemeral port and no public_url, links and the OAuth issuer name the port we got.
+    let mut config = config.clone();
+    if config.listen.port() == 0 {
+        config.listen = addr;
+    }
+    let config = &config;
     let state = build_state(config, store.clone(), keyring)?;
     // Every rule must be in memory before the first request is served.
     state.revocations.reload().await.context("cannot load revocation rules")?;
     let syncing = state.revocations.spawn_sync(REVOCATION_POLL, REVOCATION_RELOAD);
-
-    let listener =
-        TcpListener::bind(config.listen).await.with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr = listener.local_addr()?;
     let app = http::router(state.clone(), config.max_body_bytes, config.public_url().starts_with("https://"));
     let (shutdown, stopped) = oneshot::channel::<()>();
     let serving = tokio::spawn(async move {
@@ -139,8 +145,12 @@ pub fn build_state(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> a
     let hasher = core.hasher.clone();
     let accounts = Accounts::new(&core);
     let factors = SecondFactors::new(&core, accounts.clone());
+    let sessions = Sessions::new(&core, accounts.clone(), factors.clone());
+    let signer = Arc::new(Signer::from_keyring(&keyring).context("cannot derive the token-signing keys")?);
+    let oauth = OAuth::new(&core, sessions.clone(), accounts.clone(), signer, &config.public_url(), config.oauth);
     Ok(AppState {
-        sessions: Sessions::new(&core, accounts.clone(), factors.clone()),
+        sessions,
+        oauth,
         factors,
         devices: Devices::new(&core, accounts.clone()),
         recovery: Recovery::new(&core, accounts.clone()),

@@ -50,6 +50,10 @@ pub mod kind {
     pub const CLIENT_REGISTERED: &str = "oauth.client_registered";
     pub const CLIENT_REMOVED: &str = "oauth.client_removed";
     pub const CLIENT_SECRET_ROTATED: &str = "oauth.client_secret_rotated";
+    pub const OAUTH_CONSENT_GRANTED: &str = "oauth.consent_granted";
+    pub const OAUTH_TOKENS_ISSUED: &str = "oauth.tokens_issued";
+    pub const OAUTH_CODE_REUSED: &str = "oauth.code_reused";
+    pub const OAUTH_TOKEN_REVOKED: &str = "oauth.token_revoked";
 }
 
 /// Who caused an event.
@@ -59,6 +63,8 @@ pub enum Actor {
     Admin(String),
     Anonymous,
     System,
+    /// An OAuth client acting on its own tokens.
+    Client(String),
 }
 
 impl std::fmt::Display for Actor {
@@ -68,6 +74,7 @@ impl std::fmt::Display for Actor {
             Self::Admin(who) => write!(f, "admin:{who}"),
             Self::Anonymous => f.write_str("anonymous"),
             Self::System => f.write_str("system"),
+            Self::Client(id) => write!(f, "client:{id}"),
         }
     }
 }

@@ -16,6 +16,7 @@ use super::error::{Error, Result};
 use super::sessions::{CHANNEL_DEVICE, CHANNEL_WEB};
 use super::tokens::TokenKind;
 use crate::keys::Keyring;
+use crate::signing::SigningAlg;
 use crate::store::{ClientRecord, DynStore, StoreError};
 
 /// Whether a client can keep a secret.
@@ -47,6 +48,8 @@ pub struct NewClient {
     pub backchannel_logout_uri: Option<String>,
     /// The platform's own apps (the site, the forum) skip the consent screen.
     pub first_party: bool,
+    /// How its ID tokens are signed.
+    pub id_token_alg: SigningAlg,
 }
 
 /// A registered client, without its secret.
@@ -60,12 +63,17 @@ pub struct Client {
     pub first_party: bool,
     pub created_at: i64,
     pub secret_rotated_at: Option<i64>,
+    pub id_token_alg: SigningAlg,
 }
 
 impl Client {
     /// Exact comparison, as OAuth 2.0 Security BCP §4.1.3 asks: no prefixes, no wildcards.
     pub fn allows_redirect(&self, uri: &str) -> bool {
         self.redirect_uris.iter().any(|allowed| allowed == uri)
+    }
+
+    pub fn is_public(&self) -> bool {
+        self.kind == ClientKind::Public
     }
 }
 
@@ -109,6 +117,7 @@ impl Clients {
             first_party: i64::from(new.first_party),
             created_at: now,
             secret_rotated_at: None,
+            id_token_alg: new.id_token_alg.as_str().to_owned(),
         };
         self.store.create_client(&record).await.map_err(|e| match e {
             StoreError::Conflict(_) => Error::ClientIdTaken,
@@ -176,6 +185,8 @@ impl TryFrom<ClientRecord> for Client {
             first_party: r.first_party != 0,
             created_at: r.created_at,
             secret_rotated_at: r.secret_rotated_at,
+            // The column only ever holds values written from `SigningAlg`.
+            id_token_alg: SigningAlg::parse(&r.id_token_alg).unwrap_or(SigningAlg::Es256),
         })
     }
 }

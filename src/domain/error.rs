@@ -98,6 +98,13 @@ pub enum Error {
     ClientNotFound,
     #[error("client authentication failed")]
     InvalidClientCredentials,
+    #[error(
+        "this token was issued to an OAuth client: it works at that client's endpoints (/oauth/userinfo), not here"
+    )]
+    InsufficientScope,
+    /// An OAuth 2.0 protocol error (RFC 6749 §5.2, §4.1.2.1; RFC 8628 §3.5) with its registered code.
+    #[error("{description}")]
+    OAuth { code: &'static str, description: String },
     #[error("the server is busy; try again shortly")]
     Overloaded { retry_after_secs: u64 },
     #[error("internal error")]
@@ -153,6 +160,8 @@ impl Error {
             Self::ClientIdTaken => "client_id_taken",
             Self::ClientNotFound => "client_not_found",
             Self::InvalidClientCredentials => "invalid_client",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::OAuth { code, .. } => code,
             Self::Overloaded { .. } => "overloaded",
             Self::Store(_) | Self::Keyring(_) | Self::Internal(_) => "internal_error",
         }
@@ -161,6 +170,11 @@ impl Error {
     /// Failures of keywarden itself rather than of the request; they are logged, never shown.
     pub fn is_internal(&self) -> bool {
         matches!(self, Self::Store(_) | Self::Keyring(_) | Self::Internal(_))
+    }
+
+    /// An OAuth protocol error with its registered code and a human description.
+    pub fn oauth(code: &'static str, description: impl Into<String>) -> Self {
+        Self::OAuth { code, description: description.into() }
     }
 
     pub(crate) fn from_conflict(err: StoreError) -> Self {

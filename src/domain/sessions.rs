@@ -178,6 +178,10 @@ pub struct Authenticated {
     pub verified_at: i64,
     /// The session may only enrol a second factor (`mfa.require` and the account has none yet).
     pub enrolment_only: bool,
+    /// The OAuth client the token was issued to, and what the user granted it; `None` for
+    /// keywarden's own clients (pages, apps and devices that sign in with the API).
+    pub client_id: Option<String>,
+    pub scope: Option<String>,
 }
 
 impl Authenticated {
@@ -432,6 +436,7 @@ impl Sessions {
             channel: channel.to_owned(),
             dpop_jkt: request.dpop_jkt,
             enrolment_only,
+            grant: None,
             tokens,
         };
         let device_id = self.store.start_session(&start).await?;
@@ -475,10 +480,25 @@ impl Sessions {
     /// Validates an access token as presented and says whose it is. A token bound to a key is only
     /// accepted with the DPoP scheme and a proof from that key (RFC 9449 §7). A session that may
     /// only enrol a second factor is refused with `mfa_enrolment_required`.
+    /// An OAuth client's token is for that client's own use (`/oauth/userinfo`), never for the
+    /// account API.
     pub async fn authenticate(&self, access_token: &str, presented: &Presentation) -> Result<Authenticated> {
-        let who = self.authenticate_as(access_token, TokenKind::Access, presented).await?;
+        let who = self.authenticate_for_enrolment(access_token, presented).await?;
         if who.enrolment_only {
             return Err(Error::MfaEnrolmentRequired);
+        }
+        Ok(who)
+    }
+
+    /// An access token issued to an OAuth client, as presented to an endpoint for such clients.
+    pub async fn authenticate_client_token(
+        &self,
+        access_token: &str,
+        presented: &Presentation,
+    ) -> Result<Authenticated> {
+        let who = self.authenticate_as(access_token, TokenKind::Access, presented).await?;
+        if who.client_id.is_none() {
+            return Err(Error::InsufficientScope);
         }
         Ok(who)
     }
@@ -490,7 +510,11 @@ impl Sessions {
         access_token: &str,
         presented: &Presentation,
     ) -> Result<Authenticated> {
-        self.authenticate_as(access_token, TokenKind::Access, presented).await
+        let who = self.authenticate_as(access_token, TokenKind::Access, presented).await?;
+        if who.client_id.is_some() {
+            return Err(Error::InsufficientScope);
+        }
+        Ok(who)
     }
 
     /// Validates a page session cookie (a `kw_ws_` token); `enrolment_only` tells the pages what it
@@ -501,7 +525,27 @@ impl Sessions {
 
     async fn authenticate_as(&self, token: &str, kind: TokenKind, presented: &Presentation) -> Result<Authenticated> {
         let record = self.find(token, kind).await?;
-        match self.liveness(&record) {
+        self.check_presentation(&record, kind, presented)?;
+        Ok(Authenticated {
+            user_id: record.user_id,
+            session_id: record.session_id,
+            device_id: record.device_id,
+            channel: record.channel,
+            verified_at: record.verified_at,
+            enrolment_only: record.enrolment_only != 0,
+            client_id: record.client_id,
+            scope: record.scope,
+        })
+    }
+
+    /// Whether a stored token is alive and presented as its binding demands.
+    pub(crate) fn check_presentation(
+        &self,
+        record: &TokenRecord,
+        kind: TokenKind,
+        presented: &Presentation,
+    ) -> Result<()> {
+        match self.liveness(record) {
             Liveness::Alive => {}
             Liveness::Recoverable => return Err(Error::TokenRevoked),
             Liveness::Dead(err) => return Err(err),
@@ -516,22 +560,26 @@ impl Sessions {
             (None, true, _) => return Err(Error::InvalidToken),
             _ => {}
         }
-        Ok(Authenticated {
-            user_id: record.user_id,
-            session_id: record.session_id,
-            device_id: record.device_id,
-            channel: record.channel,
-            verified_at: record.verified_at,
-            enrolment_only: record.enrolment_only != 0,
-        })
+        Ok(())
     }
 
     /// Exchanges a refresh token for a new pair. Each refresh token works once (plus a short grace for
     /// a retried request); presenting it again later means it was copied, and the session dies.
     /// A session bound to a key needs a proof from it; if a leak response revoked the session, that
     /// proof alone earns a fresh session, without the password.
-    pub async fn refresh(&self, refresh_token: &str, proof: Option<&Proof>) -> Result<IssuedTokens> {
+    ///
+    /// `client` is the OAuth client presenting the token (`None` for keywarden's own API): a
+    /// refresh token works only for the client it was issued to.
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        proof: Option<&Proof>,
+        client: Option<&str>,
+    ) -> Result<IssuedTokens> {
         let record = self.find(refresh_token, TokenKind::Refresh).await?;
+        if record.client_id.as_deref() != client {
+            return Err(Error::InvalidToken);
+        }
         if let Some(jkt) = &record.dpop_jkt {
             match proof {
                 Some(p) if p.jkt == *jkt => {}
@@ -651,7 +699,7 @@ impl Sessions {
     }
 
     /// Looks a token up by its keyed digest and checks that it is of the expected kind.
-    async fn find(&self, token: &str, kind: TokenKind) -> Result<TokenRecord> {
+    pub(crate) async fn find(&self, token: &str, kind: TokenKind) -> Result<TokenRecord> {
         if TokenKind::of(token) != Some(kind) {
             return Err(Error::InvalidToken);
         }
@@ -665,6 +713,11 @@ impl Sessions {
             }
         }
         Err(Error::InvalidToken)
+    }
+
+    /// Whether a stored token may still be used, whatever the reason it may not.
+    pub(crate) fn is_alive(&self, record: &TokenRecord) -> bool {
+        matches!(self.liveness(record), Liveness::Alive)
     }
 
     fn liveness(&self, record: &TokenRecord) -> Liveness {
@@ -728,7 +781,7 @@ impl Sessions {
         }
     }
 
-    fn mint_pair(
+    pub(crate) fn mint_pair(
         &self,
         session_id: &str,
         user_id: &str,

@@ -28,10 +28,12 @@ pub enum TokenKind {
     EmailChange,
     /// A confidential OAuth client's secret.
     ClientSecret,
+    /// An OAuth authorization code, exchanged once at the token endpoint.
+    AuthorizationCode,
 }
 
 impl TokenKind {
-    pub const ALL: [TokenKind; 8] = [
+    pub const ALL: [TokenKind; 9] = [
         Self::Access,
         Self::Refresh,
         Self::PasswordReset,
@@ -40,6 +42,7 @@ impl TokenKind {
         Self::MfaChallenge,
         Self::EmailChange,
         Self::ClientSecret,
+        Self::AuthorizationCode,
     ];
 
     pub fn prefix(self) -> &'static str {
@@ -52,6 +55,7 @@ impl TokenKind {
             Self::MfaChallenge => "kw_mt_",
             Self::EmailChange => "kw_ec_",
             Self::ClientSecret => "kw_cs_",
+            Self::AuthorizationCode => "kw_ac_",
         }
     }
 
@@ -66,6 +70,7 @@ impl TokenKind {
             Self::MfaChallenge => "mfa_challenge",
             Self::EmailChange => "email_change",
             Self::ClientSecret => "client_secret",
+            Self::AuthorizationCode => "authorization_code",
         }
     }
 

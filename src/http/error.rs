@@ -66,7 +66,12 @@ pub fn status_of(err: &Error) -> StatusCode {
         | Error::CodeAlreadyUsed
         | Error::PasskeyRejected
         | Error::InvalidClientCredentials => StatusCode::UNAUTHORIZED,
-        Error::StepUpRequired | Error::MfaEnrolmentRequired => StatusCode::FORBIDDEN,
+        Error::StepUpRequired | Error::MfaEnrolmentRequired | Error::InsufficientScope => StatusCode::FORBIDDEN,
+        Error::OAuth { code, .. } => match *code {
+            "invalid_client" | "invalid_token" => StatusCode::UNAUTHORIZED,
+            "insufficient_scope" => StatusCode::FORBIDDEN,
+            _ => StatusCode::BAD_REQUEST,
+        },
         Error::TotpAlreadyEnabled
         | Error::TotpNotEnrolled
         | Error::PasskeysUnavailable

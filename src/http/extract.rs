@@ -28,7 +28,7 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        caller(parts, state, false).await.map(Caller)
+        caller_with(parts, state, Audience::Api).await.map(Caller)
     }
 }
 
@@ -41,11 +41,26 @@ impl FromRequestParts<AppState> for EnrollingCaller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        caller(parts, state, true).await.map(EnrollingCaller)
+        caller_with(parts, state, Audience::ApiEnrolling).await.map(EnrollingCaller)
     }
 }
 
-async fn caller(parts: &Parts, state: &AppState, enrolling: bool) -> Result<Authenticated, ApiError> {
+/// Which tokens an endpoint accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// keywarden's own API, for sessions with every right.
+    Api,
+    /// keywarden's own API, also for sessions that may only enrol a second factor.
+    ApiEnrolling,
+    /// An OAuth client's own endpoints (userinfo): only tokens issued to a client.
+    OAuthClient,
+}
+
+pub(crate) async fn caller_with(
+    parts: &Parts,
+    state: &AppState,
+    audience: Audience,
+) -> Result<Authenticated, ApiError> {
     let (scheme, token) = authorization(parts).ok_or_else(ApiError::missing_token)?;
     let mut presented = Presentation::default();
     if scheme.eq_ignore_ascii_case("dpop") {
@@ -56,10 +71,10 @@ async fn caller(parts: &Parts, state: &AppState, enrolling: bool) -> Result<Auth
     } else if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(ApiError::missing_token());
     }
-    let result = if enrolling {
-        state.sessions.authenticate_for_enrolment(token, &presented).await
-    } else {
-        state.sessions.authenticate(token, &presented).await
+    let result = match audience {
+        Audience::Api => state.sessions.authenticate(token, &presented).await,
+        Audience::ApiEnrolling => state.sessions.authenticate_for_enrolment(token, &presented).await,
+        Audience::OAuthClient => state.sessions.authenticate_client_token(token, &presented).await,
     };
     state.metrics.token_validations.get_or_create(&Outcome::of(&result, "valid")).inc();
     Ok(result?)

@@ -6,6 +6,7 @@ pub mod email;
 pub mod error;
 pub mod extract;
 pub mod mfa;
+pub mod oauth;
 pub mod openapi;
 pub mod ops;
 pub mod pages;
@@ -31,7 +32,7 @@ use self::error::ApiError;
 use crate::domain::dpop::DpopVerifier;
 use crate::domain::password::PasswordHasher;
 use crate::domain::sessions::TokenPolicy;
-use crate::domain::{Accounts, AuditLog, Devices, Recovery, Revocations, SecondFactors, Sessions};
+use crate::domain::{Accounts, AuditLog, Devices, OAuth, Recovery, Revocations, SecondFactors, Sessions};
 use crate::keys::Keyring;
 use crate::mail::Mailer;
 use crate::metrics::{Metrics, RequestLabels};
@@ -42,6 +43,7 @@ use crate::store::DynStore;
 pub struct AppState {
     pub accounts: Accounts,
     pub sessions: Sessions,
+    pub oauth: OAuth,
     pub factors: SecondFactors,
     pub devices: Devices,
     pub recovery: Recovery,
@@ -93,6 +95,12 @@ pub fn router(state: AppState, max_body_bytes: usize, hsts: bool) -> Router {
     let router = Router::new()
         .nest("/api/v1", api)
         .merge(pages::router())
+        .route("/.well-known/openid-configuration", get(oauth::discovery))
+        .route("/oauth/jwks", get(oauth::jwks))
+        .route("/oauth/token", post(oauth::token))
+        .route("/oauth/userinfo", get(oauth::userinfo).post(oauth::userinfo))
+        .route("/oauth/introspect", post(oauth::introspect))
+        .route("/oauth/revoke", post(oauth::revoke))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -93,6 +93,8 @@ pub struct ClientRecord {
     pub first_party: i64,
     pub created_at: i64,
     pub secret_rotated_at: Option<i64>,
+    /// `ES256` or `EdDSA`: how this client's ID tokens are signed.
+    pub id_token_alg: String,
 }
 
 /// A confirmed change of address: the new sealed address and its blind index replace the old.
@@ -141,7 +143,33 @@ pub struct SessionStart {
     pub dpop_jkt: Option<String>,
     /// The session may only enrol a second factor until the account has one (`mfa.require`).
     pub enrolment_only: bool,
+    /// Set when an OAuth client receives the session's tokens.
+    pub grant: Option<OAuthGrant>,
     pub tokens: Vec<NewToken>,
+}
+
+/// What an OAuth session was granted: by whom, what, and when the user authenticated.
+#[derive(Debug, Clone)]
+pub struct OAuthGrant {
+    pub client_id: String,
+    pub scope: String,
+    /// When the user last authenticated before approving (Unix ms): the ID token's `auth_time`.
+    pub auth_time: i64,
+}
+
+/// An authorization code as stored: its keyed digest and the request the user approved, as JSON.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OAuthCodeRecord {
+    pub digest: Vec<u8>,
+    pub digest_key_id: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub grant_json: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub used_at: Option<i64>,
+    /// The session the code's exchange started.
+    pub session_id: Option<String>,
 }
 
 /// A session that replaces one killed by a recoverable revocation, on the same device and key.
@@ -178,6 +206,10 @@ pub struct TokenRecord {
     pub verified_at: i64,
     /// 1 while the session may only enrol a second factor.
     pub enrolment_only: i64,
+    /// The OAuth client the session's tokens were issued to, with the granted scope.
+    pub client_id: Option<String>,
+    pub scope: Option<String>,
+    pub auth_time: Option<i64>,
 }
 
 /// An authenticator-app secret being enrolled, sealed under the data key.
@@ -491,6 +523,19 @@ pub trait Store: Send + Sync + 'static {
     async fn remove_client(&self, id: &str) -> Result<bool, StoreError>;
     /// Replaces a confidential client's secret digest; false if there is no such client.
     async fn set_client_secret(&self, id: &str, digest: &[u8], key_id: &str, at: i64) -> Result<bool, StoreError>;
+    async fn create_oauth_code(&self, code: &OAuthCodeRecord) -> Result<(), StoreError>;
+    async fn oauth_code(&self, digest: &[u8]) -> Result<Option<OAuthCodeRecord>, StoreError>;
+    /// Spends an authorization code and starts the session it grants, in one transaction; `None`
+    /// (and nothing written) if the code was spent first.
+    async fn redeem_oauth_code(
+        &self,
+        digest: &[u8],
+        at: i64,
+        start: &SessionStart,
+    ) -> Result<Option<String>, StoreError>;
+    /// The scope a user already allowed a client, if any.
+    async fn consent(&self, user_id: &str, client_id: &str) -> Result<Option<String>, StoreError>;
+    async fn save_consent(&self, user_id: &str, client_id: &str, scope: &str, at: i64) -> Result<(), StoreError>;
     /// Sets an account's role; false if there is no such account.
     async fn set_role(&self, user_id: &str, role: &str) -> Result<bool, StoreError>;
     /// Sets a new password, kills unused reset links, stores the sign-out rule and the audit event.

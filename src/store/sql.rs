@@ -119,44 +119,85 @@ macro_rules! impl_store_with_portable_sql {
             }
 
             async fn start_session(&self, start: &SessionStart) -> Result<String, StoreError> {
-                let device = &start.device;
                 let mut tx = self.writer.begin().await?;
-                let (device_id,): (String,) = sqlx::query_as::<$db, (String,)>(
-                    "INSERT INTO devices (id, user_id, client_identifier, product, platform, name, \
-                     first_seen_at, last_seen_at, last_address) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) \
-                     ON CONFLICT (user_id, client_identifier) DO UPDATE SET product = excluded.product, \
-                     platform = excluded.platform, name = excluded.name, last_seen_at = excluded.last_seen_at, \
-                     last_address = excluded.last_address \
-                     RETURNING id",
-                )
-                .bind(&start.new_device_id)
-                .bind(&device.user_id)
-                .bind(&device.client_identifier)
-                .bind(&device.product)
-                .bind(&device.platform)
-                .bind(&device.name)
-                .bind(device.seen_at)
-                .bind(&device.address)
-                .fetch_one(&mut *tx)
-                .await?;
-                sqlx::query::<$db>(
-                    "INSERT INTO sessions (id, user_id, device_id, channel, created_at, last_used_at, dpop_jkt, \
-                     verified_at, enrolment_only) VALUES ($1, $2, $3, $4, $5, $5, $6, $5, $7)",
-                )
-                .bind(&start.session_id)
-                .bind(&device.user_id)
-                .bind(&device_id)
-                .bind(&start.channel)
-                .bind(device.seen_at)
-                .bind(&start.dpop_jkt)
-                .bind(i64::from(start.enrolment_only))
-                .execute(&mut *tx)
-                .await?;
-                for token in &start.tokens {
-                    insert_token!($db, &mut *tx, token);
-                }
+                let device_id = insert_session_start!($db, &mut tx, start);
                 tx.commit().await?;
                 Ok(device_id)
+            }
+
+            async fn redeem_oauth_code(
+                &self,
+                digest: &[u8],
+                at: i64,
+                start: &SessionStart,
+            ) -> Result<Option<String>, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let spent = sqlx::query::<$db>(
+                    "UPDATE oauth_codes SET used_at = $1, session_id = $2 WHERE digest = $3 AND used_at IS NULL",
+                )
+                .bind(at)
+                .bind(&start.session_id)
+                .bind(digest)
+                .execute(&mut *tx)
+                .await?;
+                if spent.rows_affected() != 1 {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+                let device_id = insert_session_start!($db, &mut tx, start);
+                tx.commit().await?;
+                Ok(Some(device_id))
+            }
+
+            async fn create_oauth_code(&self, code: &OAuthCodeRecord) -> Result<(), StoreError> {
+                sqlx::query::<$db>(
+                    "INSERT INTO oauth_codes (digest, digest_key_id, client_id, user_id, grant_json, created_at, \
+                     expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&code.digest)
+                .bind(&code.digest_key_id)
+                .bind(&code.client_id)
+                .bind(&code.user_id)
+                .bind(&code.grant_json)
+                .bind(code.created_at)
+                .bind(code.expires_at)
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
+            async fn oauth_code(&self, digest: &[u8]) -> Result<Option<OAuthCodeRecord>, StoreError> {
+                Ok(sqlx::query_as::<$db, OAuthCodeRecord>(
+                    "SELECT digest, digest_key_id, client_id, user_id, grant_json, created_at, expires_at, used_at, \
+                     session_id FROM oauth_codes WHERE digest = $1",
+                )
+                .bind(digest)
+                .fetch_optional(&self.writer)
+                .await?)
+            }
+
+            async fn consent(&self, user_id: &str, client_id: &str) -> Result<Option<String>, StoreError> {
+                let row: Option<(String,)> =
+                    sqlx::query_as::<$db, (String,)>("SELECT scope FROM oauth_consents WHERE user_id = $1 AND client_id = $2")
+                        .bind(user_id)
+                        .bind(client_id)
+                        .fetch_optional(&self.reader)
+                        .await?;
+                Ok(row.map(|(scope,)| scope))
+            }
+
+            async fn save_consent(&self, user_id: &str, client_id: &str, scope: &str, at: i64) -> Result<(), StoreError> {
+                sqlx::query::<$db>(
+                    "INSERT INTO oauth_consents (user_id, client_id, scope, granted_at) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (user_id, client_id) DO UPDATE SET scope = excluded.scope, granted_at = excluded.granted_at",
+                )
+                .bind(user_id)
+                .bind(client_id)
+                .bind(scope)
+                .bind(at)
+                .execute(&self.writer)
+                .await?;
+                Ok(())
             }
 
             async fn recover_session(&self, recovery: &SessionRecovery) -> Result<bool, StoreError> {
@@ -170,9 +211,11 @@ macro_rules! impl_store_with_portable_sql {
                     tx.rollback().await?;
                     return Ok(false);
                 }
+                // The replacement keeps what the old session was granted: an OAuth client's session stays one.
                 sqlx::query::<$db>(
                     "INSERT INTO sessions (id, user_id, device_id, channel, created_at, last_used_at, dpop_jkt, \
-                     enrolment_only) VALUES ($1, $2, $3, $4, $5, $5, $6, $7)",
+                     enrolment_only, client_id, scope, auth_time) \
+                     SELECT $1, $2, $3, $4, $5, $5, $6, $7, client_id, scope, auth_time FROM sessions WHERE id = $8",
                 )
                 .bind(&recovery.session_id)
                 .bind(&recovery.user_id)
@@ -181,6 +224,7 @@ macro_rules! impl_store_with_portable_sql {
                 .bind(recovery.at)
                 .bind(&recovery.dpop_jkt)
                 .bind(i64::from(recovery.enrolment_only))
+                .bind(&recovery.old_session_id)
                 .execute(&mut *tx)
                 .await?;
                 for token in &recovery.tokens {
@@ -194,7 +238,8 @@ macro_rules! impl_store_with_portable_sql {
                 Ok(sqlx::query_as::<$db, TokenRecord>(
                     "SELECT t.digest, t.digest_key_id, t.kind, t.session_id, t.user_id, s.device_id, s.channel, \
                      t.issued_at, t.expires_at, t.rotated_at, s.revoked_at AS session_revoked_at, s.dpop_jkt, \
-                     s.verified_at, s.enrolment_only FROM tokens t JOIN sessions s ON s.id = t.session_id WHERE t.digest = $1",
+                     s.verified_at, s.enrolment_only, s.client_id, s.scope, s.auth_time \
+                     FROM tokens t JOIN sessions s ON s.id = t.session_id WHERE t.digest = $1",
                 )
                 .bind(digest)
                 .fetch_optional(&self.reader)
@@ -452,7 +497,8 @@ macro_rules! impl_store_with_portable_sql {
             async fn create_client(&self, client: &ClientRecord) -> Result<(), StoreError> {
                 sqlx::query::<$db>(
                     "INSERT INTO oauth_clients (id, name, kind, secret_digest, secret_key_id, redirect_uris, \
-                     backchannel_logout_uri, first_party, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                     backchannel_logout_uri, first_party, created_at, id_token_alg) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 )
                 .bind(&client.id)
                 .bind(&client.name)
@@ -463,6 +509,7 @@ macro_rules! impl_store_with_portable_sql {
                 .bind(&client.backchannel_logout_uri)
                 .bind(client.first_party)
                 .bind(client.created_at)
+                .bind(&client.id_token_alg)
                 .execute(&self.writer)
                 .await
                 .map_err($crate::store::conflict_or_database)?;
@@ -626,7 +673,11 @@ macro_rules! impl_store_with_portable_sql {
                     .bind(before)
                     .execute(&self.writer)
                     .await?;
-                Ok(done.rows_affected() + challenges.rows_affected() + ceremonies.rows_affected())
+                let codes = sqlx::query::<$db>("DELETE FROM oauth_codes WHERE expires_at < $1")
+                    .bind(before)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected() + challenges.rows_affected() + ceremonies.rows_affected() + codes.rows_affected())
             }
 
             async fn mark_session_verified(&self, session_id: &str, at: i64) -> Result<(), StoreError> {
@@ -946,6 +997,55 @@ macro_rules! insert_token {
     }};
 }
 
+/// Records a sign-in's device (new or seen before), its session and first tokens inside a
+/// transaction; evaluates to the device id.
+macro_rules! insert_session_start {
+    ($db:ty, $tx:expr, $start:expr) => {{
+        let start: &SessionStart = $start;
+        let device = &start.device;
+        let (device_id,): (String,) = sqlx::query_as::<$db, (String,)>(
+            "INSERT INTO devices (id, user_id, client_identifier, product, platform, name, \
+             first_seen_at, last_seen_at, last_address) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) \
+             ON CONFLICT (user_id, client_identifier) DO UPDATE SET product = excluded.product, \
+             platform = excluded.platform, name = excluded.name, last_seen_at = excluded.last_seen_at, \
+             last_address = excluded.last_address \
+             RETURNING id",
+        )
+        .bind(&start.new_device_id)
+        .bind(&device.user_id)
+        .bind(&device.client_identifier)
+        .bind(&device.product)
+        .bind(&device.platform)
+        .bind(&device.name)
+        .bind(device.seen_at)
+        .bind(&device.address)
+        .fetch_one(&mut **$tx)
+        .await?;
+        let grant = start.grant.as_ref();
+        sqlx::query::<$db>(
+            "INSERT INTO sessions (id, user_id, device_id, channel, created_at, last_used_at, dpop_jkt, \
+             verified_at, enrolment_only, client_id, scope, auth_time) \
+             VALUES ($1, $2, $3, $4, $5, $5, $6, $5, $7, $8, $9, $10)",
+        )
+        .bind(&start.session_id)
+        .bind(&device.user_id)
+        .bind(&device_id)
+        .bind(&start.channel)
+        .bind(device.seen_at)
+        .bind(&start.dpop_jkt)
+        .bind(i64::from(start.enrolment_only))
+        .bind(grant.map(|g| g.client_id.as_str()))
+        .bind(grant.map(|g| g.scope.as_str()))
+        .bind(grant.map(|g| g.auth_time))
+        .execute(&mut **$tx)
+        .await?;
+        for token in &start.tokens {
+            insert_token!($db, &mut **$tx, token);
+        }
+        device_id
+    }};
+}
+
 macro_rules! insert_rule {
     ($db:ty, $conn:expr, $rule:expr) => {{
         let rule: &NewRule = $rule;
@@ -1010,7 +1110,7 @@ macro_rules! audit_select {
 macro_rules! client_select {
     () => {
         "SELECT id, name, kind, secret_digest, secret_key_id, redirect_uris, backchannel_logout_uri, first_party, \
-         created_at, secret_rotated_at FROM oauth_clients"
+         created_at, secret_rotated_at, id_token_alg FROM oauth_clients"
     };
 }
 
@@ -1044,6 +1144,6 @@ macro_rules! replace_recovery_codes {
 }
 
 pub(crate) use {
-    append_audit, audit_select, client_select, impl_store_with_portable_sql, insert_rule, insert_token, passkey_select,
-    replace_recovery_codes, user_select,
+    append_audit, audit_select, client_select, impl_store_with_portable_sql, insert_rule, insert_session_start,
+    insert_token, passkey_select, replace_recovery_codes, user_select,
 };

@@ -254,7 +254,7 @@ fn keyring_secrets(text: &str) -> Vec<String> {
             }
         }
     }
-    assert_eq!(secrets.len(), 4, "one key per purpose");
+    assert_eq!(secrets.len(), 5, "one key per purpose (pepper, token hash, data, blind index, signing)");
     secrets
 }
 

@@ -19,6 +19,7 @@ mod mfa;
 mod mfa_policy;
 mod nodes;
 mod oauth_clients;
+mod oidc;
 mod operations;
 mod pages;
 mod passkeys;

@@ -201,24 +201,28 @@ async fn pages_follow_the_operators_name_colours_and_origins() {
     server.stop().await;
 }
 
-fn browser() -> Client {
+pub(crate) fn browser() -> Client {
     Client::builder().no_proxy().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap()
 }
 
 /// The CSRF token of the first form on a page.
-fn csrf(html: &str) -> String {
+pub(crate) fn csrf(html: &str) -> String {
     let start = html.find("name=\"csrf\" value=\"").expect("a form with a CSRF token") + 19;
     html[start..].chars().take_while(|c| *c != '"').collect()
 }
 
-async fn get(client: &Client, server: &TestServer, path: &str) -> (StatusCode, String, reqwest::header::HeaderMap) {
+pub(crate) async fn get(
+    client: &Client,
+    server: &TestServer,
+    path: &str,
+) -> (StatusCode, String, reqwest::header::HeaderMap) {
     let response = client.get(server.url(path)).send().await.unwrap();
     let (status, headers) = (response.status(), response.headers().clone());
     (status, response.text().await.unwrap(), headers)
 }
 
 /// Submits the form of `page_path` to `action` with the page's CSRF token plus `fields`.
-async fn submit(
+pub(crate) async fn submit(
     client: &Client,
     server: &TestServer,
     page_path: &str,
@@ -232,7 +236,7 @@ async fn submit(
     client.post(server.url(action)).form(&form).send().await.unwrap()
 }
 
-fn location(response: &reqwest::Response) -> String {
+pub(crate) fn location(response: &reqwest::Response) -> String {
     response.headers().get(LOCATION).map(|l| l.to_str().unwrap().to_owned()).unwrap_or_default()
 }
 

@@ -33,7 +33,8 @@ pub async fn signin_form(State(state): State<AppState>, browser: Browser, Query(
         title => "Sign in", next => next, login => "", recoverable => browser.stale_session,
         passkeys => state.factors.passkeys().available(),
     };
-    browser.render(&state, StatusCode::OK, "signin.html", extra)
+    let target = super::oauth::form_target(&state, &next).await;
+    browser.render(&state, StatusCode::OK, "signin.html", extra).allow_form_target(target)
 }
 
 #[derive(Deserialize)]
@@ -76,6 +77,7 @@ pub async fn signin(
 ) -> Result<Response, Page> {
     browser.check_form(&state, &headers, &form.csrf)?;
     let next = state.pages.safe_next(&form.next);
+    let target = super::oauth::form_target(&state, &next).await;
     let request = SignIn {
         login: form.login.clone(),
         password: Zeroizing::new(form.password),
@@ -98,7 +100,7 @@ pub async fn signin(
                 title => "Two-step verification", next => next, mfa_token => mfa_token,
                 totp => methods.contains(&"totp"), webauthn_options => webauthn_options,
             };
-            Err(browser.render(&state, StatusCode::OK, "signin_mfa.html", extra))
+            Err(browser.render(&state, StatusCode::OK, "signin_mfa.html", extra).allow_form_target(target))
         }
         Err(err) => {
             let status = crate::http::error::status_of(&err);
@@ -106,7 +108,7 @@ pub async fn signin(
                 title => "Sign in", next => next, login => form.login, error => err.to_string(),
                 passkeys => state.factors.passkeys().available(),
             };
-            Err(browser.render(&state, status, "signin.html", extra))
+            Err(browser.render(&state, status, "signin.html", extra).allow_form_target(target))
         }
     }
 }
@@ -141,12 +143,15 @@ pub async fn signin_mfa(
 ) -> Result<Response, Page> {
     browser.check_form(&state, &headers, &form.csrf)?;
     let next = state.pages.safe_next(&form.next);
+    let target = super::oauth::form_target(&state, &next).await;
     let again = |err: &crate::domain::Error| {
         let extra = context! {
             title => "Two-step verification", next => next.clone(), mfa_token => form.mfa_token.clone(),
             error => err.to_string(), webauthn_options => form.webauthn_options.clone(), totp => form.totp.is_some(),
         };
-        browser.render(&state, crate::http::error::status_of(err), "signin_mfa.html", extra)
+        browser
+            .render(&state, crate::http::error::status_of(err), "signin_mfa.html", extra)
+            .allow_form_target(target.clone())
     };
     let passkey = match form.webauthn_response.as_deref().filter(|r| !r.is_empty()) {
         Some(json) => {

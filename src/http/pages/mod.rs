@@ -6,6 +6,7 @@
 //! Cross-site POSTs are refused outright when the browser says so (`Sec-Fetch-Site`).
 
 mod account;
+mod oauth;
 mod passkeys;
 mod security;
 
@@ -46,6 +47,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("signin_mfa.html", include_str!("../../../templates/pages/signin_mfa.html")),
     ("totp_setup.html", include_str!("../../../templates/pages/totp_setup.html")),
     ("recovery_codes.html", include_str!("../../../templates/pages/recovery_codes.html")),
+    ("consent.html", include_str!("../../../templates/pages/consent.html")),
 ];
 
 const STYLESHEET: &str = include_str!("../../../static/keywarden.css");
@@ -124,13 +126,16 @@ pub fn router() -> Router<AppState> {
         .route("/static/keywarden.css", get(stylesheet))
         .route("/static/keywarden.js", get(script))
         .route("/recover", post(account::recover))
+        .route("/oauth/authorize", get(oauth::authorize))
+        .route("/oauth/authorize/decision", post(oauth::decide))
 }
 
 /// The headers that keep every answer, page or not, from being framed, scripted from elsewhere
 /// or pinned to plain HTTP (issue 4 §3).
 pub fn hardening<S: Clone + Send + Sync + 'static>(router: Router<S>, hsts: bool) -> Router<S> {
     let mut router = router
-        .layer(SetResponseHeaderLayer::overriding(
+        // A page may widen `form-action` to the one client it is about to send the browser back to.
+        .layer(SetResponseHeaderLayer::if_not_present(
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CONTENT_SECURITY_POLICY),
         ))
@@ -168,11 +173,30 @@ pub struct Page {
     status: StatusCode,
     html: String,
     jar: Box<CookieJar>,
+    /// An origin besides ours that this page's forms may end at (after redirects).
+    form_target: Option<String>,
+}
+
+impl Page {
+    /// Lets this page's forms end at `origin`: Chrome applies `form-action` to every redirect after
+    /// a submission, and a sign-in or consent form for an OAuth client ends at the client's
+    /// redirect URI. The origin must come from a validated authorization request.
+    pub fn allow_form_target(mut self, origin: Option<String>) -> Self {
+        self.form_target = origin;
+        self
+    }
 }
 
 impl IntoResponse for Page {
     fn into_response(self) -> Response {
-        (self.status, *self.jar, Html(self.html)).into_response()
+        let policy = match &self.form_target {
+            Some(origin) if origin.chars().all(|c| c.is_ascii_graphic() && c != ';' && c != ',') => {
+                CONTENT_SECURITY_POLICY.replace("form-action 'self'", &format!("form-action 'self' {origin}"))
+            }
+            _ => CONTENT_SECURITY_POLICY.to_owned(),
+        };
+        let csp = HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+        (self.status, [(header::CONTENT_SECURITY_POLICY, csp)], *self.jar, Html(self.html)).into_response()
     }
 }
 
@@ -266,7 +290,7 @@ impl Browser {
             tracing::error!(error = %e, template, "page template failed");
             "<!doctype html><title>Error</title><p>Something went wrong.</p>".to_owned()
         });
-        Page { status, html, jar: Box::new(self.jar.clone()) }
+        Page { status, html, jar: Box::new(self.jar.clone()), form_target: None }
     }
 
     pub fn message(

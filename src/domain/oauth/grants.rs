@@ -1,0 +1,252 @@
+//! The token endpoint's grants (RFC 6749 §4.1.3, §6): authorization codes with PKCE and refresh
+//! tokens, both rotating into ordinary keywarden sessions of the client's channel.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use super::authorize::{pkce_shaped, CodeGrant};
+use super::{ClientCredentials, OAuth, Scope};
+use crate::domain::audit::{kind, Actor, AuditLog};
+use crate::domain::clients::Client;
+use crate::domain::clock::now_ms;
+use crate::domain::dpop::Proof;
+use crate::domain::error::{Error, Result};
+use crate::domain::tokens::TokenKind;
+use crate::store::{DeviceSighting, OAuthCodeRecord, OAuthGrant, SessionStart};
+
+/// A token request, whatever its grant.
+#[derive(Debug, Clone)]
+pub struct TokenRequest {
+    pub grant_type: Option<String>,
+    pub code: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub code_verifier: Option<String>,
+    pub refresh_token: Option<String>,
+    pub client: ClientCredentials,
+    /// A verified DPoP proof sent with the request: the tokens are bound to its key.
+    pub dpop: Option<Proof>,
+    pub address: Option<String>,
+}
+
+/// The successful answer (RFC 6749 §5.1, OpenID Connect Core §3.1.3.3).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TokenResponse {
+    pub access_token: Zeroizing<String>,
+    /// `Bearer`, or `DPoP` for key-bound tokens.
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<Zeroizing<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    pub scope: String,
+}
+
+fn invalid_grant(description: &str) -> Error {
+    Error::oauth("invalid_grant", description)
+}
+
+fn required<'a>(value: &'a Option<String>, name: &str) -> Result<&'a str> {
+    value
+        .as_deref()
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| Error::oauth("invalid_request", format!("{name} is missing")))
+}
+
+impl OAuth {
+    pub async fn token(&self, request: TokenRequest) -> Result<TokenResponse> {
+        let grant_type = required(&request.grant_type, "grant_type")?.to_owned();
+        let client = self.authenticate_client(&request.client).await?;
+        match grant_type.as_str() {
+            "authorization_code" => self.exchange_code(&client, request).await,
+            "refresh_token" => self.refresh(&client, request).await,
+            other => Err(Error::oauth("unsupported_grant_type", format!("grant_type {other:?} is not supported"))),
+        }
+    }
+
+    async fn exchange_code(&self, client: &Client, request: TokenRequest) -> Result<TokenResponse> {
+        let code = required(&request.code, "code")?;
+        let record = self.find_code(code).await?.ok_or_else(|| invalid_grant("the code is not valid"))?;
+        if record.client_id != client.id {
+            return Err(invalid_grant("the code was issued to another client"));
+        }
+        let now = now_ms();
+        if record.used_at.is_some() {
+            self.code_reused(&record, request.address.as_deref()).await?;
+            return Err(invalid_grant("the code was already used; the tokens it gave have been revoked"));
+        }
+        if record.expires_at <= now {
+            return Err(invalid_grant("the code has expired"));
+        }
+        let grant: CodeGrant = serde_json::from_str(&record.grant_json).map_err(|e| Error::Internal(e.to_string()))?;
+        if request.redirect_uri.as_deref() != Some(grant.redirect_uri.as_str()) {
+            return Err(invalid_grant("redirect_uri differs from the authorization request's"));
+        }
+        check_pkce(grant.code_challenge.as_deref(), request.code_verifier.as_deref())?;
+        if let Some(jkt) = &grant.dpop_jkt {
+            match &request.dpop {
+                Some(proof) if proof.jkt == *jkt => {}
+                _ => {
+                    return Err(Error::oauth(
+                        "invalid_dpop_proof",
+                        "the code is bound to a DPoP key: send a proof from it",
+                    ))
+                }
+            }
+        }
+
+        let scope = Scope::parse(&grant.scope)?;
+        let session_id = uuid::Uuid::now_v7().to_string();
+        let (access, refresh, tokens) = self.sessions.mint_pair(&session_id, &record.user_id, now);
+        let device = grant.device;
+        let start = SessionStart {
+            session_id: session_id.clone(),
+            new_device_id: uuid::Uuid::now_v7().to_string(),
+            device: DeviceSighting {
+                user_id: record.user_id.clone(),
+                client_identifier: device.client_id,
+                product: device.product,
+                platform: device.platform,
+                name: device.name,
+                address: request.address.clone(),
+                seen_at: now,
+            },
+            channel: client.id.clone(),
+            dpop_jkt: request.dpop.as_ref().map(|p| p.jkt.clone()),
+            enrolment_only: false,
+            grant: Some(OAuthGrant {
+                client_id: client.id.clone(),
+                scope: scope.to_string(),
+                auth_time: grant.auth_time,
+            }),
+            tokens,
+        };
+        let Some(device_id) = self.store.redeem_oauth_code(&record.digest, now, &start).await? else {
+            // Spent by a concurrent request between our read and our write: the same as a reuse.
+            let record = self.find_code(code).await?.unwrap_or(record);
+            self.code_reused(&record, request.address.as_deref()).await?;
+            return Err(invalid_grant("the code was already used; the tokens it gave have been revoked"));
+        };
+        let details = json!({
+            "client_id": client.id, "session_id": session_id, "device_id": device_id, "scope": start.grant.as_ref().map(|g| &g.scope),
+            "grant_type": "authorization_code", "dpop": start.dpop_jkt.is_some(),
+        });
+        let actor = Actor::User(record.user_id.clone());
+        let event = AuditLog::event(
+            kind::OAUTH_TOKENS_ISSUED,
+            &actor,
+            Some(&record.user_id),
+            request.address.as_deref(),
+            details,
+        );
+        self.audit.record(event).await?;
+        tracing::info!(user_id = %record.user_id, client_id = %client.id, %session_id, "authorization code exchanged");
+        let id_token = self
+            .id_token_if_openid(client, &record.user_id, &session_id, &scope, grant.auth_time, grant.nonce.as_deref())
+            .await?;
+        Ok(TokenResponse {
+            access_token: access,
+            token_type: if start.dpop_jkt.is_some() { "DPoP" } else { "Bearer" },
+            expires_in: self.tokens.access_ttl_secs,
+            refresh_token: Some(refresh),
+            id_token,
+            scope: scope.to_string(),
+        })
+    }
+
+    async fn refresh(&self, client: &Client, request: TokenRequest) -> Result<TokenResponse> {
+        let token = required(&request.refresh_token, "refresh_token")?;
+        let record = self
+            .sessions
+            .find(token, TokenKind::Refresh)
+            .await
+            .map_err(|_| invalid_grant("the refresh token is not valid"))?;
+        if record.client_id.as_deref() != Some(client.id.as_str()) {
+            return Err(invalid_grant("the refresh token was issued to another client"));
+        }
+        let issued =
+            self.sessions.refresh(token, request.dpop.as_ref(), Some(&client.id)).await.map_err(|e| match e {
+                Error::InvalidToken | Error::TokenExpired | Error::TokenRevoked | Error::RefreshTokenReused => {
+                    invalid_grant(&e.to_string())
+                }
+                Error::InvalidDpopProof(_) | Error::DpopProofRequired => {
+                    Error::oauth("invalid_dpop_proof", e.to_string())
+                }
+                other => other,
+            })?;
+        let scope = Scope::parse(record.scope.as_deref().unwrap_or_default())?;
+        let auth_time = record.auth_time.unwrap_or(record.issued_at);
+        let id_token =
+            self.id_token_if_openid(client, &record.user_id, &issued.session_id, &scope, auth_time, None).await?;
+        Ok(TokenResponse {
+            access_token: issued.access_token,
+            token_type: issued.token_type,
+            expires_in: issued.expires_in,
+            refresh_token: Some(issued.refresh_token),
+            id_token,
+            scope: scope.to_string(),
+        })
+    }
+
+    async fn find_code(&self, code: &str) -> Result<Option<OAuthCodeRecord>> {
+        if TokenKind::of(code) != Some(TokenKind::AuthorizationCode) {
+            return Ok(None);
+        }
+        for keyed in self.keyring.token_digests(code) {
+            if let Some(record) = self.store.oauth_code(&keyed.digest).await? {
+                return Ok(Some(record));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A code presented twice was intercepted or replayed: whatever it gave is ended (RFC 6749 §4.1.2).
+    async fn code_reused(&self, record: &OAuthCodeRecord, address: Option<&str>) -> Result<()> {
+        if let Some(session_id) = &record.session_id {
+            self.store.revoke_session(session_id, now_ms()).await?;
+        }
+        tracing::warn!(user_id = %record.user_id, client_id = %record.client_id, "authorization code reused: its session was revoked");
+        let details = json!({ "client_id": record.client_id, "session_id": record.session_id });
+        let event = AuditLog::event(kind::OAUTH_CODE_REUSED, &Actor::System, Some(&record.user_id), address, details);
+        self.audit.record(event).await?;
+        Ok(())
+    }
+}
+
+/// RFC 7636 §4.6: the verifier's SHA-256 must be the challenge; a verifier without a challenge is
+/// refused too (RFC 9700 §2.1.1), so a downgrade cannot go unnoticed.
+fn check_pkce(challenge: Option<&str>, verifier: Option<&str>) -> Result<()> {
+    match (challenge, verifier) {
+        (None, None) => Ok(()),
+        (Some(challenge), Some(verifier)) if pkce_shaped(verifier) => {
+            let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+            if bool::from(computed.as_bytes().ct_eq(challenge.as_bytes())) {
+                Ok(())
+            } else {
+                Err(invalid_grant("the code_verifier does not match the code_challenge"))
+            }
+        }
+        (Some(_), _) => Err(invalid_grant("a code_verifier of 43 to 128 characters is required")),
+        (None, Some(_)) => Err(invalid_grant("the authorization request had no code_challenge")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_pkce;
+
+    #[test]
+    fn pkce_follows_rfc_7636_appendix_b() {
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+        assert!(check_pkce(Some(challenge), Some(verifier)).is_ok());
+        assert!(check_pkce(Some(challenge), Some(&verifier.replace('d', "e"))).is_err());
+        assert!(check_pkce(Some(challenge), None).is_err());
+        assert!(check_pkce(None, Some(verifier)).is_err());
+        assert!(check_pkce(None, None).is_ok());
+    }
+}

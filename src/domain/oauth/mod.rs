@@ -1,0 +1,183 @@
+//! The OpenID Connect provider: authorization requests and codes with PKCE, the token endpoint's
+//! grants, ID tokens, userinfo, introspection and revocation.
+//!
+//! Every access and refresh token it issues is an ordinary keywarden token in a session whose
+//! channel is the client's id: stored as a keyed digest, listed on `/security`, and killed by
+//! sign-out everywhere, a password reset or `admin revoke --channel CLIENT`, like any other.
+
+mod authorize;
+mod claims;
+mod grants;
+
+use std::sync::Arc;
+
+pub use authorize::{redirect_origin, AuthorizationRequest, AuthorizationResponse, AuthorizeError, Next, ValidRequest};
+pub use claims::{Introspection, UserClaims};
+pub use grants::{TokenRequest, TokenResponse};
+
+use super::accounts::Accounts;
+use super::audit::AuditLog;
+use super::clients::{Client, Clients};
+use super::core::Core;
+use super::error::{Error, Result};
+use super::sessions::{Sessions, TokenPolicy};
+use crate::keys::Keyring;
+use crate::signing::Signer;
+use crate::store::DynStore;
+
+/// The scopes keywarden understands; anything else in a request is `invalid_scope`.
+pub const SCOPES_SUPPORTED: [&str; 4] = ["openid", "profile", "email", "offline_access"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OAuthSettings {
+    /// How long an authorization code may wait for its exchange.
+    pub code_ttl_secs: i64,
+    /// How long an ID token is valid.
+    pub id_token_ttl_secs: i64,
+}
+
+impl Default for OAuthSettings {
+    fn default() -> Self {
+        Self { code_ttl_secs: 60, id_token_ttl_secs: 3600 }
+    }
+}
+
+/// A set of granted scopes, without duplicates, in a stable order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Scope(Vec<&'static str>);
+
+impl Scope {
+    /// Parses a space-separated scope; unknown scopes are refused.
+    pub fn parse(text: &str) -> Result<Self> {
+        let mut scopes = Vec::new();
+        for word in text.split(' ').filter(|w| !w.is_empty()) {
+            let known = SCOPES_SUPPORTED
+                .iter()
+                .find(|s| **s == word)
+                .ok_or_else(|| Error::oauth("invalid_scope", format!("unknown scope {word:?}")))?;
+            if !scopes.contains(known) {
+                scopes.push(*known);
+            }
+        }
+        scopes.sort_by_key(|s| SCOPES_SUPPORTED.iter().position(|k| k == s));
+        Ok(Self(scopes))
+    }
+
+    pub fn has(&self, scope: &str) -> bool {
+        self.0.contains(&scope)
+    }
+
+    /// Whether everything in `self` was already granted in `granted`.
+    pub fn within(&self, granted: &Scope) -> bool {
+        self.0.iter().all(|s| granted.has(s))
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.0.iter().copied()
+    }
+}
+
+impl std::fmt::Display for Scope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(" "))
+    }
+}
+
+/// How a client proves who it is at the token, introspection and revocation endpoints.
+#[derive(Debug, Clone)]
+pub enum ClientCredentials {
+    /// `client_secret_basic` or `client_secret_post`.
+    Secret { id: String, secret: String },
+    /// A public client names itself only (`none`); PKCE or the refresh token binds it.
+    Public { id: String },
+    /// No client identification at all.
+    Missing,
+}
+
+fn invalid_client() -> Error {
+    Error::oauth("invalid_client", "client authentication failed")
+}
+
+#[derive(Clone)]
+pub struct OAuth {
+    store: DynStore,
+    keyring: Arc<Keyring>,
+    audit: AuditLog,
+    clients: Clients,
+    sessions: Sessions,
+    accounts: Accounts,
+    signer: Arc<Signer>,
+    issuer: String,
+    settings: OAuthSettings,
+    tokens: TokenPolicy,
+}
+
+impl OAuth {
+    pub fn new(
+        core: &Core,
+        sessions: Sessions,
+        accounts: Accounts,
+        signer: Arc<Signer>,
+        issuer: &str,
+        settings: OAuthSettings,
+    ) -> Self {
+        Self {
+            store: core.store.clone(),
+            keyring: core.keyring.clone(),
+            audit: core.audit.clone(),
+            clients: Clients::new(core.store.clone(), core.keyring.clone(), core.audit.clone()),
+            sessions,
+            accounts,
+            signer,
+            issuer: issuer.trim_end_matches('/').to_owned(),
+            settings,
+            tokens: core.policy,
+        }
+    }
+
+    /// The issuer identifier: `iss` of every token and the base of every endpoint.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn signer(&self) -> &Signer {
+        &self.signer
+    }
+
+    pub fn clients(&self) -> &Clients {
+        &self.clients
+    }
+
+    /// The client these credentials prove; every failure is the same `invalid_client`.
+    pub async fn authenticate_client(&self, credentials: &ClientCredentials) -> Result<Client> {
+        match credentials {
+            ClientCredentials::Secret { id, secret } => {
+                self.clients
+                    .authenticate(id, secret)
+                    .await
+                    .map_err(|e| if e.is_internal() { e } else { invalid_client() })
+            }
+            ClientCredentials::Public { id } => match self.clients.get(id).await {
+                Ok(client) if client.is_public() => Ok(client),
+                Err(e) if e.is_internal() => Err(e),
+                _ => Err(invalid_client()),
+            },
+            ClientCredentials::Missing => Err(invalid_client()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Scope;
+
+    #[test]
+    fn scopes_are_known_deduplicated_and_ordered() {
+        let scope = Scope::parse("email  openid email").unwrap();
+        assert_eq!(scope.to_string(), "openid email");
+        assert!(Scope::parse("openid admin").is_err());
+        assert!(Scope::parse("openid").unwrap().within(&scope));
+        assert!(!Scope::parse("openid profile").unwrap().within(&scope));
+    }
+}
