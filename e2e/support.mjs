@@ -1,6 +1,6 @@
 // What the end-to-end suites share: starting the real binary, Chromium, the outbox and screenshots.
 
-import { spawn, execSync } from "node:child_process";
+import { spawn, execSync, execFileSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, mkdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
@@ -92,4 +92,17 @@ export async function accessibilityViolations(page) {
     const result = await window.axe.run(document, { runOnly: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] });
     return result.violations.map((v) => `${v.id} (${v.impact}): ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
   });
+}
+
+/** Runs `keywarden admin ARGS` against a started server's data directory; returns its stdout. */
+export function admin(server, ...args) {
+  const env = { ...process.env };
+  for (const name of Object.keys(env)) if (name.startsWith("KEYWARDEN_")) delete env[name];
+  return execFileSync(binary, ["admin", ...args, "--data-dir", server.dataDir], { env }).toString();
+}
+
+/** Registers an OAuth client with `keywarden admin clients add`; resolves to its secret, if any. */
+export function registerClient(server, id, ...flags) {
+  const out = admin(server, "clients", "add", id, ...flags);
+  return out.match(/^client_secret: (\S+)$/m)?.[1];
 }
