@@ -94,6 +94,37 @@ test("openid-client: discovery, code flow with PKCE through Chromium's sign-in a
   await assert.rejects(oidc.fetchUserInfo(config, refreshed.access_token, claims.sub));
 });
 
+test("openid-client: device authorization grant approved at /link in Chromium, then refresh", async () => {
+  registerClient(server, "tv", "--name", "Media Player", "--public");
+  const config = await oidc.discovery(new URL(server.base), "tv", { id_token_signed_response_alg: "ES256" }, oidc.None(), {
+    execute: [oidc.allowInsecureRequests],
+  });
+  const started = await oidc.initiateDeviceAuthorization(config, { scope: "openid profile", device_name: "Living-room TV" });
+  assert.match(started.user_code, /^[BCDFGHJKLMNPQRSTVWXZ]{4}-[BCDFGHJKLMNPQRSTVWXZ]{4}$/);
+  assert.equal(started.verification_uri, `${server.base}/link`);
+  const polling = oidc.pollDeviceAuthorizationGrant(config, started);
+
+  // The person opens the link on their laptop, signs in, checks the device and links it.
+  const page = await (await browser.newContext()).newPage();
+  await page.goto(started.verification_uri_complete);
+  await page.fill("#login", person.username);
+  await page.fill("#password", person.password);
+  await page.click("button:has-text('Sign in')");
+  await page.waitForSelector("text=You are linking: Media Player, Living-room TV");
+  assert.ok((await page.textContent("main")).includes(started.user_code));
+  assert.deepEqual(await accessibilityViolations(page), []);
+  await shoot(page, "link-device");
+  await page.click("button:has-text('Link this device')");
+  await page.waitForSelector("text=Device linked");
+
+  const tokens = await polling;
+  assert.equal(tokens.claims().preferred_username, person.username);
+  const refreshed = await oidc.refreshTokenGrant(config, tokens.refresh_token);
+  assert.notEqual(refreshed.access_token, tokens.access_token);
+  await page.goto(`${server.base}/security`);
+  assert.ok((await page.textContent("main")).includes("Living-room TV"), "the linked device is listed on /security");
+});
+
 test("Authlib (Python): code flow with PKCE, ID tokens in ES256 and EdDSA against the JWKS, userinfo, refresh, introspection, revocation", () => {
   const python = process.env.KEYWARDEN_E2E_PYTHON ?? join(root, "e2e", ".venv", "bin", "python");
   assert.ok(existsSync(python), `Python with Authlib is required at ${python} (.ci/run installs it: e2e/python/requirements.txt)`);

@@ -105,6 +105,10 @@ pub enum Error {
     /// An OAuth 2.0 protocol error (RFC 6749 §5.2, §4.1.2.1; RFC 8628 §3.5) with its registered code.
     #[error("{description}")]
     OAuth { code: &'static str, description: String },
+    #[error("that code is not valid or has expired: check it on your device and try again")]
+    InvalidUserCode,
+    #[error("too many attempts; try again in {retry_after_secs} seconds")]
+    RateLimited { retry_after_secs: u64 },
     #[error("the server is busy; try again shortly")]
     Overloaded { retry_after_secs: u64 },
     #[error("internal error")]
@@ -162,6 +166,8 @@ impl Error {
             Self::InvalidClientCredentials => "invalid_client",
             Self::InsufficientScope => "insufficient_scope",
             Self::OAuth { code, .. } => code,
+            Self::InvalidUserCode => "invalid_user_code",
+            Self::RateLimited { .. } => "rate_limited",
             Self::Overloaded { .. } => "overloaded",
             Self::Store(_) | Self::Keyring(_) | Self::Internal(_) => "internal_error",
         }

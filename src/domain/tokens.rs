@@ -30,10 +30,12 @@ pub enum TokenKind {
     ClientSecret,
     /// An OAuth authorization code, exchanged once at the token endpoint.
     AuthorizationCode,
+    /// The code a device polls the token endpoint with while its person approves it (RFC 8628).
+    DeviceCode,
 }
 
 impl TokenKind {
-    pub const ALL: [TokenKind; 9] = [
+    pub const ALL: [TokenKind; 10] = [
         Self::Access,
         Self::Refresh,
         Self::PasswordReset,
@@ -43,6 +45,7 @@ impl TokenKind {
         Self::EmailChange,
         Self::ClientSecret,
         Self::AuthorizationCode,
+        Self::DeviceCode,
     ];
 
     pub fn prefix(self) -> &'static str {
@@ -56,6 +59,7 @@ impl TokenKind {
             Self::EmailChange => "kw_ec_",
             Self::ClientSecret => "kw_cs_",
             Self::AuthorizationCode => "kw_ac_",
+            Self::DeviceCode => "kw_dc_",
         }
     }
 
@@ -71,6 +75,7 @@ impl TokenKind {
             Self::EmailChange => "email_change",
             Self::ClientSecret => "client_secret",
             Self::AuthorizationCode => "authorization_code",
+            Self::DeviceCode => "device_code",
         }
     }
 

@@ -82,6 +82,8 @@ pub fn status_of(err: &Error) -> StatusCode {
         Error::InvalidLink | Error::InvalidCeremony => StatusCode::BAD_REQUEST,
         Error::WrongPassword | Error::PasswordResetRequired => StatusCode::FORBIDDEN,
         Error::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        Error::InvalidUserCode => StatusCode::BAD_REQUEST,
         Error::Store(_) | Error::Keyring(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -94,7 +96,7 @@ impl From<Error> for ApiError {
             tracing::error!(error = %InternalDetail(&err), "internal error");
         }
         let retry_after_secs = match err {
-            Error::Overloaded { retry_after_secs } => Some(retry_after_secs),
+            Error::Overloaded { retry_after_secs } | Error::RateLimited { retry_after_secs } => Some(retry_after_secs),
             _ => None,
         };
         let extra = match &err {

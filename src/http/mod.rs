@@ -98,6 +98,7 @@ pub fn router(state: AppState, max_body_bytes: usize, hsts: bool) -> Router {
         .route("/.well-known/openid-configuration", get(oauth::discovery))
         .route("/oauth/jwks", get(oauth::jwks))
         .route("/oauth/token", post(oauth::token))
+        .route("/oauth/device_authorization", post(oauth::device_authorization))
         .route("/oauth/userinfo", get(oauth::userinfo).post(oauth::userinfo))
         .route("/oauth/introspect", post(oauth::introspect))
         .route("/oauth/revoke", post(oauth::revoke))

@@ -14,7 +14,9 @@ use serde_json::{json, Value};
 
 use super::extract::{caller_with, Audience, ClientAddress, TokenRequestProof};
 use super::AppState;
-use crate::domain::oauth::{ClientCredentials, TokenRequest, SCOPES_SUPPORTED};
+use crate::domain::oauth::{
+    ClientCredentials, DeviceAuthorizationRequest, TokenRequest, DEVICE_CODE_GRANT, SCOPES_SUPPORTED,
+};
 use crate::domain::sessions::Authenticated;
 use crate::domain::Error;
 use crate::signing::SigningAlg;
@@ -75,7 +77,8 @@ pub async fn discovery(State(state): State<AppState>) -> Response {
         "scopes_supported": SCOPES_SUPPORTED,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "grant_types_supported": ["authorization_code", "refresh_token", DEVICE_CODE_GRANT],
+        "device_authorization_endpoint": endpoint(&state, "/oauth/device_authorization"),
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": algs,
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
@@ -160,6 +163,7 @@ pub struct TokenForm {
     redirect_uri: Option<String>,
     code_verifier: Option<String>,
     refresh_token: Option<String>,
+    device_code: Option<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
 }
@@ -181,12 +185,36 @@ pub async fn token(
         redirect_uri: form.redirect_uri,
         code_verifier: form.code_verifier,
         refresh_token: form.refresh_token,
+        device_code: form.device_code,
         client,
         dpop,
         address: address.map(|a| a.to_string()),
     };
     let response = state.oauth.token(request).await.map_err(|err| OAuthError { err, basic })?;
     Ok((StatusCode::OK, [(header::PRAGMA, "no-cache")], Json(response)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeviceAuthorizationForm {
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    scope: Option<String>,
+    /// keywarden's extension: what the device calls itself, shown when its person approves it.
+    device_name: Option<String>,
+}
+
+/// `POST /oauth/device_authorization` (RFC 8628 §3.1).
+pub async fn device_authorization(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<DeviceAuthorizationForm>, FormRejection>,
+) -> Result<Response, OAuthError> {
+    let Form(form) = form.map_err(|r| form_error(&r))?;
+    let basic = uses_basic(&headers);
+    let client = client_credentials(&headers, form.client_id.as_deref(), form.client_secret.as_deref())?;
+    let request = DeviceAuthorizationRequest { client, scope: form.scope, device_name: form.device_name };
+    let answer = state.oauth.device_authorization(request).await.map_err(|err| OAuthError { err, basic })?;
+    Ok(Json(answer).into_response())
 }
 
 #[derive(Debug, Deserialize)]

@@ -172,6 +172,26 @@ pub struct OAuthCodeRecord {
     pub session_id: Option<String>,
 }
 
+/// A device authorization (RFC 8628): its device code and user code as keyed digests.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeviceCodeRecord {
+    pub digest: Vec<u8>,
+    pub digest_key_id: String,
+    pub user_code_digest: Vec<u8>,
+    pub client_id: String,
+    pub scope: String,
+    pub device_name: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub interval_secs: i64,
+    pub last_polled_at: Option<i64>,
+    /// `pending`, `approved`, `denied` or `used`.
+    pub status: String,
+    pub user_id: Option<String>,
+    pub auth_time: Option<i64>,
+    pub session_id: Option<String>,
+}
+
 /// A session that replaces one killed by a recoverable revocation, on the same device and key.
 #[derive(Debug, Clone)]
 pub struct SessionRecovery {
@@ -533,6 +553,22 @@ pub trait Store: Send + Sync + 'static {
         at: i64,
         start: &SessionStart,
     ) -> Result<Option<String>, StoreError>;
+    async fn create_device_code(&self, code: &DeviceCodeRecord) -> Result<(), StoreError>;
+    async fn device_code(&self, digest: &[u8]) -> Result<Option<DeviceCodeRecord>, StoreError>;
+    async fn device_code_by_user_code(&self, user_code_digest: &[u8]) -> Result<Option<DeviceCodeRecord>, StoreError>;
+    /// Approves (with the person and when they authenticated) or denies a pending, unexpired
+    /// authorization; false if it was no longer pending.
+    async fn decide_device_code(
+        &self,
+        digest: &[u8],
+        approval: Option<(&str, i64)>,
+        at: i64,
+    ) -> Result<bool, StoreError>;
+    /// Records a poll and the interval the device must keep from now on.
+    async fn device_code_polled(&self, digest: &[u8], at: i64, interval_secs: i64) -> Result<(), StoreError>;
+    /// Marks an approved authorization used and starts its session, in one transaction; `None`
+    /// (and nothing written) if it was not approved or already used.
+    async fn redeem_device_code(&self, digest: &[u8], start: &SessionStart) -> Result<Option<String>, StoreError>;
     /// The scope a user already allowed a client, if any.
     async fn consent(&self, user_id: &str, client_id: &str) -> Result<Option<String>, StoreError>;
     async fn save_consent(&self, user_id: &str, client_id: &str, scope: &str, at: i64) -> Result<(), StoreError>;

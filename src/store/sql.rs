@@ -176,6 +176,89 @@ macro_rules! impl_store_with_portable_sql {
                 .await?)
             }
 
+            async fn create_device_code(&self, code: &DeviceCodeRecord) -> Result<(), StoreError> {
+                sqlx::query::<$db>(
+                    "INSERT INTO oauth_device_codes (digest, digest_key_id, user_code_digest, client_id, scope, \
+                     device_name, created_at, expires_at, interval_secs, status) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending')",
+                )
+                .bind(&code.digest)
+                .bind(&code.digest_key_id)
+                .bind(&code.user_code_digest)
+                .bind(&code.client_id)
+                .bind(&code.scope)
+                .bind(&code.device_name)
+                .bind(code.created_at)
+                .bind(code.expires_at)
+                .bind(code.interval_secs)
+                .execute(&self.writer)
+                .await
+                .map_err($crate::store::conflict_or_database)?;
+                Ok(())
+            }
+
+            async fn device_code(&self, digest: &[u8]) -> Result<Option<DeviceCodeRecord>, StoreError> {
+                Ok(sqlx::query_as::<$db, DeviceCodeRecord>(concat!(device_code_select!(), " WHERE digest = $1"))
+                    .bind(digest)
+                    .fetch_optional(&self.writer)
+                    .await?)
+            }
+
+            async fn device_code_by_user_code(&self, user_code_digest: &[u8]) -> Result<Option<DeviceCodeRecord>, StoreError> {
+                Ok(sqlx::query_as::<$db, DeviceCodeRecord>(concat!(device_code_select!(), " WHERE user_code_digest = $1"))
+                    .bind(user_code_digest)
+                    .fetch_optional(&self.writer)
+                    .await?)
+            }
+
+            async fn decide_device_code(
+                &self,
+                digest: &[u8],
+                approval: Option<(&str, i64)>,
+                at: i64,
+            ) -> Result<bool, StoreError> {
+                let done = sqlx::query::<$db>(
+                    "UPDATE oauth_device_codes SET status = $1, user_id = $2, auth_time = $3 \
+                     WHERE digest = $4 AND status = 'pending' AND expires_at > $5",
+                )
+                .bind(if approval.is_some() { "approved" } else { "denied" })
+                .bind(approval.map(|(user_id, _)| user_id))
+                .bind(approval.map(|(_, auth_time)| auth_time))
+                .bind(digest)
+                .bind(at)
+                .execute(&self.writer)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn device_code_polled(&self, digest: &[u8], at: i64, interval_secs: i64) -> Result<(), StoreError> {
+                sqlx::query::<$db>("UPDATE oauth_device_codes SET last_polled_at = $1, interval_secs = $2 WHERE digest = $3")
+                    .bind(at)
+                    .bind(interval_secs)
+                    .bind(digest)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
+            }
+
+            async fn redeem_device_code(&self, digest: &[u8], start: &SessionStart) -> Result<Option<String>, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let spent = sqlx::query::<$db>(
+                    "UPDATE oauth_device_codes SET status = 'used', session_id = $1 WHERE digest = $2 AND status = 'approved'",
+                )
+                .bind(&start.session_id)
+                .bind(digest)
+                .execute(&mut *tx)
+                .await?;
+                if spent.rows_affected() != 1 {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+                let device_id = insert_session_start!($db, &mut tx, start);
+                tx.commit().await?;
+                Ok(Some(device_id))
+            }
+
             async fn consent(&self, user_id: &str, client_id: &str) -> Result<Option<String>, StoreError> {
                 let row: Option<(String,)> =
                     sqlx::query_as::<$db, (String,)>("SELECT scope FROM oauth_consents WHERE user_id = $1 AND client_id = $2")
@@ -677,6 +760,10 @@ macro_rules! impl_store_with_portable_sql {
                     .bind(before)
                     .execute(&self.writer)
                     .await?;
+                sqlx::query::<$db>("DELETE FROM oauth_device_codes WHERE expires_at < $1")
+                    .bind(before)
+                    .execute(&self.writer)
+                    .await?;
                 Ok(done.rows_affected() + challenges.rows_affected() + ceremonies.rows_affected() + codes.rows_affected())
             }
 
@@ -1114,6 +1201,13 @@ macro_rules! client_select {
     };
 }
 
+macro_rules! device_code_select {
+    () => {
+        "SELECT digest, digest_key_id, user_code_digest, client_id, scope, device_name, created_at, expires_at, \
+         interval_secs, last_polled_at, status, user_id, auth_time, session_id FROM oauth_device_codes"
+    };
+}
+
 macro_rules! user_select {
     () => {
         "SELECT id, username, email_sealed, email_key_id, password_hash, password_pepper_id, created_at, \
@@ -1144,6 +1238,6 @@ macro_rules! replace_recovery_codes {
 }
 
 pub(crate) use {
-    append_audit, audit_select, client_select, impl_store_with_portable_sql, insert_rule, insert_session_start,
-    insert_token, passkey_select, replace_recovery_codes, user_select,
+    append_audit, audit_select, client_select, device_code_select, impl_store_with_portable_sql, insert_rule,
+    insert_session_start, insert_token, passkey_select, replace_recovery_codes, user_select,
 };

@@ -26,6 +26,7 @@ pub struct TokenRequest {
     pub redirect_uri: Option<String>,
     pub code_verifier: Option<String>,
     pub refresh_token: Option<String>,
+    pub device_code: Option<String>,
     pub client: ClientCredentials,
     /// A verified DPoP proof sent with the request: the tokens are bound to its key.
     pub dpop: Option<Proof>,
@@ -46,6 +47,9 @@ pub struct TokenResponse {
     pub scope: String,
 }
 
+/// RFC 8628 §3.4.
+pub const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
 fn invalid_grant(description: &str) -> Error {
     Error::oauth("invalid_grant", description)
 }
@@ -64,6 +68,7 @@ impl OAuth {
         match grant_type.as_str() {
             "authorization_code" => self.exchange_code(&client, request).await,
             "refresh_token" => self.refresh(&client, request).await,
+            DEVICE_CODE_GRANT => self.exchange_device_code(&client, request).await,
             other => Err(Error::oauth("unsupported_grant_type", format!("grant_type {other:?} is not supported"))),
         }
     }

@@ -7,13 +7,15 @@
 
 mod authorize;
 mod claims;
+mod device;
 mod grants;
 
 use std::sync::Arc;
 
 pub use authorize::{redirect_origin, AuthorizationRequest, AuthorizationResponse, AuthorizeError, Next, ValidRequest};
 pub use claims::{Introspection, UserClaims};
-pub use grants::{TokenRequest, TokenResponse};
+pub use device::{DeviceAuthorization, DeviceAuthorizationRequest, PendingLink};
+pub use grants::{TokenRequest, TokenResponse, DEVICE_CODE_GRANT};
 
 use super::accounts::Accounts;
 use super::audit::AuditLog;
@@ -35,11 +37,15 @@ pub struct OAuthSettings {
     pub code_ttl_secs: i64,
     /// How long an ID token is valid.
     pub id_token_ttl_secs: i64,
+    /// How long a device's user code waits for its person (RFC 8628).
+    pub device_code_ttl_secs: i64,
+    /// How often a device may poll, at first (each `slow_down` adds 5 seconds).
+    pub device_poll_interval_secs: i64,
 }
 
 impl Default for OAuthSettings {
     fn default() -> Self {
-        Self { code_ttl_secs: 60, id_token_ttl_secs: 3600 }
+        Self { code_ttl_secs: 60, id_token_ttl_secs: 3600, device_code_ttl_secs: 600, device_poll_interval_secs: 5 }
     }
 }
 
@@ -111,6 +117,7 @@ pub struct OAuth {
     issuer: String,
     settings: OAuthSettings,
     tokens: TokenPolicy,
+    link_throttle: device::LinkThrottle,
 }
 
 impl OAuth {
@@ -133,6 +140,7 @@ impl OAuth {
             issuer: issuer.trim_end_matches('/').to_owned(),
             settings,
             tokens: core.policy,
+            link_throttle: device::LinkThrottle::default(),
         }
     }
 

@@ -6,6 +6,7 @@
 //! Cross-site POSTs are refused outright when the browser says so (`Sec-Fetch-Site`).
 
 mod account;
+mod link;
 mod oauth;
 mod passkeys;
 mod security;
@@ -48,6 +49,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("totp_setup.html", include_str!("../../../templates/pages/totp_setup.html")),
     ("recovery_codes.html", include_str!("../../../templates/pages/recovery_codes.html")),
     ("consent.html", include_str!("../../../templates/pages/consent.html")),
+    ("link.html", include_str!("../../../templates/pages/link.html")),
 ];
 
 const STYLESHEET: &str = include_str!("../../../static/keywarden.css");
@@ -128,6 +130,8 @@ pub fn router() -> Router<AppState> {
         .route("/recover", post(account::recover))
         .route("/oauth/authorize", get(oauth::authorize))
         .route("/oauth/authorize/decision", post(oauth::decide))
+        .route("/link", get(link::form).post(link::find))
+        .route("/link/confirm", post(link::confirm))
 }
 
 /// The headers that keep every answer, page or not, from being framed, scripted from elsewhere

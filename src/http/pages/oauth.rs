@@ -17,7 +17,7 @@ use crate::http::extract::ClientAddress;
 use crate::http::AppState;
 
 /// What each scope means, in the words the consent screen uses.
-fn scope_description(scope: &str) -> Option<&'static str> {
+pub(super) fn scope_description(scope: &str) -> Option<&'static str> {
     match scope {
         "openid" => Some("know who you are on this site (your account id)"),
         "profile" => Some("see your username"),

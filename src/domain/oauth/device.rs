@@ -1,0 +1,340 @@
+//! Device authorization (RFC 8628): a TV or media server shows a short user code, its person
+//! approves it at `/link`, and the device polls the token endpoint until it gets its tokens.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use rand::Rng;
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use super::grants::{TokenRequest, TokenResponse};
+use super::{ClientCredentials, OAuth, Scope};
+use crate::domain::audit::{kind, Actor, AuditLog};
+use crate::domain::clients::Client;
+use crate::domain::clock::now_ms;
+use crate::domain::error::{Error, Result};
+use crate::domain::sessions::Authenticated;
+use crate::domain::tokens::TokenKind;
+use crate::keys::hex;
+use crate::store::{DeviceCodeRecord, DeviceSighting, OAuthGrant, SessionStart, StoreError};
+
+/// RFC 8628 §6.1: consonants only, so codes are unambiguous and spell no words. 20^8 ≈ 2^34.6.
+const USER_CODE_ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";
+const USER_CODE_LEN: usize = 8;
+/// Wrong codes one account may type at `/link` per window, on one node.
+const LINK_ATTEMPTS: u32 = 5;
+const LINK_WINDOW_MS: i64 = 15 * 60 * 1000;
+/// RFC 8628 §3.5: each `slow_down` adds five seconds to the interval.
+const SLOW_DOWN_STEP_SECS: i64 = 5;
+
+/// What a device asks for at `POST /oauth/device_authorization`.
+#[derive(Debug, Clone)]
+pub struct DeviceAuthorizationRequest {
+    pub client: ClientCredentials,
+    pub scope: Option<String>,
+    /// What the device calls itself ("Living-room TV"); shown when its person approves it.
+    pub device_name: Option<String>,
+}
+
+/// RFC 8628 §3.2.
+#[derive(Debug, serde::Serialize)]
+pub struct DeviceAuthorization {
+    pub device_code: Zeroizing<String>,
+    pub user_code: String,
+    pub verification_uri: String,
+    pub verification_uri_complete: String,
+    pub expires_in: i64,
+    pub interval: i64,
+}
+
+/// A device waiting for its person, as the `/link` confirmation shows it.
+#[derive(Debug, Clone)]
+pub struct PendingLink {
+    pub user_code: String,
+    pub client_name: String,
+    pub device_name: String,
+    pub scope: Scope,
+}
+
+/// Wrong codes per account, so `/link` cannot be used to guess codes.
+#[derive(Debug, Default, Clone)]
+pub(super) struct LinkThrottle(Arc<Mutex<HashMap<String, (u32, i64)>>>);
+
+impl LinkThrottle {
+    fn check(&self, user_id: &str, now: i64) -> Result<()> {
+        let map = self.0.lock().map_err(|_| Error::Internal("link throttle poisoned".into()))?;
+        match map.get(user_id) {
+            Some((failures, since)) if *failures >= LINK_ATTEMPTS && now - since < LINK_WINDOW_MS => {
+                let retry_after_secs = u64::try_from((LINK_WINDOW_MS - (now - since)) / 1000 + 1).unwrap_or(1);
+                Err(Error::RateLimited { retry_after_secs })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn failed(&self, user_id: &str, now: i64) {
+        if let Ok(mut map) = self.0.lock() {
+            map.retain(|_, (_, since)| now - *since < LINK_WINDOW_MS);
+            let entry = map.entry(user_id.to_owned()).or_insert((0, now));
+            entry.0 += 1;
+        }
+    }
+}
+
+/// `WDJB-MJHT` → `WDJBMJHT`; anything that cannot be a code is `None`.
+fn normalise_user_code(typed: &str) -> Option<String> {
+    let code: String = typed.chars().filter(|c| !matches!(c, '-' | ' ')).map(|c| c.to_ascii_uppercase()).collect();
+    (code.len() == USER_CODE_LEN && code.bytes().all(|b| USER_CODE_ALPHABET.contains(&b))).then_some(code)
+}
+
+fn new_user_code() -> String {
+    let mut rng = rand::rngs::OsRng;
+    let chars: String = (0..USER_CODE_LEN)
+        .map(|_| char::from(USER_CODE_ALPHABET[rng.gen_range(0..USER_CODE_ALPHABET.len())]))
+        .collect();
+    format!("{}-{}", &chars[..4], &chars[4..])
+}
+
+fn clean_device_name(name: Option<&str>, client: &Client) -> Result<String> {
+    let name = name.map(str::trim).filter(|n| !n.is_empty()).unwrap_or(&client.name);
+    if name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return Err(Error::oauth("invalid_request", "device_name must be at most 64 printable characters"));
+    }
+    Ok(name.to_owned())
+}
+
+impl OAuth {
+    fn user_code_digests(&self, normalised: &str) -> Vec<Vec<u8>> {
+        self.keyring.token_digests(&format!("user_code:{normalised}")).into_iter().map(|d| d.digest).collect()
+    }
+
+    /// RFC 8628 §3.1–3.2: a device code to poll with and a user code to show.
+    pub async fn device_authorization(&self, request: DeviceAuthorizationRequest) -> Result<DeviceAuthorization> {
+        let client = self.authenticate_client(&request.client).await?;
+        let scope = Scope::parse(request.scope.as_deref().unwrap_or("openid"))?;
+        let device_name = clean_device_name(request.device_name.as_deref(), &client)?;
+        let device_code = TokenKind::DeviceCode.mint();
+        let keyed = self.keyring.token_digest(&device_code);
+        let now = now_ms();
+        let ttl = self.settings.device_code_ttl_secs;
+        // A clash with a live code is astronomically rare; a second draw settles it.
+        for _ in 0..3 {
+            let user_code = new_user_code();
+            let normalised = normalise_user_code(&user_code).unwrap_or_default();
+            let user_code_key = self.keyring.token_digest(&format!("user_code:{normalised}"));
+            let record = DeviceCodeRecord {
+                digest: keyed.digest.clone(),
+                digest_key_id: keyed.key_id.clone(),
+                user_code_digest: user_code_key.digest,
+                client_id: client.id.clone(),
+                scope: scope.to_string(),
+                device_name: device_name.clone(),
+                created_at: now,
+                expires_at: now + ttl * 1000,
+                interval_secs: self.settings.device_poll_interval_secs,
+                last_polled_at: None,
+                status: "pending".into(),
+                user_id: None,
+                auth_time: None,
+                session_id: None,
+            };
+            match self.store.create_device_code(&record).await {
+                Ok(()) => {
+                    let verification_uri = format!("{}/link", self.issuer);
+                    return Ok(DeviceAuthorization {
+                        device_code,
+                        verification_uri_complete: format!("{verification_uri}?code={user_code}"),
+                        verification_uri,
+                        user_code,
+                        expires_in: ttl,
+                        interval: self.settings.device_poll_interval_secs,
+                    });
+                }
+                Err(StoreError::Conflict(_)) => continue,
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(Error::Internal("could not draw a free user code".into()))
+    }
+
+    /// The pending device a typed code names, for the `/link` confirmation. Wrong codes count
+    /// against the account.
+    pub async fn find_link(&self, who: &Authenticated, typed: &str) -> Result<PendingLink> {
+        Ok(self.pending_link(who, typed).await?.1)
+    }
+
+    async fn pending_link(&self, who: &Authenticated, typed: &str) -> Result<(DeviceCodeRecord, PendingLink)> {
+        let now = now_ms();
+        self.link_throttle.check(&who.user_id, now)?;
+        let mut found = None;
+        if let Some(code) = normalise_user_code(typed) {
+            for digest in self.user_code_digests(&code) {
+                if let Some(record) = self.store.device_code_by_user_code(&digest).await? {
+                    found = Some((code, record));
+                    break;
+                }
+            }
+        }
+        let Some((code, record)) = found.filter(|(_, r)| r.status == "pending" && r.expires_at > now) else {
+            self.link_throttle.failed(&who.user_id, now);
+            return Err(Error::InvalidUserCode);
+        };
+        let client = self.clients.get(&record.client_id).await?;
+        let link = PendingLink {
+            user_code: format!("{}-{}", &code[..4], &code[4..]),
+            client_name: client.name,
+            device_name: record.device_name.clone(),
+            scope: Scope::parse(&record.scope)?,
+        };
+        Ok((record, link))
+    }
+
+    /// The person's answer at `/link`: the device gets its tokens at its next poll, or `access_denied`.
+    pub async fn decide_link(
+        &self,
+        who: &Authenticated,
+        typed: &str,
+        approve: bool,
+        address: Option<&str>,
+    ) -> Result<PendingLink> {
+        if who.enrolment_only {
+            return Err(Error::MfaEnrolmentRequired);
+        }
+        let (record, link) = self.pending_link(who, typed).await?;
+        let approval = approve.then_some((who.user_id.as_str(), who.verified_at));
+        if !self.store.decide_device_code(&record.digest, approval, now_ms()).await? {
+            return Err(Error::InvalidUserCode);
+        }
+        let details = json!({ "client_id": record.client_id, "device_name": record.device_name, "approved": approve });
+        let event = AuditLog::event(
+            kind::DEVICE_LINK_DECIDED,
+            &Actor::User(who.user_id.clone()),
+            Some(&who.user_id),
+            address,
+            details,
+        );
+        self.audit.record(event).await?;
+        Ok(link)
+    }
+
+    async fn find_device_code(&self, code: &str) -> Result<Option<DeviceCodeRecord>> {
+        if TokenKind::of(code) != Some(TokenKind::DeviceCode) {
+            return Ok(None);
+        }
+        for keyed in self.keyring.token_digests(code) {
+            if let Some(record) = self.store.device_code(&keyed.digest).await? {
+                return Ok(Some(record));
+            }
+        }
+        Ok(None)
+    }
+
+    /// RFC 8628 §3.4–3.5: the device's poll.
+    pub(super) async fn exchange_device_code(&self, client: &Client, request: TokenRequest) -> Result<TokenResponse> {
+        let code = request.device_code.as_deref().filter(|c| !c.is_empty());
+        let code = code.ok_or_else(|| Error::oauth("invalid_request", "device_code is missing"))?;
+        let record =
+            self.find_device_code(code).await?.ok_or_else(|| Error::oauth("invalid_grant", "unknown device_code"))?;
+        if record.client_id != client.id {
+            return Err(Error::oauth("invalid_grant", "the device_code was issued to another client"));
+        }
+        let now = now_ms();
+        match record.status.as_str() {
+            "used" => return Err(Error::oauth("invalid_grant", "the device_code was already used")),
+            "denied" => return Err(Error::oauth("access_denied", "the person did not allow this device")),
+            _ if record.expires_at <= now => {
+                return Err(Error::oauth("expired_token", "the device_code has expired: start again"))
+            }
+            "pending" => {
+                let too_soon = record.last_polled_at.is_some_and(|at| now - at < record.interval_secs * 1000);
+                let interval = record.interval_secs + if too_soon { SLOW_DOWN_STEP_SECS } else { 0 };
+                self.store.device_code_polled(&record.digest, now, interval).await?;
+                return Err(if too_soon {
+                    Error::oauth("slow_down", format!("poll at most every {interval} seconds"))
+                } else {
+                    Error::oauth("authorization_pending", "the person has not answered yet")
+                });
+            }
+            _ => {}
+        }
+        let (Some(user_id), Some(auth_time)) = (record.user_id.clone(), record.auth_time) else {
+            return Err(Error::Internal("an approved device code without its person".into()));
+        };
+        let scope = Scope::parse(&record.scope)?;
+        let session_id = uuid::Uuid::now_v7().to_string();
+        let (access, refresh, tokens) = self.sessions.mint_pair(&session_id, &user_id, now);
+        let start = SessionStart {
+            session_id: session_id.clone(),
+            new_device_id: uuid::Uuid::now_v7().to_string(),
+            device: DeviceSighting {
+                user_id: user_id.clone(),
+                // Each linking is its own device on /security, named as the device asked.
+                client_identifier: format!("oauth-device:{}:{}", client.id, hex(&record.digest[..12])),
+                product: client.name.clone(),
+                platform: String::new(),
+                name: record.device_name.clone(),
+                address: request.address.clone(),
+                seen_at: now,
+            },
+            channel: client.id.clone(),
+            dpop_jkt: request.dpop.as_ref().map(|p| p.jkt.clone()),
+            enrolment_only: false,
+            grant: Some(OAuthGrant { client_id: client.id.clone(), scope: scope.to_string(), auth_time }),
+            tokens,
+        };
+        let Some(device_id) = self.store.redeem_device_code(&record.digest, &start).await? else {
+            return Err(Error::oauth("invalid_grant", "the device_code was already used"));
+        };
+        let details = json!({
+            "client_id": client.id, "session_id": session_id, "device_id": device_id, "scope": scope.to_string(),
+            "grant_type": "device_code", "dpop": start.dpop_jkt.is_some(),
+        });
+        let event = AuditLog::event(
+            kind::OAUTH_TOKENS_ISSUED,
+            &Actor::User(user_id.clone()),
+            Some(&user_id),
+            request.address.as_deref(),
+            details,
+        );
+        self.audit.record(event).await?;
+        let id_token = self.id_token_if_openid(client, &user_id, &session_id, &scope, auth_time, None).await?;
+        Ok(TokenResponse {
+            access_token: access,
+            token_type: if start.dpop_jkt.is_some() { "DPoP" } else { "Bearer" },
+            expires_in: self.tokens.access_ttl_secs,
+            refresh_token: Some(refresh),
+            id_token,
+            scope: scope.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_codes_are_unambiguous_and_forgiving_to_type() {
+        let code = new_user_code();
+        assert_eq!(code.len(), 9);
+        assert_eq!(&code[4..5], "-");
+        assert_eq!(normalise_user_code(&code.to_lowercase()), Some(code.replace('-', "")));
+        assert_eq!(normalise_user_code("wdjb mjht").as_deref(), Some("WDJBMJHT"));
+        for bad in ["WDJB-MJH", "WDJB-MJHA", "WDJB-MJH0", "", "WDJB-MJHTX"] {
+            assert_eq!(normalise_user_code(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_throttle_stops_guessing_for_a_while() {
+        let throttle = LinkThrottle::default();
+        for _ in 0..LINK_ATTEMPTS {
+            assert!(throttle.check("u", 0).is_ok());
+            throttle.failed("u", 0);
+        }
+        assert!(matches!(throttle.check("u", 1000), Err(Error::RateLimited { .. })));
+        assert!(throttle.check("someone-else", 1000).is_ok());
+        assert!(throttle.check("u", LINK_WINDOW_MS + 1).is_ok());
+    }
+}
