@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod backchannel;
 pub mod cli;
 pub mod config;
 pub mod domain;

@@ -9,6 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::backchannel;
 use crate::config::{Config, HashProfile};
 use crate::domain::clock::now_ms;
 use crate::domain::dpop::DpopVerifier;
@@ -31,6 +32,9 @@ pub const KEYRING_ENV: &str = "KEYWARDEN_KEYRING";
 const REVOCATION_POLL: Duration = Duration::from_millis(250);
 /// How often the whole rule set is reloaded, repairing anything a notification or poll missed.
 const REVOCATION_RELOAD: Duration = Duration::from_secs(30);
+
+/// How often the back-channel logout queue is checked.
+const LOGOUT_POLL: Duration = Duration::from_millis(500);
 
 /// How often the mail queue is checked for messages due for (another) delivery attempt.
 const MAIL_POLL: Duration = Duration::from_secs(1);
@@ -95,6 +99,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     });
     let mut background = syncing;
     background.push(state.mailer.spawn_delivery(mail_transport(config)?, MAIL_POLL));
+    background.push(backchannel::spawn_delivery(store.clone(), state.oauth.clone(), LOGOUT_POLL)?);
     background.push(tokio::spawn(purge_expired_tokens(store)));
     tracing::info!(%addr, database = state.store.engine(), "keywarden is listening");
     Ok(RunningServer { addr, state, shutdown, serving, background })

@@ -192,6 +192,16 @@ pub struct DeviceCodeRecord {
     pub session_id: Option<String>,
 }
 
+/// An ended OAuth session whose client is to be told (OpenID Connect Back-Channel Logout).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LogoutJob {
+    pub session_id: String,
+    pub client_id: String,
+    pub user_id: String,
+    pub created_at: i64,
+    pub attempts: i64,
+}
+
 /// A session that replaces one killed by a recoverable revocation, on the same device and key.
 #[derive(Debug, Clone)]
 pub struct SessionRecovery {
@@ -569,6 +579,13 @@ pub trait Store: Send + Sync + 'static {
     /// Marks an approved authorization used and starts its session, in one transaction; `None`
     /// (and nothing written) if it was not approved or already used.
     async fn redeem_device_code(&self, digest: &[u8], start: &SessionStart) -> Result<Option<String>, StoreError>;
+    /// Claims up to `limit` back-channel logouts due at `now` for this node until `lock_until`.
+    async fn claim_due_logouts(&self, now: i64, lock_until: i64, limit: i64) -> Result<Vec<LogoutJob>, StoreError>;
+    /// Marks a notice done (delivered or given up); it is kept a while so it is not queued again.
+    async fn logout_delivered(&self, session_id: &str, at: i64) -> Result<(), StoreError>;
+    async fn logout_failed(&self, session_id: &str, next_attempt_at: i64, error: &str) -> Result<(), StoreError>;
+    /// Queues back-channel logouts for sessions ended one by one (not by a rule).
+    async fn queue_logout(&self, session_id: &str, at: i64) -> Result<(), StoreError>;
     /// The scope a user already allowed a client, if any.
     async fn consent(&self, user_id: &str, client_id: &str) -> Result<Option<String>, StoreError>;
     async fn save_consent(&self, user_id: &str, client_id: &str, scope: &str, at: i64) -> Result<(), StoreError>;

@@ -259,6 +259,57 @@ macro_rules! impl_store_with_portable_sql {
                 Ok(Some(device_id))
             }
 
+            async fn claim_due_logouts(&self, now: i64, lock_until: i64, limit: i64) -> Result<Vec<LogoutJob>, StoreError> {
+                Ok(sqlx::query_as::<$db, LogoutJob>(
+                    "UPDATE backchannel_logouts SET locked_until = $1 \
+                     WHERE session_id IN (SELECT session_id FROM backchannel_logouts WHERE delivered_at IS NULL \
+                                  AND next_attempt_at <= $2 AND (locked_until IS NULL OR locked_until < $2) \
+                                  ORDER BY next_attempt_at LIMIT $3) \
+                     AND (locked_until IS NULL OR locked_until < $2) \
+                     RETURNING session_id, client_id, user_id, created_at, attempts",
+                )
+                .bind(lock_until)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&self.writer)
+                .await?)
+            }
+
+            async fn logout_delivered(&self, session_id: &str, at: i64) -> Result<(), StoreError> {
+                sqlx::query::<$db>("UPDATE backchannel_logouts SET delivered_at = $1, locked_until = NULL WHERE session_id = $2")
+                    .bind(at)
+                    .bind(session_id)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
+            }
+
+            async fn logout_failed(&self, session_id: &str, next_attempt_at: i64, error: &str) -> Result<(), StoreError> {
+                sqlx::query::<$db>(
+                    "UPDATE backchannel_logouts SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2, \
+                     locked_until = NULL WHERE session_id = $3",
+                )
+                .bind(next_attempt_at)
+                .bind(error)
+                .bind(session_id)
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
+            async fn queue_logout(&self, session_id: &str, at: i64) -> Result<(), StoreError> {
+                sqlx::query::<$db>(
+                    "INSERT INTO backchannel_logouts (session_id, client_id, user_id, created_at, next_attempt_at) \
+                     SELECT s.id, s.client_id, s.user_id, $1, $1 FROM sessions s JOIN oauth_clients c ON c.id = s.client_id \
+                     WHERE s.id = $2 AND c.backchannel_logout_uri IS NOT NULL ON CONFLICT (session_id) DO NOTHING",
+                )
+                .bind(at)
+                .bind(session_id)
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
             async fn consent(&self, user_id: &str, client_id: &str) -> Result<Option<String>, StoreError> {
                 let row: Option<(String,)> =
                     sqlx::query_as::<$db, (String,)>("SELECT scope FROM oauth_consents WHERE user_id = $1 AND client_id = $2")
@@ -760,6 +811,10 @@ macro_rules! impl_store_with_portable_sql {
                     .bind(before)
                     .execute(&self.writer)
                     .await?;
+                sqlx::query::<$db>("DELETE FROM backchannel_logouts WHERE delivered_at < $1")
+                    .bind(before)
+                    .execute(&self.writer)
+                    .await?;
                 sqlx::query::<$db>("DELETE FROM oauth_device_codes WHERE expires_at < $1")
                     .bind(before)
                     .execute(&self.writer)
@@ -1148,7 +1203,25 @@ macro_rules! insert_rule {
         .bind(&rule.reason)
         .bind(&rule.actor)
         .bind(rule.created_at)
-        .fetch_one($conn)
+        .fetch_one(&mut *$conn)
+        .await?;
+        // Every OAuth session the rule ends, of a client that wants to hear of it, is queued for a
+        // back-channel logout in the same transaction, whichever process wrote the rule.
+        sqlx::query::<$db>(
+            "INSERT INTO backchannel_logouts (session_id, client_id, user_id, created_at, next_attempt_at) \
+             SELECT s.id, s.client_id, s.user_id, $1, $1 FROM sessions s JOIN oauth_clients c ON c.id = s.client_id \
+             WHERE c.backchannel_logout_uri IS NOT NULL AND s.revoked_at IS NULL AND s.last_used_at <= $2 \
+             AND s.id <> COALESCE($3, '') \
+             AND ($4 = 'global' OR ($4 = 'user' AND s.user_id = $5) OR ($4 = 'channel' AND s.channel = $5) \
+                  OR ($4 = 'device' AND s.device_id = $5)) \
+             ON CONFLICT (session_id) DO NOTHING",
+        )
+        .bind(rule.created_at)
+        .bind(rule.not_before)
+        .bind(&rule.except_session)
+        .bind(&rule.scope_kind)
+        .bind(&rule.scope_value)
+        .execute(&mut *$conn)
         .await?;
         seq
     }};

@@ -11,9 +11,9 @@ use super::sql::{
 };
 use super::{
     AuditRecord, AuditSealer, CeremonyRecord, ClientRecord, DeviceCodeRecord, DeviceRecord, EmailChange, FactorChange,
-    MfaChallengeRecord, NewAuditEvent, NewCeremony, NewMfaChallenge, NewOneTimeToken, NewRule, NewToken, NewTotp,
-    NewUser, OAuthCodeRecord, PasskeyRecord, PasswordChange, QueuedMail, RuleRecord, SessionRecord, SessionRecovery,
-    SessionStart, StoreError, TokenRecord, TotpRecord, UserRecord,
+    LogoutJob, MfaChallengeRecord, NewAuditEvent, NewCeremony, NewMfaChallenge, NewOneTimeToken, NewRule, NewToken,
+    NewTotp, NewUser, OAuthCodeRecord, PasskeyRecord, PasswordChange, QueuedMail, RuleRecord, SessionRecord,
+    SessionRecovery, SessionStart, StoreError, TokenRecord, TotpRecord, UserRecord,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");

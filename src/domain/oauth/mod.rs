@@ -9,6 +9,7 @@ mod authorize;
 mod claims;
 mod device;
 mod grants;
+mod logout;
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ pub use authorize::{redirect_origin, AuthorizationRequest, AuthorizationResponse
 pub use claims::{Introspection, UserClaims};
 pub use device::{DeviceAuthorization, DeviceAuthorizationRequest, PendingLink};
 pub use grants::{TokenRequest, TokenResponse, DEVICE_CODE_GRANT};
+pub use logout::{EndSessionRequest, EndedSession, LogoutNotice, LogoutTokenClaims, BACKCHANNEL_LOGOUT_EVENT};
 
 use super::accounts::Accounts;
 use super::audit::AuditLog;

@@ -130,6 +130,7 @@ pub fn router() -> Router<AppState> {
         .route("/recover", post(account::recover))
         .route("/oauth/authorize", get(oauth::authorize))
         .route("/oauth/authorize/decision", post(oauth::decide))
+        .route("/oauth/logout", get(oauth::end_session))
         .route("/link", get(link::form).post(link::find))
         .route("/link/confirm", post(link::confirm))
 }

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::{Browser, Page};
 use crate::domain::clock::now_ms;
-use crate::domain::oauth::{AuthorizationRequest, AuthorizeError, Next, ValidRequest};
+use crate::domain::oauth::{AuthorizationRequest, AuthorizeError, EndSessionRequest, Next, ValidRequest};
 use crate::domain::Error;
 use crate::http::extract::ClientAddress;
 use crate::http::AppState;
@@ -130,6 +130,48 @@ pub async fn decide(
     match state.oauth.decide(&valid, who, form.decision == "allow", address.as_deref()).await {
         Ok(response) => Redirect::to(&response.location()).into_response(),
         Err(err) => browser.error(&state, &err).into_response(),
+    }
+}
+
+/// `GET|POST /oauth/logout` (RP-Initiated Logout 1.0): ends the client's session named by its ID
+/// token and signs this browser out of keywarden if it is the same person's; then back to the
+/// client, or a page that says so.
+pub async fn end_session(
+    State(state): State<AppState>,
+    browser: Browser,
+    ClientAddress(address): ClientAddress,
+    request: Result<Query<EndSessionRequest>, QueryRejection>,
+) -> Response {
+    let Ok(Query(request)) = request else {
+        return bad_request(
+            &state,
+            &browser,
+            &Error::oauth("invalid_request", "the request's parameters are malformed"),
+        );
+    };
+    let ended = match state.oauth.end_session(&request).await {
+        Ok(ended) => ended,
+        Err(err) if err.is_internal() => return browser.error(&state, &err).into_response(),
+        Err(Error::ClientNotFound) => {
+            return bad_request(&state, &browser, &Error::oauth("invalid_request", "unknown client"))
+        }
+        Err(err) => return bad_request(&state, &browser, &err),
+    };
+    let mut jar = browser.jar.clone();
+    if let Some(who) = browser.session.as_ref().filter(|who| who.user_id == ended.user_id) {
+        let address = address.map(|a| a.to_string());
+        if let Err(err) = state.sessions.sign_out(who, address.as_deref()).await {
+            return browser.error(&state, &err).into_response();
+        }
+        jar = browser.without_session(&state);
+    }
+    match ended.redirect {
+        Some(uri) => (jar, Redirect::to(&uri)).into_response(),
+        None => {
+            let body = format!("You are signed out of {} and of this site.", ended.client_name);
+            let page = browser.message(&state, StatusCode::OK, "Signed out", &body, Some(("/signin", "Sign in again")));
+            (jar, page).into_response()
+        }
     }
 }
 
