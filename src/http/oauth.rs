@@ -80,7 +80,7 @@ pub async fn discovery(State(state): State<AppState>) -> Response {
         "scopes_supported": SCOPES_SUPPORTED,
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
-        "grant_types_supported": ["authorization_code", "refresh_token", DEVICE_CODE_GRANT],
+        "grant_types_supported": ["authorization_code", "refresh_token", DEVICE_CODE_GRANT, "client_credentials"],
         "device_authorization_endpoint": endpoint(&state, "/oauth/device_authorization"),
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": algs,

@@ -23,7 +23,8 @@ crate::on_both_engines!(
     a_tv_links_with_a_short_code_polls_and_is_listed_on_the_security_page,
     device_codes_expire_and_link_guesses_are_throttled,
     clients_hear_of_sign_out_everywhere_and_channel_revocation_by_back_channel,
-    a_client_signs_its_person_out_with_an_id_token_hint
+    a_client_signs_its_person_out_with_an_id_token_hint,
+    service_tokens_and_dpop_bound_grants
 );
 
 const FORUM_CB: &str = "https://forum.example/auth/callback";
@@ -688,5 +689,92 @@ async fn a_client_signs_its_person_out_with_an_id_token_hint(engine: Engine) {
     assert_eq!(introspect(&server, "forum", &secret, access).await.1["active"], false, "the forum's session ended");
     let after = laptop.get(server.url("/security")).send().await.unwrap();
     assert!(location(&after).starts_with("/signin"), "and the browser is signed out of keywarden");
+    server.stop().await;
+}
+
+async fn service_tokens_and_dpop_bound_grants(engine: Engine) {
+    use crate::dpop_client::{DpopKey, ProofFor};
+    let server = TestServer::start(engine).await;
+    let secret = register(&server, "forum", ClientKind::Confidential, true, SigningAlg::Es256).await.unwrap();
+    let shop = register(&server, "shop", ClientKind::Confidential, true, SigningAlg::Es256).await.unwrap();
+    register(&server, "tv", ClientKind::Public, true, SigningAlg::Es256).await;
+
+    // client_credentials: a short-lived signed token for the client itself, introspectable by it alone.
+    let (status, issued) =
+        token_request(&server, Some(("forum", &secret)), &[("grant_type", "client_credentials")]).await;
+    assert_eq!(status, StatusCode::OK, "{issued}");
+    assert!(issued.get("refresh_token").is_none() && issued.get("id_token").is_none());
+    let service = issued["access_token"].as_str().unwrap();
+    assert_eq!(jsonwebtoken::decode_header(service).unwrap().typ.as_deref(), Some("at+jwt"));
+    let (_, seen) = introspect(&server, "forum", &secret, service).await;
+    assert_eq!((seen["active"].as_bool(), seen["sub"].as_str()), (Some(true), Some("forum")));
+    assert_eq!(introspect(&server, "shop", &shop, service).await.1, serde_json::json!({ "active": false }));
+    let form = [("grant_type", "client_credentials"), ("client_id", "tv")];
+    assert_eq!(token_request(&server, None, &form).await.1["error"], "unauthorized_client");
+    let revoke = Client::new()
+        .post(server.url("/oauth/revoke"))
+        .basic_auth("forum", Some(&secret))
+        .form(&[("token", service)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoke.json::<Value>().await.unwrap()["error"], "unsupported_token_type");
+    let out = server.admin(&["revoke", "--channel", "forum", "--reason", "rotate the forum's service tokens"]);
+    assert!(out.status.success());
+    let mut dead = false;
+    for _ in 0..40 {
+        dead = introspect(&server, "forum", &secret, service).await.1["active"] == false;
+        if dead {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(dead, "channel revocation kills service tokens too");
+
+    // DPoP (RFC 9449) at the token endpoint: the grant's tokens are bound to the client's key.
+    let laptop = signed_in_browser(&server, "hal").await;
+    let key = DpopKey::generate();
+    let response = laptop.get(server.url(&authorize_path("forum", &[]))).send().await.unwrap();
+    let code = callback_params(&location(&response))["code"].clone();
+    let token_url = server.url("/oauth/token");
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", FORUM_CB),
+        ("code_verifier", VERIFIER),
+    ];
+    let response = Client::new()
+        .post(&token_url)
+        .basic_auth("forum", Some(&secret))
+        .header("dpop", key.proof(ProofFor::new("POST", &token_url)))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let tokens: Value = response.json().await.unwrap();
+    assert_eq!(tokens["token_type"], "DPoP", "{tokens}");
+    let access = tokens["access_token"].as_str().unwrap();
+    let userinfo_url = server.url("/oauth/userinfo");
+    let bearer = Client::new().get(&userinfo_url).bearer_auth(access).send().await.unwrap();
+    assert_eq!(bearer.status(), StatusCode::UNAUTHORIZED, "a bound token without its proof is refused");
+    let proven = Client::new()
+        .get(&userinfo_url)
+        .header("authorization", format!("DPoP {access}"))
+        .header("dpop", key.proof(ProofFor::new("GET", &userinfo_url).with_token(access)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(proven.status(), StatusCode::OK);
+    let (_, seen) = introspect(&server, "forum", &secret, access).await;
+    assert_eq!(seen["cnf"]["jkt"].as_str().map(str::len), Some(43), "introspection names the key: {seen}");
+    // Refreshing needs a proof from the same key.
+    let refresh = tokens["refresh_token"].as_str().unwrap();
+    let (status, body) = token_request(
+        &server,
+        Some(("forum", &secret)),
+        &[("grant_type", "refresh_token"), ("refresh_token", refresh)],
+    )
+    .await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_dpop_proof")));
     server.stop().await;
 }

@@ -144,6 +144,9 @@ impl OAuth {
         if client.is_public() {
             return Err(Error::oauth("invalid_client", "only confidential clients may introspect tokens"));
         }
+        if let Some(answer) = self.introspect_service_token(&client, token) {
+            return Ok(answer);
+        }
         let Some((kind, record)) = self.find_any(token).await? else { return Ok(Introspection::default()) };
         if record.client_id.as_deref() != Some(client.id.as_str()) || !self.sessions.is_alive(&record) {
             return Ok(Introspection::default());
@@ -175,6 +178,12 @@ impl OAuth {
     /// reported, so the endpoint cannot be used to probe for tokens.
     pub async fn revoke(&self, credentials: &ClientCredentials, token: &str, address: Option<&str>) -> Result<()> {
         let client = self.authenticate_client(credentials).await?;
+        if self.signer.verify::<serde_json::Value>(token, &self.issuer).is_some() {
+            return Err(Error::oauth(
+                "unsupported_token_type",
+                "client credentials tokens cannot be revoked one by one: they expire within minutes (revoke the channel)",
+            ));
+        }
         let Some((_, record)) = self.find_any(token).await? else { return Ok(()) };
         if record.client_id.as_deref() != Some(client.id.as_str()) || record.session_revoked_at.is_some() {
             return Ok(());

@@ -69,6 +69,7 @@ impl OAuth {
             "authorization_code" => self.exchange_code(&client, request).await,
             "refresh_token" => self.refresh(&client, request).await,
             DEVICE_CODE_GRANT => self.exchange_device_code(&client, request).await,
+            "client_credentials" => self.client_credentials(&client, request.dpop.map(|p| p.jkt)),
             other => Err(Error::oauth("unsupported_grant_type", format!("grant_type {other:?} is not supported"))),
         }
     }

@@ -10,6 +10,7 @@ mod claims;
 mod device;
 mod grants;
 mod logout;
+mod service_tokens;
 
 use std::sync::Arc;
 
@@ -18,12 +19,14 @@ pub use claims::{Introspection, UserClaims};
 pub use device::{DeviceAuthorization, DeviceAuthorizationRequest, PendingLink};
 pub use grants::{TokenRequest, TokenResponse, DEVICE_CODE_GRANT};
 pub use logout::{EndSessionRequest, EndedSession, LogoutNotice, LogoutTokenClaims, BACKCHANNEL_LOGOUT_EVENT};
+pub use service_tokens::ServiceTokenClaims;
 
 use super::accounts::Accounts;
 use super::audit::AuditLog;
 use super::clients::{Client, Clients};
 use super::core::Core;
 use super::error::{Error, Result};
+use super::revocation::Revocations;
 use super::sessions::{Sessions, TokenPolicy};
 use crate::keys::Keyring;
 use crate::signing::Signer;
@@ -120,6 +123,7 @@ pub struct OAuth {
     settings: OAuthSettings,
     tokens: TokenPolicy,
     link_throttle: device::LinkThrottle,
+    revocations: Revocations,
 }
 
 impl OAuth {
@@ -143,6 +147,7 @@ impl OAuth {
             settings,
             tokens: core.policy,
             link_throttle: device::LinkThrottle::default(),
+            revocations: core.revocations.clone(),
         }
     }
 
