@@ -270,6 +270,13 @@ impl Console {
         Ok(format!("{} ({}): {removed} second-factor record(s) removed; the owner was mailed", user.username, user.id))
     }
 
+    /// Records that the operator put a new key of `purpose` in the keyring (never the key itself).
+    pub async fn keys_rotated(&self, purpose: &str, key_id: &str) -> anyhow::Result<()> {
+        let details = serde_json::json!({ "purpose": purpose, "key_id": key_id });
+        self.audit.record(AuditLog::event(kind::KEY_ROTATED, &self.actor, None, None, details)).await?;
+        Ok(())
+    }
+
     /// Checks the audit chain; returns the number of events checked and the problems found.
     pub async fn verify_audit(&self) -> anyhow::Result<(u64, Vec<String>)> {
         let report = self.audit.verify().await?;

@@ -69,6 +69,26 @@ enum AdminAction {
         #[command(subcommand)]
         action: ClientsAction,
     },
+    /// The keyring file.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysAction {
+    /// Add a new key and make it the active one; older keys stay in the file for what they protect
+    /// (and signing keys stay published), until retired.
+    Rotate(RotateArgs),
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false, id = "key")]
+struct RotateArgs {
+    /// The key that signs ID tokens and logout tokens (ES256 and EdDSA are both derived from it).
+    #[arg(long)]
+    signing_key: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -345,6 +365,19 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
             println!("{}", console.reset_second_factors(&user, &reason).await?);
         }
         AdminAction::Clients { action } => clients(&console, action).await?,
+        AdminAction::Keys { action: KeysAction::Rotate(RotateArgs { signing_key: true }) } => {
+            if std::env::var_os(crate::server::KEYRING_ENV).is_some() {
+                anyhow::bail!("the keyring comes from {}: rotate it where it is kept", crate::server::KEYRING_ENV);
+            }
+            let path = config.key_file();
+            let mut keyring = Keyring::load(&path)?;
+            let id = keyring.rotate_signing_key();
+            keyring.replace(&path)?;
+            console.keys_rotated("signing", &id).await?;
+            println!("new signing key {id} is active in {}", path.display());
+            println!("copy the file to every node and restart them; older keys stay published for tokens they signed");
+        }
+        AdminAction::Keys { action: KeysAction::Rotate(_) } => anyhow::bail!("name the key to rotate: --signing-key"),
         AdminAction::Audit { action: AuditAction::Verify } => {
             let (checked, problems) = console.verify_audit().await?;
             if problems.is_empty() {

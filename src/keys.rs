@@ -280,6 +280,16 @@ impl Keyring {
         file.sync_all().map_err(err)
     }
 
+    /// Replaces an existing key file: written beside it, then renamed over it, so a crash never
+    /// leaves half a keyring.
+    pub fn replace(&self, path: &Path) -> Result<(), KeyringError> {
+        let err = |source| KeyringError::Write { path: path.display().to_string(), source };
+        let temporary = path.with_extension("toml.new");
+        let _ = std::fs::remove_file(&temporary);
+        self.write_new(&temporary)?;
+        std::fs::rename(&temporary, path).map_err(err)
+    }
+
     fn set(&self, purpose: KeyPurpose) -> &KeySet {
         match purpose {
             KeyPurpose::Pepper => &self.pepper,

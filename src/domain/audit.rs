@@ -55,6 +55,7 @@ pub mod kind {
     pub const OAUTH_CODE_REUSED: &str = "oauth.code_reused";
     pub const OAUTH_TOKEN_REVOKED: &str = "oauth.token_revoked";
     pub const DEVICE_LINK_DECIDED: &str = "oauth.device_link_decided";
+    pub const KEY_ROTATED: &str = "keys.rotated";
 }
 
 /// Who caused an event.

@@ -24,7 +24,8 @@ crate::on_both_engines!(
     device_codes_expire_and_link_guesses_are_throttled,
     clients_hear_of_sign_out_everywhere_and_channel_revocation_by_back_channel,
     a_client_signs_its_person_out_with_an_id_token_hint,
-    service_tokens_and_dpop_bound_grants
+    service_tokens_and_dpop_bound_grants,
+    signing_keys_rotate_with_overlap
 );
 
 const FORUM_CB: &str = "https://forum.example/auth/callback";
@@ -112,9 +113,11 @@ async fn verified_id_token(server: &TestServer, token: &str, audience: &str) -> 
     let header = jsonwebtoken::decode_header(token).unwrap();
     let jwk = jwks.find(header.kid.as_deref().unwrap()).expect("the token's key is published");
     let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
+    let discovery: Value =
+        reqwest::get(server.url("/.well-known/openid-configuration")).await.unwrap().json().await.unwrap();
     let mut validation = jsonwebtoken::Validation::new(header.alg);
     validation.set_audience(&[audience]);
-    validation.set_issuer(&[server.url("").trim_end_matches('/')]);
+    validation.set_issuer(&[discovery["issuer"].as_str().unwrap()]);
     jsonwebtoken::decode::<Value>(token, &key, &validation).expect("a valid ID token").claims
 }
 
@@ -776,5 +779,48 @@ async fn service_tokens_and_dpop_bound_grants(engine: Engine) {
     )
     .await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_dpop_proof")));
+    server.stop().await;
+}
+
+async fn signing_keys_rotate_with_overlap(engine: Engine) {
+    // A fixed issuer: the restarted server listens on another port.
+    let server = TestServer::start_with(engine, |c| c.public_url = Some("http://localhost:4455".into())).await;
+    let secret = register(&server, "forum", ClientKind::Confidential, true, SigningAlg::Es256).await.unwrap();
+    let laptop = signed_in_browser(&server, "ida").await;
+    let id_token_now = |laptop: Client, server: &TestServer| {
+        let url = server.url(&authorize_path("forum", &[]));
+        let secret = secret.clone();
+        async move {
+            let response = laptop.get(url).send().await.unwrap();
+            let code = callback_params(&location(&response))["code"].clone();
+            let form = [
+                ("grant_type", "authorization_code"),
+                ("code", code.as_str()),
+                ("redirect_uri", FORUM_CB),
+                ("code_verifier", VERIFIER),
+            ];
+            let mut request = Client::new().post(response.url().join("/oauth/token").unwrap()).form(&form);
+            request = request.basic_auth("forum", Some(secret));
+            let tokens: Value = request.send().await.unwrap().json().await.unwrap();
+            tokens["id_token"].as_str().unwrap().to_owned()
+        }
+    };
+    let before = id_token_now(laptop.clone(), &server).await;
+
+    let out = server.admin(&["keys", "rotate", "--signing-key"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("new signing key sig-"));
+    let server = server.restart_with(|_| {}).await;
+    let jwks: Value = reqwest::get(server.url("/oauth/jwks")).await.unwrap().json().await.unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 4, "old and new keys are both published");
+    verified_id_token(&server, &before, "forum").await;
+
+    let laptop = signed_in_browser(&server, "ida2").await;
+    let after = id_token_now(laptop, &server).await;
+    verified_id_token(&server, &after, "forum").await;
+    let kid = |t: &str| jsonwebtoken::decode_header(t).unwrap().kid.unwrap();
+    assert_ne!(kid(&before), kid(&after), "new tokens are signed with the new key");
+    let events = server.admin(&["audit", "verify"]);
+    assert!(events.status.success());
     server.stop().await;
 }
