@@ -11,6 +11,7 @@ use crate::admin::{Console, IncidentText};
 use crate::config::{Config, Flags};
 use crate::domain::clients::{ClientKind, NewClient};
 use crate::domain::revocation::Scope;
+use crate::domain::tokens::TokenKind;
 use crate::keys::Keyring;
 use crate::server::{self, KEYRING_ENV};
 use crate::signing::SigningAlg;
@@ -124,6 +125,8 @@ enum ClientsAction {
     },
     /// Remove a client.
     Remove { id: String },
+    /// Print a fresh client secret for a client kept in the configuration (`[[oauth.clients]]`).
+    GenerateSecret,
     /// Give a confidential client a new secret (printed once); the old one stops working at once.
     RotateSecret { id: String },
 }
@@ -430,6 +433,9 @@ async fn clients(console: &Console, action: ClientsAction) -> anyhow::Result<()>
                     );
                 }
             }
+        }
+        ClientsAction::GenerateSecret => {
+            println!("{}", TokenKind::ClientSecret.mint().as_str());
         }
         ClientsAction::Remove { id } => {
             clients.remove(&id, actor).await?;

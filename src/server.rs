@@ -85,6 +85,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     }
     let config = &config;
     let state = build_state(config, store.clone(), keyring)?;
+    state.oauth.clients().sync_configured(&config.oauth.clients).await.context("invalid [[oauth.clients]]")?;
     // Every rule must be in memory before the first request is served.
     state.revocations.reload().await.context("cannot load revocation rules")?;
     let syncing = state.revocations.spawn_sync(REVOCATION_POLL, REVOCATION_RELOAD);
@@ -152,7 +153,8 @@ pub fn build_state(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> a
     let factors = SecondFactors::new(&core, accounts.clone());
     let sessions = Sessions::new(&core, accounts.clone(), factors.clone());
     let signer = Arc::new(Signer::from_keyring(&keyring).context("cannot derive the token-signing keys")?);
-    let oauth = OAuth::new(&core, sessions.clone(), accounts.clone(), signer, &config.public_url(), config.oauth);
+    let oauth =
+        OAuth::new(&core, sessions.clone(), accounts.clone(), signer, &config.public_url(), config.oauth.clone());
     Ok(AppState {
         sessions,
         oauth,

@@ -52,6 +52,39 @@ pub struct NewClient {
     pub id_token_alg: SigningAlg,
 }
 
+/// A first-party client kept in the configuration file (`[[oauth.clients]]`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfiguredClient {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub public: bool,
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub backchannel_logout_uri: Option<String>,
+    /// The confidential client's secret, a `kw_cs_` value from `keywarden admin clients
+    /// generate-secret`; better kept in `secret_file`, readable by keywarden only.
+    #[serde(default)]
+    pub secret: Option<String>,
+    #[serde(default)]
+    pub secret_file: Option<std::path::PathBuf>,
+    #[serde(default = "default_alg")]
+    pub id_token_alg: SigningAlg,
+    /// Configured clients are the platform's own apps: no consent screen unless this is false.
+    #[serde(default = "default_true")]
+    pub first_party: bool,
+}
+
+fn default_alg() -> SigningAlg {
+    SigningAlg::Es256
+}
+
+fn default_true() -> bool {
+    true
+}
+
 /// A registered client, without its secret.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Client {
@@ -91,6 +124,25 @@ impl Clients {
 
     /// Registers a client; a confidential one gets its secret, returned this once.
     pub async fn register(&self, new: NewClient, actor: &Actor) -> Result<(Client, Option<Zeroizing<String>>)> {
+        let first_party = new.first_party;
+        let mut record = self.validated_record(new)?;
+        let secret = (record.kind == ClientKind::Confidential.as_str()).then(|| TokenKind::ClientSecret.mint());
+        if let Some(secret) = &secret {
+            let digest = self.keyring.token_digest(secret);
+            record.secret_digest = Some(digest.digest);
+            record.secret_key_id = Some(digest.key_id);
+        }
+        self.store.create_client(&record).await.map_err(|e| match e {
+            StoreError::Conflict(_) => Error::ClientIdTaken,
+            other => Error::Store(other),
+        })?;
+        let details = json!({ "client_id": record.id, "kind": record.kind, "first_party": first_party });
+        self.audit.record(AuditLog::event(kind::CLIENT_REGISTERED, actor, None, None, details)).await?;
+        Ok((Client::try_from(record)?, secret))
+    }
+
+    /// The record of a new client after checking its id, name and URIs; without a secret yet.
+    fn validated_record(&self, new: NewClient) -> Result<ClientRecord> {
         let id = client_id(&new.id)?;
         let name = new.name.trim().to_owned();
         if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
@@ -103,29 +155,90 @@ impl Clients {
             server_uri(uri)
                 .ok_or(Error::InvalidClient("the back-channel logout URI must be https (or http on loopback)"))?;
         }
-        let secret = (new.kind == ClientKind::Confidential).then(|| TokenKind::ClientSecret.mint());
-        let digest = secret.as_ref().map(|s| self.keyring.token_digest(s));
-        let now = now_ms();
-        let record = ClientRecord {
-            id: id.clone(),
+        Ok(ClientRecord {
+            id,
             name,
             kind: new.kind.as_str().to_owned(),
-            secret_key_id: digest.as_ref().map(|d| d.key_id.clone()),
-            secret_digest: digest.map(|d| d.digest),
+            secret_key_id: None,
+            secret_digest: None,
             redirect_uris: serde_json::to_string(&new.redirect_uris).map_err(|e| Error::Internal(e.to_string()))?,
             backchannel_logout_uri: new.backchannel_logout_uri,
             first_party: i64::from(new.first_party),
-            created_at: now,
+            created_at: now_ms(),
             secret_rotated_at: None,
             id_token_alg: new.id_token_alg.as_str().to_owned(),
-        };
-        self.store.create_client(&record).await.map_err(|e| match e {
-            StoreError::Conflict(_) => Error::ClientIdTaken,
-            other => Error::Store(other),
-        })?;
-        let details = json!({ "client_id": id, "kind": record.kind, "first_party": new.first_party });
-        self.audit.record(AuditLog::event(kind::CLIENT_REGISTERED, actor, None, None, details)).await?;
-        Ok((Client::try_from(record)?, secret))
+        })
+    }
+
+    /// Registers or updates the clients of the configuration, so the file is the truth for them.
+    /// A confidential one needs its secret (`secret` or `secret_file`, a `kw_cs_` value).
+    pub async fn sync_configured(&self, configured: &[ConfiguredClient]) -> Result<()> {
+        for wanted in configured {
+            let kind = if wanted.public { ClientKind::Public } else { ClientKind::Confidential };
+            let secret = match (&wanted.secret, &wanted.secret_file) {
+                (Some(secret), None) => Some(Zeroizing::new(secret.trim().to_owned())),
+                (None, Some(path)) => Some(Zeroizing::new(
+                    std::fs::read_to_string(path)
+                        .map_err(|_| Error::InvalidClient("a configured client's secret_file cannot be read"))?
+                        .trim()
+                        .to_owned(),
+                )),
+                (None, None) => None,
+                (Some(_), Some(_)) => {
+                    return Err(Error::InvalidClient("give a configured client secret or secret_file, not both"))
+                }
+            };
+            match (&secret, kind) {
+                (Some(s), ClientKind::Confidential) if TokenKind::of(s) == Some(TokenKind::ClientSecret) => {}
+                (_, ClientKind::Confidential) => return Err(Error::InvalidClient(
+                    "a configured confidential client needs a secret from `keywarden admin clients generate-secret`",
+                )),
+                (Some(_), ClientKind::Public) => return Err(Error::InvalidClient("a public client has no secret")),
+                (None, ClientKind::Public) => {}
+            }
+            let new = NewClient {
+                id: wanted.id.clone(),
+                name: wanted.name.clone(),
+                kind,
+                redirect_uris: wanted.redirect_uris.clone(),
+                backchannel_logout_uri: wanted.backchannel_logout_uri.clone(),
+                first_party: wanted.first_party,
+                id_token_alg: wanted.id_token_alg,
+            };
+            let mut record = self.validated_record(new)?;
+            if let Some(secret) = &secret {
+                let digest = self.keyring.token_digest(secret);
+                record.secret_digest = Some(digest.digest);
+                record.secret_key_id = Some(digest.key_id);
+            }
+            let before = self.store.client(&record.id).await?;
+            let changed = before.as_ref().is_none_or(|b| {
+                (&b.name, &b.kind, &b.redirect_uris, &b.backchannel_logout_uri, b.first_party, &b.id_token_alg)
+                    != (
+                        &record.name,
+                        &record.kind,
+                        &record.redirect_uris,
+                        &record.backchannel_logout_uri,
+                        record.first_party,
+                        &record.id_token_alg,
+                    )
+                    || secret.as_ref().is_some_and(|s| !self.secret_matches(b, s))
+            });
+            if changed {
+                self.store.upsert_client(&record).await?;
+                let details = json!({ "client_id": record.id, "kind": record.kind, "first_party": wanted.first_party, "source": "config" });
+                self.audit
+                    .record(AuditLog::event(kind::CLIENT_REGISTERED, &Actor::System, None, None, details))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn secret_matches(&self, record: &ClientRecord, secret: &str) -> bool {
+        let Some(stored) = &record.secret_digest else { return false };
+        TokenKind::of(secret) == Some(TokenKind::ClientSecret)
+            && self.keyring.token_digests(secret).iter().any(|d| bool::from(d.digest.ct_eq(stored)))
     }
 
     pub async fn list(&self) -> Result<Vec<Client>> {
@@ -160,10 +273,7 @@ impl Clients {
     /// The confidential client whose id and secret these are; any mismatch is the same refusal.
     pub async fn authenticate(&self, id: &str, secret: &str) -> Result<Client> {
         let record = self.store.client(id).await?.ok_or(Error::InvalidClientCredentials)?;
-        let Some(stored) = &record.secret_digest else { return Err(Error::InvalidClientCredentials) };
-        let matches = TokenKind::of(secret) == Some(TokenKind::ClientSecret)
-            && self.keyring.token_digests(secret).iter().any(|d| bool::from(d.digest.ct_eq(stored)));
-        if !matches {
+        if !self.secret_matches(&record, secret) {
             return Err(Error::InvalidClientCredentials);
         }
         Client::try_from(record)

@@ -548,6 +548,8 @@ pub trait Store: Send + Sync + 'static {
     /// Registers an OAuth client; `Conflict` if its id is taken.
     async fn create_client(&self, client: &ClientRecord) -> Result<(), StoreError>;
     async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError>;
+    /// Registers a client, or replaces an existing one's settings and secret (configured clients).
+    async fn upsert_client(&self, client: &ClientRecord) -> Result<(), StoreError>;
     async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
     /// False if there is no such client.
     async fn remove_client(&self, id: &str) -> Result<bool, StoreError>;

@@ -650,6 +650,31 @@ macro_rules! impl_store_with_portable_sql {
                 Ok(())
             }
 
+            async fn upsert_client(&self, client: &ClientRecord) -> Result<(), StoreError> {
+                sqlx::query::<$db>(
+                    "INSERT INTO oauth_clients (id, name, kind, secret_digest, secret_key_id, redirect_uris, \
+                     backchannel_logout_uri, first_party, created_at, id_token_alg) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+                     ON CONFLICT (id) DO UPDATE SET name = excluded.name, kind = excluded.kind, \
+                     secret_digest = excluded.secret_digest, secret_key_id = excluded.secret_key_id, \
+                     redirect_uris = excluded.redirect_uris, backchannel_logout_uri = excluded.backchannel_logout_uri, \
+                     first_party = excluded.first_party, id_token_alg = excluded.id_token_alg",
+                )
+                .bind(&client.id)
+                .bind(&client.name)
+                .bind(&client.kind)
+                .bind(&client.secret_digest)
+                .bind(&client.secret_key_id)
+                .bind(&client.redirect_uris)
+                .bind(&client.backchannel_logout_uri)
+                .bind(client.first_party)
+                .bind(client.created_at)
+                .bind(&client.id_token_alg)
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
             async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
                 Ok(sqlx::query_as::<$db, ClientRecord>(concat!(client_select!(), " WHERE id = $1"))
                     .bind(id)

@@ -25,7 +25,8 @@ crate::on_both_engines!(
     clients_hear_of_sign_out_everywhere_and_channel_revocation_by_back_channel,
     a_client_signs_its_person_out_with_an_id_token_hint,
     service_tokens_and_dpop_bound_grants,
-    signing_keys_rotate_with_overlap
+    signing_keys_rotate_with_overlap,
+    first_party_clients_come_from_the_configuration
 );
 
 const FORUM_CB: &str = "https://forum.example/auth/callback";
@@ -822,5 +823,52 @@ async fn signing_keys_rotate_with_overlap(engine: Engine) {
     assert_ne!(kid(&before), kid(&after), "new tokens are signed with the new key");
     let events = server.admin(&["audit", "verify"]);
     assert!(events.status.success());
+    server.stop().await;
+}
+
+async fn first_party_clients_come_from_the_configuration(engine: Engine) {
+    use keywarden::domain::clients::ConfiguredClient;
+    let mint = || keywarden::domain::tokens::TokenKind::ClientSecret.mint().to_string();
+    let (first, second) = (mint(), mint());
+    let site = |name: &str, secret: &str| ConfiguredClient {
+        id: "site".into(),
+        name: name.into(),
+        public: false,
+        redirect_uris: vec![FORUM_CB.into()],
+        backchannel_logout_uri: None,
+        secret: Some(secret.into()),
+        secret_file: None,
+        id_token_alg: SigningAlg::EdDsa,
+        first_party: true,
+    };
+    let configured = site("The Site", &first);
+    let server = TestServer::start_with(engine, |c| c.oauth.clients = vec![configured]).await;
+    let laptop = signed_in_browser(&server, "joy").await;
+    let response = laptop.get(server.url(&authorize_path("site", &[]))).send().await.unwrap();
+    let code = callback_params(&location(&response))["code"].clone();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", FORUM_CB),
+        ("code_verifier", VERIFIER),
+    ];
+    let (status, tokens) = token_request(&server, Some(("site", &first)), &form).await;
+    assert_eq!(status, StatusCode::OK, "a configured first-party client skips consent: {tokens}");
+
+    // The file is the truth: a new secret in the configuration replaces the old one at start.
+    let renamed = site("Our Site", &second);
+    let server = server.restart_with(|c| c.oauth.clients = vec![renamed]).await;
+    let form = [("grant_type", "client_credentials")];
+    assert_eq!(token_request(&server, Some(("site", &first)), &form).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(token_request(&server, Some(("site", &second)), &form).await.0, StatusCode::OK);
+    let listed = server.admin(&["clients", "list", "--json"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("Our Site"));
+    let generated = server.admin(&["clients", "generate-secret"]);
+    assert!(String::from_utf8_lossy(&generated.stdout).trim().starts_with("kw_cs_"));
+
+    // A confidential client without a usable secret is refused with the reason (the start fails).
+    let clients = server.running_state().oauth.clients();
+    let refused = clients.sync_configured(&[site("Site", "not-a-secret")]).await.unwrap_err();
+    assert!(refused.to_string().contains("generate-secret"), "{refused}");
     server.stop().await;
 }

@@ -23,7 +23,7 @@ pub use service_tokens::ServiceTokenClaims;
 
 use super::accounts::Accounts;
 use super::audit::AuditLog;
-use super::clients::{Client, Clients};
+use super::clients::{Client, Clients, ConfiguredClient};
 use super::core::Core;
 use super::error::{Error, Result};
 use super::revocation::Revocations;
@@ -35,7 +35,8 @@ use crate::store::DynStore;
 /// The scopes keywarden understands; anything else in a request is `invalid_scope`.
 pub const SCOPES_SUPPORTED: [&str; 4] = ["openid", "profile", "email", "offline_access"];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// The `[oauth]` settings: lifetimes, and the platform's own clients (registered at start).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OAuthSettings {
     /// How long an authorization code may wait for its exchange.
@@ -46,11 +47,20 @@ pub struct OAuthSettings {
     pub device_code_ttl_secs: i64,
     /// How often a device may poll, at first (each `slow_down` adds 5 seconds).
     pub device_poll_interval_secs: i64,
+    /// First-party clients kept in the configuration (`[[oauth.clients]]`), registered or updated
+    /// at every start.
+    pub clients: Vec<ConfiguredClient>,
 }
 
 impl Default for OAuthSettings {
     fn default() -> Self {
-        Self { code_ttl_secs: 60, id_token_ttl_secs: 3600, device_code_ttl_secs: 600, device_poll_interval_secs: 5 }
+        Self {
+            code_ttl_secs: 60,
+            id_token_ttl_secs: 3600,
+            device_code_ttl_secs: 600,
+            device_poll_interval_secs: 5,
+            clients: Vec::new(),
+        }
     }
 }
 
