@@ -6,7 +6,8 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import { spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
+import { generateKeyPairSync } from "node:crypto";
 import { join } from "node:path";
 import * as oidc from "openid-client";
 import { startKeywarden, launchChromium, registerClient, root, shoot, accessibilityViolations } from "./support.mjs";
@@ -125,15 +126,22 @@ test("openid-client: device authorization grant approved at /link in Chromium, t
   assert.ok((await page.textContent("main")).includes("Living-room TV"), "the linked device is listed on /security");
 });
 
-test("Authlib (Python): code flow with PKCE, ID tokens in ES256 and EdDSA against the JWKS, userinfo, refresh, introspection, revocation", () => {
+test("Authlib (Python): code flow with PKCE, ID tokens in ES256 and EdDSA against the JWKS, userinfo, refresh, introspection, revocation, private_key_jwt", () => {
   const python = process.env.KEYWARDEN_E2E_PYTHON ?? join(root, "e2e", ".venv", "bin", "python");
   assert.ok(existsSync(python), `Python with Authlib is required at ${python} (.ci/run installs it: e2e/python/requirements.txt)`);
   const redirectUri = "http://127.0.0.1:9/authlib/callback";
   const forum = registerClient(server, "forum", "--name", "Forum", "--redirect-uri", redirectUri);
   const site = registerClient(server, "site", "--name", "Site", "--redirect-uri", redirectUri, "--first-party", "--id-token-alg", "EdDSA");
+  // A client that authenticates with private_key_jwt: its public key registered, the private one for Authlib.
+  const { publicKey, privateKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+  const jwksFile = join(server.dataDir, "reports-jwks.json");
+  writeFileSync(jwksFile, JSON.stringify({ keys: [{ ...publicKey.export({ format: "jwk" }), kid: "reports-1", alg: "ES256" }] }));
+  assert.equal(registerClient(server, "reports", "--name", "Reports", "--jwks-file", jwksFile), undefined, "no secret printed");
   const run = spawnSync(python, [join(root, "e2e", "python", "authlib_interop.py")], {
     env: {
       ...process.env,
+      KW_JWT_CLIENT: "reports",
+      KW_JWT_PRIVATE_KEY: privateKey.export({ format: "pem", type: "pkcs8" }),
       KW_BASE: server.base,
       KW_REDIRECT_URI: redirectUri,
       KW_LOGIN: person.username,

@@ -113,6 +113,10 @@ enum ClientsAction {
         /// One of the platform's own apps: skips the consent screen.
         #[arg(long)]
         first_party: bool,
+        /// A JSON Web Key Set file with the client's public keys: it authenticates with
+        /// `private_key_jwt` (RFC 7523) and gets no secret.
+        #[arg(long, value_name = "FILE")]
+        jwks_file: Option<std::path::PathBuf>,
         /// How its ID tokens are signed: ES256 (default) or EdDSA.
         #[arg(long, value_name = "ALG", default_value = "ES256", value_parser = parse_signing_alg)]
         id_token_alg: SigningAlg,
@@ -404,9 +408,22 @@ async fn clients(console: &Console, action: ClientsAction) -> anyhow::Result<()>
     let clients = console.clients();
     let actor = console.actor();
     match action {
-        ClientsAction::Add { id, name, public, redirect_uris, backchannel_logout_uri, first_party, id_token_alg } => {
+        ClientsAction::Add {
+            id,
+            name,
+            public,
+            redirect_uris,
+            backchannel_logout_uri,
+            first_party,
+            jwks_file,
+            id_token_alg,
+        } => {
             let kind = if public { ClientKind::Public } else { ClientKind::Confidential };
-            let new = NewClient { id, name, kind, redirect_uris, backchannel_logout_uri, first_party, id_token_alg };
+            let jwks = jwks_file
+                .map(|path| std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display())))
+                .transpose()?;
+            let new =
+                NewClient { id, name, kind, redirect_uris, backchannel_logout_uri, first_party, id_token_alg, jwks };
             let (client, secret) = clients.register(new, actor).await?;
             println!("registered {} client {:?}", client.kind.as_str(), client.id);
             if let Some(secret) = secret {

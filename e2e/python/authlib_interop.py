@@ -122,7 +122,27 @@ def run(client_id, secret, alg):
     check(gone.status_code == 401, "and userinfo refuses it")
 
 
+def private_key_jwt(client_id, private_key_pem):
+    """client_credentials with Authlib's private_key_jwt client authentication (RFC 7523)."""
+    from authlib.oauth2.rfc7523 import PrivateKeyJWT
+
+    meta = requests.get(urljoin(BASE, "/.well-known/openid-configuration")).json()
+    check("private_key_jwt" in meta["token_endpoint_auth_methods_supported"], "discovery offers private_key_jwt")
+    token_endpoint = meta["token_endpoint"]
+    from joserfc.jwk import ECKey
+
+    key = ECKey.import_key(private_key_pem)
+    auth = PrivateKeyJWT(token_endpoint, headers={"kid": f"{client_id}-1"}, alg="ES256")
+    session = OAuth2Session(client_id, key, token_endpoint_auth_method=auth)
+    token = session.fetch_token(token_endpoint, grant_type="client_credentials")
+    check(token["token_type"].lower() == "bearer" and "refresh_token" not in token, "client_credentials with private_key_jwt")
+    seen = session.introspect_token(meta["introspection_endpoint"], token=token["access_token"]).json()
+    check(seen["active"] is True and seen["sub"] == client_id, "the service token introspects as the client's own")
+
+
 if __name__ == "__main__":
     for client in json.loads(os.environ["KW_CLIENTS"]):
         run(client["id"], client["secret"], client["alg"])
+    if os.environ.get("KW_JWT_CLIENT"):
+        private_key_jwt(os.environ["KW_JWT_CLIENT"], os.environ["KW_JWT_PRIVATE_KEY"])
     print("authlib interop: all checks passed")

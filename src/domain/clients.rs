@@ -50,6 +50,8 @@ pub struct NewClient {
     pub first_party: bool,
     /// How its ID tokens are signed.
     pub id_token_alg: SigningAlg,
+    /// Public keys (a JWKS, as JSON text) for `private_key_jwt`: such a client gets no secret.
+    pub jwks: Option<String>,
 }
 
 /// A first-party client kept in the configuration file (`[[oauth.clients]]`).
@@ -97,6 +99,8 @@ pub struct Client {
     pub created_at: i64,
     pub secret_rotated_at: Option<i64>,
     pub id_token_alg: SigningAlg,
+    /// The public keys it signs `private_key_jwt` assertions with, if it authenticates that way.
+    pub jwks: Option<serde_json::Value>,
 }
 
 impl Client {
@@ -126,7 +130,8 @@ impl Clients {
     pub async fn register(&self, new: NewClient, actor: &Actor) -> Result<(Client, Option<Zeroizing<String>>)> {
         let first_party = new.first_party;
         let mut record = self.validated_record(new)?;
-        let secret = (record.kind == ClientKind::Confidential.as_str()).then(|| TokenKind::ClientSecret.mint());
+        let needs_secret = record.kind == ClientKind::Confidential.as_str() && record.jwks.is_none();
+        let secret = needs_secret.then(|| TokenKind::ClientSecret.mint());
         if let Some(secret) = &secret {
             let digest = self.keyring.token_digest(secret);
             record.secret_digest = Some(digest.digest);
@@ -155,6 +160,7 @@ impl Clients {
             server_uri(uri)
                 .ok_or(Error::InvalidClient("the back-channel logout URI must be https (or http on loopback)"))?;
         }
+        let jwks = new.jwks.as_deref().map(|text| public_jwks(text, new.kind)).transpose()?;
         Ok(ClientRecord {
             id,
             name,
@@ -167,6 +173,7 @@ impl Clients {
             created_at: now_ms(),
             secret_rotated_at: None,
             id_token_alg: new.id_token_alg.as_str().to_owned(),
+            jwks,
         })
     }
 
@@ -204,6 +211,7 @@ impl Clients {
                 backchannel_logout_uri: wanted.backchannel_logout_uri.clone(),
                 first_party: wanted.first_party,
                 id_token_alg: wanted.id_token_alg,
+                jwks: None,
             };
             let mut record = self.validated_record(new)?;
             if let Some(secret) = &secret {
@@ -297,8 +305,34 @@ impl TryFrom<ClientRecord> for Client {
             secret_rotated_at: r.secret_rotated_at,
             // The column only ever holds values written from `SigningAlg`.
             id_token_alg: SigningAlg::parse(&r.id_token_alg).unwrap_or(SigningAlg::Es256),
+            jwks: r
+                .jwks
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| Error::Internal(e.to_string()))?,
         })
     }
+}
+
+/// A JWKS of public keys only (RFC 7517), usable for verifying assertions; compacted.
+fn public_jwks(text: &str, kind: ClientKind) -> Result<String> {
+    const PRIVATE_MEMBERS: [&str; 6] = ["d", "p", "q", "dp", "dq", "qi"];
+    if kind != ClientKind::Confidential {
+        return Err(Error::InvalidClient("only confidential clients authenticate with private_key_jwt"));
+    }
+    let set: jsonwebtoken::jwk::JwkSet =
+        serde_json::from_str(text).map_err(|_| Error::InvalidClient("the JWKS is not a valid JSON Web Key Set"))?;
+    let raw: serde_json::Value =
+        serde_json::from_str(text).map_err(|_| Error::InvalidClient("the JWKS is not JSON"))?;
+    let keys = raw["keys"].as_array().cloned().unwrap_or_default();
+    if set.keys.is_empty() || keys.iter().any(|k| PRIVATE_MEMBERS.iter().any(|m| k.get(*m).is_some())) {
+        return Err(Error::InvalidClient("the JWKS must hold at least one key, and public keys only"));
+    }
+    if set.keys.iter().any(|k| jsonwebtoken::DecodingKey::from_jwk(k).is_err()) {
+        return Err(Error::InvalidClient("a key of the JWKS cannot verify signatures"));
+    }
+    Ok(raw.to_string())
 }
 
 /// 1 to 64 of `a-z 0-9 . _ -`; never a built-in channel's name, since the id names the channel.

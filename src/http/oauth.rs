@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 use super::extract::{caller_with, Audience, ClientAddress, TokenRequestProof};
 use super::AppState;
 use crate::domain::oauth::{
-    ClientCredentials, DeviceAuthorizationRequest, TokenRequest, DEVICE_CODE_GRANT, SCOPES_SUPPORTED,
+    ClientCredentials, DeviceAuthorizationRequest, TokenRequest, ASSERTION_ALGS, DEVICE_CODE_GRANT,
+    JWT_BEARER_ASSERTION, SCOPES_SUPPORTED,
 };
 use crate::domain::sessions::Authenticated;
 use crate::domain::Error;
@@ -66,6 +67,7 @@ fn endpoint(state: &AppState, path: &str) -> String {
 /// `GET /.well-known/openid-configuration` (OpenID Connect Discovery 1.0, RFC 8414).
 pub async fn discovery(State(state): State<AppState>) -> Response {
     let algs: Vec<&str> = SigningAlg::ALL.iter().map(|a| a.as_str()).collect();
+    let assertion_algs: Vec<String> = ASSERTION_ALGS.iter().map(|a| format!("{a:?}")).collect();
     let document = json!({
         "issuer": state.oauth.issuer(),
         "authorization_endpoint": endpoint(&state, "/oauth/authorize"),
@@ -84,9 +86,10 @@ pub async fn discovery(State(state): State<AppState>) -> Response {
         "device_authorization_endpoint": endpoint(&state, "/oauth/device_authorization"),
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": algs,
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
-        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
+        "token_endpoint_auth_signing_alg_values_supported": assertion_algs,
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
         "code_challenge_methods_supported": ["S256"],
         "prompt_values_supported": ["none", "login", "consent"],
         "claims_supported": [
@@ -111,7 +114,36 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
 
 /// The client credentials of a form, from HTTP Basic (RFC 6749 §2.3.1, each half form-encoded)
 /// or from the body; sending both is refused.
-fn client_credentials(
+/// The client-authentication fields every OAuth form may carry.
+#[derive(Debug, Default, Deserialize)]
+pub struct ClientFields {
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    client_assertion_type: Option<String>,
+    client_assertion: Option<String>,
+}
+
+/// The client credentials of a form: HTTP Basic (RFC 6749 §2.3.1, each half form-encoded), the
+/// body, or a `private_key_jwt` assertion (RFC 7523); more than one way at once is refused.
+fn client_credentials(headers: &HeaderMap, fields: &ClientFields) -> Result<ClientCredentials, OAuthError> {
+    match (fields.client_assertion_type.as_deref(), &fields.client_assertion) {
+        (None, None) => {}
+        (Some(JWT_BEARER_ASSERTION), Some(assertion)) if fields.client_secret.is_none() && !uses_basic(headers) => {
+            return Ok(ClientCredentials::Assertion {
+                assertion: assertion.clone(),
+                client_id: fields.client_id.clone(),
+            })
+        }
+        _ => {
+            let err =
+                Error::oauth("invalid_client", "use one client authentication method, with a JWT bearer assertion");
+            return Err(err.into());
+        }
+    }
+    secret_credentials(headers, fields.client_id.as_deref(), fields.client_secret.as_deref())
+}
+
+fn secret_credentials(
     headers: &HeaderMap,
     client_id: Option<&str>,
     client_secret: Option<&str>,
@@ -167,8 +199,8 @@ pub struct TokenForm {
     code_verifier: Option<String>,
     refresh_token: Option<String>,
     device_code: Option<String>,
-    client_id: Option<String>,
-    client_secret: Option<String>,
+    #[serde(flatten)]
+    client: ClientFields,
 }
 
 /// `POST /oauth/token` (RFC 6749 §3.2).
@@ -181,7 +213,7 @@ pub async fn token(
 ) -> Result<Response, OAuthError> {
     let Form(form) = form.map_err(|r| form_error(&r))?;
     let basic = uses_basic(&headers);
-    let client = client_credentials(&headers, form.client_id.as_deref(), form.client_secret.as_deref())?;
+    let client = client_credentials(&headers, &form.client)?;
     let request = TokenRequest {
         grant_type: form.grant_type,
         code: form.code,
@@ -199,8 +231,8 @@ pub async fn token(
 
 #[derive(Debug, Deserialize)]
 pub struct DeviceAuthorizationForm {
-    client_id: Option<String>,
-    client_secret: Option<String>,
+    #[serde(flatten)]
+    client: ClientFields,
     scope: Option<String>,
     /// keywarden's extension: what the device calls itself, shown when its person approves it.
     device_name: Option<String>,
@@ -214,7 +246,7 @@ pub async fn device_authorization(
 ) -> Result<Response, OAuthError> {
     let Form(form) = form.map_err(|r| form_error(&r))?;
     let basic = uses_basic(&headers);
-    let client = client_credentials(&headers, form.client_id.as_deref(), form.client_secret.as_deref())?;
+    let client = client_credentials(&headers, &form.client)?;
     let request = DeviceAuthorizationRequest { client, scope: form.scope, device_name: form.device_name };
     let answer = state.oauth.device_authorization(request).await.map_err(|err| OAuthError { err, basic })?;
     Ok(Json(answer).into_response())
@@ -225,8 +257,8 @@ pub struct TokenOnlyForm {
     token: Option<String>,
     #[allow(dead_code)] // accepted and ignored: both kinds are looked up (RFC 7009 §2.1)
     token_type_hint: Option<String>,
-    client_id: Option<String>,
-    client_secret: Option<String>,
+    #[serde(flatten)]
+    client: ClientFields,
 }
 
 /// `POST /oauth/introspect` (RFC 7662).
@@ -237,7 +269,7 @@ pub async fn introspect(
 ) -> Result<Response, OAuthError> {
     let Form(form) = form.map_err(|r| form_error(&r))?;
     let basic = uses_basic(&headers);
-    let client = client_credentials(&headers, form.client_id.as_deref(), form.client_secret.as_deref())?;
+    let client = client_credentials(&headers, &form.client)?;
     let token = form.token.ok_or_else(|| Error::oauth("invalid_request", "token is missing"))?;
     let answer = state.oauth.introspect(&client, &token).await.map_err(|err| OAuthError { err, basic })?;
     Ok(Json(answer).into_response())
@@ -252,7 +284,7 @@ pub async fn revoke(
 ) -> Result<Response, OAuthError> {
     let Form(form) = form.map_err(|r| form_error(&r))?;
     let basic = uses_basic(&headers);
-    let client = client_credentials(&headers, form.client_id.as_deref(), form.client_secret.as_deref())?;
+    let client = client_credentials(&headers, &form.client)?;
     let token = form.token.ok_or_else(|| Error::oauth("invalid_request", "token is missing"))?;
     let address = address.map(|a| a.to_string());
     state.oauth.revoke(&client, &token, address.as_deref()).await.map_err(|err| OAuthError { err, basic })?;

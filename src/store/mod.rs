@@ -95,6 +95,8 @@ pub struct ClientRecord {
     pub secret_rotated_at: Option<i64>,
     /// `ES256` or `EdDSA`: how this client's ID tokens are signed.
     pub id_token_alg: String,
+    /// The public keys (a JWKS, as JSON) of a client that authenticates with `private_key_jwt`.
+    pub jwks: Option<String>,
 }
 
 /// A confirmed change of address: the new sealed address and its blind index replace the old.
@@ -548,6 +550,8 @@ pub trait Store: Send + Sync + 'static {
     /// Registers an OAuth client; `Conflict` if its id is taken.
     async fn create_client(&self, client: &ClientRecord) -> Result<(), StoreError>;
     async fn client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError>;
+    /// Accepts a client assertion's `jti` once (until it expires); false if it was seen before.
+    async fn use_client_assertion(&self, client_id: &str, jti: &str, expires_at: i64) -> Result<bool, StoreError>;
     /// Registers a client, or replaces an existing one's settings and secret (configured clients).
     async fn upsert_client(&self, client: &ClientRecord) -> Result<(), StoreError>;
     async fn clients(&self) -> Result<Vec<ClientRecord>, StoreError>;

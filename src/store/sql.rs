@@ -631,8 +631,8 @@ macro_rules! impl_store_with_portable_sql {
             async fn create_client(&self, client: &ClientRecord) -> Result<(), StoreError> {
                 sqlx::query::<$db>(
                     "INSERT INTO oauth_clients (id, name, kind, secret_digest, secret_key_id, redirect_uris, \
-                     backchannel_logout_uri, first_party, created_at, id_token_alg) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                     backchannel_logout_uri, first_party, created_at, id_token_alg, jwks) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 )
                 .bind(&client.id)
                 .bind(&client.name)
@@ -644,10 +644,24 @@ macro_rules! impl_store_with_portable_sql {
                 .bind(client.first_party)
                 .bind(client.created_at)
                 .bind(&client.id_token_alg)
+                .bind(&client.jwks)
                 .execute(&self.writer)
                 .await
                 .map_err($crate::store::conflict_or_database)?;
                 Ok(())
+            }
+
+            async fn use_client_assertion(&self, client_id: &str, jti: &str, expires_at: i64) -> Result<bool, StoreError> {
+                let done = sqlx::query::<$db>(
+                    "INSERT INTO client_assertions (client_id, jti, expires_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT (client_id, jti) DO NOTHING",
+                )
+                .bind(client_id)
+                .bind(jti)
+                .bind(expires_at)
+                .execute(&self.writer)
+                .await?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn upsert_client(&self, client: &ClientRecord) -> Result<(), StoreError> {
@@ -833,6 +847,10 @@ macro_rules! impl_store_with_portable_sql {
                     .execute(&self.writer)
                     .await?;
                 let codes = sqlx::query::<$db>("DELETE FROM oauth_codes WHERE expires_at < $1")
+                    .bind(before)
+                    .execute(&self.writer)
+                    .await?;
+                sqlx::query::<$db>("DELETE FROM client_assertions WHERE expires_at < $1")
                     .bind(before)
                     .execute(&self.writer)
                     .await?;
@@ -1295,7 +1313,7 @@ macro_rules! audit_select {
 macro_rules! client_select {
     () => {
         "SELECT id, name, kind, secret_digest, secret_key_id, redirect_uris, backchannel_logout_uri, first_party, \
-         created_at, secret_rotated_at, id_token_alg FROM oauth_clients"
+         created_at, secret_rotated_at, id_token_alg, jwks FROM oauth_clients"
     };
 }
 

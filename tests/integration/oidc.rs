@@ -26,7 +26,8 @@ crate::on_both_engines!(
     a_client_signs_its_person_out_with_an_id_token_hint,
     service_tokens_and_dpop_bound_grants,
     signing_keys_rotate_with_overlap,
-    first_party_clients_come_from_the_configuration
+    first_party_clients_come_from_the_configuration,
+    clients_authenticate_with_signed_assertions
 );
 
 const FORUM_CB: &str = "https://forum.example/auth/callback";
@@ -53,6 +54,7 @@ async fn register(
         backchannel_logout_uri: None,
         first_party,
         id_token_alg: alg,
+        jwks: None,
     };
     clients.register(new, &Actor::System).await.unwrap().1.map(|s| s.to_string())
 }
@@ -622,6 +624,7 @@ async fn clients_hear_of_sign_out_everywhere_and_channel_revocation_by_back_chan
         backchannel_logout_uri: Some(logout_uri),
         first_party: true,
         id_token_alg: SigningAlg::Es256,
+        jwks: None,
     };
     let secret = clients.register(new, &Actor::System).await.unwrap().1.unwrap().to_string();
     let laptop = signed_in_browser(&server, "fay").await;
@@ -870,5 +873,104 @@ async fn first_party_clients_come_from_the_configuration(engine: Engine) {
     let clients = server.running_state().oauth.clients();
     let refused = clients.sync_configured(&[site("Site", "not-a-secret")]).await.unwrap_err();
     assert!(refused.to_string().contains("generate-secret"), "{refused}");
+    server.stop().await;
+}
+
+/// A client's key pair for `private_key_jwt`: its JWKS (public) and a signer of assertions.
+struct AssertionKey {
+    jwks: String,
+    encoding: jsonwebtoken::EncodingKey,
+}
+
+impl AssertionKey {
+    fn generate() -> Self {
+        use p256::pkcs8::EncodePrivateKey;
+        let secret = p256::SecretKey::random(&mut rand::rngs::OsRng);
+        let der = secret.to_pkcs8_der().unwrap();
+        let mut jwk: Value = serde_json::from_str(&secret.public_key().to_jwk_string()).unwrap();
+        jwk["kid"] = "k1".into();
+        jwk["alg"] = "ES256".into();
+        Self {
+            jwks: serde_json::json!({ "keys": [jwk] }).to_string(),
+            encoding: jsonwebtoken::EncodingKey::from_ec_der(der.as_bytes()),
+        }
+    }
+
+    fn assertion(&self, client_id: &str, audience: &str, jti: &str) -> String {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let claims = serde_json::json!({ "iss": client_id, "sub": client_id, "aud": audience, "jti": jti, "iat": now, "exp": now + 60 });
+        let header = jsonwebtoken::Header {
+            kid: Some("k1".into()),
+            ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256)
+        };
+        jsonwebtoken::encode(&header, &claims, &self.encoding).unwrap()
+    }
+}
+
+async fn clients_authenticate_with_signed_assertions(engine: Engine) {
+    let server = TestServer::start(engine).await;
+    let key = AssertionKey::generate();
+    let state = server.running_state();
+    let clients = Clients::new(state.store.clone(), state.keyring.clone(), state.audit.clone());
+    let new = NewClient {
+        id: "reports".into(),
+        name: "Reports".into(),
+        kind: ClientKind::Confidential,
+        redirect_uris: vec![],
+        backchannel_logout_uri: None,
+        first_party: true,
+        id_token_alg: SigningAlg::Es256,
+        jwks: Some(key.jwks.clone()),
+    };
+    let (_, secret) = clients.register(new, &Actor::System).await.unwrap();
+    assert!(secret.is_none(), "a private_key_jwt client gets no secret");
+    let discovery: Value =
+        reqwest::get(server.url("/.well-known/openid-configuration")).await.unwrap().json().await.unwrap();
+    assert!(discovery["token_endpoint_auth_methods_supported"].as_array().unwrap().contains(&"private_key_jwt".into()));
+    let token_endpoint = discovery["token_endpoint"].as_str().unwrap().to_owned();
+
+    let grant = |assertion: String| {
+        let server = &server;
+        async move {
+            let form = [
+                ("grant_type", "client_credentials".to_owned()),
+                ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".to_owned()),
+                ("client_assertion", assertion),
+            ];
+            let response = Client::new().post(server.url("/oauth/token")).form(&form).send().await.unwrap();
+            (response.status(), response.json::<Value>().await.unwrap())
+        }
+    };
+    let assertion = key.assertion("reports", &token_endpoint, "a-1");
+    let (status, tokens) = grant(assertion.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    let (status, body) = grant(assertion).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid_client")),
+        "a replayed assertion"
+    );
+    let (_, body) = grant(key.assertion("reports", "https://elsewhere.example/token", "a-2")).await;
+    assert_eq!(body["error"], "invalid_client", "an assertion for another audience");
+    let (_, body) = grant(AssertionKey::generate().assertion("reports", &token_endpoint, "a-3")).await;
+    assert_eq!(body["error"], "invalid_client", "an assertion signed by another key");
+    let (_, body) = grant(key.assertion("forum", &token_endpoint, "a-4")).await;
+    assert_eq!(body["error"], "invalid_client", "an assertion naming another client");
+    let (status, _) = grant(key.assertion("reports", server.url("").trim_end_matches('/'), "a-5")).await;
+    assert_eq!(status, StatusCode::OK, "the issuer is an accepted audience too");
+
+    // A JWKS with a private key is refused at registration.
+    let private: Value = serde_json::json!({ "keys": [{ "kty": "EC", "crv": "P-256", "x": "x", "y": "y", "d": "d" }] });
+    let new = NewClient {
+        id: "leaky".into(),
+        name: "Leaky".into(),
+        kind: ClientKind::Confidential,
+        redirect_uris: vec![],
+        backchannel_logout_uri: None,
+        first_party: true,
+        id_token_alg: SigningAlg::Es256,
+        jwks: Some(private.to_string()),
+    };
+    assert_eq!(clients.register(new, &Actor::System).await.unwrap_err().code(), "invalid_client_metadata");
     server.stop().await;
 }

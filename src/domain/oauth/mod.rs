@@ -7,6 +7,7 @@
 
 mod authorize;
 mod claims;
+mod client_assertion;
 mod device;
 mod grants;
 mod logout;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 
 pub use authorize::{redirect_origin, AuthorizationRequest, AuthorizationResponse, AuthorizeError, Next, ValidRequest};
 pub use claims::{Introspection, UserClaims};
+pub use client_assertion::{ASSERTION_ALGS, JWT_BEARER_ASSERTION};
 pub use device::{DeviceAuthorization, DeviceAuthorizationRequest, PendingLink};
 pub use grants::{TokenRequest, TokenResponse, DEVICE_CODE_GRANT};
 pub use logout::{EndSessionRequest, EndedSession, LogoutNotice, LogoutTokenClaims, BACKCHANNEL_LOGOUT_EVENT};
@@ -112,6 +114,8 @@ pub enum ClientCredentials {
     Secret { id: String, secret: String },
     /// A public client names itself only (`none`); PKCE or the refresh token binds it.
     Public { id: String },
+    /// `private_key_jwt`: a JWT signed with one of the client's registered keys.
+    Assertion { assertion: String, client_id: Option<String> },
     /// No client identification at all.
     Missing,
 }
@@ -188,6 +192,9 @@ impl OAuth {
                 Err(e) if e.is_internal() => Err(e),
                 _ => Err(invalid_client()),
             },
+            ClientCredentials::Assertion { assertion, client_id } => {
+                self.authenticate_assertion(assertion, client_id.as_deref()).await
+            }
             ClientCredentials::Missing => Err(invalid_client()),
         }
     }
