@@ -187,8 +187,21 @@ fn uses_basic(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.to_ascii_lowercase().starts_with("basic "))
 }
 
-fn form_error(rejection: &FormRejection) -> OAuthError {
-    Error::oauth("invalid_request", format!("the body must be application/x-www-form-urlencoded: {rejection}")).into()
+/// A form that carries client authentication.
+trait WithClient {
+    fn client(&self) -> &ClientFields;
+}
+
+/// An OAuth form, its client's credentials, and whether they came by HTTP Basic.
+fn unpack<T: WithClient>(
+    headers: &HeaderMap,
+    form: Result<Form<T>, FormRejection>,
+) -> Result<(T, ClientCredentials, bool), OAuthError> {
+    let Form(form) = form.map_err(|rejection| {
+        Error::oauth("invalid_request", format!("the body must be application/x-www-form-urlencoded: {rejection}"))
+    })?;
+    let credentials = client_credentials(headers, form.client())?;
+    Ok((form, credentials, uses_basic(headers)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -203,6 +216,12 @@ pub struct TokenForm {
     client: ClientFields,
 }
 
+impl WithClient for TokenForm {
+    fn client(&self) -> &ClientFields {
+        &self.client
+    }
+}
+
 /// `POST /oauth/token` (RFC 6749 §3.2).
 pub async fn token(
     State(state): State<AppState>,
@@ -211,9 +230,7 @@ pub async fn token(
     TokenRequestProof(dpop): TokenRequestProof,
     form: Result<Form<TokenForm>, FormRejection>,
 ) -> Result<Response, OAuthError> {
-    let Form(form) = form.map_err(|r| form_error(&r))?;
-    let basic = uses_basic(&headers);
-    let client = client_credentials(&headers, &form.client)?;
+    let (form, client, basic) = unpack(&headers, form)?;
     let request = TokenRequest {
         grant_type: form.grant_type,
         code: form.code,
@@ -238,15 +255,19 @@ pub struct DeviceAuthorizationForm {
     device_name: Option<String>,
 }
 
+impl WithClient for DeviceAuthorizationForm {
+    fn client(&self) -> &ClientFields {
+        &self.client
+    }
+}
+
 /// `POST /oauth/device_authorization` (RFC 8628 §3.1).
 pub async fn device_authorization(
     State(state): State<AppState>,
     headers: HeaderMap,
     form: Result<Form<DeviceAuthorizationForm>, FormRejection>,
 ) -> Result<Response, OAuthError> {
-    let Form(form) = form.map_err(|r| form_error(&r))?;
-    let basic = uses_basic(&headers);
-    let client = client_credentials(&headers, &form.client)?;
+    let (form, client, basic) = unpack(&headers, form)?;
     let request = DeviceAuthorizationRequest { client, scope: form.scope, device_name: form.device_name };
     let answer = state.oauth.device_authorization(request).await.map_err(|err| OAuthError { err, basic })?;
     Ok(Json(answer).into_response())
@@ -261,15 +282,19 @@ pub struct TokenOnlyForm {
     client: ClientFields,
 }
 
+impl WithClient for TokenOnlyForm {
+    fn client(&self) -> &ClientFields {
+        &self.client
+    }
+}
+
 /// `POST /oauth/introspect` (RFC 7662).
 pub async fn introspect(
     State(state): State<AppState>,
     headers: HeaderMap,
     form: Result<Form<TokenOnlyForm>, FormRejection>,
 ) -> Result<Response, OAuthError> {
-    let Form(form) = form.map_err(|r| form_error(&r))?;
-    let basic = uses_basic(&headers);
-    let client = client_credentials(&headers, &form.client)?;
+    let (form, client, basic) = unpack(&headers, form)?;
     let token = form.token.ok_or_else(|| Error::oauth("invalid_request", "token is missing"))?;
     let answer = state.oauth.introspect(&client, &token).await.map_err(|err| OAuthError { err, basic })?;
     Ok(Json(answer).into_response())
@@ -282,9 +307,7 @@ pub async fn revoke(
     ClientAddress(address): ClientAddress,
     form: Result<Form<TokenOnlyForm>, FormRejection>,
 ) -> Result<Response, OAuthError> {
-    let Form(form) = form.map_err(|r| form_error(&r))?;
-    let basic = uses_basic(&headers);
-    let client = client_credentials(&headers, &form.client)?;
+    let (form, client, basic) = unpack(&headers, form)?;
     let token = form.token.ok_or_else(|| Error::oauth("invalid_request", "token is missing"))?;
     let address = address.map(|a| a.to_string());
     state.oauth.revoke(&client, &token, address.as_deref()).await.map_err(|err| OAuthError { err, basic })?;

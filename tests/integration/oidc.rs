@@ -33,6 +33,21 @@ crate::on_both_engines!(
 const FORUM_CB: &str = "https://forum.example/auth/callback";
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 
+/// Whether `check` turns true within `secs` (revocation rules reach the server by polling).
+async fn within_seconds<F, Fut>(secs: u64, check: F) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..secs * 10 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    false
+}
+
 fn challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
@@ -268,15 +283,10 @@ async fn a_third_party_app_signs_a_person_in_with_consent_pkce_and_an_id_token(e
     // `admin revoke --channel wiki` kills exactly the wiki's tokens: the browser stays signed in.
     let out = server.admin(&["revoke", "--channel", "wiki", "--reason", "wiki proxy leaked tokens"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut dead = false;
-    for _ in 0..40 {
-        dead = introspect(&server, "wiki", &wiki_secret, wiki_access).await.1["active"] == false;
-        if dead {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(dead, "the wiki's token dies with its channel");
+    let dead = within_seconds(4, || async {
+        introspect(&server, "wiki", &wiki_secret, wiki_access).await.1["active"] == false
+    });
+    assert!(dead.await, "the wiki's token dies with its channel");
     let (status, page, _) = get(&laptop, &server, "/security").await;
     assert!(status == StatusCode::OK && page.contains("Your devices"), "the browser session is untouched");
     assert!(page.contains("The forum"), "the app's grant is listed as a device on /security");
@@ -520,16 +530,11 @@ async fn a_tv_links_with_a_short_code_polls_and_is_listed_on_the_security_page(e
         .await
         .unwrap();
     assert!(out.status().is_success() || out.status().is_redirection());
-    let mut refused = false;
-    for _ in 0..40 {
+    let refused = within_seconds(4, || async {
         let info = Client::new().get(server.url("/oauth/userinfo")).bearer_auth(access).send().await.unwrap();
-        refused = info.status() == StatusCode::UNAUTHORIZED;
-        if refused {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(refused, "signed out from /security");
+        info.status() == StatusCode::UNAUTHORIZED
+    });
+    assert!(refused.await, "signed out from /security");
 
     // Cancelling tells the device access_denied.
     let declined = start_device(&server, "Kitchen speaker").await;
@@ -728,15 +733,9 @@ async fn service_tokens_and_dpop_bound_grants(engine: Engine) {
     assert_eq!(revoke.json::<Value>().await.unwrap()["error"], "unsupported_token_type");
     let out = server.admin(&["revoke", "--channel", "forum", "--reason", "rotate the forum's service tokens"]);
     assert!(out.status.success());
-    let mut dead = false;
-    for _ in 0..40 {
-        dead = introspect(&server, "forum", &secret, service).await.1["active"] == false;
-        if dead {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(dead, "channel revocation kills service tokens too");
+    let dead =
+        within_seconds(4, || async { introspect(&server, "forum", &secret, service).await.1["active"] == false });
+    assert!(dead.await, "channel revocation kills service tokens too");
 
     // DPoP (RFC 9449) at the token endpoint: the grant's tokens are bound to the client's key.
     let laptop = signed_in_browser(&server, "hal").await;

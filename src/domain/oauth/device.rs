@@ -8,7 +8,7 @@ use rand::Rng;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::grants::{TokenRequest, TokenResponse};
+use super::grants::{Issue, Redemption, TokenRequest, TokenResponse};
 use super::{ClientCredentials, OAuth, Scope};
 use crate::domain::audit::{kind, Actor, AuditLog};
 use crate::domain::clients::Client;
@@ -17,7 +17,7 @@ use crate::domain::error::{Error, Result};
 use crate::domain::sessions::Authenticated;
 use crate::domain::tokens::TokenKind;
 use crate::keys::hex;
-use crate::store::{DeviceCodeRecord, DeviceSighting, OAuthGrant, SessionStart, StoreError};
+use crate::store::{DeviceCodeRecord, StoreError};
 
 /// RFC 8628 §6.1: consonants only, so codes are unambiguous and spell no words. 20^8 ≈ 2^34.6.
 const USER_CODE_ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";
@@ -262,51 +262,26 @@ impl OAuth {
             return Err(Error::Internal("an approved device code without its person".into()));
         };
         let scope = Scope::parse(&record.scope)?;
-        let session_id = uuid::Uuid::now_v7().to_string();
-        let (access, refresh, tokens) = self.sessions.mint_pair(&session_id, &user_id, now);
-        let start = SessionStart {
-            session_id: session_id.clone(),
-            new_device_id: uuid::Uuid::now_v7().to_string(),
-            device: DeviceSighting {
-                user_id: user_id.clone(),
-                // Each linking is its own device on /security, named as the device asked.
-                client_identifier: format!("oauth-device:{}:{}", client.id, hex(&record.digest[..12])),
-                product: client.name.clone(),
-                platform: String::new(),
-                name: record.device_name.clone(),
-                address: request.address.clone(),
-                seen_at: now,
-            },
-            channel: client.id.clone(),
-            dpop_jkt: request.dpop.as_ref().map(|p| p.jkt.clone()),
-            enrolment_only: false,
-            grant: Some(OAuthGrant { client_id: client.id.clone(), scope: scope.to_string(), auth_time }),
-            tokens,
+        let issue = Issue {
+            client,
+            user_id: &user_id,
+            // Each linking is its own device on /security, named as the device asked.
+            device: (
+                format!("oauth-device:{}:{}", client.id, hex(&record.digest[..12])),
+                client.name.clone(),
+                String::new(),
+                record.device_name.clone(),
+            ),
+            scope: &scope,
+            auth_time,
+            nonce: None,
+            dpop: request.dpop.as_ref(),
+            address: request.address.as_deref(),
+            grant_type: "device_code",
         };
-        let Some(device_id) = self.store.redeem_device_code(&record.digest, &start).await? else {
-            return Err(Error::oauth("invalid_grant", "the device_code was already used"));
-        };
-        let details = json!({
-            "client_id": client.id, "session_id": session_id, "device_id": device_id, "scope": scope.to_string(),
-            "grant_type": "device_code", "dpop": start.dpop_jkt.is_some(),
-        });
-        let event = AuditLog::event(
-            kind::OAUTH_TOKENS_ISSUED,
-            &Actor::User(user_id.clone()),
-            Some(&user_id),
-            request.address.as_deref(),
-            details,
-        );
-        self.audit.record(event).await?;
-        let id_token = self.id_token_if_openid(client, &user_id, &session_id, &scope, auth_time, None).await?;
-        Ok(TokenResponse {
-            access_token: access,
-            token_type: if start.dpop_jkt.is_some() { "DPoP" } else { "Bearer" },
-            expires_in: self.tokens.access_ttl_secs,
-            refresh_token: Some(refresh),
-            id_token,
-            scope: scope.to_string(),
-        })
+        self.issue(issue, Redemption::DeviceCode(&record.digest))
+            .await?
+            .ok_or_else(|| Error::oauth("invalid_grant", "the device_code was already used"))
     }
 }
 

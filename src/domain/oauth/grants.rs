@@ -50,6 +50,26 @@ pub struct TokenResponse {
 /// RFC 8628 §3.4.
 pub const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
+/// What a grant gives, and to whom.
+pub(super) struct Issue<'a> {
+    pub client: &'a Client,
+    pub user_id: &'a str,
+    /// The device on `/security`: client identifier, product, platform, name.
+    pub device: (String, String, String, String),
+    pub scope: &'a Scope,
+    pub auth_time: i64,
+    pub nonce: Option<&'a str>,
+    pub dpop: Option<&'a Proof>,
+    pub address: Option<&'a str>,
+    pub grant_type: &'static str,
+}
+
+/// What a grant is redeemed with, spent in the transaction that starts its session.
+pub(super) enum Redemption<'a> {
+    Code(&'a [u8]),
+    DeviceCode(&'a [u8]),
+}
+
 fn invalid_grant(description: &str) -> Error {
     Error::oauth("invalid_grant", description)
 }
@@ -106,62 +126,83 @@ impl OAuth {
         }
 
         let scope = Scope::parse(&grant.scope)?;
-        let session_id = uuid::Uuid::now_v7().to_string();
-        let (access, refresh, tokens) = self.sessions.mint_pair(&session_id, &record.user_id, now);
         let device = grant.device;
+        let issue = Issue {
+            client,
+            user_id: &record.user_id,
+            device: (device.client_id, device.product, device.platform, device.name),
+            scope: &scope,
+            auth_time: grant.auth_time,
+            nonce: grant.nonce.as_deref(),
+            dpop: request.dpop.as_ref(),
+            address: request.address.as_deref(),
+            grant_type: "authorization_code",
+        };
+        match self.issue(issue, Redemption::Code(&record.digest)).await? {
+            Some(tokens) => Ok(tokens),
+            None => {
+                // Spent by a concurrent request between our read and our write: the same as a reuse.
+                let record = self.find_code(code).await?.unwrap_or(record);
+                self.code_reused(&record, request.address.as_deref()).await?;
+                Err(invalid_grant("the code was already used; the tokens it gave have been revoked"))
+            }
+        }
+    }
+
+    /// Starts the session a grant gives, spending what it was redeemed with in the same
+    /// transaction; `None` if that was spent first.
+    pub(super) async fn issue(&self, issue: Issue<'_>, redemption: Redemption<'_>) -> Result<Option<TokenResponse>> {
+        let now = now_ms();
+        let client = issue.client;
+        let session_id = uuid::Uuid::now_v7().to_string();
+        let (access, refresh, tokens) = self.sessions.mint_pair(&session_id, issue.user_id, now);
+        let (client_identifier, product, platform, name) = issue.device;
         let start = SessionStart {
             session_id: session_id.clone(),
             new_device_id: uuid::Uuid::now_v7().to_string(),
             device: DeviceSighting {
-                user_id: record.user_id.clone(),
-                client_identifier: device.client_id,
-                product: device.product,
-                platform: device.platform,
-                name: device.name,
-                address: request.address.clone(),
+                user_id: issue.user_id.to_owned(),
+                client_identifier,
+                product,
+                platform,
+                name,
+                address: issue.address.map(str::to_owned),
                 seen_at: now,
             },
             channel: client.id.clone(),
-            dpop_jkt: request.dpop.as_ref().map(|p| p.jkt.clone()),
+            dpop_jkt: issue.dpop.map(|p| p.jkt.clone()),
             enrolment_only: false,
             grant: Some(OAuthGrant {
                 client_id: client.id.clone(),
-                scope: scope.to_string(),
-                auth_time: grant.auth_time,
+                scope: issue.scope.to_string(),
+                auth_time: issue.auth_time,
             }),
             tokens,
         };
-        let Some(device_id) = self.store.redeem_oauth_code(&record.digest, now, &start).await? else {
-            // Spent by a concurrent request between our read and our write: the same as a reuse.
-            let record = self.find_code(code).await?.unwrap_or(record);
-            self.code_reused(&record, request.address.as_deref()).await?;
-            return Err(invalid_grant("the code was already used; the tokens it gave have been revoked"));
+        let redeemed = match redemption {
+            Redemption::Code(digest) => self.store.redeem_oauth_code(digest, now, &start).await?,
+            Redemption::DeviceCode(digest) => self.store.redeem_device_code(digest, &start).await?,
         };
+        let Some(device_id) = redeemed else { return Ok(None) };
         let details = json!({
-            "client_id": client.id, "session_id": session_id, "device_id": device_id, "scope": start.grant.as_ref().map(|g| &g.scope),
-            "grant_type": "authorization_code", "dpop": start.dpop_jkt.is_some(),
+            "client_id": client.id, "session_id": session_id, "device_id": device_id, "scope": issue.scope.to_string(),
+            "grant_type": issue.grant_type, "dpop": start.dpop_jkt.is_some(),
         });
-        let actor = Actor::User(record.user_id.clone());
-        let event = AuditLog::event(
-            kind::OAUTH_TOKENS_ISSUED,
-            &actor,
-            Some(&record.user_id),
-            request.address.as_deref(),
-            details,
-        );
+        let actor = Actor::User(issue.user_id.to_owned());
+        let event = AuditLog::event(kind::OAUTH_TOKENS_ISSUED, &actor, Some(issue.user_id), issue.address, details);
         self.audit.record(event).await?;
-        tracing::info!(user_id = %record.user_id, client_id = %client.id, %session_id, "authorization code exchanged");
+        tracing::info!(user_id = %issue.user_id, client_id = %client.id, %session_id, grant_type = issue.grant_type, "tokens issued to a client");
         let id_token = self
-            .id_token_if_openid(client, &record.user_id, &session_id, &scope, grant.auth_time, grant.nonce.as_deref())
+            .id_token_if_openid(client, issue.user_id, &session_id, issue.scope, issue.auth_time, issue.nonce)
             .await?;
-        Ok(TokenResponse {
+        Ok(Some(TokenResponse {
             access_token: access,
             token_type: if start.dpop_jkt.is_some() { "DPoP" } else { "Bearer" },
             expires_in: self.tokens.access_ttl_secs,
             refresh_token: Some(refresh),
             id_token,
-            scope: scope.to_string(),
-        })
+            scope: issue.scope.to_string(),
+        }))
     }
 
     async fn refresh(&self, client: &Client, request: TokenRequest) -> Result<TokenResponse> {
