@@ -669,6 +669,18 @@ async fn clients_hear_of_sign_out_everywhere_and_channel_revocation_by_back_chan
     assert_eq!(verified_id_token(&server, &token, "forum").await["sid"], second["sid"]);
     let (_, page, _) = get(&laptop, &server, "/security").await;
     assert!(page.contains("Your devices"), "the browser itself was not in the forum's channel");
+
+    // A password reset with "sign out connected devices" (the default) tells the forum too.
+    let third = grant(laptop.clone()).await;
+    let asked = server.post("/api/v1/password/reset-request", serde_json::json!({ "email": "fay@example.com" })).await;
+    assert_eq!(asked.status, StatusCode::ACCEPTED);
+    let link = server.wait_for_outbox(0, |m| m.token("kw_pr_").is_some()).await.token("kw_pr_").unwrap();
+    let reset = server
+        .post("/api/v1/password/reset", serde_json::json!({ "token": link, "new_password": "fay's new passphrase" }))
+        .await;
+    assert_eq!(reset.status, StatusCode::NO_CONTENT, "{}", reset.text);
+    let token = next_logout(&mut received).await;
+    assert_eq!(verified_id_token(&server, &token, "forum").await["sid"], third["sid"]);
     server.stop().await;
 }
 
