@@ -590,7 +590,8 @@ pub trait Store: Send + Sync + 'static {
     /// Marks a notice done (delivered or given up); it is kept a while so it is not queued again.
     async fn logout_delivered(&self, session_id: &str, at: i64) -> Result<(), StoreError>;
     async fn logout_failed(&self, session_id: &str, next_attempt_at: i64, error: &str) -> Result<(), StoreError>;
-    /// Queues back-channel logouts for sessions ended one by one (not by a rule).
+    /// Queues the back-channel logout of a session ended on its own, not by a rule (a replayed
+    /// refresh token or authorization code).
     async fn queue_logout(&self, session_id: &str, at: i64) -> Result<(), StoreError>;
     /// The scope a user already allowed a client, if any.
     async fn consent(&self, user_id: &str, client_id: &str) -> Result<Option<String>, StoreError>;

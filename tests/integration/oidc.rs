@@ -681,6 +681,18 @@ async fn clients_hear_of_sign_out_everywhere_and_channel_revocation_by_back_chan
     assert_eq!(reset.status, StatusCode::NO_CONTENT, "{}", reset.text);
     let token = next_logout(&mut received).await;
     assert_eq!(verified_id_token(&server, &token, "forum").await["sid"], third["sid"]);
+
+    // A replayed authorization code ends the session it gave, and the forum is told of that too.
+    let laptop = browser();
+    let login = [("login", "fay"), ("password", "fay's new passphrase")];
+    assert_eq!(submit(&laptop, &server, "/signin", "/signin", &login).await.status(), StatusCode::SEE_OTHER);
+    let response = laptop.get(server.url(&authorize_path("forum", &[]))).send().await.unwrap();
+    let code = callback_params(&location(&response))["code"].clone();
+    let (_, tokens) = exchange(&server, &secret, &code, VERIFIER).await;
+    let fourth = verified_id_token(&server, tokens["id_token"].as_str().unwrap(), "forum").await;
+    assert_eq!(exchange(&server, &secret, &code, VERIFIER).await.1["error"], "invalid_grant");
+    let token = next_logout(&mut received).await;
+    assert_eq!(verified_id_token(&server, &token, "forum").await["sid"], fourth["sid"]);
     server.stop().await;
 }
 

@@ -57,12 +57,6 @@ impl OAuth {
             self.signer.sign(client.id_token_alg, "logout+jwt", &claims).map_err(|e| Error::Internal(e.to_string()))?;
         Ok(Some(LogoutNotice { uri, logout_token }))
     }
-
-    /// Queues the notice for a session ended one by one (RP-initiated logout, a device signed out
-    /// by its session).
-    pub async fn queue_logout(&self, session_id: &str) -> Result<()> {
-        Ok(self.store.queue_logout(session_id, now_ms()).await?)
-    }
 }
 
 /// An RP-initiated logout request (OpenID Connect RP-Initiated Logout 1.0 §2).
