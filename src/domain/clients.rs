@@ -104,9 +104,10 @@ pub struct Client {
 }
 
 impl Client {
-    /// Exact comparison, as OAuth 2.0 Security BCP §4.1.3 asks: no prefixes, no wildcards.
+    /// Exact comparison, as OAuth 2.0 Security BCP §4.1.3 asks: no prefixes, no wildcards. The one
+    /// exception is RFC 8252 §7.3: a native app listening on a loopback IP address may name any port.
     pub fn allows_redirect(&self, uri: &str) -> bool {
-        self.redirect_uris.iter().any(|allowed| allowed == uri)
+        self.redirect_uris.iter().any(|allowed| allowed == uri || same_loopback_redirect(allowed, uri))
     }
 
     pub fn is_public(&self) -> bool {
@@ -349,6 +350,26 @@ fn client_id(id: &str) -> Result<String> {
     Ok(id.to_owned())
 }
 
+/// Both are `http://127.0.0.1` or `http://[::1]` URLs that differ in their port only.
+fn same_loopback_redirect(registered: &str, requested: &str) -> bool {
+    let (Ok(registered), Ok(requested)) = (url::Url::parse(registered), url::Url::parse(requested)) else {
+        return false;
+    };
+    let loopback_ip = |url: &url::Url| match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        _ => false,
+    };
+    registered.scheme() == "http"
+        && requested.scheme() == "http"
+        && loopback_ip(&registered)
+        && registered.host() == requested.host()
+        && registered.path() == requested.path()
+        && registered.query() == requested.query()
+        && requested.username().is_empty()
+        && requested.fragment().is_none()
+}
+
 /// An `https` URL, or `http` on a loopback address, without a fragment.
 fn server_uri(uri: &str) -> Option<url::Url> {
     let url = url::Url::parse(uri).ok()?;
@@ -390,6 +411,34 @@ mod tests {
             "javascript:x",
         ] {
             assert!(redirect_uri(bad, ClientKind::Confidential).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn loopback_ip_redirects_may_name_any_port_and_nothing_else_differs() {
+        let client = Client {
+            id: "cli".into(),
+            name: "CLI".into(),
+            kind: ClientKind::Public,
+            redirect_uris: vec!["http://127.0.0.1/callback".into(), "https://app.example/cb".into()],
+            backchannel_logout_uri: None,
+            first_party: false,
+            created_at: 0,
+            secret_rotated_at: None,
+            id_token_alg: SigningAlg::Es256,
+            jwks: None,
+        };
+        assert!(client.allows_redirect("http://127.0.0.1:53127/callback"));
+        assert!(client.allows_redirect("http://127.0.0.1/callback"));
+        for bad in [
+            "http://127.0.0.1:53127/callback/x",
+            "http://127.0.0.1:53127/other",
+            "http://localhost:53127/callback",
+            "http://127.0.0.2:53127/callback",
+            "https://app.example:8443/cb",
+            "http://127.0.0.1:53127/callback?x=1",
+        ] {
+            assert!(!client.allows_redirect(bad), "{bad}");
         }
     }
 

@@ -27,7 +27,8 @@ crate::on_both_engines!(
     service_tokens_and_dpop_bound_grants,
     signing_keys_rotate_with_overlap,
     first_party_clients_come_from_the_configuration,
-    clients_authenticate_with_signed_assertions
+    clients_authenticate_with_signed_assertions,
+    native_apps_use_any_loopback_port_and_logout_without_a_hint_asks
 );
 
 const FORUM_CB: &str = "https://forum.example/auth/callback";
@@ -995,5 +996,47 @@ async fn clients_authenticate_with_signed_assertions(engine: Engine) {
         jwks: Some(private.to_string()),
     };
     assert_eq!(clients.register(new, &Actor::System).await.unwrap_err().code(), "invalid_client_metadata");
+    server.stop().await;
+}
+
+async fn native_apps_use_any_loopback_port_and_logout_without_a_hint_asks(engine: Engine) {
+    let server = TestServer::start(engine).await;
+    let state = server.running_state();
+    let clients = Clients::new(state.store.clone(), state.keyring.clone(), state.audit.clone());
+    let new = NewClient {
+        id: "cli".into(),
+        name: "Command line".into(),
+        kind: ClientKind::Public,
+        redirect_uris: vec!["http://127.0.0.1/callback".into()],
+        backchannel_logout_uri: None,
+        first_party: true,
+        id_token_alg: SigningAlg::Es256,
+        jwks: None,
+    };
+    clients.register(new, &Actor::System).await.unwrap();
+    let laptop = signed_in_browser(&server, "kim").await;
+    let redirect = "http://127.0.0.1:53127/callback";
+    let path = authorize_path("cli", &[("redirect_uri", redirect)]);
+    let response = laptop.get(server.url(&path)).send().await.unwrap();
+    assert!(location(&response).starts_with("http://127.0.0.1:53127/callback?code=kw_ac_"), "{}", location(&response));
+    let code =
+        url::Url::parse(&location(&response)).unwrap().query_pairs().find(|(k, _)| k == "code").unwrap().1.into_owned();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", redirect),
+        ("code_verifier", VERIFIER),
+        ("client_id", "cli"),
+    ];
+    assert_eq!(token_request(&server, None, &form).await.0, StatusCode::OK);
+    let other_path = authorize_path("cli", &[("redirect_uri", "http://127.0.0.1:53127/elsewhere")]);
+    assert_eq!(laptop.get(server.url(&other_path)).send().await.unwrap().status(), StatusCode::BAD_REQUEST);
+
+    // /oauth/logout without an id_token_hint only asks; nothing is signed out by the link itself.
+    let (status, page, _) = get(&laptop, &server, "/oauth/logout?client_id=cli").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("Command line asked to sign you out") && page.contains("action=\"/signout\""));
+    let (status, page, _) = get(&laptop, &server, "/security").await;
+    assert!(status == StatusCode::OK && page.contains("Your devices"), "still signed in");
     server.stop().await;
 }

@@ -50,6 +50,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("recovery_codes.html", include_str!("../../../templates/pages/recovery_codes.html")),
     ("consent.html", include_str!("../../../templates/pages/consent.html")),
     ("link.html", include_str!("../../../templates/pages/link.html")),
+    ("signout_confirm.html", include_str!("../../../templates/pages/signout_confirm.html")),
 ];
 
 const STYLESHEET: &str = include_str!("../../../static/keywarden.css");

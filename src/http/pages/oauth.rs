@@ -149,6 +149,21 @@ pub async fn end_session(
             &Error::oauth("invalid_request", "the request's parameters are malformed"),
         );
     };
+    if request.id_token_hint.is_none() {
+        // Without a hint anyone could link here: the person confirms with a form (CSRF-protected).
+        if browser.session.is_none() {
+            let body = "You are not signed in here.";
+            return browser
+                .message(&state, StatusCode::OK, "Signed out", body, Some(("/signin", "Sign in")))
+                .into_response();
+        }
+        let client_name = match request.client_id.as_deref() {
+            Some(id) => state.oauth.clients().get(id).await.ok().map(|c| c.name),
+            None => None,
+        };
+        let extra = context! { title => "Sign out?", client_name => client_name };
+        return browser.render(&state, StatusCode::OK, "signout_confirm.html", extra).into_response();
+    }
     let ended = match state.oauth.end_session(&request).await {
         Ok(ended) => ended,
         Err(err) if err.is_internal() => return browser.error(&state, &err).into_response(),
