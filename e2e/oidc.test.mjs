@@ -123,7 +123,11 @@ test("openid-client: device authorization grant approved at /link in Chromium, t
   const refreshed = await oidc.refreshTokenGrant(config, tokens.refresh_token);
   assert.notEqual(refreshed.access_token, tokens.access_token);
   await page.goto(`${server.base}/security`);
-  assert.ok((await page.textContent("main")).includes("Living-room TV"), "the linked device is listed on /security");
+  const main = await page.textContent("main");
+  assert.ok(main.includes("Living-room TV"), "the linked device is listed on /security");
+  assert.ok(main.includes("Apps you allowed") && main.includes("Corner Shop"), "and the app allowed in the first test");
+  assert.deepEqual(await accessibilityViolations(page), []);
+  await shoot(page, "security-with-apps");
 });
 
 test("Authlib (Python): code flow with PKCE, ID tokens in ES256 and EdDSA against the JWKS, userinfo, refresh, introspection, revocation, private_key_jwt", () => {

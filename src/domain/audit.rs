@@ -51,6 +51,7 @@ pub mod kind {
     pub const CLIENT_REMOVED: &str = "oauth.client_removed";
     pub const CLIENT_SECRET_ROTATED: &str = "oauth.client_secret_rotated";
     pub const OAUTH_CONSENT_GRANTED: &str = "oauth.consent_granted";
+    pub const OAUTH_CONSENT_WITHDRAWN: &str = "oauth.consent_withdrawn";
     pub const OAUTH_TOKENS_ISSUED: &str = "oauth.tokens_issued";
     pub const OAUTH_CODE_REUSED: &str = "oauth.code_reused";
     pub const OAUTH_TOKEN_REVOKED: &str = "oauth.token_revoked";

@@ -596,6 +596,10 @@ pub trait Store: Send + Sync + 'static {
     /// The scope a user already allowed a client, if any.
     async fn consent(&self, user_id: &str, client_id: &str) -> Result<Option<String>, StoreError>;
     async fn save_consent(&self, user_id: &str, client_id: &str, scope: &str, at: i64) -> Result<(), StoreError>;
+    /// Every client the user allowed: `(client_id, scope, granted_at)`, newest first.
+    async fn consents_of(&self, user_id: &str) -> Result<Vec<(String, String, i64)>, StoreError>;
+    /// Forgets what the user allowed a client; false if nothing was allowed.
+    async fn remove_consent(&self, user_id: &str, client_id: &str) -> Result<bool, StoreError>;
     /// Sets an account's role; false if there is no such account.
     async fn set_role(&self, user_id: &str, role: &str) -> Result<bool, StoreError>;
     /// Sets a new password, kills unused reset links, stores the sign-out rule and the audit event.

@@ -259,6 +259,24 @@ macro_rules! impl_store_with_portable_sql {
                 Ok(Some(device_id))
             }
 
+            async fn consents_of(&self, user_id: &str) -> Result<Vec<(String, String, i64)>, StoreError> {
+                Ok(sqlx::query_as::<$db, (String, String, i64)>(
+                    "SELECT client_id, scope, granted_at FROM oauth_consents WHERE user_id = $1 ORDER BY granted_at DESC",
+                )
+                .bind(user_id)
+                .fetch_all(&self.reader)
+                .await?)
+            }
+
+            async fn remove_consent(&self, user_id: &str, client_id: &str) -> Result<bool, StoreError> {
+                let done = sqlx::query::<$db>("DELETE FROM oauth_consents WHERE user_id = $1 AND client_id = $2")
+                    .bind(user_id)
+                    .bind(client_id)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn claim_due_logouts(&self, now: i64, lock_until: i64, limit: i64) -> Result<Vec<LogoutJob>, StoreError> {
                 Ok(sqlx::query_as::<$db, LogoutJob>(
                     "UPDATE backchannel_logouts SET locked_until = $1 \

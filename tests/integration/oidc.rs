@@ -219,7 +219,7 @@ async fn a_third_party_app_signs_a_person_in_with_consent_pkce_and_an_id_token(e
     // The consent is remembered: the next request goes straight back with a code.
     let again = laptop.get(server.url(&authorize_path("forum", &[("scope", "openid email")]))).send().await.unwrap();
     let again_code = callback_params(&location(&again))["code"].clone();
-    let (status, _) = exchange(&server, &secret, &again_code, VERIFIER).await;
+    let (status, again_tokens) = exchange(&server, &secret, &again_code, VERIFIER).await;
     assert_eq!(status, StatusCode::OK);
     // First-party apps never ask; prompt=none works once signed in.
     let wiki = laptop.get(server.url(&authorize_path("wiki", &[("prompt", "none")]))).send().await.unwrap();
@@ -291,6 +291,20 @@ async fn a_third_party_app_signs_a_person_in_with_consent_pkce_and_an_id_token(e
     let (status, page, _) = get(&laptop, &server, "/security").await;
     assert!(status == StatusCode::OK && page.contains("Your devices"), "the browser session is untouched");
     assert!(page.contains("The forum"), "the app's grant is listed as a device on /security");
+
+    // "Apps you allowed": removing the forum's access forgets the consent and ends its sessions.
+    assert!(page.contains("Apps you allowed") && page.contains("Remove access for The forum"));
+    let removed = laptop
+        .post(server.url("/security/apps/forum/remove"))
+        .form(&[("csrf", crate::pages::csrf(&page))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(location(&removed), "/security?done=app");
+    let again_access = again_tokens["access_token"].as_str().unwrap();
+    assert_eq!(introspect(&server, "forum", &secret, again_access).await.1["active"], false);
+    let (status, asked, _) = get(&laptop, &server, &authorize_path("forum", &[])).await;
+    assert!(status == StatusCode::OK && asked.contains("Allow The forum"), "the consent is asked again");
     server.stop().await;
 }
 

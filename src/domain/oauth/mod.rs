@@ -8,6 +8,7 @@
 mod authorize;
 mod claims;
 mod client_assertion;
+mod consents;
 mod device;
 mod grants;
 mod logout;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 pub use authorize::{redirect_origin, AuthorizationRequest, AuthorizationResponse, AuthorizeError, Next, ValidRequest};
 pub use claims::{Introspection, UserClaims};
 pub use client_assertion::{ASSERTION_ALGS, JWT_BEARER_ASSERTION};
+pub use consents::AllowedApp;
 pub use device::{DeviceAuthorization, DeviceAuthorizationRequest, PendingLink};
 pub use grants::{TokenRequest, TokenResponse, DEVICE_CODE_GRANT};
 pub use logout::{EndSessionRequest, EndedSession, LogoutNotice, LogoutTokenClaims, BACKCHANNEL_LOGOUT_EVENT};

@@ -116,6 +116,7 @@ pub fn router() -> Router<AppState> {
         .route("/security", get(security::page))
         .route("/security/devices/{id}/signout", post(security::sign_out_device))
         .route("/security/signout-all", post(security::sign_out_everywhere))
+        .route("/security/apps/{client_id}/remove", post(security::withdraw_app))
         .route("/security/password", post(security::change_password))
         .route("/security/email", post(security::change_email))
         .route("/security/totp", post(security::begin_totp))

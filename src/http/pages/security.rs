@@ -51,6 +51,7 @@ pub async fn page(
         (_, Some("passkey-added")) => Some("The passkey was added."),
         (_, Some("passkey-renamed")) => Some("The passkey was renamed."),
         (_, Some("passkey-removed")) => Some("The passkey was removed."),
+        (_, Some("app")) => Some("The app's access was removed and it was signed out."),
         (_, Some("email")) => Some("We sent a link to your new address. The change happens when you open it."),
         _ => None,
     };
@@ -94,11 +95,19 @@ async fn render(
         })
         .collect();
     let profile = state.accounts.profile(&who.user_id).await.map_err(|e| browser.error(state, &e))?;
+    let apps = state.oauth.allowed_apps(&who.user_id).await.map_err(|e| browser.error(state, &e))?;
+    let apps: Vec<_> = apps
+        .into_iter()
+        .map(|app| {
+            let can: Vec<&str> = app.scope.iter().filter_map(|s| super::oauth::scope_description(s)).collect();
+            context! { client_id => app.client_id, name => app.name, can => can, since => human(app.granted_at) }
+        })
+        .collect();
     let has_factor = factors.totp || !factors.passkeys.is_empty();
     let page = context! {
         title => "Security", wide => true, devices => devices, events => events, factors => factors,
         passkeys => passkeys, enrolment_only => who.enrolment_only, email => profile.email,
-        pending_email => profile.pending_email, has_factor => has_factor,
+        pending_email => profile.pending_email, has_factor => has_factor, apps => apps,
     };
     Ok(browser.render(state, status, "security.html", context! { ..extra, ..page }))
 }
@@ -144,8 +153,34 @@ fn describe_event(kind: &str) -> &str {
         "mfa.passkey_added" => "Passkey added",
         "mfa.passkey_renamed" => "Passkey renamed",
         "mfa.passkey_removed" => "Passkey removed",
+        "oauth.consent_granted" => "An app was allowed to use your account",
+        "oauth.consent_withdrawn" => "An app's access was removed",
+        "oauth.tokens_issued" => "An app signed you in",
+        "oauth.code_reused" => "A sign-in code was replayed; the app's session was ended",
+        "oauth.device_link_decided" => "A device link was answered",
+        "oauth.token_revoked" => "An app signed out",
         other => other,
     }
+}
+
+/// "Remove access" for an app the person allowed.
+pub async fn withdraw_app(
+    State(state): State<AppState>,
+    browser: Browser,
+    headers: HeaderMap,
+    ClientAddress(address): ClientAddress,
+    Path(client_id): Path<String>,
+    Form(form): Form<CsrfOnly>,
+) -> Result<Response, Response> {
+    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
+    let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
+    let address = address.map(|a| a.to_string());
+    state
+        .oauth
+        .withdraw(&who, &client_id, address.as_deref())
+        .await
+        .map_err(|e| browser.error(&state, &e).into_response())?;
+    Ok(Redirect::to("/security?done=app").into_response())
 }
 
 pub async fn sign_out_device(
