@@ -28,7 +28,8 @@ crate::on_both_engines!(
     signing_keys_rotate_with_overlap,
     first_party_clients_come_from_the_configuration,
     clients_authenticate_with_signed_assertions,
-    native_apps_use_any_loopback_port_and_logout_without_a_hint_asks
+    native_apps_use_any_loopback_port_and_logout_without_a_hint_asks,
+    prompt_login_and_max_age_ask_for_a_fresh_sign_in
 );
 
 const FORUM_CB: &str = "https://forum.example/auth/callback";
@@ -1052,5 +1053,48 @@ async fn native_apps_use_any_loopback_port_and_logout_without_a_hint_asks(engine
     assert!(page.contains("Command line asked to sign you out") && page.contains("action=\"/signout\""));
     let (status, page, _) = get(&laptop, &server, "/security").await;
     assert!(status == StatusCode::OK && page.contains("Your devices"), "still signed in");
+    server.stop().await;
+}
+
+async fn prompt_login_and_max_age_ask_for_a_fresh_sign_in(engine: Engine) {
+    let server = TestServer::start(engine).await;
+    let secret = register(&server, "forum", ClientKind::Confidential, true, SigningAlg::Es256).await.unwrap();
+    let laptop = signed_in_browser(&server, "lou").await;
+    let tokens_for = |response: reqwest::Response| {
+        let server = &server;
+        let secret = secret.clone();
+        async move {
+            let code = callback_params(&location(&response))["code"].clone();
+            let (status, tokens) = exchange(server, &secret, &code, VERIFIER).await;
+            assert_eq!(status, StatusCode::OK);
+            verified_id_token(server, tokens["id_token"].as_str().unwrap(), "forum").await
+        }
+    };
+    let first = tokens_for(laptop.get(server.url(&authorize_path("forum", &[]))).send().await.unwrap()).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+
+    // prompt=login: to the sign-in page although signed in, and back once signed in again.
+    let response = laptop.get(server.url(&authorize_path("forum", &[("prompt", "login")]))).send().await.unwrap();
+    let signin = location(&response);
+    assert!(signin.starts_with("/signin?next=") && signin.contains("kw_auth_after"), "{signin}");
+    let next: String = url::form_urlencoded::parse(signin.split_once('?').unwrap().1.as_bytes())
+        .find(|(k, _)| k == "next")
+        .unwrap()
+        .1
+        .into_owned();
+    assert!(!next.contains("prompt=login"), "the fresh sign-in is not asked for again and again");
+    // The old session alone does not satisfy it.
+    let again = laptop.get(server.url(&next)).send().await.unwrap();
+    assert!(location(&again).starts_with("/signin?next="));
+    let fields = [("login", "lou"), ("password", "lou's passphrase"), ("next", next.as_str())];
+    let signed_in = submit(&laptop, &server, &signin, "/signin", &fields).await;
+    assert_eq!(location(&signed_in), next);
+    let second = tokens_for(laptop.get(server.url(&next)).send().await.unwrap()).await;
+    assert!(second["auth_time"].as_i64() > first["auth_time"].as_i64(), "auth_time is the new sign-in's");
+
+    // max_age=0 with prompt=none cannot be met silently.
+    let response =
+        laptop.get(server.url(&authorize_path("forum", &[("max_age", "0"), ("prompt", "none")]))).send().await.unwrap();
+    assert_eq!(callback_params(&location(&response))["error"], "login_required");
     server.stop().await;
 }

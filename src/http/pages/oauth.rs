@@ -63,8 +63,18 @@ pub async fn authorize(
 /// now", so the request does not send the person to sign in again and again.
 fn sign_in_then_return(request: &AuthorizationRequest, valid: &ValidRequest) -> String {
     let mut request = request.clone();
-    if valid.prompt_login && request.kw_auth_after.is_none() {
-        request.kw_auth_after = Some(now_ms().to_string());
+    if valid.prompt_login {
+        if request.kw_auth_after.is_none() {
+            request.kw_auth_after = Some(now_ms().to_string());
+        }
+        let rest: Vec<&str> = request
+            .prompt
+            .as_deref()
+            .unwrap_or_default()
+            .split(' ')
+            .filter(|p| !p.is_empty() && *p != "login")
+            .collect();
+        request.prompt = (!rest.is_empty()).then(|| rest.join(" "));
     }
     let query = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(request.params()).finish();
     let next = format!("/oauth/authorize?{query}");
