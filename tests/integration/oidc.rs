@@ -122,9 +122,20 @@ async fn token_request(server: &TestServer, auth: Option<(&str, &str)>, form: &[
 }
 
 async fn exchange(server: &TestServer, secret: &str, code: &str, verifier: &str) -> (StatusCode, Value) {
+    exchange_as(server, "forum", secret, code, verifier).await
+}
+
+/// Exchanges a code sent to `FORUM_CB` for `client`, authenticating with HTTP Basic.
+async fn exchange_as(
+    server: &TestServer,
+    client: &str,
+    secret: &str,
+    code: &str,
+    verifier: &str,
+) -> (StatusCode, Value) {
     let form =
         [("grant_type", "authorization_code"), ("code", code), ("redirect_uri", FORUM_CB), ("code_verifier", verifier)];
-    token_request(server, Some(("forum", secret)), &form).await
+    token_request(server, Some((client, secret)), &form).await
 }
 
 /// Checks an ID token's signature against the published JWKS, as a relying party would.
@@ -225,13 +236,7 @@ async fn a_third_party_app_signs_a_person_in_with_consent_pkce_and_an_id_token(e
     // First-party apps never ask; prompt=none works once signed in.
     let wiki = laptop.get(server.url(&authorize_path("wiki", &[("prompt", "none")]))).send().await.unwrap();
     let wiki_code = callback_params(&location(&wiki))["code"].clone();
-    let form = [
-        ("grant_type", "authorization_code"),
-        ("code", wiki_code.as_str()),
-        ("redirect_uri", FORUM_CB),
-        ("code_verifier", VERIFIER),
-    ];
-    let (status, wiki_tokens) = token_request(&server, Some(("wiki", &wiki_secret)), &form).await;
+    let (status, wiki_tokens) = exchange_as(&server, "wiki", &wiki_secret, &wiki_code, VERIFIER).await;
     assert_eq!(status, StatusCode::OK, "{wiki_tokens}");
 
     // Introspection: a client sees its own tokens; another client learns nothing.
@@ -888,13 +893,7 @@ async fn first_party_clients_come_from_the_configuration(engine: Engine) {
     let laptop = signed_in_browser(&server, "joy").await;
     let response = laptop.get(server.url(&authorize_path("site", &[]))).send().await.unwrap();
     let code = callback_params(&location(&response))["code"].clone();
-    let form = [
-        ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
-        ("redirect_uri", FORUM_CB),
-        ("code_verifier", VERIFIER),
-    ];
-    let (status, tokens) = token_request(&server, Some(("site", &first)), &form).await;
+    let (status, tokens) = exchange_as(&server, "site", &first, &code, VERIFIER).await;
     assert_eq!(status, StatusCode::OK, "a configured first-party client skips consent: {tokens}");
 
     // The file is the truth: a new secret in the configuration replaces the old one at start.
