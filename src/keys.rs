@@ -376,6 +376,21 @@ impl Keyring {
             .collect()
     }
 
+    /// The first record `look_up` finds for the token's digest under any token-hash key, active
+    /// first: how a stored token is found while keys rotate.
+    pub async fn find_by_token_digest<T, E, F, Fut>(&self, token: &str, mut look_up: F) -> Result<Option<T>, E>
+    where
+        F: FnMut(Vec<u8>) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>, E>>,
+    {
+        for keyed in self.token_digests(token) {
+            if let Some(found) = look_up(keyed.digest).await? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
     /// The keyed blind index of a normalised value under every blind-index key, active first.
     pub fn blind_indexes(&self, value: &str) -> Vec<KeyedDigest> {
         self.blind_index

@@ -172,22 +172,14 @@ impl Accounts {
             _ => return Err(Error::InvalidLink),
         }
         let now = now_ms();
-        for digest in self.keyring.token_digests(token) {
-            let purpose = TokenKind::EmailVerification.as_str();
-            if let Some(user_id) = self.store.consume_one_time_token(&digest.digest, purpose, now).await? {
-                self.store.mark_email_verified(&user_id, now).await?;
-                let event = AuditLog::event(
-                    kind::EMAIL_VERIFIED,
-                    &Actor::User(user_id.clone()),
-                    Some(&user_id),
-                    None,
-                    json!({}),
-                );
-                self.audit.record(event).await?;
-                return Ok(());
-            }
-        }
-        Err(Error::InvalidLink)
+        let (store, purpose) = (&self.store, TokenKind::EmailVerification.as_str());
+        let spend = |digest: Vec<u8>| async move { store.consume_one_time_token(&digest, purpose, now).await };
+        let user_id = self.keyring.find_by_token_digest(token, spend).await?.ok_or(Error::InvalidLink)?;
+        self.store.mark_email_verified(&user_id, now).await?;
+        let event =
+            AuditLog::event(kind::EMAIL_VERIFIED, &Actor::User(user_id.clone()), Some(&user_id), None, json!({}));
+        self.audit.record(event).await?;
+        Ok(())
     }
 
     /// Starts moving the account to a new address. Needs a fresh step-up; the change happens only
@@ -241,14 +233,9 @@ impl Accounts {
     async fn confirm_email_change(&self, token: &str) -> Result<()> {
         let now = now_ms();
         let purpose = TokenKind::EmailChange.as_str();
-        let mut owner = None;
-        for digest in self.keyring.token_digests(token) {
-            if let Some(user_id) = self.store.consume_one_time_token(&digest.digest, purpose, now).await? {
-                owner = Some(user_id);
-                break;
-            }
-        }
-        let user_id = owner.ok_or(Error::InvalidLink)?;
+        let store = &self.store;
+        let spend = |digest: Vec<u8>| async move { store.consume_one_time_token(&digest, purpose, now).await };
+        let user_id = self.keyring.find_by_token_digest(token, spend).await?.ok_or(Error::InvalidLink)?;
         let (user, old) = self.contact(&user_id).await?;
         let new = self.pending_email_of(&user)?.ok_or(Error::InvalidLink)?;
         let sealed = self.keyring.seal(new.as_bytes(), &email_context(&user.id));

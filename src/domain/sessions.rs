@@ -365,14 +365,10 @@ impl Sessions {
             return Err(Error::InvalidMfaToken);
         }
         let now = now_ms();
-        let mut found = None;
-        for keyed in self.keyring.token_digests(&finish.mfa_token) {
-            if let Some(record) = self.store.mfa_challenge(&keyed.digest).await? {
-                found = Some(record);
-                break;
-            }
-        }
-        let record = found.ok_or(Error::InvalidMfaToken)?;
+        let store = &self.store;
+        let look_up = |digest: Vec<u8>| async move { store.mfa_challenge(&digest).await };
+        let record =
+            self.keyring.find_by_token_digest(&finish.mfa_token, look_up).await?.ok_or(Error::InvalidMfaToken)?;
         let policy = self.factors.policy();
         if record.used_at.is_some() || record.expires_at <= now || record.failures >= policy.max_code_attempts {
             return Err(Error::InvalidMfaToken);

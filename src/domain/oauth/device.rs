@@ -105,10 +105,6 @@ fn clean_device_name(name: Option<&str>, client: &Client) -> Result<String> {
 }
 
 impl OAuth {
-    fn user_code_digests(&self, normalised: &str) -> Vec<Vec<u8>> {
-        self.keyring.token_digests(&format!("user_code:{normalised}")).into_iter().map(|d| d.digest).collect()
-    }
-
     /// RFC 8628 §3.1–3.2: a device code to poll with and a user code to show.
     pub async fn device_authorization(&self, request: DeviceAuthorizationRequest) -> Result<DeviceAuthorization> {
         let client = self.authenticate_client(&request.client).await?;
@@ -169,12 +165,9 @@ impl OAuth {
         self.link_throttle.check(&who.user_id, now)?;
         let mut found = None;
         if let Some(code) = normalise_user_code(typed) {
-            for digest in self.user_code_digests(&code) {
-                if let Some(record) = self.store.device_code_by_user_code(&digest).await? {
-                    found = Some((code, record));
-                    break;
-                }
-            }
+            let store = &self.store;
+            let look_up = |digest: Vec<u8>| async move { store.device_code_by_user_code(&digest).await };
+            found = self.keyring.find_by_token_digest(&format!("user_code:{code}"), look_up).await?.map(|r| (code, r));
         }
         let Some((code, record)) = found.filter(|(_, r)| r.status == "pending" && r.expires_at > now) else {
             self.link_throttle.failed(&who.user_id, now);
@@ -222,12 +215,8 @@ impl OAuth {
         if TokenKind::of(code) != Some(TokenKind::DeviceCode) {
             return Ok(None);
         }
-        for keyed in self.keyring.token_digests(code) {
-            if let Some(record) = self.store.device_code(&keyed.digest).await? {
-                return Ok(Some(record));
-            }
-        }
-        Ok(None)
+        let store = &self.store;
+        Ok(self.keyring.find_by_token_digest(code, |digest| async move { store.device_code(&digest).await }).await?)
     }
 
     /// RFC 8628 §3.4–3.5: the device's poll.

@@ -243,12 +243,8 @@ impl OAuth {
         if TokenKind::of(code) != Some(TokenKind::AuthorizationCode) {
             return Ok(None);
         }
-        for keyed in self.keyring.token_digests(code) {
-            if let Some(record) = self.store.oauth_code(&keyed.digest).await? {
-                return Ok(Some(record));
-            }
-        }
-        Ok(None)
+        let store = &self.store;
+        Ok(self.keyring.find_by_token_digest(code, |digest| async move { store.oauth_code(&digest).await }).await?)
     }
 
     /// A code presented twice was intercepted or replayed: whatever it gave is ended (RFC 6749 §4.1.2).
