@@ -563,19 +563,17 @@ impl Sessions {
     /// a retried request); presenting it again later means it was copied, and the session dies.
     /// A session bound to a key needs a proof from it; if a leak response revoked the session, that
     /// proof alone earns a fresh session, without the password.
-    ///
-    /// `client` is the OAuth client presenting the token (`None` for keywarden's own API): a
-    /// refresh token works only for the client it was issued to.
-    pub async fn refresh(
-        &self,
-        refresh_token: &str,
-        proof: Option<&Proof>,
-        client: Option<&str>,
-    ) -> Result<IssuedTokens> {
+    /// A refresh token issued to an OAuth client works only at the token endpoint, for that client.
+    pub async fn refresh(&self, refresh_token: &str, proof: Option<&Proof>) -> Result<IssuedTokens> {
         let record = self.find(refresh_token, TokenKind::Refresh).await?;
-        if record.client_id.as_deref() != client {
+        if record.client_id.is_some() {
             return Err(Error::InvalidToken);
         }
+        self.refresh_found(record, proof).await
+    }
+
+    /// [`Self::refresh`] for a token already looked up and checked to belong to its presenter.
+    pub(crate) async fn refresh_found(&self, record: TokenRecord, proof: Option<&Proof>) -> Result<IssuedTokens> {
         if let Some(jkt) = &record.dpop_jkt {
             match proof {
                 Some(p) if p.jkt == *jkt => {}

@@ -156,7 +156,7 @@ pub async fn refresh_token(
     TokenRequestProof(dpop): TokenRequestProof,
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> Result<Json<TokenResponse>, ApiError> {
-    let result = state.sessions.refresh(&body.refresh_token, dpop.as_ref(), None).await;
+    let result = state.sessions.refresh(&body.refresh_token, dpop.as_ref()).await;
     state.metrics.token_refreshes.get_or_create(&Outcome::of(&result, "success")).inc();
     Ok(Json(result?.into()))
 }

@@ -207,28 +207,27 @@ impl OAuth {
 
     async fn refresh(&self, client: &Client, request: TokenRequest) -> Result<TokenResponse> {
         let token = required(&request.refresh_token, "refresh_token")?;
-        let record = self
-            .sessions
-            .find(token, TokenKind::Refresh)
-            .await
-            .map_err(|_| invalid_grant("the refresh token is not valid"))?;
+        let record = self.sessions.find(token, TokenKind::Refresh).await.map_err(|e| {
+            if e.is_internal() {
+                e
+            } else {
+                invalid_grant("the refresh token is not valid")
+            }
+        })?;
         if record.client_id.as_deref() != Some(client.id.as_str()) {
             return Err(invalid_grant("the refresh token was issued to another client"));
         }
-        let issued =
-            self.sessions.refresh(token, request.dpop.as_ref(), Some(&client.id)).await.map_err(|e| match e {
-                Error::InvalidToken | Error::TokenExpired | Error::TokenRevoked | Error::RefreshTokenReused => {
-                    invalid_grant(&e.to_string())
-                }
-                Error::InvalidDpopProof(_) | Error::DpopProofRequired => {
-                    Error::oauth("invalid_dpop_proof", e.to_string())
-                }
-                other => other,
-            })?;
-        let scope = Scope::parse(record.scope.as_deref().unwrap_or_default())?;
-        let auth_time = record.auth_time.unwrap_or(record.issued_at);
-        let id_token =
-            self.id_token_if_openid(client, &record.user_id, &issued.session_id, &scope, auth_time, None).await?;
+        let (user_id, scope, auth_time) =
+            (record.user_id.clone(), record.scope.clone(), record.auth_time.unwrap_or(record.issued_at));
+        let issued = self.sessions.refresh_found(record, request.dpop.as_ref()).await.map_err(|e| match e {
+            Error::InvalidToken | Error::TokenExpired | Error::TokenRevoked | Error::RefreshTokenReused => {
+                invalid_grant(&e.to_string())
+            }
+            Error::InvalidDpopProof(_) | Error::DpopProofRequired => Error::oauth("invalid_dpop_proof", e.to_string()),
+            other => other,
+        })?;
+        let scope = Scope::parse(scope.as_deref().unwrap_or_default())?;
+        let id_token = self.id_token_if_openid(client, &user_id, &issued.session_id, &scope, auth_time, None).await?;
         Ok(TokenResponse {
             access_token: issued.access_token,
             token_type: issued.token_type,
