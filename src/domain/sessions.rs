@@ -617,9 +617,8 @@ impl Sessions {
             self.store.add_tokens(&successors).await?;
             return Ok(issued);
         }
-        self.store.revoke_session(&record.session_id, now).await?;
         // An OAuth client whose session this was hears of it by back-channel logout.
-        self.store.queue_logout(&record.session_id, now).await?;
+        self.store.end_session_and_tell(&record.session_id, now).await?;
         tracing::warn!(user_id = %record.user_id, session_id = %record.session_id, "refresh token reused: session revoked");
         let details = json!({ "session_id": record.session_id, "device_id": record.device_id });
         let event = AuditLog::event(kind::REFRESH_TOKEN_REUSED, &Actor::System, Some(&record.user_id), None, details);

@@ -590,9 +590,10 @@ pub trait Store: Send + Sync + 'static {
     /// Marks a notice done (delivered or given up); it is kept a while so it is not queued again.
     async fn logout_delivered(&self, session_id: &str, at: i64) -> Result<(), StoreError>;
     async fn logout_failed(&self, session_id: &str, next_attempt_at: i64, error: &str) -> Result<(), StoreError>;
-    /// Queues the back-channel logout of a session ended on its own, not by a rule (a replayed
-    /// refresh token or authorization code).
-    async fn queue_logout(&self, session_id: &str, at: i64) -> Result<(), StoreError>;
+    /// Ends a session on its own, not by a rule (a replayed refresh token or authorization code, an
+    /// app's access removed) and, if its OAuth client wants to hear of it, queues the back-channel
+    /// logout in the same transaction.
+    async fn end_session_and_tell(&self, session_id: &str, at: i64) -> Result<(), StoreError>;
     /// The scope a user already allowed a client, if any.
     async fn consent(&self, user_id: &str, client_id: &str) -> Result<Option<String>, StoreError>;
     async fn save_consent(&self, user_id: &str, client_id: &str, scope: &str, at: i64) -> Result<(), StoreError>;

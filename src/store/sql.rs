@@ -315,7 +315,13 @@ macro_rules! impl_store_with_portable_sql {
                 Ok(())
             }
 
-            async fn queue_logout(&self, session_id: &str, at: i64) -> Result<(), StoreError> {
+            async fn end_session_and_tell(&self, session_id: &str, at: i64) -> Result<(), StoreError> {
+                let mut tx = self.writer.begin().await?;
+                sqlx::query::<$db>("UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                    .bind(at)
+                    .bind(session_id)
+                    .execute(&mut *tx)
+                    .await?;
                 sqlx::query::<$db>(
                     "INSERT INTO backchannel_logouts (session_id, client_id, user_id, created_at, next_attempt_at) \
                      SELECT s.id, s.client_id, s.user_id, $1, $1 FROM sessions s JOIN oauth_clients c ON c.id = s.client_id \
@@ -323,8 +329,9 @@ macro_rules! impl_store_with_portable_sql {
                 )
                 .bind(at)
                 .bind(session_id)
-                .execute(&self.writer)
+                .execute(&mut *tx)
                 .await?;
+                tx.commit().await?;
                 Ok(())
             }
 

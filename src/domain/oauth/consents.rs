@@ -38,8 +38,7 @@ impl OAuth {
         let mut ended = 0;
         for session in self.store.sessions_of(&who.user_id).await? {
             if session.channel == client_id {
-                self.store.revoke_session(&session.id, now).await?;
-                self.store.queue_logout(&session.id, now).await?;
+                self.store.end_session_and_tell(&session.id, now).await?;
                 ended += 1;
             }
         }

@@ -249,8 +249,7 @@ impl OAuth {
     /// A code presented twice was intercepted or replayed: whatever it gave is ended (RFC 6749 §4.1.2).
     async fn code_reused(&self, record: &OAuthCodeRecord, address: Option<&str>) -> Result<()> {
         if let Some(session_id) = &record.session_id {
-            self.store.revoke_session(session_id, now_ms()).await?;
-            self.store.queue_logout(session_id, now_ms()).await?;
+            self.store.end_session_and_tell(session_id, now_ms()).await?;
         }
         tracing::warn!(user_id = %record.user_id, client_id = %record.client_id, "authorization code reused: its session was revoked");
         let details = json!({ "client_id": record.client_id, "session_id": record.session_id });
