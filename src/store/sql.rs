@@ -654,25 +654,7 @@ macro_rules! impl_store_with_portable_sql {
             }
 
             async fn create_client(&self, client: &ClientRecord) -> Result<(), StoreError> {
-                sqlx::query::<$db>(
-                    "INSERT INTO oauth_clients (id, name, kind, secret_digest, secret_key_id, redirect_uris, \
-                     backchannel_logout_uri, first_party, created_at, id_token_alg, jwks) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                )
-                .bind(&client.id)
-                .bind(&client.name)
-                .bind(&client.kind)
-                .bind(&client.secret_digest)
-                .bind(&client.secret_key_id)
-                .bind(&client.redirect_uris)
-                .bind(&client.backchannel_logout_uri)
-                .bind(client.first_party)
-                .bind(client.created_at)
-                .bind(&client.id_token_alg)
-                .bind(&client.jwks)
-                .execute(&self.writer)
-                .await
-                .map_err($crate::store::conflict_or_database)?;
+                insert_client!($db, &self.writer, client, "").map_err($crate::store::conflict_or_database)?;
                 Ok(())
             }
 
@@ -690,27 +672,15 @@ macro_rules! impl_store_with_portable_sql {
             }
 
             async fn upsert_client(&self, client: &ClientRecord) -> Result<(), StoreError> {
-                sqlx::query::<$db>(
-                    "INSERT INTO oauth_clients (id, name, kind, secret_digest, secret_key_id, redirect_uris, \
-                     backchannel_logout_uri, first_party, created_at, id_token_alg) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-                     ON CONFLICT (id) DO UPDATE SET name = excluded.name, kind = excluded.kind, \
+                insert_client!(
+                    $db,
+                    &self.writer,
+                    client,
+                    " ON CONFLICT (id) DO UPDATE SET name = excluded.name, kind = excluded.kind, \
                      secret_digest = excluded.secret_digest, secret_key_id = excluded.secret_key_id, \
                      redirect_uris = excluded.redirect_uris, backchannel_logout_uri = excluded.backchannel_logout_uri, \
-                     first_party = excluded.first_party, id_token_alg = excluded.id_token_alg",
-                )
-                .bind(&client.id)
-                .bind(&client.name)
-                .bind(&client.kind)
-                .bind(&client.secret_digest)
-                .bind(&client.secret_key_id)
-                .bind(&client.redirect_uris)
-                .bind(&client.backchannel_logout_uri)
-                .bind(client.first_party)
-                .bind(client.created_at)
-                .bind(&client.id_token_alg)
-                .execute(&self.writer)
-                .await?;
+                     first_party = excluded.first_party, id_token_alg = excluded.id_token_alg"
+                )?;
                 Ok(())
             }
 
@@ -1335,6 +1305,32 @@ macro_rules! audit_select {
     };
 }
 
+/// Inserts a client row, followed by `$on_conflict` (empty, or what an existing id updates).
+macro_rules! insert_client {
+    ($db:ty, $conn:expr, $client:expr, $on_conflict:literal) => {{
+        let client: &ClientRecord = $client;
+        sqlx::query::<$db>(concat!(
+            "INSERT INTO oauth_clients (id, name, kind, secret_digest, secret_key_id, redirect_uris, \
+             backchannel_logout_uri, first_party, created_at, id_token_alg, jwks) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            $on_conflict
+        ))
+        .bind(&client.id)
+        .bind(&client.name)
+        .bind(&client.kind)
+        .bind(&client.secret_digest)
+        .bind(&client.secret_key_id)
+        .bind(&client.redirect_uris)
+        .bind(&client.backchannel_logout_uri)
+        .bind(client.first_party)
+        .bind(client.created_at)
+        .bind(&client.id_token_alg)
+        .bind(&client.jwks)
+        .execute($conn)
+        .await
+    }};
+}
+
 macro_rules! client_select {
     () => {
         "SELECT id, name, kind, secret_digest, secret_key_id, redirect_uris, backchannel_logout_uri, first_party, \
@@ -1379,6 +1375,6 @@ macro_rules! replace_recovery_codes {
 }
 
 pub(crate) use {
-    append_audit, audit_select, client_select, device_code_select, impl_store_with_portable_sql, insert_rule,
-    insert_session_start, insert_token, passkey_select, replace_recovery_codes, user_select,
+    append_audit, audit_select, client_select, device_code_select, impl_store_with_portable_sql, insert_client,
+    insert_rule, insert_session_start, insert_token, passkey_select, replace_recovery_codes, user_select,
 };

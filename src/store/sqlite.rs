@@ -6,8 +6,8 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
 use super::sql::{
-    append_audit, audit_select, client_select, device_code_select, impl_store_with_portable_sql, insert_rule,
-    insert_session_start, insert_token, passkey_select, replace_recovery_codes, user_select,
+    append_audit, audit_select, client_select, device_code_select, impl_store_with_portable_sql, insert_client,
+    insert_rule, insert_session_start, insert_token, passkey_select, replace_recovery_codes, user_select,
 };
 use super::{
     AuditRecord, AuditSealer, CeremonyRecord, ClientRecord, DeviceCodeRecord, DeviceRecord, EmailChange, FactorChange,
