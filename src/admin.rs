@@ -72,7 +72,8 @@ impl Console {
         let core = server::build_core(config, store.clone(), keyring.clone())?;
         let (audit, revocations) = (core.audit.clone(), core.revocations.clone());
         let accounts = Accounts::new(&core);
-        let recovery = Recovery::new(&core, accounts.clone());
+        let providers = config.sso.providers.iter().map(|p| (p.id.clone(), p.name.clone())).collect();
+        let recovery = Recovery::new(&core, accounts.clone(), providers);
         let factors = SecondFactors::new(&core, accounts.clone());
         let clients = Clients::new(store.clone(), keyring.clone(), audit.clone());
         Ok(Self {

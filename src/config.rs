@@ -16,6 +16,7 @@ use crate::domain::oauth::OAuthSettings;
 use crate::domain::password::{Admission, HashCost};
 use crate::domain::second_factors::MfaPolicy;
 use crate::domain::sessions::TokenPolicy;
+use crate::domain::sso::ProviderSettings;
 use crate::mail::MailConfig;
 use crate::theme::Theme;
 
@@ -122,6 +123,14 @@ pub struct Config {
     pub mfa: MfaPolicy,
     pub passkeys: PasskeysConfig,
     pub oauth: OAuthSettings,
+    pub sso: SsoSettings,
+}
+
+/// The `[sso]` settings: upstream OpenID Connect providers people may sign in with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SsoSettings {
+    pub providers: Vec<ProviderSettings>,
 }
 
 /// Where passkeys work: the WebAuthn relying party.
@@ -222,6 +231,7 @@ impl Default for Config {
             mfa: MfaPolicy::default(),
             passkeys: PasskeysConfig::default(),
             oauth: OAuthSettings::default(),
+            sso: SsoSettings::default(),
         }
     }
 }

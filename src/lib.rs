@@ -20,3 +20,4 @@ pub mod signing;
 pub mod store;
 pub mod telemetry;
 pub mod theme;
+pub mod upstream;

@@ -15,7 +15,8 @@ use crate::domain::clock::now_ms;
 use crate::domain::dpop::DpopVerifier;
 use crate::domain::passkeys;
 use crate::domain::password::PasswordHasher;
-use crate::domain::{Accounts, AuditLog, Core, Devices, OAuth, Recovery, Revocations, SecondFactors, Sessions};
+use crate::domain::sso::provider::Provider;
+use crate::domain::{Accounts, AuditLog, Core, Devices, OAuth, Recovery, Revocations, SecondFactors, Sessions, Sso};
 use crate::http::pages::Pages;
 use crate::http::{self, AppState};
 use crate::keys::Keyring;
@@ -23,6 +24,7 @@ use crate::mail::{Mailer, Transport, TransportKind};
 use crate::metrics::Metrics;
 use crate::signing::Signer;
 use crate::store::{self, DynStore, Store};
+use crate::upstream::HttpUpstream;
 
 /// The variable that may hold the whole keyring instead of a key file (for secret managers).
 pub const KEYRING_ENV: &str = "KEYWARDEN_KEYRING";
@@ -155,12 +157,28 @@ pub fn build_state(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> a
     let signer = Arc::new(Signer::from_keyring(&keyring).context("cannot derive the token-signing keys")?);
     let oauth =
         OAuth::new(&core, sessions.clone(), accounts.clone(), signer, &config.public_url(), config.oauth.clone());
+    let providers = config
+        .sso
+        .providers
+        .iter()
+        .map(Provider::from_settings)
+        .collect::<Result<Vec<_>, String>>()
+        .map_err(|reason| anyhow::anyhow!("invalid [[sso.providers]]: {reason}"))?;
+    let mut ids: Vec<&str> = providers.iter().map(|p| p.id.as_str()).collect();
+    ids.sort_unstable();
+    if ids.windows(2).any(|pair| pair[0] == pair[1]) {
+        bail!("invalid [[sso.providers]]: two providers have the same id");
+    }
+    let provider_names = providers.iter().map(|p| (p.id.clone(), p.name.clone())).collect();
+    let upstream = Arc::new(HttpUpstream::new().context("cannot build the HTTP client for sign-in providers")?);
+    let sso = Sso::new(&core, accounts.clone(), sessions.clone(), providers, upstream, &config.public_url());
     Ok(AppState {
         sessions,
         oauth,
         factors,
         devices: Devices::new(&core, accounts.clone()),
-        recovery: Recovery::new(&core, accounts.clone()),
+        recovery: Recovery::new(&core, accounts.clone(), provider_names),
+        sso,
         accounts,
         revocations: core.revocations,
         audit: core.audit,

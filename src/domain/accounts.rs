@@ -43,6 +43,8 @@ pub struct Profile {
     pub role: Role,
     /// A new address waiting for its confirmation link.
     pub pending_email: Option<String>,
+    /// False for an account that signs in only through a provider or with a passkey.
+    pub has_password: bool,
 }
 
 /// What an account may administer. Roles are granted with `keywarden admin users set-role`.
@@ -135,6 +137,7 @@ impl Accounts {
             password_hash: hash.phc,
             password_pepper_id: hash.pepper_id,
             created_at: now_ms(),
+            email_verified_at: None,
         };
         self.store.create_user(&user).await.map_err(Error::from_conflict)?;
         tracing::info!(user_id = %id, "account created");
@@ -145,7 +148,7 @@ impl Accounts {
     }
 
     /// Mails a single-use link that proves the address belongs to the account holder.
-    async fn send_verification(&self, user_id: &str, username: &str, email: &str) -> Result<()> {
+    pub(crate) async fn send_verification(&self, user_id: &str, username: &str, email: &str) -> Result<()> {
         let token = TokenKind::EmailVerification.mint();
         let digest = self.keyring.token_digest(&token);
         let now = now_ms();
@@ -286,6 +289,7 @@ impl Accounts {
         let email = self.email_of(&user)?;
         let pending_email = self.pending_email_of(&user)?;
         Ok(Profile {
+            has_password: !user.password_hash.is_empty(),
             role: Role::of(&user),
             id: user.id,
             username: user.username,
@@ -330,7 +334,10 @@ impl Accounts {
         }
     }
 
-    pub(crate) fn stored_hash(user: &UserRecord) -> StoredHash {
-        StoredHash { phc: user.password_hash.clone(), pepper_id: user.password_pepper_id.clone() }
+    /// The account's password hash; `None` for an account without a password (it signs in
+    /// through a provider or with a passkey).
+    pub(crate) fn stored_hash(user: &UserRecord) -> Option<StoredHash> {
+        (!user.password_hash.is_empty())
+            .then(|| StoredHash { phc: user.password_hash.clone(), pepper_id: user.password_pepper_id.clone() })
     }
 }

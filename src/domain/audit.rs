@@ -57,6 +57,8 @@ pub mod kind {
     pub const OAUTH_TOKEN_REVOKED: &str = "oauth.token_revoked";
     pub const DEVICE_LINK_DECIDED: &str = "oauth.device_link_decided";
     pub const KEY_ROTATED: &str = "keys.rotated";
+    pub const SSO_LINKED: &str = "sso.linked";
+    pub const SSO_UNLINKED: &str = "sso.unlinked";
 }
 
 /// Who caused an event.

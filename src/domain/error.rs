@@ -107,6 +107,22 @@ pub enum Error {
     OAuth { code: &'static str, description: String },
     #[error("that code is not valid or has expired: check it on your device and try again")]
     InvalidUserCode,
+    #[error("no such sign-in provider")]
+    UnknownProvider,
+    #[error("this sign-in with another provider has expired, was already used or was not started in this browser; start again")]
+    InvalidSsoState,
+    #[error("the sign-in provider's answer was refused: {0}")]
+    SsoFailed(String),
+    #[error("the sign-in provider cannot be reached; try again later")]
+    SsoUnavailable,
+    #[error("this account at the provider is already linked to another account")]
+    SsoIdentityTaken,
+    #[error("no such linked account")]
+    SsoIdentityNotFound,
+    #[error("this account has no password: it signs in through its sign-in provider or with a passkey")]
+    NoPassword,
+    #[error("this is the account's last way to sign in: add a password, a passkey or another provider first")]
+    LastSignInMethod,
     #[error("too many attempts; try again in {retry_after_secs} seconds")]
     RateLimited { retry_after_secs: u64 },
     #[error("the server is busy; try again shortly")]
@@ -167,6 +183,14 @@ impl Error {
             Self::InsufficientScope => "insufficient_scope",
             Self::OAuth { code, .. } => code,
             Self::InvalidUserCode => "invalid_user_code",
+            Self::UnknownProvider => "unknown_provider",
+            Self::InvalidSsoState => "invalid_sso_state",
+            Self::SsoFailed(_) => "sso_failed",
+            Self::SsoUnavailable => "sso_unavailable",
+            Self::SsoIdentityTaken => "sso_identity_taken",
+            Self::SsoIdentityNotFound => "sso_identity_not_found",
+            Self::LastSignInMethod => "last_sign_in_method",
+            Self::NoPassword => "no_password",
             Self::RateLimited { .. } => "rate_limited",
             Self::Overloaded { .. } => "overloaded",
             Self::Store(_) | Self::Keyring(_) | Self::Internal(_) => "internal_error",

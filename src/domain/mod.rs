@@ -17,6 +17,7 @@ pub mod recovery_codes;
 pub mod revocation;
 pub mod second_factors;
 pub mod sessions;
+pub mod sso;
 pub mod tokens;
 pub mod totp;
 
@@ -31,3 +32,4 @@ pub use recovery::Recovery;
 pub use revocation::Revocations;
 pub use second_factors::SecondFactors;
 pub use sessions::Sessions;
+pub use sso::Sso;

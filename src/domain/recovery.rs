@@ -4,6 +4,8 @@
 //! password change kills older ones. Signing out devices is one revocation rule written in the same
 //! transaction as the new password, so no token issued before the change outlives it.
 
+use std::sync::Arc;
+
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -27,11 +29,22 @@ pub const RESET_TTL_MINUTES: i64 = 30;
 pub struct Recovery {
     core: Core,
     accounts: Accounts,
+    /// The configured sign-in providers, `(id, name)`, for telling an account without a password
+    /// how it signs in.
+    providers: Arc<Vec<(String, String)>>,
 }
 
 impl Recovery {
-    pub fn new(core: &Core, accounts: Accounts) -> Self {
-        Self { core: core.clone(), accounts }
+    pub fn new(core: &Core, accounts: Accounts, providers: Vec<(String, String)>) -> Self {
+        Self { core: core.clone(), accounts, providers: Arc::new(providers) }
+    }
+
+    async fn provider_names_of(&self, user_id: &str) -> Result<Vec<String>> {
+        let identities = self.core.store.sso_identities_of(user_id).await?;
+        Ok(identities
+            .iter()
+            .map(|i| self.providers.iter().find(|(id, _)| *id == i.provider).map_or(&i.provider, |(_, n)| n).clone())
+            .collect())
     }
 
     /// Answers at once, the same way for every address: the look-up, the link and the mail happen
@@ -49,12 +62,18 @@ impl Recovery {
 
     async fn send_reset_link(&self, email: &Email, address: Option<&str>) -> Result<()> {
         let Some(user) = self.accounts.find_by_email(email).await? else { return Ok(()) };
+        let to = Recipient { user_id: &user.id, username: &user.username, email: email.as_str() };
+        if Accounts::stored_hash(&user).is_none() {
+            // Nothing to reset: tell the owner how they sign in instead, and issue no link.
+            let providers = self.provider_names_of(&user.id).await?;
+            let notice = Notice::NoPasswordToReset { providers, link: self.core.mailer.url("/signin") };
+            return self.core.mailer.send(&to, notice).await;
+        }
         let link = self.issue_reset_link(&user.id).await?;
         let details = json!({ "expires_in_minutes": RESET_TTL_MINUTES });
         let event =
             AuditLog::event(kind::PASSWORD_RESET_REQUESTED, &Actor::Anonymous, Some(&user.id), address, details);
         self.core.audit.record(event).await?;
-        let to = Recipient { user_id: &user.id, username: &user.username, email: email.as_str() };
         self.core.mailer.send(&to, Notice::PasswordReset { link, minutes: RESET_TTL_MINUTES }).await
     }
 
@@ -120,7 +139,8 @@ impl Recovery {
     ) -> Result<()> {
         let (user, email) = self.accounts.contact(&who.user_id).await?;
         let current = Zeroizing::new(password::normalise(current_password).to_string());
-        let verification = self.core.hasher.verify(Some(&Accounts::stored_hash(&user)), &current).await?;
+        let stored = Accounts::stored_hash(&user).ok_or(Error::NoPassword)?;
+        let verification = self.core.hasher.verify(Some(&stored), &current).await?;
         if !verification.matches {
             return Err(Error::WrongPassword);
         }

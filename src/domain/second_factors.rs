@@ -381,7 +381,7 @@ impl SecondFactors {
             }
             StepUp::Password(given) => {
                 let user = self.store.user_by_id(&who.user_id).await?.ok_or(Error::InvalidToken)?;
-                let stored = Accounts::stored_hash(&user);
+                let stored = Accounts::stored_hash(&user).ok_or(Error::NoPassword)?;
                 let verification = self.hasher.verify(Some(&stored), &password::normalise(&given)).await?;
                 if !verification.matches {
                     return Err(Error::WrongPassword);
@@ -480,7 +480,8 @@ impl SecondFactors {
             }
         }
         if !self.store.remove_passkey(&who.user_id, id).await? {
-            return Err(Error::PasskeyNotFound);
+            // It was listed a moment ago: the store kept it as the account's last way to sign in.
+            return Err(Error::LastSignInMethod);
         }
         self.record(kind::PASSKEY_REMOVED, &who.user_id, address, json!({ "passkey_id": id })).await?;
         let factors_left = listed.len() - 1 + usize::from(totp);

@@ -89,6 +89,9 @@ struct PendingSignIn {
     /// The passkey challenge offered with the second-factor step, if the account has passkeys.
     #[serde(default)]
     webauthn_ceremony: Option<String>,
+    /// The upstream provider that vouched for the first step, for a sign-in through one.
+    #[serde(default)]
+    provider: Option<String>,
 }
 
 impl PendingSignIn {
@@ -99,7 +102,15 @@ impl PendingSignIn {
         dpop: Option<Proof>,
         issue: Issue,
     ) -> Self {
-        Self { device, address, user_agent, dpop_jkt: dpop.map(|p| p.jkt), issue, webauthn_ceremony: None }
+        Self {
+            device,
+            address,
+            user_agent,
+            dpop_jkt: dpop.map(|p| p.jkt),
+            issue,
+            webauthn_ceremony: None,
+            provider: None,
+        }
     }
 }
 
@@ -112,6 +123,14 @@ pub struct PasskeySignIn {
     pub user_agent: Option<String>,
     pub dpop: Option<Proof>,
     pub issue: Issue,
+}
+
+/// A browser's sign-in vouched for by an upstream provider (see `crate::domain::sso`).
+#[derive(Debug, Clone, Default)]
+pub struct ProviderSignIn {
+    pub address: Option<String>,
+    pub user_agent: Option<String>,
+    pub dpop: Option<Proof>,
 }
 
 /// Finishing a sign-in with its second factor.
@@ -285,12 +304,17 @@ impl Sessions {
             Some(login) => self.accounts.find_by_login(&login).await?,
             None => None,
         };
-        let stored = user.as_ref().map(Accounts::stored_hash);
+        let stored = user.as_ref().and_then(Accounts::stored_hash);
         let verification = self.hasher.verify(stored.as_ref(), &password).await?;
         let (Some(user), Some(stored), true) = (&user, stored, verification.matches) else {
             // The attempted login is not recorded: it may be an email address (P1).
             let user_id = user.as_ref().map(|u| u.id.as_str());
-            let details = json!({ "reason": if user_id.is_some() { "wrong_password" } else { "unknown_account" } });
+            let reason = match &user {
+                None => "unknown_account",
+                Some(user) if user.password_hash.is_empty() => "no_password",
+                Some(_) => "wrong_password",
+            };
+            let details = json!({ "reason": reason });
             let event =
                 AuditLog::event(kind::SIGN_IN_FAILED, &Actor::Anonymous, user_id, request.address.as_deref(), details);
             self.audit.record(event).await?;
@@ -335,6 +359,37 @@ impl Sessions {
         };
         let pending = PendingSignIn::new(device, request.address, request.user_agent, request.dpop, request.issue);
         self.start(&user_id, pending, Some("webauthn"), false).await
+    }
+
+    /// A sign-in an upstream provider vouched for. Like a password it is one factor: an account
+    /// with a second factor is asked for it, and `mfa.require` applies as for any sign-in.
+    pub async fn sign_in_with_provider(
+        &self,
+        user_id: &str,
+        provider: &str,
+        request: ProviderSignIn,
+    ) -> Result<IssuedTokens> {
+        let user = self.store.user_by_id(user_id).await?.ok_or(Error::InvalidCredentials)?;
+        let mut pending =
+            PendingSignIn::new(None, request.address, request.user_agent, request.dpop, Issue::BrowserCookie);
+        pending.provider = Some(provider.to_owned());
+        let methods = self.factors.methods(user_id).await?;
+        if !methods.is_empty() {
+            return Err(self.challenge(user_id, pending, methods).await?);
+        }
+        let enrolment_only = self.factors.policy().requires_second_factor(Role::of(&user));
+        self.start(user_id, pending, None, enrolment_only).await
+    }
+
+    /// Records that the session's person just signed in again at their provider (a step-up for an
+    /// account with neither password nor second factor).
+    pub async fn mark_verified(&self, who: &Authenticated, address: Option<&str>, provider: &str) -> Result<()> {
+        self.store.mark_session_verified(&who.session_id, now_ms()).await?;
+        let details = json!({ "session_id": who.session_id, "provider": provider });
+        let event =
+            AuditLog::event(kind::STEPPED_UP, &Actor::User(who.user_id.clone()), Some(&who.user_id), address, details);
+        self.audit.record(event).await?;
+        Ok(())
     }
 
     /// Stores the half-done sign-in and answers `mfa_required` with the token that finishes it.
@@ -457,7 +512,7 @@ impl Sessions {
         }
         let details = json!({
             "session_id": session_id, "device_id": device_id, "channel": channel, "second_factor": factor,
-            "enrolment_only": enrolment_only,
+            "enrolment_only": enrolment_only, "provider": request.provider,
         });
         self.audit.record(AuditLog::event(kind::SIGN_IN, &actor, Some(user_id), address, details)).await?;
         Ok(IssuedTokens {

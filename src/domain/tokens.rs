@@ -32,10 +32,14 @@ pub enum TokenKind {
     AuthorizationCode,
     /// The code a device polls the token endpoint with while its person approves it (RFC 8628).
     DeviceCode,
+    /// The `state` of a trip to an upstream sign-in provider, also kept in the browser's cookie.
+    SsoState,
+    /// An upstream account not linked yet, waiting for its person to create or choose an account.
+    SsoPending,
 }
 
 impl TokenKind {
-    pub const ALL: [TokenKind; 10] = [
+    pub const ALL: [TokenKind; 12] = [
         Self::Access,
         Self::Refresh,
         Self::PasswordReset,
@@ -46,6 +50,8 @@ impl TokenKind {
         Self::ClientSecret,
         Self::AuthorizationCode,
         Self::DeviceCode,
+        Self::SsoState,
+        Self::SsoPending,
     ];
 
     pub fn prefix(self) -> &'static str {
@@ -60,6 +66,8 @@ impl TokenKind {
             Self::ClientSecret => "kw_cs_",
             Self::AuthorizationCode => "kw_ac_",
             Self::DeviceCode => "kw_dc_",
+            Self::SsoState => "kw_ss_",
+            Self::SsoPending => "kw_sp_",
         }
     }
 
@@ -76,6 +84,8 @@ impl TokenKind {
             Self::ClientSecret => "client_secret",
             Self::AuthorizationCode => "authorization_code",
             Self::DeviceCode => "device_code",
+            Self::SsoState => "sso_state",
+            Self::SsoPending => "sso_pending",
         }
     }
 

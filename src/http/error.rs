@@ -77,7 +77,14 @@ pub fn status_of(err: &Error) -> StatusCode {
         | Error::PasskeysUnavailable
         | Error::PasskeyAlreadyRegistered
         | Error::SecondFactorRequired
-        | Error::ClientIdTaken => StatusCode::CONFLICT,
+        | Error::ClientIdTaken
+        | Error::SsoIdentityTaken
+        | Error::LastSignInMethod
+        | Error::NoPassword => StatusCode::CONFLICT,
+        Error::UnknownProvider | Error::SsoIdentityNotFound => StatusCode::NOT_FOUND,
+        Error::InvalidSsoState => StatusCode::BAD_REQUEST,
+        Error::SsoFailed(_) => StatusCode::UNAUTHORIZED,
+        Error::SsoUnavailable => StatusCode::BAD_GATEWAY,
         Error::DeviceNotFound | Error::PasskeyNotFound | Error::ClientNotFound => StatusCode::NOT_FOUND,
         Error::InvalidLink | Error::InvalidCeremony => StatusCode::BAD_REQUEST,
         Error::WrongPassword | Error::PasswordResetRequired => StatusCode::FORBIDDEN,

@@ -32,7 +32,7 @@ use self::error::ApiError;
 use crate::domain::dpop::DpopVerifier;
 use crate::domain::password::PasswordHasher;
 use crate::domain::sessions::TokenPolicy;
-use crate::domain::{Accounts, AuditLog, Devices, OAuth, Recovery, Revocations, SecondFactors, Sessions};
+use crate::domain::{Accounts, AuditLog, Devices, OAuth, Recovery, Revocations, SecondFactors, Sessions, Sso};
 use crate::keys::Keyring;
 use crate::mail::Mailer;
 use crate::metrics::{Metrics, RequestLabels};
@@ -44,6 +44,7 @@ pub struct AppState {
     pub accounts: Accounts,
     pub sessions: Sessions,
     pub oauth: OAuth,
+    pub sso: Sso,
     pub factors: SecondFactors,
     pub devices: Devices,
     pub recovery: Recovery,

@@ -117,6 +117,17 @@ pub enum Notice {
     EmailChanged {
         new_email: String,
     },
+    /// A reset was asked for an account that has no password: how it signs in instead.
+    NoPasswordToReset {
+        providers: Vec<String>,
+        link: String,
+    },
+    /// An account at a sign-in provider was linked to or unlinked from the account.
+    SignInProviderChanged {
+        provider: String,
+        linked: bool,
+        address: Option<String>,
+    },
 }
 
 impl Notice {
@@ -134,6 +145,8 @@ impl Notice {
             Self::ConfirmEmailChange { .. } => "email_change",
             Self::EmailChangeRequested { .. } => "email_change_requested",
             Self::EmailChanged { .. } => "email_changed",
+            Self::NoPasswordToReset { .. } => "no_password_to_reset",
+            Self::SignInProviderChanged { .. } => "sign_in_provider_changed",
         }
     }
 
@@ -161,6 +174,13 @@ impl Notice {
             Self::ConfirmEmailChange { .. } => format!("Confirm your new email address for {product}"),
             Self::EmailChangeRequested { .. } => format!("A change of your {product} email address was requested"),
             Self::EmailChanged { .. } => format!("The email address of your {product} account was changed"),
+            Self::NoPasswordToReset { .. } => format!("Your {product} account has no password to reset"),
+            Self::SignInProviderChanged { provider, linked: true, .. } => {
+                format!("{provider} can now sign in to your {product} account")
+            }
+            Self::SignInProviderChanged { provider, .. } => {
+                format!("{provider} can no longer sign in to your {product} account")
+            }
         }
     }
 
@@ -187,6 +207,10 @@ impl Notice {
                 json!({ "new_email": new_email, "address": address, "done": false })
             }
             Self::EmailChanged { new_email } => json!({ "new_email": new_email, "done": true }),
+            Self::NoPasswordToReset { providers, link } => json!({ "providers": providers, "link": link }),
+            Self::SignInProviderChanged { provider, linked, address } => {
+                json!({ "provider": provider, "linked": linked, "address": address })
+            }
         }
     }
 }

@@ -24,6 +24,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("email_change.html", include_str!("../../templates/mail/email_change.html")),
     ("email_changed.txt", include_str!("../../templates/mail/email_changed.txt")),
     ("email_changed.html", include_str!("../../templates/mail/email_changed.html")),
+    ("no_password_to_reset.txt", include_str!("../../templates/mail/no_password_to_reset.txt")),
+    ("no_password_to_reset.html", include_str!("../../templates/mail/no_password_to_reset.html")),
+    ("sign_in_provider_changed.txt", include_str!("../../templates/mail/sign_in_provider_changed.txt")),
+    ("sign_in_provider_changed.html", include_str!("../../templates/mail/sign_in_provider_changed.html")),
 ];
 
 pub struct Templates {

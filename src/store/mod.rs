@@ -59,6 +59,8 @@ pub struct NewUser {
     pub password_hash: String,
     pub password_pepper_id: String,
     pub created_at: i64,
+    /// Set when the address is already proven (an upstream provider vouched for it).
+    pub email_verified_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -331,6 +333,52 @@ pub struct MfaChallengeRecord {
     pub expires_at: i64,
     pub failures: i64,
     pub used_at: Option<i64>,
+}
+
+/// An upstream account linked to a keywarden account; the subject only as a keyed blind index.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SsoIdentityRecord {
+    pub id: String,
+    pub user_id: String,
+    pub provider: String,
+    pub subject_index: Vec<u8>,
+    pub subject_index_key_id: String,
+    /// What the provider calls this account (its email), sealed, for the owner's eyes on /security.
+    pub label_sealed: Option<Vec<u8>>,
+    pub label_key_id: Option<String>,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+/// A trip to an upstream provider and back, keyed by the digest of its `state`.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SsoFlowRecord {
+    pub digest: Vec<u8>,
+    pub digest_key_id: String,
+    pub provider: String,
+    /// `signin`, `link` or `reauth`.
+    pub purpose: String,
+    pub user_id: Option<String>,
+    pub session_id: Option<String>,
+    pub next: String,
+    pub verifier_sealed: Vec<u8>,
+    pub verifier_key_id: String,
+    pub nonce_digest: Vec<u8>,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// An upstream account not linked yet, waiting for its person to create or choose an account.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SsoPendingRecord {
+    pub digest: Vec<u8>,
+    pub digest_key_id: String,
+    pub provider: String,
+    pub claims_sealed: Vec<u8>,
+    pub claims_key_id: String,
+    pub next: String,
+    pub created_at: i64,
+    pub expires_at: i64,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -659,11 +707,32 @@ pub trait Store: Send + Sync + 'static {
     /// in the same transaction (returns true then). A credential already registered is a conflict.
     async fn add_passkey(&self, passkey: &PasskeyRecord, first_codes: &FactorChange) -> Result<bool, StoreError>;
     async fn rename_passkey(&self, user_id: &str, id: &str, name: &str) -> Result<bool, StoreError>;
-    /// Removes a passkey, and the recovery codes with it when no second factor is left.
+    /// Removes a passkey, and the recovery codes with it when no second factor is left. The last
+    /// way to sign in of an account without a password or provider is never removed (false).
     async fn remove_passkey(&self, user_id: &str, id: &str) -> Result<bool, StoreError>;
     /// Stores the credential's new signature counter after a sign-in with it.
     async fn passkey_used(&self, id: &str, passkey: &str, at: i64) -> Result<(), StoreError>;
     async fn create_ceremony(&self, ceremony: &NewCeremony) -> Result<(), StoreError>;
+
+    async fn create_sso_flow(&self, flow: &SsoFlowRecord) -> Result<(), StoreError>;
+    /// Spends a trip to a provider: returns it once, while it has not expired.
+    async fn take_sso_flow(&self, digest: &[u8], now: i64) -> Result<Option<SsoFlowRecord>, StoreError>;
+    async fn create_sso_pending(&self, pending: &SsoPendingRecord) -> Result<(), StoreError>;
+    /// An unlinked upstream account still waiting (unused, unexpired).
+    async fn sso_pending(&self, digest: &[u8], now: i64) -> Result<Option<SsoPendingRecord>, StoreError>;
+    /// Spends it; false if it was already used or has expired.
+    async fn consume_sso_pending(&self, digest: &[u8], now: i64) -> Result<bool, StoreError>;
+    async fn sso_identity(&self, provider: &str, subject_index: &[u8])
+        -> Result<Option<SsoIdentityRecord>, StoreError>;
+    async fn sso_identities_of(&self, user_id: &str) -> Result<Vec<SsoIdentityRecord>, StoreError>;
+    /// Links an upstream account; one already linked to any account is a conflict.
+    async fn link_sso_identity(&self, identity: &SsoIdentityRecord) -> Result<(), StoreError>;
+    /// Creates an account and links its upstream account in one transaction.
+    async fn create_user_with_identity(&self, user: &NewUser, identity: &SsoIdentityRecord) -> Result<(), StoreError>;
+    /// Unlinks an upstream account unless it is the account's last way to sign in (no password,
+    /// no passkey, no other provider); false if nothing was removed.
+    async fn unlink_sso_identity(&self, user_id: &str, id: &str) -> Result<bool, StoreError>;
+    async fn sso_identity_used(&self, id: &str, at: i64) -> Result<(), StoreError>;
     /// Removes and returns a WebAuthn ceremony: each challenge is answered at most once.
     async fn take_ceremony(&self, id: &str) -> Result<Option<CeremonyRecord>, StoreError>;
 }

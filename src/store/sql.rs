@@ -48,24 +48,7 @@ macro_rules! impl_store_with_portable_sql {
             }
 
             async fn create_user(&self, user: &NewUser) -> Result<(), StoreError> {
-                sqlx::query::<$db>(
-                    "INSERT INTO users (id, username, username_key, email_sealed, email_key_id, email_index, \
-                     email_index_key_id, password_hash, password_pepper_id, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10)",
-                )
-                .bind(&user.id)
-                .bind(&user.username)
-                .bind(&user.username_key)
-                .bind(&user.email_sealed)
-                .bind(&user.email_key_id)
-                .bind(&user.email_index)
-                .bind(&user.email_index_key_id)
-                .bind(&user.password_hash)
-                .bind(&user.password_pepper_id)
-                .bind(user.created_at)
-                .execute(&self.writer)
-                .await
-                .map_err($crate::store::conflict_or_database)?;
+                insert_user!($db, &self.writer, user).map_err($crate::store::conflict_or_database)?;
                 Ok(())
             }
 
@@ -845,6 +828,14 @@ macro_rules! impl_store_with_portable_sql {
                     .bind(before)
                     .execute(&self.writer)
                     .await?;
+                sqlx::query::<$db>("DELETE FROM sso_flows WHERE expires_at < $1")
+                    .bind(before)
+                    .execute(&self.writer)
+                    .await?;
+                sqlx::query::<$db>("DELETE FROM sso_pending WHERE expires_at < $1")
+                    .bind(before)
+                    .execute(&self.writer)
+                    .await?;
                 sqlx::query::<$db>("DELETE FROM client_assertions WHERE expires_at < $1")
                     .bind(before)
                     .execute(&self.writer)
@@ -1099,7 +1090,12 @@ macro_rules! impl_store_with_portable_sql {
 
             async fn remove_passkey(&self, user_id: &str, id: &str) -> Result<bool, StoreError> {
                 let mut tx = self.writer.begin().await?;
-                let done = sqlx::query::<$db>("DELETE FROM passkeys WHERE id = $1 AND user_id = $2")
+                let done = sqlx::query::<$db>(
+                    "DELETE FROM passkeys WHERE id = $1 AND user_id = $2 \
+                     AND (EXISTS (SELECT 1 FROM users WHERE id = $2 AND password_hash <> '') \
+                          OR EXISTS (SELECT 1 FROM sso_identities WHERE user_id = $2) \
+                          OR EXISTS (SELECT 1 FROM passkeys WHERE user_id = $2 AND id <> $1))",
+                )
                     .bind(id)
                     .bind(user_id)
                     .execute(&mut *tx)
@@ -1148,7 +1144,199 @@ macro_rules! impl_store_with_portable_sql {
                 .fetch_optional(&self.writer)
                 .await?)
             }
+
+            async fn create_sso_flow(&self, flow: &SsoFlowRecord) -> Result<(), StoreError> {
+                sqlx::query::<$db>(
+                    "INSERT INTO sso_flows (digest, digest_key_id, provider, purpose, user_id, session_id, next, \
+                     verifier_sealed, verifier_key_id, nonce_digest, created_at, expires_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                )
+                .bind(&flow.digest)
+                .bind(&flow.digest_key_id)
+                .bind(&flow.provider)
+                .bind(&flow.purpose)
+                .bind(&flow.user_id)
+                .bind(&flow.session_id)
+                .bind(&flow.next)
+                .bind(&flow.verifier_sealed)
+                .bind(&flow.verifier_key_id)
+                .bind(&flow.nonce_digest)
+                .bind(flow.created_at)
+                .bind(flow.expires_at)
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
+            async fn take_sso_flow(&self, digest: &[u8], now: i64) -> Result<Option<SsoFlowRecord>, StoreError> {
+                Ok(sqlx::query_as::<$db, SsoFlowRecord>(
+                    "UPDATE sso_flows SET used_at = $1 WHERE digest = $2 AND used_at IS NULL AND expires_at > $1 \
+                     RETURNING digest, digest_key_id, provider, purpose, user_id, session_id, next, verifier_sealed, \
+                     verifier_key_id, nonce_digest, created_at, expires_at",
+                )
+                .bind(now)
+                .bind(digest)
+                .fetch_optional(&self.writer)
+                .await?)
+            }
+
+            async fn create_sso_pending(&self, pending: &SsoPendingRecord) -> Result<(), StoreError> {
+                sqlx::query::<$db>(
+                    "INSERT INTO sso_pending (digest, digest_key_id, provider, claims_sealed, claims_key_id, next, \
+                     created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(&pending.digest)
+                .bind(&pending.digest_key_id)
+                .bind(&pending.provider)
+                .bind(&pending.claims_sealed)
+                .bind(&pending.claims_key_id)
+                .bind(&pending.next)
+                .bind(pending.created_at)
+                .bind(pending.expires_at)
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
+            async fn sso_pending(&self, digest: &[u8], now: i64) -> Result<Option<SsoPendingRecord>, StoreError> {
+                Ok(sqlx::query_as::<$db, SsoPendingRecord>(
+                    "SELECT digest, digest_key_id, provider, claims_sealed, claims_key_id, next, created_at, expires_at \
+                     FROM sso_pending WHERE digest = $1 AND used_at IS NULL AND expires_at > $2",
+                )
+                .bind(digest)
+                .bind(now)
+                .fetch_optional(&self.reader)
+                .await?)
+            }
+
+            async fn consume_sso_pending(&self, digest: &[u8], now: i64) -> Result<bool, StoreError> {
+                let done = sqlx::query::<$db>(
+                    "UPDATE sso_pending SET used_at = $1 WHERE digest = $2 AND used_at IS NULL AND expires_at > $1",
+                )
+                .bind(now)
+                .bind(digest)
+                .execute(&self.writer)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn sso_identity(
+                &self,
+                provider: &str,
+                subject_index: &[u8],
+            ) -> Result<Option<SsoIdentityRecord>, StoreError> {
+                Ok(sqlx::query_as::<$db, SsoIdentityRecord>(concat!(
+                    sso_identity_select!(),
+                    " WHERE provider = $1 AND subject_index = $2"
+                ))
+                .bind(provider)
+                .bind(subject_index)
+                .fetch_optional(&self.reader)
+                .await?)
+            }
+
+            async fn sso_identities_of(&self, user_id: &str) -> Result<Vec<SsoIdentityRecord>, StoreError> {
+                Ok(sqlx::query_as::<$db, SsoIdentityRecord>(concat!(
+                    sso_identity_select!(),
+                    " WHERE user_id = $1 ORDER BY created_at, id"
+                ))
+                .bind(user_id)
+                .fetch_all(&self.reader)
+                .await?)
+            }
+
+            async fn link_sso_identity(&self, identity: &SsoIdentityRecord) -> Result<(), StoreError> {
+                insert_sso_identity!($db, &self.writer, identity).map_err($crate::store::conflict_or_database)?;
+                Ok(())
+            }
+
+            async fn create_user_with_identity(
+                &self,
+                user: &NewUser,
+                identity: &SsoIdentityRecord,
+            ) -> Result<(), StoreError> {
+                let mut tx = self.writer.begin().await?;
+                insert_user!($db, &mut *tx, user).map_err($crate::store::conflict_or_database)?;
+                insert_sso_identity!($db, &mut *tx, identity).map_err($crate::store::conflict_or_database)?;
+                tx.commit().await?;
+                Ok(())
+            }
+
+            async fn unlink_sso_identity(&self, user_id: &str, id: &str) -> Result<bool, StoreError> {
+                let done = sqlx::query::<$db>(
+                    "DELETE FROM sso_identities WHERE id = $1 AND user_id = $2 \
+                     AND (EXISTS (SELECT 1 FROM users WHERE id = $2 AND password_hash <> '') \
+                          OR EXISTS (SELECT 1 FROM passkeys WHERE user_id = $2) \
+                          OR EXISTS (SELECT 1 FROM sso_identities WHERE user_id = $2 AND id <> $1))",
+                )
+                .bind(id)
+                .bind(user_id)
+                .execute(&self.writer)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn sso_identity_used(&self, id: &str, at: i64) -> Result<(), StoreError> {
+                sqlx::query::<$db>("UPDATE sso_identities SET last_used_at = $1 WHERE id = $2")
+                    .bind(at)
+                    .bind(id)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
+            }
         }
+    };
+}
+
+macro_rules! insert_user {
+    ($db:ty, $conn:expr, $user:expr) => {{
+        let user: &NewUser = $user;
+        sqlx::query::<$db>(
+            "INSERT INTO users (id, username, username_key, email_sealed, email_key_id, email_index, \
+             email_index_key_id, password_hash, password_pepper_id, created_at, updated_at, email_verified_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11)",
+        )
+        .bind(&user.id)
+        .bind(&user.username)
+        .bind(&user.username_key)
+        .bind(&user.email_sealed)
+        .bind(&user.email_key_id)
+        .bind(&user.email_index)
+        .bind(&user.email_index_key_id)
+        .bind(&user.password_hash)
+        .bind(&user.password_pepper_id)
+        .bind(user.created_at)
+        .bind(user.email_verified_at)
+        .execute($conn)
+        .await
+    }};
+}
+
+macro_rules! insert_sso_identity {
+    ($db:ty, $conn:expr, $identity:expr) => {{
+        let identity: &SsoIdentityRecord = $identity;
+        sqlx::query::<$db>(
+            "INSERT INTO sso_identities (id, user_id, provider, subject_index, subject_index_key_id, label_sealed, \
+             label_key_id, created_at, last_used_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&identity.id)
+        .bind(&identity.user_id)
+        .bind(&identity.provider)
+        .bind(&identity.subject_index)
+        .bind(&identity.subject_index_key_id)
+        .bind(&identity.label_sealed)
+        .bind(&identity.label_key_id)
+        .bind(identity.created_at)
+        .bind(identity.last_used_at)
+        .execute($conn)
+        .await
+    }};
+}
+
+macro_rules! sso_identity_select {
+    () => {
+        "SELECT id, user_id, provider, subject_index, subject_index_key_id, label_sealed, label_key_id, created_at, \
+         last_used_at FROM sso_identities"
     };
 }
 
@@ -1376,5 +1564,6 @@ macro_rules! replace_recovery_codes {
 
 pub(crate) use {
     append_audit, audit_select, client_select, device_code_select, impl_store_with_portable_sql, insert_client,
-    insert_rule, insert_session_start, insert_token, passkey_select, replace_recovery_codes, user_select,
+    insert_rule, insert_session_start, insert_sso_identity, insert_token, insert_user, passkey_select,
+    replace_recovery_codes, sso_identity_select, user_select,
 };

@@ -31,7 +31,7 @@ pub async fn signin_form(State(state): State<AppState>, browser: Browser, Query(
     let next = state.pages.safe_next(query.next.as_deref().unwrap_or("/security"));
     let extra = context! {
         title => "Sign in", next => next, login => "", recoverable => browser.stale_session,
-        passkeys => state.factors.passkeys().available(),
+        passkeys => state.factors.passkeys().available(), providers => state.sso.buttons(),
     };
     let target = super::oauth::form_target(&state, &next).await;
     browser.render(&state, StatusCode::OK, "signin.html", extra).allow_form_target(target)
@@ -95,22 +95,35 @@ pub async fn signin(
             Ok((browser.jar.add(session), Redirect::to(next)).into_response())
         }
         Err(crate::domain::Error::MfaRequired { mfa_token, methods, webauthn_options }) => {
-            let webauthn_options = webauthn_options.map(|o| o.to_string());
-            let extra = context! {
-                title => "Two-step verification", next => next, mfa_token => mfa_token,
-                totp => methods.contains(&"totp"), webauthn_options => webauthn_options,
-            };
-            Err(browser.render(&state, StatusCode::OK, "signin_mfa.html", extra).allow_form_target(target))
+            Err(second_step_page(&state, &browser, &next, mfa_token, &methods, webauthn_options)
+                .allow_form_target(target))
         }
         Err(err) => {
             let status = crate::http::error::status_of(&err);
             let extra = context! {
                 title => "Sign in", next => next, login => form.login, error => err.to_string(),
-                passkeys => state.factors.passkeys().available(),
+                passkeys => state.factors.passkeys().available(), providers => state.sso.buttons(),
             };
             Err(browser.render(&state, status, "signin.html", extra).allow_form_target(target))
         }
     }
+}
+
+/// The second step of a sign-in whose first step (a password or a provider) passed.
+pub(super) fn second_step_page(
+    state: &AppState,
+    browser: &Browser,
+    next: &str,
+    mfa_token: String,
+    methods: &[&str],
+    webauthn_options: Option<serde_json::Value>,
+) -> Page {
+    let webauthn_options = webauthn_options.map(|o| o.to_string());
+    let extra = context! {
+        title => "Two-step verification", next => next, mfa_token => mfa_token,
+        totp => methods.contains(&"totp"), webauthn_options => webauthn_options,
+    };
+    browser.render(state, StatusCode::OK, "signin_mfa.html", extra)
 }
 
 #[derive(Deserialize)]
@@ -185,7 +198,7 @@ pub async fn signup_form(State(state): State<AppState>, browser: Browser) -> Pag
         &state,
         StatusCode::OK,
         "signup.html",
-        context! { title => "Create an account", email => "", username => "" },
+        context! { title => "Create an account", email => "", username => "", providers => state.sso.buttons() },
     )
 }
 
@@ -213,7 +226,10 @@ pub async fn signup(
         Registration { email: form.email.clone(), username: form.username.clone(), password: form.password.clone() };
     if let Err(err) = state.accounts.register(registration, address.as_deref()).await {
         let status = crate::http::error::status_of(&err);
-        let extra = context! { title => "Create an account", email => form.email, username => form.username, error => err.to_string() };
+        let extra = context! {
+            title => "Create an account", email => form.email, username => form.username, error => err.to_string(),
+            providers => state.sso.buttons(),
+        };
         return Err(browser.render(&state, status, "signup.html", extra));
     }
     let request = SignIn {
@@ -277,7 +293,9 @@ pub async fn recover(
 }
 
 pub async fn reset_request_form(State(state): State<AppState>, browser: Browser) -> Page {
-    browser.render(&state, StatusCode::OK, "reset_request.html", context! { title => "Reset your password" })
+    let providers: Vec<String> = state.sso.buttons().into_iter().map(|p| p.name).collect();
+    let extra = context! { title => "Reset your password", providers => providers };
+    browser.render(&state, StatusCode::OK, "reset_request.html", extra)
 }
 
 #[derive(Deserialize)]

@@ -10,6 +10,7 @@ mod link;
 mod oauth;
 mod passkeys;
 mod security;
+mod sso;
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
@@ -51,6 +52,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("consent.html", include_str!("../../../templates/pages/consent.html")),
     ("link.html", include_str!("../../../templates/pages/link.html")),
     ("signout_confirm.html", include_str!("../../../templates/pages/signout_confirm.html")),
+    ("sso_finish.html", include_str!("../../../templates/pages/sso_finish.html")),
+    ("sso_link.html", include_str!("../../../templates/pages/sso_link.html")),
 ];
 
 const STYLESHEET: &str = include_str!("../../../static/keywarden.css");
@@ -135,6 +138,13 @@ pub fn router() -> Router<AppState> {
         .route("/oauth/logout", get(oauth::end_session))
         .route("/link", get(link::form).post(link::find))
         .route("/link/confirm", post(link::confirm))
+        .route("/sso/{provider}/start", get(sso::start))
+        .route("/sso/{provider}/callback", get(sso::callback))
+        .route("/sso/finish", get(sso::finish_form).post(sso::finish))
+        .route("/sso/link", get(sso::link_form).post(sso::link))
+        .route("/security/sso/{provider}/link", post(sso::link_provider))
+        .route("/security/sso/{provider}/reauth", post(sso::reauth))
+        .route("/security/sso/identities/{id}/unlink", post(sso::unlink))
 }
 
 /// The headers that keep every answer, page or not, from being framed, scripted from elsewhere
@@ -197,7 +207,11 @@ impl Page {
 impl IntoResponse for Page {
     fn into_response(self) -> Response {
         let policy = match &self.form_target {
-            Some(origin) if origin.chars().all(|c| c.is_ascii_graphic() && c != ';' && c != ',') => {
+            Some(origin)
+                if origin
+                    .split(' ')
+                    .all(|o| !o.is_empty() && o.chars().all(|c| c.is_ascii_graphic() && c != ';' && c != ',')) =>
+            {
                 CONTENT_SECURITY_POLICY.replace("form-action 'self'", &format!("form-action 'self' {origin}"))
             }
             _ => CONTENT_SECURITY_POLICY.to_owned(),

@@ -53,6 +53,9 @@ pub async fn page(
         (_, Some("passkey-removed")) => Some("The passkey was removed."),
         (_, Some("app")) => Some("The app's access was removed and it was signed out."),
         (_, Some("email")) => Some("We sent a link to your new address. The change happens when you open it."),
+        (_, Some("sso-linked")) => Some("The sign-in provider was linked: you can now sign in with it."),
+        (_, Some("sso-unlinked")) => Some("The sign-in provider was unlinked."),
+        (_, Some("confirmed")) => Some("Thank you: you can now change how you sign in for a few minutes."),
         _ => None,
     };
     render(&state, &browser, &who, StatusCode::OK, context! { message => message })
@@ -104,12 +107,29 @@ async fn render(
         })
         .collect();
     let has_factor = factors.totp || !factors.passkeys.is_empty();
+    let linked = state.sso.identities(&who.user_id).await.map_err(|e| browser.error(state, &e))?;
+    let providers = state.sso.buttons();
+    let unlinked: Vec<_> = providers.iter().filter(|p| !linked.iter().any(|i| i.provider_id == p.id)).collect();
+    let identities: Vec<_> = linked
+        .iter()
+        .map(|i| {
+            context! {
+                id => i.id, provider_id => i.provider_id, provider_name => i.provider_name, label => i.label,
+                linked => human(i.linked_at), last_used => i.last_used_at.map(human),
+            }
+        })
+        .collect();
     let page = context! {
         title => "Security", wide => true, devices => devices, events => events, factors => factors,
         passkeys => passkeys, enrolment_only => who.enrolment_only, email => profile.email,
         pending_email => profile.pending_email, has_factor => has_factor, apps => apps,
+        has_password => profile.has_password, providers => providers, identities => identities, unlinked => unlinked,
     };
-    Ok(browser.render(state, status, "security.html", context! { ..extra, ..page }))
+    // Linking sends the browser from a form here on to a provider, which `form-action` must allow.
+    let targets = state.sso.form_origins();
+    Ok(browser
+        .render(state, status, "security.html", context! { ..extra, ..page })
+        .allow_form_target((!targets.is_empty()).then(|| targets.join(" "))))
 }
 
 /// An RFC 3339 event time as `2026-11-23 20:36 UTC`.
@@ -159,6 +179,8 @@ fn describe_event(kind: &str) -> &str {
         "oauth.code_reused" => "A sign-in code was replayed; the app's session was ended",
         "oauth.device_link_decided" => "A device link was answered",
         "oauth.token_revoked" => "An app signed out",
+        "sso.linked" => "A sign-in provider was linked",
+        "sso.unlinked" => "A sign-in provider was unlinked",
         other => other,
     }
 }
