@@ -30,7 +30,7 @@ async function listenUpstream() {
   const server = createServer();
   await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
   const issuer = `http://127.0.0.1:${server.address().port}`;
-  return { issuer, server, mode: { nonce: null, jwks: null }, authorizations: 0 };
+  return { issuer, server, mode: { nonce: null, jwks: null, hold: false, held: null }, authorizations: 0 };
 }
 
 function buildProvider(redirectUris) {
@@ -62,6 +62,21 @@ function buildProvider(redirectUris) {
         url.searchParams.set("nonce", upstream.mode.nonce);
         req.url = url.pathname + url.search;
       }
+    }
+    if (url.pathname === "/held") {
+      res.end("the answer was held back");
+      return;
+    }
+    if (upstream.mode.hold) {
+      // Keeps the redirect back to keywarden for the test instead of sending the browser there.
+      const setHeader = res.setHeader.bind(res);
+      res.setHeader = (name, value) => {
+        if (name.toLowerCase() === "location" && String(value).includes("/sso/test/callback")) {
+          upstream.mode.held = String(value);
+          return setHeader(name, `${upstream.issuer}/held`);
+        }
+        return setHeader(name, value);
+      };
     }
     if (url.pathname === "/jwks" && upstream.mode.jwks) {
       res.setHeader("content-type", "application/json");
@@ -177,4 +192,192 @@ test("Chromium: 'Sign in with Test ID' creates the account the first time and fi
   assert.equal(new URL(second.url()).pathname, "/security");
   assert.match(await second.content(), /ada@upstream\.example/);
   await again.close();
+});
+
+/** The first message in the outbox, after `skip` of them, that `matches`; waits for it. */
+async function waitForMail(server, matches, skip = 0) {
+  for (let i = 0; i < 200; i++) {
+    const found = outbox(server).slice(skip).map((raw) => {
+      for (const block of raw.match(/(?:^[A-Za-z0-9+/=]{20,}\r?\n)+/gm) ?? []) {
+        raw += Buffer.from(block.replace(/\s/g, ""), "base64").toString("utf8");
+      }
+      return raw;
+    }).find(matches);
+    if (found) return found;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error("no such mail in the outbox");
+}
+
+test("linking a provider to an existing account takes its password, from /security or from the finish page", async () => {
+  const bea = { username: "bea", email: "bea@example.test", password: "bea's long passphrase" };
+  await createPasswordAccount(keywarden, bea);
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${keywarden.base}/signin`);
+  await page.fill("#login", bea.username);
+  await page.fill("#password", bea.password);
+  await page.getByRole("button", { name: "Sign in", exact: true }).click();
+  await page.waitForURL(/\/security/);
+
+  // A wrong password stops the link before anyone is sent to the provider.
+  const trips = upstream.authorizations;
+  await page.fill("#link1_password", "not bea's password");
+  await page.getByRole("button", { name: "Link Test ID" }).click();
+  await page.waitForLoadState();
+  assert.ok(page.url().startsWith(keywarden.base));
+  assert.match(await page.locator("#sso_error").innerText(), /password is wrong/);
+  assert.equal(upstream.authorizations, trips, "nobody went to the provider");
+
+  await page.fill("#link1_password", bea.password);
+  await page.getByRole("button", { name: "Link Test ID" }).click();
+  await throughProvider(page, "bea-upstream");
+  assert.equal(new URL(page.url()).search, "?done=sso-linked");
+  assert.match(await page.content(), /bea-upstream@upstream\.example/);
+  await context.close();
+
+  // From now on Test ID's bea-upstream signs in to bea's account.
+  const later = await browser.newContext();
+  const again = await later.newPage();
+  await signInWithProvider(again, keywarden, "bea-upstream");
+  assert.equal(new URL(again.url()).pathname, "/security");
+  assert.match(await again.content(), /bea@example\.test/);
+  await later.close();
+
+  // An upstream account nobody linked yet can join an account after a full sign-in to it.
+  const cyd = { username: "cyd", email: "cyd@example.test", password: "cyd's long passphrase" };
+  await createPasswordAccount(keywarden, cyd);
+  const third = await browser.newContext();
+  const page3 = await third.newPage();
+  await signInWithProvider(page3, keywarden, "cyd-upstream");
+  assert.equal(new URL(page3.url()).pathname, "/sso/finish");
+  await page3.getByRole("link", { name: "Sign in to link Test ID" }).click();
+  await page3.waitForURL(/\/signin\?next=\/sso\/link/);
+  await page3.fill("#login", cyd.username);
+  await page3.fill("#password", cyd.password);
+  await page3.getByRole("button", { name: "Sign in", exact: true }).click();
+  await page3.waitForURL((url) => url.pathname === "/sso/link");
+  assert.deepEqual(await accessibilityViolations(page3), []);
+  await page3.getByRole("button", { name: "Link Test ID" }).click();
+  await page3.waitForURL(/done=sso-linked/);
+  assert.match(await page3.content(), /cyd-upstream@upstream\.example/);
+  await third.close();
+});
+
+test("a forged state, or a real one brought back by another browser, is refused", async () => {
+  const attacker = await browser.newContext();
+  const victim = await browser.newContext();
+  const page = await attacker.newPage();
+  upstream.mode.hold = true;
+  try {
+    await page.goto(`${keywarden.base}/sso/test/start`);
+    await page.fill('input[name="login"]', "mallory");
+    await page.fill('input[name="password"]', "anything");
+    await page.click("button[type=submit]");
+    await page.waitForLoadState();
+    if (await page.locator('input[name="prompt"][value="consent"]').count()) await page.click("button[type=submit]");
+    await page.waitForURL(`${upstream.issuer}/held`);
+  } finally {
+    upstream.mode.hold = false;
+  }
+  const captured = upstream.mode.held;
+  assert.match(captured, /\/sso\/test\/callback\?.*code=/, "the provider answered with a code");
+
+  // The attacker's answer, opened in the victim's browser (login CSRF), is refused.
+  const victimPage = await victim.newPage();
+  const refused = await victimPage.goto(captured);
+  assert.equal(refused.status(), 400);
+  assert.match(await victimPage.content(), /was not started in this browser/);
+  assert.equal(await signedIn(victimPage, keywarden), false);
+
+  // A state keywarden never issued is refused even with a matching cookie.
+  const forged = `kw_ss_${randomBytes(32).toString("base64url")}`;
+  await victim.addCookies([{ name: "kw_sso", value: forged, url: keywarden.base }]);
+  const forgedAnswer = await victimPage.goto(`${keywarden.base}/sso/test/callback?state=${forged}&code=made-up`);
+  assert.equal(forgedAnswer.status(), 400);
+  assert.equal(await signedIn(victimPage, keywarden), false);
+
+  // The browser that started the trip still finishes it, once.
+  await page.goto(captured);
+  assert.equal(new URL(page.url()).pathname, "/sso/finish");
+  const replay = await page.goto(captured);
+  assert.equal(replay.status(), 400, "a trip's answer works once");
+  await attacker.close();
+  await victim.close();
+});
+
+test("an ID token with another nonce is refused", async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  upstream.mode.nonce = "a-nonce-keywarden-never-sent";
+  try {
+    await page.goto(`${keywarden.base}/signin`);
+    await page.getByRole("link", { name: "Sign in with Test ID" }).click();
+    await throughProvider(page, "ada");
+  } finally {
+    upstream.mode.nonce = null;
+  }
+  assert.match(await page.content(), /nonce does not match/);
+  assert.equal(await signedIn(page, keywarden), false);
+  await context.close();
+});
+
+test("an ID token signed by a key the provider does not publish is refused", async () => {
+  // `fresh` has never fetched the provider's keys: it gets a set with another key under the same id.
+  const { kid, n, e, kty, alg, use } = signingKey();
+  upstream.mode.jwks = { keys: [{ kid, n, e, kty, alg, use }] };
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  try {
+    await signInWithProvider(page, fresh, "ada");
+  } finally {
+    upstream.mode.jwks = null;
+  }
+  assert.match(await page.content(), /signature is not valid/);
+  assert.equal(await signedIn(page, fresh), false);
+  await context.close();
+});
+
+test("an SSO-only account: 'Sign out of all devices' ends every session, and it has no password to reset", async () => {
+  const first = await browser.newContext();
+  const page = await first.newPage();
+  await signInWithProvider(page, keywarden, "eve");
+  await page.getByRole("button", { name: "Create account" }).click();
+  await page.waitForURL(/\/security/);
+  const second = await browser.newContext();
+  const other = await second.newPage();
+  await signInWithProvider(other, keywarden, "eve");
+  assert.equal(await signedIn(other, keywarden), true);
+
+  // Its last way in cannot be unlinked, even after confirming with the provider.
+  await page.goto(`${keywarden.base}/security`);
+  await page.getByRole("button", { name: "Confirm with Test ID" }).click();
+  await throughProvider(page, "eve");
+  assert.equal(new URL(page.url()).search, "?done=confirmed");
+  await page.getByRole("button", { name: "Unlink Test ID" }).click();
+  await page.waitForLoadState();
+  assert.match(await page.locator("#sso_error").innerText(), /last way to sign in/);
+
+  await page.getByRole("button", { name: "Sign out of all devices" }).click();
+  await page.waitForURL(/\/signin/);
+  assert.equal(await signedIn(other, keywarden), false, "the other browser's session ended too");
+  assert.equal(await signedIn(page, keywarden), false);
+
+  // Signing in again passes through the provider.
+  const trips = upstream.authorizations;
+  await signInWithProvider(other, keywarden, "eve");
+  assert.equal(await signedIn(other, keywarden), true);
+  assert.ok(upstream.authorizations > trips, "the way back in went through the provider");
+
+  // The reset page says what to do instead, and a reset asked for mails no link.
+  await page.goto(`${keywarden.base}/reset`);
+  assert.match(await page.locator("#sso_reset_help").innerText(), /Test ID.*nothing to reset/s);
+  const before = outbox(keywarden).length;
+  await page.fill("#email", "eve@upstream.example");
+  await page.getByRole("button", { name: "Send the link" }).click();
+  const mail = await waitForMail(keywarden, (m) => m.includes("eve@upstream.example") && m.includes("no password"), before);
+  assert.match(mail, /you sign in with Test ID/);
+  assert.doesNotMatch(mail, /kw_pr_/);
+  await first.close();
+  await second.close();
 });
