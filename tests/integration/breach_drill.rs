@@ -89,10 +89,7 @@ async fn a_stolen_database_holds_no_working_credential(engine: Engine) {
 
     let keyring_text = std::fs::read_to_string(server.data_dir().join("keys.toml")).expect("key file");
     let keyring = Keyring::from_toml(&keyring_text).unwrap();
-    let dump = match &engine {
-        Engine::Sqlite => dump_sqlite(&server.database_url).await,
-        Engine::Postgres { .. } => dump_postgres(&server.database_url).await,
-    };
+    let dump = dump(&engine, &server.database_url).await;
     assert!(dump.len() > 50, "the dump is suspiciously small: {}", dump.len());
     let raw_copy: Vec<(String, Vec<u8>)> = ["", "-wal", "-shm", "-journal"]
         .iter()
@@ -237,7 +234,7 @@ async fn a_stolen_database_holds_no_working_credential(engine: Engine) {
     server.stop().await;
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+pub(crate) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.len() <= haystack.len() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
@@ -256,6 +253,14 @@ fn keyring_secrets(text: &str) -> Vec<String> {
     }
     assert_eq!(secrets.len(), 5, "one key per purpose (pepper, token hash, data, blind index, signing)");
     secrets
+}
+
+/// Every value of every table of a server's database, with the `table.column` it came from.
+pub(crate) async fn dump(engine: &Engine, url: &str) -> Dump {
+    match engine {
+        Engine::Sqlite => dump_sqlite(url).await,
+        Engine::Postgres { .. } => dump_postgres(url).await,
+    }
 }
 
 async fn dump_sqlite(url: &str) -> Dump {

@@ -26,4 +26,5 @@ mod passkeys;
 mod process;
 mod revocation;
 mod smtp;
+mod sso;
 mod story;

@@ -32,7 +32,7 @@ pub(crate) fn app_code(secret: &[u8], offset_steps: i64) -> String {
 }
 
 /// Signs up and turns on an authenticator app; returns the first session, the secret and the codes.
-async fn enrol(server: &TestServer, name: &str) -> (Tokens, Vec<u8>, Vec<String>) {
+pub(crate) async fn enrol(server: &TestServer, name: &str) -> (Tokens, Vec<u8>, Vec<String>) {
     server.sign_up(name, &format!("{name}@example.com"), &format!("{name}'s passphrase")).await;
     let tokens = server.sign_in(name, &format!("{name}'s passphrase"), None).await;
     let begun = server.post_with_token("/api/v1/mfa/totp", &tokens.access, json!({})).await;

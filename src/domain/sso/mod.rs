@@ -107,7 +107,6 @@ pub enum Outcome {
         next: String,
     },
     Linked {
-        provider: String,
         next: String,
     },
     Reauthenticated {
@@ -367,7 +366,7 @@ impl Sso {
                     Some(_) => return Err(Error::SsoIdentityTaken),
                     None => self.link(&provider.id, &claims, &who, arrival.address.as_deref()).await?,
                 }
-                Ok(Outcome::Linked { provider: provider.name.clone(), next: flow.next })
+                Ok(Outcome::Linked { next: flow.next })
             }
             Purpose::Reauth => {
                 let who = owner_of(&flow, arrival.current.as_ref())?;

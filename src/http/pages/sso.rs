@@ -115,7 +115,7 @@ pub async fn callback(
             let kept = cookie(PENDING_COOKIE, pending.to_string(), state.pages.secure_cookies, Some(TRIP_SECS));
             Ok((browser.jar.add(kept), Redirect::to("/sso/finish")).into_response())
         }
-        Outcome::Linked { .. } => Ok((browser.jar, Redirect::to("/security?done=sso-linked")).into_response()),
+        Outcome::Linked { next } => Ok((browser.jar, Redirect::to(&next)).into_response()),
         Outcome::Reauthenticated { next } => Ok((browser.jar, Redirect::to(&next)).into_response()),
     }
 }
@@ -217,17 +217,12 @@ pub async fn link_form(State(state): State<AppState>, browser: Browser) -> Resul
     Ok(browser.render(&state, StatusCode::OK, "sso_link.html", extra).into_response())
 }
 
-#[derive(Deserialize)]
-pub struct LinkForm {
-    csrf: String,
-}
-
 pub async fn link(
     State(state): State<AppState>,
     browser: Browser,
     headers: HeaderMap,
     ClientAddress(address): ClientAddress,
-    Form(form): Form<LinkForm>,
+    Form(form): Form<super::CsrfOnly>,
 ) -> Result<Response, Page> {
     browser.check_form(&state, &headers, &form.csrf)?;
     let Some(who) = browser.session.clone() else {
