@@ -169,6 +169,9 @@ test("Chromium: 'Sign in with Test ID' creates the account the first time and fi
   const page = await context.newPage();
   await page.goto(`${keywarden.base}/signup`);
   assert.ok(await page.getByRole("link", { name: "Sign up with Test ID" }).isVisible());
+  await page.goto(`${keywarden.base}/signin`);
+  assert.deepEqual(await accessibilityViolations(page), []);
+  await shoot(page, "sso-signin");
   await signInWithProvider(page, keywarden, "ada");
   assert.equal(new URL(page.url()).pathname, "/sso/finish");
   assert.equal(await page.inputValue("#username"), "ada", "the provider's username is offered");
@@ -177,6 +180,7 @@ test("Chromium: 'Sign in with Test ID' creates the account the first time and fi
   await shoot(page, "sso-finish");
   await page.getByRole("button", { name: "Create account" }).click();
   await page.waitForURL(/\/security\?welcome=1/);
+  assert.match(await page.locator(".notice").first().innerText(), /Your account is ready/, "no confirmation mail to wait for");
   assert.ok(await page.getByRole("heading", { name: "Sign-in providers" }).isVisible());
   assert.match(await page.locator("ul.devices").last().innerText(), /Test ID · ada@upstream\.example/);
   assert.deepEqual(await accessibilityViolations(page), []);

@@ -90,7 +90,7 @@ pub struct Accounts {
 }
 
 /// The authenticated data bound to a user's sealed email: a ciphertext moved to another row fails to open.
-pub(crate) fn email_context(user_id: &str) -> Vec<u8> {
+fn email_context(user_id: &str) -> Vec<u8> {
     format!("keywarden:user:{user_id}:email").into_bytes()
 }
 
@@ -116,35 +116,56 @@ impl Accounts {
         let email = Email::parse(&registration.email)?;
         password::check_new(&registration.password, username.as_str(), email.as_str())?;
         // Cheap checks first, so a taken name does not cost a password hash.
-        if self.store.user_by_username_key(&username.key()).await?.is_some() {
-            return Err(Error::UsernameTaken);
-        }
-        if self.find_by_email(&email).await?.is_some() {
-            return Err(Error::EmailTaken);
-        }
+        self.check_available(&username, &email).await?;
         let hash = self.hasher.hash(&password::normalise(&registration.password)).await?;
-        let id = uuid::Uuid::now_v7().to_string();
-        let sealed = self.keyring.seal(email.as_str().as_bytes(), &email_context(&id));
-        let index = self.keyring.blind_index(email.as_str());
-        let user = NewUser {
-            id: id.clone(),
-            username: username.as_str().to_owned(),
-            username_key: username.key(),
-            email_sealed: sealed.bytes,
-            email_key_id: sealed.key_id,
-            email_index: index.digest,
-            email_index_key_id: index.key_id,
-            password_hash: hash.phc,
-            password_pepper_id: hash.pepper_id,
-            created_at: now_ms(),
-            email_verified_at: None,
-        };
+        let user = self.new_user(&username, &email, Some(hash), None);
+        let id = user.id.clone();
         self.store.create_user(&user).await.map_err(Error::from_conflict)?;
         tracing::info!(user_id = %id, "account created");
         let event = AuditLog::event(kind::ACCOUNT_CREATED, &Actor::User(id.clone()), Some(&id), address, json!({}));
         self.audit.record(event).await?;
         self.send_verification(&id, &user.username, email.as_str()).await?;
         Ok(Account { id, username: user.username })
+    }
+
+    /// Refuses a username or address another account already has.
+    pub(crate) async fn check_available(&self, username: &Username, email: &Email) -> Result<()> {
+        if self.store.user_by_username_key(&username.key()).await?.is_some() {
+            return Err(Error::UsernameTaken);
+        }
+        if self.find_by_email(email).await?.is_some() {
+            return Err(Error::EmailTaken);
+        }
+        Ok(())
+    }
+
+    /// A new account's row: a fresh id, the address sealed to it and blind-indexed. `password` is
+    /// `None` for an account that signs in through a provider; `verified_at` is set when the address
+    /// is already proven.
+    pub(crate) fn new_user(
+        &self,
+        username: &Username,
+        email: &Email,
+        password: Option<StoredHash>,
+        verified_at: Option<i64>,
+    ) -> NewUser {
+        let id = uuid::Uuid::now_v7().to_string();
+        let sealed = self.keyring.seal(email.as_str().as_bytes(), &email_context(&id));
+        let index = self.keyring.blind_index(email.as_str());
+        let (password_hash, password_pepper_id) = password.map(|h| (h.phc, h.pepper_id)).unwrap_or_default();
+        NewUser {
+            id,
+            username: username.as_str().to_owned(),
+            username_key: username.key(),
+            email_sealed: sealed.bytes,
+            email_key_id: sealed.key_id,
+            email_index: index.digest,
+            email_index_key_id: index.key_id,
+            password_hash,
+            password_pepper_id,
+            created_at: now_ms(),
+            email_verified_at: verified_at,
+        }
     }
 
     /// Mails a single-use link that proves the address belongs to the account holder.

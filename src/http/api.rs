@@ -188,6 +188,8 @@ pub struct Me {
     /// A new address waiting for its confirmation link (`POST /api/v1/email/change`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_email: Option<String>,
+    /// False for an account that signs in only through a sign-in provider or with a passkey.
+    pub has_password: bool,
 }
 
 #[utoipa::path(get, path = "/api/v1/me", tag = "accounts", security(("bearer" = [])),
@@ -204,5 +206,6 @@ pub async fn me(State(state): State<AppState>, EnrollingCaller(who): EnrollingCa
         email_verified: profile.email_verified,
         role: profile.role.as_str(),
         pending_email: profile.pending_email,
+        has_password: profile.has_password,
     }))
 }

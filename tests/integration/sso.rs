@@ -208,6 +208,8 @@ async fn linking_from_security_needs_a_fresh_proof_and_refuses_a_taken_upstream_
     let (upstream, downstream) = pair(engine).await;
     let at_upstream = upstream_person(&upstream, "cyd").await;
     downstream.sign_up("cy-here", "cy@example.com", "cy's long passphrase").await;
+    let tokens = downstream.sign_in("cy-here", "cy's long passphrase", None).await;
+    assert_eq!(downstream.get_with_token("/api/v1/me", &tokens.access).await.json["has_password"], true);
     let laptop = browser();
     let signed_in = submit(
         &laptop,
@@ -284,7 +286,7 @@ async fn an_account_with_an_authenticator_app_is_asked_for_its_code_after_the_pr
             .await;
     assert_eq!(password_only.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let code = &recovery_codes[0];
-    let start = submit(&laptop, &downstream, "/security", "/security/sso/home/link", &[("code", &code)]).await;
+    let start = submit(&laptop, &downstream, "/security", "/security/sso/home/link", &[("code", code)]).await;
     let linked = trip(&downstream, &laptop, &at_upstream, start).await;
     assert_eq!(location(&linked), "/security?done=sso-linked");
 

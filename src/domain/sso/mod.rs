@@ -22,7 +22,7 @@ use zeroize::Zeroizing;
 use self::id_token::{Refusal, UpstreamClaims};
 use self::provider::{ClientAuth, Metadata, Provider};
 use self::upstream::{Reply, Upstream};
-use super::accounts::{email_context, Accounts};
+use super::accounts::Accounts;
 use super::audit::{kind, Actor, AuditLog};
 use super::clock::now_ms;
 use super::core::Core;
@@ -33,7 +33,7 @@ use super::sessions::{Authenticated, IssuedTokens, ProviderSignIn, Sessions};
 use super::tokens::TokenKind;
 use crate::keys::{Keyring, Sealed};
 use crate::mail::Notice;
-use crate::store::{DynStore, NewUser, SsoFlowRecord, SsoIdentityRecord, SsoPendingRecord, StoreError, UniqueField};
+use crate::store::{DynStore, SsoFlowRecord, SsoIdentityRecord, SsoPendingRecord, StoreError, UniqueField};
 
 pub use self::provider::ProviderSettings;
 
@@ -408,32 +408,13 @@ impl Sso {
         let (record, claims) = self.open_pending(token).await?;
         let username = Username::parse(username)?;
         let email = Email::parse(email)?;
-        if self.store.user_by_username_key(&username.key()).await?.is_some() {
-            return Err(Error::UsernameTaken);
-        }
-        if self.accounts.find_by_email(&email).await?.is_some() {
-            return Err(Error::EmailTaken);
-        }
+        self.accounts.check_available(&username, &email).await?;
         let vouched =
             claims.email_verified && claims.email.as_deref().and_then(|e| Email::parse(e).ok()) == Some(email.clone());
         let now = now_ms();
-        let user_id = uuid::Uuid::now_v7().to_string();
-        let sealed = self.keyring.seal(email.as_str().as_bytes(), &email_context(&user_id));
-        let index = self.keyring.blind_index(email.as_str());
-        let user = NewUser {
-            id: user_id.clone(),
-            username: username.as_str().to_owned(),
-            username_key: username.key(),
-            email_sealed: sealed.bytes,
-            email_key_id: sealed.key_id,
-            email_index: index.digest,
-            email_index_key_id: index.key_id,
-            // No password: this account signs in through its provider (or a passkey it adds).
-            password_hash: String::new(),
-            password_pepper_id: String::new(),
-            created_at: now,
-            email_verified_at: vouched.then_some(now),
-        };
+        // No password: this account signs in through its provider (or a passkey it adds).
+        let user = self.accounts.new_user(&username, &email, None, vouched.then_some(now));
+        let user_id = user.id.clone();
         if !self.store.consume_sso_pending(&record.digest, now).await? {
             return Err(Error::InvalidSsoState);
         }

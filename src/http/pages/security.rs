@@ -42,8 +42,16 @@ pub async fn page(
     Query(notice): Query<Notice>,
 ) -> Result<Page, Response> {
     let who = signed_in_to_enrol(&browser).map_err(IntoResponse::into_response)?;
-    let message = match (notice.welcome.is_some(), notice.done.as_deref()) {
-        (true, _) => Some("Welcome! We have sent you an email to confirm your address."),
+    // An address a sign-in provider vouched for needs no confirmation mail.
+    let welcome = match notice.welcome {
+        Some(_) => {
+            Some(state.accounts.profile(&who.user_id).await.map_err(|e| browser.error(&state, &e).into_response())?)
+        }
+        None => None,
+    };
+    let message = match (welcome.map(|p| p.email_verified), notice.done.as_deref()) {
+        (Some(true), _) => Some("Welcome! Your account is ready."),
+        (Some(false), _) => Some("Welcome! We have sent you an email to confirm your address."),
         (_, Some("device")) => Some("The device was signed out."),
         (_, Some("everywhere")) => Some("Every device was signed out."),
         (_, Some("password")) => Some("Your password was changed."),
