@@ -218,6 +218,18 @@ impl Console {
         let devices = self.store.devices_of(&user.id).await?;
         let sessions = self.store.sessions_of(&user.id).await?;
         let events = self.audit.events_of(&user.id, 20).await?;
+        let providers: Vec<_> = self
+            .store
+            .sso_identities_of(&user.id)
+            .await?
+            .iter()
+            .map(|i| {
+                json!({
+                    "id": i.id, "provider": i.provider, "linked_at": rfc3339(i.created_at),
+                    "last_used_at": i.last_used_at.map(rfc3339),
+                })
+            })
+            .collect();
         let now = crate::domain::clock::now_ms();
         let devices: Vec<_> = devices
             .iter()
@@ -239,6 +251,8 @@ impl Console {
             "email": self.email(&user),
             "role": Role::of(&user).as_str(),
             "second_factors": self.factors.methods(&user.id).await?,
+            "has_password": !user.password_hash.is_empty(),
+            "sign_in_providers": providers,
             "created_at": rfc3339(user.created_at),
             "devices": devices,
             "recent_events": events,

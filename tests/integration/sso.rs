@@ -18,12 +18,25 @@ crate::on_both_engines!(
     an_upstream_account_creates_an_account_then_signs_in_to_it,
     an_account_without_a_password_keeps_its_last_way_in_and_has_nothing_to_reset,
     linking_from_security_needs_a_fresh_proof_and_refuses_a_taken_upstream_account,
-    an_account_with_an_authenticator_app_is_asked_for_its_code_after_the_provider
+    an_account_with_an_authenticator_app_is_asked_for_its_code_after_the_provider,
+    a_provider_that_takes_a_signed_assertion_instead_of_a_secret
 );
 
 /// An upstream keywarden with a first-party client for the downstream one (loopback, any port),
-/// and a downstream keywarden configured with it as the provider `home`.
+/// and a downstream keywarden configured with it as the provider `home`, using a client secret.
 async fn pair(engine: Engine) -> (TestServer, TestServer) {
+    pair_with(engine, false).await
+}
+
+/// The same, the downstream proving itself with `private_key_jwt` when `signed`.
+async fn pair_with(engine: Engine, signed: bool) -> (TestServer, TestServer) {
+    use p256::pkcs8::{EncodePrivateKey, LineEnding};
+    let key = p256::SecretKey::random(&mut rand::rngs::OsRng);
+    let mut jwk: serde_json::Value = serde_json::from_str(&key.public_key().to_jwk_string()).unwrap();
+    jwk["kid"] = "downstream-1".into();
+    jwk["alg"] = "ES256".into();
+    let pem_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(pem_file.path(), key.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes()).unwrap();
     let upstream = TestServer::start(engine.clone()).await;
     let state = upstream.running_state();
     let clients = Clients::new(state.store.clone(), state.keyring.clone(), state.audit.clone());
@@ -35,9 +48,11 @@ async fn pair(engine: Engine) -> (TestServer, TestServer) {
         backchannel_logout_uri: None,
         first_party: true,
         id_token_alg: SigningAlg::Es256,
-        jwks: None,
+        jwks: signed.then(|| json!({ "keys": [jwk] }).to_string()),
     };
-    let secret = clients.register(client, &Actor::System).await.unwrap().1.unwrap().to_string();
+    let secret = clients.register(client, &Actor::System).await.unwrap().1.map(|s| s.to_string());
+    assert_eq!(secret.is_none(), signed, "a private_key_jwt client has no secret");
+    let key_path = pem_file.path().to_owned();
     let issuer = upstream.url("").trim_end_matches('/').to_owned();
     let downstream = TestServer::start_with(engine, |config| {
         config.sso.providers = vec![ProviderSettings {
@@ -45,10 +60,10 @@ async fn pair(engine: Engine) -> (TestServer, TestServer) {
             name: "Home".into(),
             issuer,
             client_id: "downstream".into(),
-            client_secret: Some(secret),
+            client_secret: secret,
             client_secret_file: None,
-            private_key_file: None,
-            private_key_id: None,
+            private_key_file: signed.then_some(key_path),
+            private_key_id: signed.then(|| "downstream-1".to_owned()),
             scopes: vec!["openid".into(), "email".into(), "profile".into()],
             icon: None,
         }];
@@ -172,6 +187,13 @@ async fn an_account_without_a_password_keeps_its_last_way_in_and_has_nothing_to_
     )
     .await;
     assert_eq!(created.status(), StatusCode::SEE_OTHER);
+
+    // The operator sees how it signs in.
+    let shown = downstream.admin(&["users", "show", "bob"]);
+    assert!(shown.status.success(), "{}", String::from_utf8_lossy(&shown.stderr));
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["has_password"], false);
+    assert_eq!(shown["sign_in_providers"][0]["provider"], "home");
 
     // An empty password is not this account's password.
     let reply = downstream.post("/api/v1/sessions", json!({ "login": "bob", "password": "" })).await;
@@ -318,4 +340,21 @@ fn field(html: &str, name: &str) -> String {
     let marker = format!("name=\"{name}\" value=\"");
     let start = html.find(&marker).unwrap_or_else(|| panic!("no {name} in {html}")) + marker.len();
     html[start..].chars().take_while(|c| *c != '"').collect()
+}
+
+async fn a_provider_that_takes_a_signed_assertion_instead_of_a_secret(engine: Engine) {
+    let (upstream, downstream) = pair_with(engine, true).await;
+    let at_upstream = upstream_person(&upstream, "eli").await;
+    let laptop = browser();
+    let back = sign_in_through_home(&downstream, &laptop, &at_upstream).await;
+    assert_eq!(location(&back), "/sso/finish", "the code was exchanged with a private_key_jwt assertion");
+    let created = submit(
+        &laptop,
+        &downstream,
+        "/sso/finish",
+        "/sso/finish",
+        &[("username", "eli"), ("email", "eli@upstream.example")],
+    )
+    .await;
+    assert_eq!(location(&created), "/security?welcome=1");
 }
