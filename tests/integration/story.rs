@@ -32,7 +32,7 @@ async fn sign_up_sign_in_refresh_reuse_and_sign_out(engine: Engine) {
         me.json,
         json!({
             "id": account["id"], "username": "Alice", "email": "alice@example.com", "email_verified": false,
-            "role": "user",
+            "role": "user", "has_password": true,
         })
     );
 
