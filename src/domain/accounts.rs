@@ -45,6 +45,8 @@ pub struct Profile {
     pub pending_email: Option<String>,
     /// False for an account that signs in only through a provider or with a passkey.
     pub has_password: bool,
+    /// When the account was created (Unix ms).
+    pub created_at: i64,
 }
 
 /// What an account may administer. Roles are granted with `keywarden admin users set-role`.
@@ -311,6 +313,7 @@ impl Accounts {
         let pending_email = self.pending_email_of(&user)?;
         Ok(Profile {
             has_password: !user.password_hash.is_empty(),
+            created_at: user.created_at,
             role: Role::of(&user),
             id: user.id,
             username: user.username,

@@ -75,6 +75,9 @@ pub enum Issue {
     TokenPair,
     /// A `kw_ws_` token for the page session cookie, valid as long as a refresh token.
     BrowserCookie,
+    /// One `kw_pt_` token for a plex.tv-style client (`X-Plex-Token`), valid as long as a refresh
+    /// token: those clients never refresh.
+    PlexToken,
 }
 
 /// A password sign-in as it started, kept with its second-factor challenge so that finishing it
@@ -574,6 +577,11 @@ impl Sessions {
         self.authenticate_as(cookie, TokenKind::WebSession, &Presentation::default()).await
     }
 
+    /// Validates an `X-Plex-Token` (a `kw_pt_` token).
+    pub async fn authenticate_plex(&self, token: &str) -> Result<Authenticated> {
+        self.authenticate_as(token, TokenKind::PlexToken, &Presentation::default()).await
+    }
+
     async fn authenticate_as(&self, token: &str, kind: TokenKind, presented: &Presentation) -> Result<Authenticated> {
         let record = self.find(token, kind).await?;
         self.check_presentation(&record, kind, presented)?;
@@ -822,11 +830,12 @@ impl Sessions {
     ) -> (Zeroizing<String>, Zeroizing<String>, Vec<NewToken>) {
         match issue {
             Issue::TokenPair => self.mint_pair(session_id, user_id, now),
-            Issue::BrowserCookie => {
-                let cookie = TokenKind::WebSession.mint();
+            Issue::BrowserCookie | Issue::PlexToken => {
+                let kind = if issue == Issue::PlexToken { TokenKind::PlexToken } else { TokenKind::WebSession };
+                let token = kind.mint();
                 let ttl = self.policy.refresh_ttl_secs;
-                let row = self.token_row(&cookie, TokenKind::WebSession, session_id, user_id, now, ttl);
-                (cookie, Zeroizing::new(String::new()), vec![row])
+                let row = self.token_row(&token, kind, session_id, user_id, now, ttl);
+                (token, Zeroizing::new(String::new()), vec![row])
             }
         }
     }

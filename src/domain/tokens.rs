@@ -36,10 +36,12 @@ pub enum TokenKind {
     SsoState,
     /// An upstream account not linked yet, waiting for its person to create or choose an account.
     SsoPending,
+    /// The one long-lived token a plex.tv-style client sends as `X-Plex-Token`.
+    PlexToken,
 }
 
 impl TokenKind {
-    pub const ALL: [TokenKind; 12] = [
+    pub const ALL: [TokenKind; 13] = [
         Self::Access,
         Self::Refresh,
         Self::PasswordReset,
@@ -52,6 +54,7 @@ impl TokenKind {
         Self::DeviceCode,
         Self::SsoState,
         Self::SsoPending,
+        Self::PlexToken,
     ];
 
     pub fn prefix(self) -> &'static str {
@@ -68,6 +71,7 @@ impl TokenKind {
             Self::DeviceCode => "kw_dc_",
             Self::SsoState => "kw_ss_",
             Self::SsoPending => "kw_sp_",
+            Self::PlexToken => "kw_pt_",
         }
     }
 
@@ -86,6 +90,7 @@ impl TokenKind {
             Self::DeviceCode => "device_code",
             Self::SsoState => "sso_state",
             Self::SsoPending => "sso_pending",
+            Self::PlexToken => "plex_token",
         }
     }
 

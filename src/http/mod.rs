@@ -12,6 +12,7 @@ pub mod ops;
 pub mod pages;
 pub mod passkeys;
 pub mod passwords;
+pub mod plex;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -96,6 +97,7 @@ pub fn router(state: AppState, max_body_bytes: usize, hsts: bool) -> Router {
     let router = Router::new()
         .nest("/api/v1", api)
         .merge(pages::router())
+        .merge(plex::router())
         .route("/.well-known/openid-configuration", get(oauth::discovery))
         .route("/oauth/jwks", get(oauth::jwks))
         .route("/oauth/token", post(oauth::token))

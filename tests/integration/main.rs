@@ -23,6 +23,7 @@ mod oidc;
 mod operations;
 mod pages;
 mod passkeys;
+mod plex;
 mod process;
 mod revocation;
 mod smtp;

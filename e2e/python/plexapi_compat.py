@@ -1,0 +1,123 @@
+"""The unmodified `plexapi` package (PyPI) against keywarden's plex.tv-compatible API (issue 8).
+
+plexapi has https://plex.tv built in: a transport adapter sends its requests to keywarden on
+loopback instead. Phase `sessions` signs in every way the suite covers and writes the tokens that
+should still work to KW_TOKENS_FILE; phase `after` checks each of them is refused after
+"Sign out of all devices" on /security.
+"""
+
+import json
+import os
+import sys
+import time
+
+import pyotp
+import requests
+import plexapi
+from plexapi.exceptions import TwoFactorRequired, Unauthorized
+from plexapi.myplex import MyPlexAccount
+
+BASE = os.environ["KW_BASE"]
+PLEX_HOSTS = ("https://plex.tv", "https://clients.plex.tv")
+
+
+class Loopback(requests.adapters.HTTPAdapter):
+    """Rewrites plex.tv's addresses to the keywarden under test."""
+
+    def send(self, request, **kwargs):
+        for host in PLEX_HOSTS:
+            if request.url.startswith(host):
+                request.url = BASE + request.url[len(host):]
+        return super().send(request, **kwargs)
+
+
+def session():
+    s = requests.Session()
+    for host in PLEX_HOSTS:
+        s.mount(host, Loopback())
+    return s
+
+
+def as_device(identifier, name):
+    """plexapi names the device from its global headers; each sign-in below is another device."""
+    plexapi.BASE_HEADERS["X-Plex-Client-Identifier"] = identifier
+    plexapi.BASE_HEADERS["X-Plex-Device-Name"] = name
+
+
+def refused(token):
+    try:
+        MyPlexAccount(token=token, session=session())
+    except Unauthorized:
+        return True
+    return False
+
+
+def check(condition, what):
+    if not condition:
+        print(f"FAILED: {what}")
+        sys.exit(1)
+    print(f"ok: {what}")
+
+
+def phase_sessions():
+    login, password = os.environ["KW_LOGIN"], os.environ["KW_PASSWORD"]
+    as_device("plexapi-laptop", "Laptop")
+    account = MyPlexAccount(login, password, session=session())
+    check(account.username == login and account.email == os.environ["KW_EMAIL"], "MyPlexAccount(username, password)")
+    check(account.authToken.startswith("kw_pt_"), "the authToken is a keywarden device token")
+    check(account.ping(), "ping")
+
+    again = MyPlexAccount(token=account.authToken, session=session())
+    check(again.username == login and again.authToken == account.authToken, "MyPlexAccount(token=...)")
+
+    try:
+        MyPlexAccount(login, "not the password", session=session())
+        check(False, "a wrong password is refused")
+    except Unauthorized:
+        check(True, "a wrong password is refused with Unauthorized")
+
+    as_device("plexapi-totp-phone", "TOTP phone")
+    totp_login, totp_password = os.environ["KW_TOTP_LOGIN"], os.environ["KW_TOTP_PASSWORD"]
+    try:
+        MyPlexAccount(totp_login, totp_password, session=session())
+        check(False, "a TOTP account without a code is refused")
+    except TwoFactorRequired:
+        check(True, "a TOTP account without a code raises TwoFactorRequired")
+    try:
+        MyPlexAccount(totp_login, totp_password, session=session(), code="000000" if pyotp.TOTP(os.environ["KW_TOTP_SECRET"]).now() != "000000" else "111111")
+        check(False, "a wrong code is refused")
+    except TwoFactorRequired:
+        check(True, "a wrong code raises TwoFactorRequired")
+    code = pyotp.TOTP(os.environ["KW_TOTP_SECRET"]).now()
+    with_code = MyPlexAccount(totp_login, totp_password, session=session(), code=code)
+    check(with_code.username == totp_login and with_code.twoFactorEnabled, "MyPlexAccount(..., code=) for a TOTP account")
+
+    as_device("plexapi-tablet", "Tablet")
+    tablet = MyPlexAccount(login, password, session=session())
+    names = {d.clientIdentifier: d for d in account.devices()}
+    check({"plexapi-laptop", "plexapi-tablet"} <= set(names), "devices() lists both devices")
+    check(names["plexapi-tablet"].name == "Tablet", "a device is named from X-Plex-Device-Name")
+    names["plexapi-tablet"].delete()
+    check(refused(tablet.authToken), "removing a device signs it out")
+    check("plexapi-tablet" not in {d.clientIdentifier for d in account.devices()}, "the removed device is gone")
+
+    as_device("plexapi-script", "Script")
+    script = MyPlexAccount(login, password, session=session())
+    script.signout()
+    check(refused(script.authToken), "signout() ends that token")
+    check(not refused(account.authToken), "other devices stay signed in")
+
+    with open(os.environ["KW_TOKENS_FILE"], "w") as out:
+        json.dump([account.authToken], out)
+    print("plexapi compat: sessions phase passed")
+
+
+def phase_after():
+    with open(os.environ["KW_TOKENS_FILE"]) as tokens:
+        for token in json.load(tokens):
+            check(refused(token), "after Sign out of all devices, plexapi gets Unauthorized")
+    print("plexapi compat: after phase passed")
+
+
+if __name__ == "__main__":
+    {"sessions": phase_sessions, "after": phase_after}[sys.argv[1]]()

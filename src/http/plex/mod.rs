@@ -1,0 +1,148 @@
+//! The plex.tv-compatible account API (issue 8): the paths and answers existing apps, media servers
+//! and scripts (such as Python's `plexapi`) already speak, served from the same accounts, devices,
+//! sessions and revocation rules as the rest of keywarden. See `docs/plex-compatibility.md`.
+
+mod account;
+mod devices;
+pub mod xml;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Router;
+
+use self::xml::{Element, Format};
+use super::AppState;
+use crate::domain::sessions::{Authenticated, DeviceInfo};
+use crate::domain::Error;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/v2/users/signin", post(account::sign_in))
+        .route("/api/v2/users/signout", delete(account::sign_out))
+        .route("/api/v2/user", get(account::user))
+        .route("/api/v2/ping", get(account::ping))
+        .route("/devices.xml", get(devices::list))
+        .route("/devices/{id}", delete(devices::remove))
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// What a plex.tv-style client says about itself in its `X-Plex-*` headers.
+#[derive(Debug, Clone)]
+pub struct PlexClient {
+    pub format: Format,
+    pub client_identifier: Option<String>,
+    pub product: Option<String>,
+    pub platform: Option<String>,
+    pub device_name: Option<String>,
+    pub token: Option<String>,
+}
+
+impl PlexClient {
+    fn from_headers(headers: &HeaderMap, query: Option<&str>) -> Self {
+        let from_query = query.and_then(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .find(|(name, _)| name == "X-Plex-Token")
+                .map(|(_, value)| value.into_owned())
+        });
+        let owned = |name: &str| header(headers, name).map(str::to_owned);
+        Self {
+            format: Format::of(headers),
+            client_identifier: owned("x-plex-client-identifier"),
+            product: owned("x-plex-product"),
+            platform: owned("x-plex-platform"),
+            device_name: owned("x-plex-device-name").or_else(|| owned("x-plex-device")),
+            token: owned("x-plex-token").or(from_query),
+        }
+    }
+
+    /// The device a sign-in comes from; plex.tv refuses a client that does not identify itself.
+    pub fn device(&self) -> Result<DeviceInfo, PlexError> {
+        let Some(client_id) = self.client_identifier.clone() else {
+            return Err(PlexError::new(
+                self.format,
+                StatusCode::BAD_REQUEST,
+                1000,
+                "X-Plex-Client-Identifier is missing",
+            ));
+        };
+        let product = self.product.clone().unwrap_or_default();
+        let name = self.device_name.clone().unwrap_or_else(|| product.clone());
+        Ok(DeviceInfo { client_id, product, platform: self.platform.clone().unwrap_or_default(), name })
+    }
+
+    /// The session behind `X-Plex-Token`, or the 401 plex.tv gives.
+    pub async fn signed_in(&self, state: &AppState) -> Result<Authenticated, PlexError> {
+        let Some(token) = &self.token else {
+            return Err(PlexError::new(self.format, StatusCode::UNAUTHORIZED, 1001, "User could not be authenticated"));
+        };
+        state.sessions.authenticate_plex(token).await.map_err(|err| self.error(&err))
+    }
+
+    /// A domain error as plex.tv would answer it.
+    pub fn error(&self, err: &Error) -> PlexError {
+        let status = super::error::status_of(err);
+        let code = match err {
+            Error::InvalidCredentials => 1001,
+            Error::MfaRequired { .. } | Error::InvalidCode | Error::CodeAlreadyUsed | Error::InvalidMfaToken => 1029,
+            Error::InvalidToken | Error::TokenExpired | Error::TokenRevoked => 1001,
+            _ => 1000,
+        };
+        if err.is_internal() {
+            tracing::error!(error = %err, "internal error on the plex.tv-compatible API");
+            return PlexError::new(self.format, status, code, "internal error");
+        }
+        let message = match err {
+            Error::InvalidToken | Error::TokenExpired | Error::TokenRevoked => "User could not be authenticated".into(),
+            other => other.to_string(),
+        };
+        PlexError::new(self.format, status, code, &message)
+    }
+}
+
+impl FromRequestParts<AppState> for PlexClient {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(Self::from_headers(&parts.headers, parts.uri.query()))
+    }
+}
+
+/// plex.tv's error answer: `<errors><error code=… message=… status=…/></errors>`.
+/// In JSON: `{"errors": [{"code": 1001, "message": …, "status": 401}]}`.
+#[derive(Debug)]
+pub struct PlexError {
+    format: Format,
+    status: StatusCode,
+    code: u32,
+    message: String,
+}
+
+impl PlexError {
+    pub fn new(format: Format, status: StatusCode, code: u32, message: &str) -> Self {
+        Self { format, status, code, message: message.to_owned() }
+    }
+}
+
+impl IntoResponse for PlexError {
+    fn into_response(self) -> Response {
+        let status = self.status.as_u16();
+        match self.format {
+            Format::Json => {
+                let body =
+                    serde_json::json!({ "errors": [{ "code": self.code, "message": self.message, "status": status }] });
+                (self.status, axum::Json(body)).into_response()
+            }
+            Format::Xml => {
+                let error =
+                    Element::new("error").attr("code", self.code).attr("message", &self.message).attr("status", status);
+                self.format.answer(self.status, &Element::new("errors").child(error))
+            }
+        }
+    }
+}

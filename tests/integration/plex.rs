@@ -1,0 +1,123 @@
+//! The plex.tv-compatible account API (issue 8) on both engines: answers in XML by default and JSON
+//! on request, devices named from the `X-Plex-*` headers, errors as plex.tv writes them, and its
+//! tokens killed like every other device token. `plexapi` itself judges it in the e2e suite.
+
+use reqwest::{Client, StatusCode};
+use serde_json::Value;
+
+use crate::harness::{Engine, TestServer};
+
+crate::on_both_engines!(
+    plex_clients_sign_in_read_their_user_and_devices_in_xml_or_json,
+    plex_tokens_die_with_channel_revocation_and_bad_requests_get_plex_errors
+);
+
+fn plex(client: &Client, method: reqwest::Method, url: String, device: &str) -> reqwest::RequestBuilder {
+    client
+        .request(method, url)
+        .header("X-Plex-Client-Identifier", device)
+        .header("X-Plex-Product", "Plex Media Server")
+        .header("X-Plex-Platform", "Linux")
+        .header("X-Plex-Device-Name", format!("{device} box"))
+}
+
+async fn sign_in(server: &TestServer, login: &str, password: &str, device: &str) -> reqwest::Response {
+    plex(&Client::new(), reqwest::Method::POST, server.url("/api/v2/users/signin"), device)
+        .form(&[("login", login), ("password", password), ("rememberMe", "true")])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The value of `name="…"` in the first element that has it.
+fn attribute(xml: &str, name: &str) -> String {
+    let marker = format!(" {name}=\"");
+    let start = xml.find(&marker).unwrap_or_else(|| panic!("no {name} in {xml}")) + marker.len();
+    xml[start..].chars().take_while(|c| *c != '"').collect()
+}
+
+async fn plex_clients_sign_in_read_their_user_and_devices_in_xml_or_json(engine: Engine) {
+    let server = TestServer::start(engine).await;
+    server.sign_up("Pat", "pat@example.com", "pat's long passphrase").await;
+    let signed_in = sign_in(&server, "pat@example.com", "pat's long passphrase", "nas-1").await;
+    assert_eq!(signed_in.status(), StatusCode::CREATED);
+    assert!(signed_in.headers()["content-type"].to_str().unwrap().starts_with("application/xml"));
+    let xml = signed_in.text().await.unwrap();
+    assert!(xml.starts_with("<?xml") && xml.contains("<user ") && xml.contains("<subscription "), "{xml}");
+    assert_eq!(attribute(&xml, "username"), "Pat");
+    let token = attribute(&xml, "authToken");
+    assert!(token.starts_with("kw_pt_"), "{token}");
+
+    let client = Client::new();
+    let json: Value = client
+        .get(server.url("/api/v2/user"))
+        .header("X-Plex-Token", &token)
+        .header("Accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!((json["username"].as_str(), json["email"].as_str()), (Some("Pat"), Some("pat@example.com")));
+    assert_eq!(json["authToken"], token.as_str());
+    // The token also works as a query parameter, as plex.tv allows.
+    let by_query = client.get(server.url(&format!("/api/v2/ping?X-Plex-Token={token}"))).send().await.unwrap();
+    assert_eq!(by_query.status(), StatusCode::OK);
+    assert!(by_query.text().await.unwrap().contains("<pong>true</pong>"));
+
+    let devices = client.get(server.url("/devices.xml")).header("X-Plex-Token", &token).send().await.unwrap();
+    let devices = devices.text().await.unwrap();
+    assert!(devices.contains("clientIdentifier=\"nas-1\"") && devices.contains("name=\"nas-1 box\""), "{devices}");
+    assert!(devices.contains("product=\"Plex Media Server\"") && !devices.contains("kw_pt_"), "no token is listed");
+
+    // The same device is on the account API, in the `device` channel.
+    let api = server.sign_in("Pat", "pat's long passphrase", None).await;
+    let listed = server.get_with_token("/api/v1/devices", &api.access).await;
+    let nas = listed.json.as_array().unwrap().iter().find(|d| d["client_identifier"] == "nas-1").cloned().unwrap();
+    assert_eq!(nas["channels"], serde_json::json!(["device"]));
+}
+
+async fn plex_tokens_die_with_channel_revocation_and_bad_requests_get_plex_errors(engine: Engine) {
+    let server = TestServer::start(engine).await;
+    server.sign_up("quin", "quin@example.com", "quin's long passphrase").await;
+    let client = Client::new();
+
+    let wrong = sign_in(&server, "quin", "wrong", "tv-1").await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    let body = wrong.text().await.unwrap();
+    assert!(body.contains("<errors><error code=\"1001\"") && body.contains("status=\"401\""), "{body}");
+    let anonymous = client
+        .post(server.url("/api/v2/users/signin"))
+        .form(&[("login", "quin"), ("password", "quin's long passphrase")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), StatusCode::BAD_REQUEST, "a client must say which device it is");
+    let no_token = client.get(server.url("/api/v2/user")).header("Accept", "application/json").send().await.unwrap();
+    assert_eq!(no_token.status(), StatusCode::UNAUTHORIZED);
+    let errors: Value = no_token.json().await.unwrap();
+    assert_eq!(errors["errors"][0]["code"], 1001);
+    assert_eq!(errors["errors"][0]["status"], 401);
+    let forged = client.get(server.url("/api/v2/user")).header("X-Plex-Token", "kw_pt_forged").send().await.unwrap();
+    assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
+    let other_kind = server.sign_in("quin", "quin's long passphrase", None).await;
+    let access_as_plex =
+        client.get(server.url("/api/v2/user")).header("X-Plex-Token", &other_kind.access).send().await.unwrap();
+    assert_eq!(access_as_plex.status(), StatusCode::UNAUTHORIZED, "an access token is not a plex token");
+
+    let xml = sign_in(&server, "quin", "quin's long passphrase", "tv-1").await.text().await.unwrap();
+    let token = attribute(&xml, "authToken");
+    let revoked = server.admin(&["revoke", "--channel", "device", "--reason", "proxy leak drill"]);
+    assert!(revoked.status.success(), "{}", String::from_utf8_lossy(&revoked.stderr));
+    let mut dead = false;
+    for _ in 0..50 {
+        let answer = client.get(server.url("/api/v2/user")).header("X-Plex-Token", &token).send().await.unwrap();
+        if answer.status() == StatusCode::UNAUTHORIZED {
+            dead = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(dead, "channel revocation reaches plex tokens");
+}
