@@ -55,7 +55,7 @@ function plexapi(phase, env) {
   assert.equal(run.status, 0, `plexapi ${phase} failed:\n${run.stdout}\n${run.stderr}`);
 }
 
-test("plexapi: sign-in with password and with a TOTP code, token, ping, devices, removing one, signout; then Sign out of all devices ends them", async () => {
+test("plexapi: sign-in with password and with a TOTP code, token, ping, devices, removing one, signout, PIN linking (also on /link); then Sign out of all devices ends them", async () => {
   const secret = await accountWithTotp(guarded);
   const env = {
     KW_BASE: server.base,
@@ -77,7 +77,25 @@ test("plexapi: sign-in with password and with a TOTP code, token, ping, devices,
   await page.fill("#password", person.password);
   await page.getByRole("button", { name: "Sign in", exact: true }).click();
   await page.waitForURL(/\/security/);
+  // A PIN shown by a streaming stick is approved on /link, as on plex.tv/link.
+  const stick = { "X-Plex-Client-Identifier": "stick-1", "X-Plex-Product": "Plex for Fire TV", "X-Plex-Device-Name": "Bedroom stick", accept: "application/json" };
+  const pin = await (await fetch(`${server.base}/api/v2/pins`, { method: "POST", headers: stick })).json();
+  assert.match(pin.code, /^[A-Z2-9]{4}$/);
+  await page.goto(`${server.base}/link`);
+  await page.fill("#code", pin.code.toLowerCase());
+  await page.getByRole("button", { name: "Continue" }).click();
+  assert.match(await page.locator(".card").innerText(), /Plex for Fire TV.*Bedroom stick/s);
+  await page.getByRole("button", { name: "Link this device" }).click();
+  await page.waitForLoadState();
+  assert.match(await page.locator("h1").innerText(), /Device linked/);
+  const collected = await (await fetch(`${server.base}/api/v2/pins/${pin.id}`, { headers: stick })).json();
+  assert.match(collected.authToken, /^kw_pt_/);
+  const again = await (await fetch(`${server.base}/api/v2/pins/${pin.id}`, { headers: stick })).json();
+  assert.equal(again.authToken, "", "the token is handed out once");
+
+  await page.goto(`${server.base}/security`);
   const devices = await page.locator("ul.devices").first().innerText();
+  assert.match(devices, /Bedroom stick/);
   assert.match(devices, /Laptop/);
   assert.doesNotMatch(devices, /Tablet/, "the device plexapi removed is gone");
   await page.getByRole("button", { name: "Sign out of all devices" }).click();
@@ -85,4 +103,6 @@ test("plexapi: sign-in with password and with a TOTP code, token, ping, devices,
   await context.close();
 
   plexapi("after", env);
+  const stickUser = await fetch(`${server.base}/api/v2/user`, { headers: { ...stick, "X-Plex-Token": collected.authToken } });
+  assert.equal(stickUser.status, 401, "the PIN-linked stick was signed out too");
 });

@@ -16,7 +16,9 @@ use crate::domain::dpop::DpopVerifier;
 use crate::domain::passkeys;
 use crate::domain::password::PasswordHasher;
 use crate::domain::sso::provider::Provider;
-use crate::domain::{Accounts, AuditLog, Core, Devices, OAuth, Recovery, Revocations, SecondFactors, Sessions, Sso};
+use crate::domain::{
+    Accounts, AuditLog, Core, Devices, OAuth, Pins, Recovery, Revocations, SecondFactors, Sessions, Sso,
+};
 use crate::http::pages::Pages;
 use crate::http::{self, AppState};
 use crate::keys::Keyring;
@@ -171,6 +173,7 @@ pub fn build_state(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> a
     }
     let provider_names = providers.iter().map(|p| (p.id.clone(), p.name.clone())).collect();
     let upstream = Arc::new(HttpUpstream::new().context("cannot build the HTTP client for sign-in providers")?);
+    let pins = Pins::new(&core, sessions.clone());
     let sso = Sso::new(&core, accounts.clone(), sessions.clone(), providers, upstream, &config.public_url());
     Ok(AppState {
         sessions,
@@ -179,6 +182,7 @@ pub fn build_state(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> a
         devices: Devices::new(&core, accounts.clone()),
         recovery: Recovery::new(&core, accounts.clone(), provider_names),
         sso,
+        pins,
         accounts,
         revocations: core.revocations,
         audit: core.audit,

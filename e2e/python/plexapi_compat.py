@@ -15,7 +15,7 @@ import pyotp
 import requests
 import plexapi
 from plexapi.exceptions import TwoFactorRequired, Unauthorized
-from plexapi.myplex import MyPlexAccount
+from plexapi.myplex import MyPlexAccount, MyPlexPinLogin
 
 BASE = os.environ["KW_BASE"]
 PLEX_HOSTS = ("https://plex.tv", "https://clients.plex.tv")
@@ -107,8 +107,31 @@ def phase_sessions():
     check(refused(script.authToken), "signout() ends that token")
     check(not refused(account.authToken), "other devices stay signed in")
 
+    # A TV shows a PIN; its owner approves it from a signed-in plexapi session; the TV gets a token.
+    as_device("plexapi-tv", "Living room TV")
+    pin_login = MyPlexPinLogin(session=session())
+    code = pin_login.pin
+    check(len(code) == 4, "MyPlexPinLogin asks for a four-character PIN")
+    check(not pin_login.checkLogin(), "before approval the PIN has no token")
+    stranger = session().get(
+        f"{BASE}/api/v2/pins/{pin_login._id}",
+        headers={**plexapi.BASE_HEADERS, "X-Plex-Client-Identifier": "someone-else"},
+    )
+    check(stranger.status_code == 404, "another device cannot poll the PIN")
+    account.link(code)
+    check(pin_login.checkLogin() and pin_login.token.startswith("kw_pt_"), "after account.link(pin) the PIN gives a token")
+    tv = MyPlexAccount(token=pin_login.token, session=session())
+    check(tv.username == login, "the linked TV signs in as its owner")
+    tv_device = [d for d in account.devices() if d.clientIdentifier == "plexapi-tv"]
+    check(len(tv_device) == 1 and tv_device[0].name == "Living room TV", "the linked TV is among the devices")
+    try:
+        account.link(code)
+        check(False, "a PIN is approved once")
+    except Exception:
+        check(True, "a PIN is approved once")
+
     with open(os.environ["KW_TOKENS_FILE"], "w") as out:
-        json.dump([account.authToken], out)
+        json.dump([account.authToken, tv.authToken], out)
     print("plexapi compat: sessions phase passed")
 
 

@@ -59,6 +59,7 @@ pub mod kind {
     pub const KEY_ROTATED: &str = "keys.rotated";
     pub const SSO_LINKED: &str = "sso.linked";
     pub const SSO_UNLINKED: &str = "sso.unlinked";
+    pub const PIN_LINKED: &str = "device.pin_linked";
 }
 
 /// Who caused an event.

@@ -107,6 +107,8 @@ pub enum Error {
     OAuth { code: &'static str, description: String },
     #[error("that code is not valid or has expired: check it on your device and try again")]
     InvalidUserCode,
+    #[error("Code not found or expired")]
+    PinNotFound,
     #[error("no such sign-in provider")]
     UnknownProvider,
     #[error("this sign-in with another provider has expired, was already used or was not started in this browser; start again")]
@@ -184,6 +186,7 @@ impl Error {
             Self::OAuth { code, .. } => code,
             Self::InvalidUserCode => "invalid_user_code",
             Self::UnknownProvider => "unknown_provider",
+            Self::PinNotFound => "pin_not_found",
             Self::InvalidSsoState => "invalid_sso_state",
             Self::SsoFailed(_) => "sso_failed",
             Self::SsoUnavailable => "sso_unavailable",

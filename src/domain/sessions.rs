@@ -384,6 +384,19 @@ impl Sessions {
         self.start(user_id, pending, None, enrolment_only).await
     }
 
+    /// The session of a device its person linked from a signed-in session (a plex.tv-style PIN):
+    /// one `X-Plex-Token` for it, in the `device` channel.
+    pub async fn start_linked_device(
+        &self,
+        user_id: &str,
+        device: DeviceInfo,
+        address: Option<String>,
+    ) -> Result<IssuedTokens> {
+        let device = device.validated()?;
+        let pending = PendingSignIn::new(Some(device), address, None, None, Issue::PlexToken);
+        self.start(user_id, pending, Some("linked"), false).await
+    }
+
     /// Records that the session's person just signed in again at their provider (a step-up for an
     /// account with neither password nor second factor).
     pub async fn mark_verified(&self, who: &Authenticated, address: Option<&str>, provider: &str) -> Result<()> {

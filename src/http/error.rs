@@ -81,7 +81,7 @@ pub fn status_of(err: &Error) -> StatusCode {
         | Error::SsoIdentityTaken
         | Error::LastSignInMethod
         | Error::NoPassword => StatusCode::CONFLICT,
-        Error::UnknownProvider | Error::SsoIdentityNotFound => StatusCode::NOT_FOUND,
+        Error::UnknownProvider | Error::SsoIdentityNotFound | Error::PinNotFound => StatusCode::NOT_FOUND,
         Error::InvalidSsoState => StatusCode::BAD_REQUEST,
         Error::SsoFailed(_) => StatusCode::UNAUTHORIZED,
         Error::SsoUnavailable => StatusCode::BAD_GATEWAY,

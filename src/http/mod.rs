@@ -33,7 +33,7 @@ use self::error::ApiError;
 use crate::domain::dpop::DpopVerifier;
 use crate::domain::password::PasswordHasher;
 use crate::domain::sessions::TokenPolicy;
-use crate::domain::{Accounts, AuditLog, Devices, OAuth, Recovery, Revocations, SecondFactors, Sessions, Sso};
+use crate::domain::{Accounts, AuditLog, Devices, OAuth, Pins, Recovery, Revocations, SecondFactors, Sessions, Sso};
 use crate::keys::Keyring;
 use crate::mail::Mailer;
 use crate::metrics::{Metrics, RequestLabels};
@@ -46,6 +46,7 @@ pub struct AppState {
     pub sessions: Sessions,
     pub oauth: OAuth,
     pub sso: Sso,
+    pub pins: Pins,
     pub factors: SecondFactors,
     pub devices: Devices,
     pub recovery: Recovery,

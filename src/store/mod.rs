@@ -335,6 +335,26 @@ pub struct MfaChallengeRecord {
     pub used_at: Option<i64>,
 }
 
+/// A PIN a plex.tv-style device shows while its person approves it; the code only as a keyed digest.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PlexPinRecord {
+    pub id: i64,
+    pub code_digest: Vec<u8>,
+    pub digest_key_id: String,
+    pub strong: i64,
+    pub client_identifier: String,
+    pub product: String,
+    pub platform: String,
+    pub device_name: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    /// Who approved it, and when.
+    pub user_id: Option<String>,
+    pub approved_at: Option<i64>,
+    /// When the device collected its token.
+    pub used_at: Option<i64>,
+}
+
 /// An upstream account linked to a keywarden account; the subject only as a keyed blind index.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SsoIdentityRecord {
@@ -733,6 +753,16 @@ pub trait Store: Send + Sync + 'static {
     /// no passkey, no other provider); false if nothing was removed.
     async fn unlink_sso_identity(&self, user_id: &str, id: &str) -> Result<bool, StoreError>;
     async fn sso_identity_used(&self, id: &str, at: i64) -> Result<(), StoreError>;
+
+    /// Stores a new PIN; a code another live PIN has is a conflict.
+    async fn create_plex_pin(&self, pin: &PlexPinRecord) -> Result<(), StoreError>;
+    async fn plex_pin(&self, id: i64) -> Result<Option<PlexPinRecord>, StoreError>;
+    /// The unexpired, unapproved PIN with this code digest.
+    async fn plex_pin_by_code(&self, digest: &[u8], now: i64) -> Result<Option<PlexPinRecord>, StoreError>;
+    /// Records the approval; false if the PIN was approved already or has expired.
+    async fn approve_plex_pin(&self, id: i64, user_id: &str, at: i64) -> Result<bool, StoreError>;
+    /// Spends an approved PIN as its device collects the token; false if it was collected before.
+    async fn use_plex_pin(&self, id: i64, at: i64) -> Result<bool, StoreError>;
     /// Removes and returns a WebAuthn ceremony: each challenge is answered at most once.
     async fn take_ceremony(&self, id: &str) -> Result<Option<CeremonyRecord>, StoreError>;
 }

@@ -828,6 +828,10 @@ macro_rules! impl_store_with_portable_sql {
                     .bind(before)
                     .execute(&self.writer)
                     .await?;
+                sqlx::query::<$db>("DELETE FROM plex_pins WHERE expires_at < $1")
+                    .bind(before)
+                    .execute(&self.writer)
+                    .await?;
                 sqlx::query::<$db>("DELETE FROM sso_flows WHERE expires_at < $1")
                     .bind(before)
                     .execute(&self.writer)
@@ -1276,6 +1280,69 @@ macro_rules! impl_store_with_portable_sql {
                 Ok(done.rows_affected() == 1)
             }
 
+            async fn create_plex_pin(&self, pin: &PlexPinRecord) -> Result<(), StoreError> {
+                sqlx::query::<$db>(
+                    "INSERT INTO plex_pins (id, code_digest, digest_key_id, strong, client_identifier, product, \
+                     platform, device_name, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(pin.id)
+                .bind(&pin.code_digest)
+                .bind(&pin.digest_key_id)
+                .bind(pin.strong)
+                .bind(&pin.client_identifier)
+                .bind(&pin.product)
+                .bind(&pin.platform)
+                .bind(&pin.device_name)
+                .bind(pin.created_at)
+                .bind(pin.expires_at)
+                .execute(&self.writer)
+                .await
+                .map_err($crate::store::conflict_or_database)?;
+                Ok(())
+            }
+
+            async fn plex_pin(&self, id: i64) -> Result<Option<PlexPinRecord>, StoreError> {
+                Ok(sqlx::query_as::<$db, PlexPinRecord>(concat!(plex_pin_select!(), " WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&self.reader)
+                    .await?)
+            }
+
+            async fn plex_pin_by_code(&self, digest: &[u8], now: i64) -> Result<Option<PlexPinRecord>, StoreError> {
+                Ok(sqlx::query_as::<$db, PlexPinRecord>(concat!(
+                    plex_pin_select!(),
+                    " WHERE code_digest = $1 AND expires_at > $2 AND approved_at IS NULL"
+                ))
+                .bind(digest)
+                .bind(now)
+                .fetch_optional(&self.reader)
+                .await?)
+            }
+
+            async fn approve_plex_pin(&self, id: i64, user_id: &str, at: i64) -> Result<bool, StoreError> {
+                let done = sqlx::query::<$db>(
+                    "UPDATE plex_pins SET user_id = $1, approved_at = $2 \
+                     WHERE id = $3 AND approved_at IS NULL AND expires_at > $2",
+                )
+                .bind(user_id)
+                .bind(at)
+                .bind(id)
+                .execute(&self.writer)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn use_plex_pin(&self, id: i64, at: i64) -> Result<bool, StoreError> {
+                let done = sqlx::query::<$db>(
+                    "UPDATE plex_pins SET used_at = $1 WHERE id = $2 AND approved_at IS NOT NULL AND used_at IS NULL",
+                )
+                .bind(at)
+                .bind(id)
+                .execute(&self.writer)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn sso_identity_used(&self, id: &str, at: i64) -> Result<(), StoreError> {
                 sqlx::query::<$db>("UPDATE sso_identities SET last_used_at = $1 WHERE id = $2")
                     .bind(at)
@@ -1331,6 +1398,13 @@ macro_rules! insert_sso_identity {
         .execute($conn)
         .await
     }};
+}
+
+macro_rules! plex_pin_select {
+    () => {
+        "SELECT id, code_digest, digest_key_id, strong, client_identifier, product, platform, device_name, created_at, \
+         expires_at, user_id, approved_at, used_at FROM plex_pins"
+    };
 }
 
 macro_rules! sso_identity_select {
@@ -1564,6 +1638,6 @@ macro_rules! replace_recovery_codes {
 
 pub(crate) use {
     append_audit, audit_select, client_select, device_code_select, impl_store_with_portable_sql, insert_client,
-    insert_rule, insert_session_start, insert_sso_identity, insert_token, insert_user, passkey_select,
+    insert_rule, insert_session_start, insert_sso_identity, insert_token, insert_user, passkey_select, plex_pin_select,
     replace_recovery_codes, sso_identity_select, user_select,
 };

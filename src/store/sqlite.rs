@@ -7,15 +7,15 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 
 use super::sql::{
     append_audit, audit_select, client_select, device_code_select, impl_store_with_portable_sql, insert_client,
-    insert_rule, insert_session_start, insert_sso_identity, insert_token, insert_user, passkey_select,
+    insert_rule, insert_session_start, insert_sso_identity, insert_token, insert_user, passkey_select, plex_pin_select,
     replace_recovery_codes, sso_identity_select, user_select,
 };
 use super::{
     AuditRecord, AuditSealer, CeremonyRecord, ClientRecord, DeviceCodeRecord, DeviceRecord, EmailChange, FactorChange,
     LogoutJob, MfaChallengeRecord, NewAuditEvent, NewCeremony, NewMfaChallenge, NewOneTimeToken, NewRule, NewToken,
-    NewTotp, NewUser, OAuthCodeRecord, PasskeyRecord, PasswordChange, QueuedMail, RuleRecord, SessionRecord,
-    SessionRecovery, SessionStart, SsoFlowRecord, SsoIdentityRecord, SsoPendingRecord, StoreError, TokenRecord,
-    TotpRecord, UserRecord,
+    NewTotp, NewUser, OAuthCodeRecord, PasskeyRecord, PasswordChange, PlexPinRecord, QueuedMail, RuleRecord,
+    SessionRecord, SessionRecovery, SessionStart, SsoFlowRecord, SsoIdentityRecord, SsoPendingRecord, StoreError,
+    TokenRecord, TotpRecord, UserRecord,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");

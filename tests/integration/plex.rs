@@ -9,7 +9,8 @@ use crate::harness::{Engine, TestServer};
 
 crate::on_both_engines!(
     plex_clients_sign_in_read_their_user_and_devices_in_xml_or_json,
-    plex_tokens_die_with_channel_revocation_and_bad_requests_get_plex_errors
+    plex_tokens_die_with_channel_revocation_and_bad_requests_get_plex_errors,
+    a_pin_is_approved_once_collected_once_and_only_by_its_device
 );
 
 fn plex(client: &Client, method: reqwest::Method, url: String, device: &str) -> reqwest::RequestBuilder {
@@ -120,4 +121,55 @@ async fn plex_tokens_die_with_channel_revocation_and_bad_requests_get_plex_error
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(dead, "channel revocation reaches plex tokens");
+}
+
+async fn a_pin_is_approved_once_collected_once_and_only_by_its_device(engine: Engine) {
+    let server = TestServer::start(engine).await;
+    server.sign_up("rae", "rae@example.com", "rae's long passphrase").await;
+    let client = Client::new();
+    let owner =
+        attribute(&sign_in(&server, "rae", "rae's long passphrase", "phone").await.text().await.unwrap(), "authToken");
+
+    let created = plex(&client, reqwest::Method::POST, server.url("/api/v2/pins"), "tv").send().await.unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let pin = created.text().await.unwrap();
+    let (id, code) = (attribute(&pin, "id"), attribute(&pin, "code"));
+    assert_eq!(code.len(), 4);
+    let strong =
+        plex(&client, reqwest::Method::POST, server.url("/api/v2/pins?strong=true"), "tv").send().await.unwrap();
+    assert_eq!(attribute(&strong.text().await.unwrap(), "code").len(), 25);
+
+    let poll = |device: &'static str| {
+        let url = server.url(&format!("/api/v2/pins/{id}"));
+        let client = client.clone();
+        async move { plex(&client, reqwest::Method::GET, url, device).send().await.unwrap() }
+    };
+    let pending = poll("tv").await.text().await.unwrap();
+    assert_eq!(attribute(&pending, "authToken"), "", "nothing before approval");
+    assert_eq!(poll("another-box").await.status(), StatusCode::NOT_FOUND, "only the device that asked may poll");
+
+    let approve = |typed: String| {
+        let url = server.url("/api/v2/pins/link");
+        let (client, owner) = (client.clone(), owner.clone());
+        async move { client.put(url).header("X-Plex-Token", owner).form(&[("code", typed)]).send().await.unwrap() }
+    };
+    let unsigned = client.put(server.url("/api/v2/pins/link")).form(&[("code", code.as_str())]).send().await.unwrap();
+    assert_eq!(unsigned.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(approve(code.to_lowercase()).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(approve(code.clone()).await.status(), StatusCode::BAD_REQUEST, "approved once");
+
+    let collected = poll("tv").await.text().await.unwrap();
+    let token = attribute(&collected, "authToken");
+    assert!(token.starts_with("kw_pt_"), "{collected}");
+    assert_eq!(attribute(&poll("tv").await.text().await.unwrap(), "authToken"), "", "collected once");
+    let user = client.get(server.url("/api/v2/user")).header("X-Plex-Token", &token).send().await.unwrap();
+    assert_eq!(attribute(&user.text().await.unwrap(), "username"), "rae");
+
+    // Guessing codes is throttled per account: with the spent code above, five wrong ones in all.
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(approve("ZZZZ".into()).await.status());
+    }
+    assert_eq!(statuses[..4], [StatusCode::BAD_REQUEST; 4]);
+    assert_eq!(statuses[4], StatusCode::TOO_MANY_REQUESTS);
 }

@@ -59,10 +59,10 @@ pub struct PendingLink {
 
 /// Wrong codes per account, so `/link` cannot be used to guess codes.
 #[derive(Debug, Default, Clone)]
-pub(super) struct LinkThrottle(Arc<Mutex<HashMap<String, (u32, i64)>>>);
+pub(crate) struct LinkThrottle(Arc<Mutex<HashMap<String, (u32, i64)>>>);
 
 impl LinkThrottle {
-    fn check(&self, user_id: &str, now: i64) -> Result<()> {
+    pub(crate) fn check(&self, user_id: &str, now: i64) -> Result<()> {
         let map = self.0.lock().map_err(|_| Error::Internal("link throttle poisoned".into()))?;
         match map.get(user_id) {
             Some((failures, since)) if *failures >= LINK_ATTEMPTS && now - since < LINK_WINDOW_MS => {
@@ -73,7 +73,7 @@ impl LinkThrottle {
         }
     }
 
-    fn failed(&self, user_id: &str, now: i64) {
+    pub(crate) fn failed(&self, user_id: &str, now: i64) {
         if let Ok(mut map) = self.0.lock() {
             map.retain(|_, (_, since)| now - *since < LINK_WINDOW_MS);
             let entry = map.entry(user_id.to_owned()).or_insert((0, now));

@@ -20,6 +20,7 @@ pub use authorize::{redirect_origin, AuthorizationRequest, AuthorizationResponse
 pub use claims::{Introspection, UserClaims};
 pub use client_assertion::{ASSERTION_ALGS, JWT_BEARER_ASSERTION};
 pub use consents::AllowedApp;
+pub(crate) use device::LinkThrottle;
 pub use device::{DeviceAuthorization, DeviceAuthorizationRequest, PendingLink};
 pub use grants::{TokenRequest, TokenResponse, DEVICE_CODE_GRANT};
 pub use logout::{EndSessionRequest, EndedSession, LogoutNotice, LogoutTokenClaims, BACKCHANNEL_LOGOUT_EVENT};

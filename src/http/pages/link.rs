@@ -12,6 +12,7 @@ use super::{Browser, Page};
 use crate::domain::oauth::PendingLink;
 use crate::domain::sessions::Authenticated;
 use crate::domain::Error;
+use crate::domain::Pins;
 use crate::http::extract::ClientAddress;
 use crate::http::AppState;
 
@@ -54,7 +55,11 @@ fn entry_page(state: &AppState, browser: &Browser, code: &str, error: Option<&Er
 
 async fn confirmation(state: &AppState, browser: &Browser, who: &Authenticated, link: &PendingLink) -> Page {
     let username = state.accounts.profile(&who.user_id).await.map(|p| p.username).unwrap_or_default();
-    let scopes: Vec<&str> = link.scope.iter().filter_map(scope_description).collect();
+    let mut scopes: Vec<&str> = link.scope.iter().filter_map(scope_description).collect();
+    if scopes.is_empty() {
+        // A PIN-linked device (plex.tv style) gets an account token, not scoped access.
+        scopes.push("use your account as you, until you sign it out from your security page");
+    }
     let extra = context! {
         title => "Link a device", username => username, scopes => scopes,
         link => context! { client_name => link.client_name.clone(), device_name => link.device_name.clone(), user_code => link.user_code.clone() },
@@ -63,6 +68,21 @@ async fn confirmation(state: &AppState, browser: &Browser, who: &Authenticated, 
 }
 
 async fn look_up(state: &AppState, browser: &Browser, who: &Authenticated, code: &str) -> Response {
+    if Pins::looks_like_pin(code) {
+        return match state.pins.find(who, code).await {
+            Ok(pin) => {
+                let link = PendingLink {
+                    user_code: code.trim().to_ascii_uppercase(),
+                    client_name: if pin.product.is_empty() { "A device".to_owned() } else { pin.product },
+                    device_name: pin.device_name,
+                    scope: crate::domain::oauth::Scope::default(),
+                };
+                confirmation(state, browser, who, &link).await.into_response()
+            }
+            Err(err) if err.is_internal() => browser.error(state, &err).into_response(),
+            Err(err) => entry_page(state, browser, code, Some(&err)),
+        };
+    }
     match state.oauth.find_link(who, code).await {
         Ok(link) => confirmation(state, browser, who, &link).await.into_response(),
         Err(err) if err.is_internal() => browser.error(state, &err).into_response(),
@@ -125,7 +145,23 @@ pub async fn confirm(
     };
     let approve = form.decision == "allow";
     let address = address.map(|a| a.to_string());
-    match state.oauth.decide_link(who, &form.code, approve, address.as_deref()).await {
+    let decided = if Pins::looks_like_pin(&form.code) {
+        // A PIN nobody approves simply expires; "Cancel" needs no record.
+        let found = if approve {
+            state.pins.approve(who, &form.code, address.as_deref()).await
+        } else {
+            state.pins.find(who, &form.code).await
+        };
+        found.map(|pin| PendingLink {
+            user_code: form.code.clone(),
+            client_name: pin.product,
+            device_name: pin.device_name,
+            scope: crate::domain::oauth::Scope::default(),
+        })
+    } else {
+        state.oauth.decide_link(who, &form.code, approve, address.as_deref()).await
+    };
+    match decided {
         Ok(link) if approve => {
             let body = format!(
                 "{} is linked to your account and will sign in by itself in a few seconds. You can sign it out at any time from this page.",

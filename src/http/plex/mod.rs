@@ -4,13 +4,14 @@
 
 mod account;
 mod devices;
+mod pins;
 pub mod xml;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 
 use self::xml::{Element, Format};
@@ -26,6 +27,9 @@ pub fn router() -> Router<AppState> {
         .route("/api/v2/ping", get(account::ping))
         .route("/devices.xml", get(devices::list))
         .route("/devices/{id}", delete(devices::remove))
+        .route("/api/v2/pins", post(pins::create))
+        .route("/api/v2/pins/link", put(pins::link))
+        .route("/api/v2/pins/{id}", get(pins::poll))
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

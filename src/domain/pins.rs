@@ -1,0 +1,206 @@
+//! PIN linking for plex.tv-style clients: a device asks for a PIN and shows its code, the person
+//! approves the code while signed in, and the device, polling with the PIN's id, collects its token.
+
+use rand::Rng;
+use serde_json::json;
+use zeroize::Zeroizing;
+
+use super::audit::{kind, Actor, AuditLog};
+use super::clock::now_ms;
+use super::core::Core;
+use super::error::{Error, Result};
+use super::oauth::LinkThrottle;
+use super::sessions::{Authenticated, DeviceInfo, Sessions};
+use crate::keys::Keyring;
+use crate::store::{DynStore, PlexPinRecord, StoreError};
+use std::sync::Arc;
+
+/// How long a PIN waits for its person.
+pub const PIN_TTL_SECS: i64 = 900;
+/// Codes use letters and digits that cannot be mistaken for one another.
+const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+const SHORT_LEN: usize = 4;
+/// A `strong` PIN is for links and redirects, not for typing.
+const STRONG_LEN: usize = 25;
+
+/// A new PIN, with its code shown once.
+#[derive(Debug, Clone)]
+pub struct NewPin {
+    pub id: i64,
+    pub code: String,
+    pub strong: bool,
+    pub client_identifier: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// A PIN as its device polls it: the token appears once, after approval.
+#[derive(Debug, Clone)]
+pub struct PolledPin {
+    pub id: i64,
+    pub strong: bool,
+    pub client_identifier: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub auth_token: Option<Zeroizing<String>>,
+}
+
+#[derive(Clone)]
+pub struct Pins {
+    store: DynStore,
+    keyring: Arc<Keyring>,
+    audit: AuditLog,
+    sessions: Sessions,
+    throttle: LinkThrottle,
+}
+
+fn new_code(len: usize) -> String {
+    let mut rng = rand::rngs::OsRng;
+    (0..len).map(|_| char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())])).collect()
+}
+
+/// What a person typed, in the form codes are made in; `None` if it cannot be a code.
+fn normalise(typed: &str) -> Option<String> {
+    let code: String =
+        typed.chars().filter(|c| !c.is_whitespace() && *c != '-').map(|c| c.to_ascii_uppercase()).collect();
+    let fits = (code.len() == SHORT_LEN || code.len() == STRONG_LEN) && code.bytes().all(|b| ALPHABET.contains(&b));
+    fits.then_some(code)
+}
+
+impl Pins {
+    pub fn new(core: &Core, sessions: Sessions) -> Self {
+        Self {
+            store: core.store.clone(),
+            keyring: core.keyring.clone(),
+            audit: core.audit.clone(),
+            sessions,
+            throttle: LinkThrottle::default(),
+        }
+    }
+
+    /// A PIN for the device; its code is stored only as a keyed digest.
+    pub async fn create(&self, device: &DeviceInfo, strong: bool) -> Result<NewPin> {
+        let now = now_ms();
+        // A code another live PIN has is drawn again (a four-character code space is small).
+        for _ in 0..5 {
+            let code = new_code(if strong { STRONG_LEN } else { SHORT_LEN });
+            let digest = self.keyring.token_digest(&code);
+            let id = rand::rngs::OsRng.gen_range(1..(1_i64 << 53));
+            let record = PlexPinRecord {
+                id,
+                code_digest: digest.digest,
+                digest_key_id: digest.key_id,
+                strong: i64::from(strong),
+                client_identifier: device.client_id.clone(),
+                product: device.product.clone(),
+                platform: device.platform.clone(),
+                device_name: device.name.clone(),
+                created_at: now,
+                expires_at: now + PIN_TTL_SECS * 1000,
+                user_id: None,
+                approved_at: None,
+                used_at: None,
+            };
+            match self.store.create_plex_pin(&record).await {
+                Ok(()) => {
+                    return Ok(NewPin {
+                        id,
+                        code,
+                        strong,
+                        client_identifier: record.client_identifier,
+                        created_at: now,
+                        expires_at: record.expires_at,
+                    })
+                }
+                Err(StoreError::Conflict(_)) => continue,
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(Error::Internal("no free PIN code after five draws".into()))
+    }
+
+    /// The PIN as the device that asked for it sees it; once approved, the first poll gets the
+    /// token (and the device its session). Another device's poll finds nothing.
+    pub async fn poll(&self, id: i64, client_identifier: &str, address: Option<String>) -> Result<PolledPin> {
+        let now = now_ms();
+        let pin = self.store.plex_pin(id).await?.filter(|p| p.client_identifier == client_identifier);
+        let Some(pin) = pin else { return Err(Error::PinNotFound) };
+        let collectable = pin.approved_at.is_some() && pin.used_at.is_none();
+        if pin.expires_at <= now && !collectable {
+            return Err(Error::PinNotFound);
+        }
+        let mut auth_token = None;
+        if let (true, Some(user_id)) = (collectable, &pin.user_id) {
+            if self.store.use_plex_pin(pin.id, now).await? {
+                let device = DeviceInfo {
+                    client_id: pin.client_identifier.clone(),
+                    product: pin.product.clone(),
+                    platform: pin.platform.clone(),
+                    name: pin.device_name.clone(),
+                };
+                let issued = self.sessions.start_linked_device(user_id, device, address).await?;
+                auth_token = Some(issued.access_token);
+            }
+        }
+        Ok(PolledPin {
+            id: pin.id,
+            strong: pin.strong != 0,
+            client_identifier: pin.client_identifier,
+            created_at: pin.created_at,
+            expires_at: pin.expires_at,
+            auth_token,
+        })
+    }
+
+    /// The live PIN with this code, for the person to confirm; wrong codes are throttled per account.
+    pub async fn find(&self, who: &Authenticated, typed: &str) -> Result<PlexPinRecord> {
+        let now = now_ms();
+        self.throttle.check(&who.user_id, now)?;
+        let found = match normalise(typed) {
+            Some(code) => {
+                let store = &self.store;
+                let look_up = |digest: Vec<u8>| async move { store.plex_pin_by_code(&digest, now).await };
+                self.keyring.find_by_token_digest(&code, look_up).await?
+            }
+            None => None,
+        };
+        let Some(pin) = found else {
+            self.throttle.failed(&who.user_id, now);
+            return Err(Error::InvalidUserCode);
+        };
+        Ok(pin)
+    }
+
+    /// The signed-in person approves a code: the device collects its token at its next poll.
+    pub async fn approve(&self, who: &Authenticated, typed: &str, address: Option<&str>) -> Result<PlexPinRecord> {
+        let pin = self.find(who, typed).await?;
+        if !self.store.approve_plex_pin(pin.id, &who.user_id, now_ms()).await? {
+            return Err(Error::InvalidUserCode);
+        }
+        let details =
+            json!({ "pin_id": pin.id, "client_identifier": pin.client_identifier, "device_name": pin.device_name });
+        let event =
+            AuditLog::event(kind::PIN_LINKED, &Actor::User(who.user_id.clone()), Some(&who.user_id), address, details);
+        self.audit.record(event).await?;
+        Ok(pin)
+    }
+
+    /// Whether `typed` has the shape of a PIN code (so `/link` knows which kind of code it got).
+    pub fn looks_like_pin(typed: &str) -> bool {
+        normalise(typed).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_normalised_and_shaped() {
+        assert_eq!(normalise(" ab2d "), Some("AB2D".into()));
+        assert_eq!(normalise("AB0D"), None, "0 is not in the alphabet");
+        assert_eq!(normalise("ABCDE"), None);
+        let strong = new_code(STRONG_LEN);
+        assert_eq!(normalise(&strong.to_lowercase()), Some(strong));
+    }
+}
