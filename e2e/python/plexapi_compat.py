@@ -107,6 +107,26 @@ def phase_sessions():
     check(refused(script.authToken), "signout() ends that token")
     check(not refused(account.authToken), "other devices stay signed in")
 
+    # A media server signs in as a device that provides `server` and publishes its addresses.
+    as_device("plexapi-server", "Basement NAS")
+    plexapi.BASE_HEADERS["X-Plex-Provides"] = "server"
+    server = MyPlexAccount(login, password, session=session())
+    plexapi.BASE_HEADERS["X-Plex-Provides"] = "controller"
+    published = session().put(
+        f"{BASE}/devices/plexapi-server",
+        params=[("Connection[][uri]", "http://192.168.1.20:32400"), ("Connection[][uri]", "https://nas.example.net:32400")],
+        headers={**plexapi.BASE_HEADERS, "X-Plex-Client-Identifier": "plexapi-server", "X-Plex-Token": server.authToken},
+    )
+    check(published.status_code == 200, "a media server publishes its connections")
+    resources = account.resources()
+    check([r.name for r in resources] == ["Basement NAS"], "resources() lists the owned media server only")
+    nas = resources[0]
+    check(nas.owned and "server" in nas.provides and nas.accessToken == account.authToken, "the server is owned, with an access token")
+    check(nas.createdAt is not None and nas.lastSeenAt is not None, "the resource's times parse")
+    uris = sorted(c.uri for c in nas.connections)
+    check(uris == ["http://192.168.1.20:32400", "https://nas.example.net:32400"], "its connections are listed")
+    check([c.local for c in nas.connections if c.address == "192.168.1.20"] == [True], "a private address is local")
+
     # A TV shows a PIN; its owner approves it from a signed-in plexapi session; the TV gets a token.
     as_device("plexapi-tv", "Living room TV")
     pin_login = MyPlexPinLogin(session=session())
@@ -131,7 +151,7 @@ def phase_sessions():
         check(True, "a PIN is approved once")
 
     with open(os.environ["KW_TOKENS_FILE"], "w") as out:
-        json.dump([account.authToken, tv.authToken], out)
+        json.dump([account.authToken, tv.authToken, server.authToken], out)
     print("plexapi compat: sessions phase passed")
 
 

@@ -14,6 +14,9 @@ use super::sessions::{Authenticated, TokenPolicy};
 use crate::mail::Notice;
 use crate::store::{DeviceRecord, DynStore};
 
+/// Addresses a media server may publish.
+const MAX_CONNECTIONS: usize = 16;
+
 /// A device with at least one live session.
 #[derive(Debug, Clone)]
 pub struct DeviceView {
@@ -42,6 +45,37 @@ impl Devices {
             accounts,
             policy: core.policy,
         }
+    }
+
+    /// Records what a device says it provides (`X-Plex-Provides`: `server`, `player`, …).
+    pub async fn record_provides(&self, device_id: &str, provides: &str) -> Result<()> {
+        let cleaned: Vec<&str> = provides
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty() && p.len() <= 32 && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+            .take(16)
+            .collect();
+        Ok(self.store.set_device_provides(device_id, &cleaned.join(",")).await?)
+    }
+
+    /// A media server publishes the addresses it can be reached at (its own device only).
+    pub async fn publish_connections(&self, who: &Authenticated, uris: &[String]) -> Result<()> {
+        let device = self.store.devices_of(&who.user_id).await?.into_iter().find(|d| d.id == who.device_id);
+        let device = device.ok_or(Error::DeviceNotFound)?;
+        let mut valid = Vec::new();
+        for uri in uris.iter().take(MAX_CONNECTIONS) {
+            let parsed =
+                url::Url::parse(uri).map_err(|_| Error::InvalidDevice("a connection must be an http(s) URI"))?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() || uri.len() > 256 {
+                return Err(Error::InvalidDevice("a connection must be an http(s) URI"));
+            }
+            valid.push(uri.clone());
+        }
+        let json = serde_json::to_string(&valid).map_err(|e| Error::Internal(e.to_string()))?;
+        if !self.store.set_device_connections(&who.user_id, &device.client_identifier, &json).await? {
+            return Err(Error::DeviceNotFound);
+        }
+        Ok(())
     }
 
     /// The caller's devices that still hold a live session, most recently seen first.

@@ -413,6 +413,10 @@ pub struct DeviceRecord {
     pub last_seen_at: i64,
     pub last_address: Option<String>,
     pub signed_out_at: Option<i64>,
+    /// What a plex.tv-style device provides (`server`, `player`, …), comma-separated.
+    pub provides: String,
+    /// The addresses a media server published, as a JSON array of URIs.
+    pub connections: String,
 }
 
 /// A session that has not been ended individually (revocation rules may still cover it).
@@ -753,6 +757,16 @@ pub trait Store: Send + Sync + 'static {
     /// no passkey, no other provider); false if nothing was removed.
     async fn unlink_sso_identity(&self, user_id: &str, id: &str) -> Result<bool, StoreError>;
     async fn sso_identity_used(&self, id: &str, at: i64) -> Result<(), StoreError>;
+
+    /// Records what a device provides (from its `X-Plex-Provides` header).
+    async fn set_device_provides(&self, device_id: &str, provides: &str) -> Result<(), StoreError>;
+    /// Replaces the addresses a user's device published; false if the user has no such device.
+    async fn set_device_connections(
+        &self,
+        user_id: &str,
+        client_identifier: &str,
+        connections: &str,
+    ) -> Result<bool, StoreError>;
 
     /// Stores a new PIN; a code another live PIN has is a conflict.
     async fn create_plex_pin(&self, pin: &PlexPinRecord) -> Result<(), StoreError>;

@@ -440,7 +440,8 @@ macro_rules! impl_store_with_portable_sql {
             async fn devices_of(&self, user_id: &str) -> Result<Vec<DeviceRecord>, StoreError> {
                 Ok(sqlx::query_as::<$db, DeviceRecord>(
                     "SELECT id, user_id, client_identifier, product, platform, name, first_seen_at, last_seen_at, \
-                     last_address, signed_out_at FROM devices WHERE user_id = $1 ORDER BY last_seen_at DESC",
+                     last_address, signed_out_at, provides, connections FROM devices WHERE user_id = $1 \
+                     ORDER BY last_seen_at DESC",
                 )
                 .bind(user_id)
                 .fetch_all(&self.reader)
@@ -1275,6 +1276,32 @@ macro_rules! impl_store_with_portable_sql {
                 )
                 .bind(id)
                 .bind(user_id)
+                .execute(&self.writer)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn set_device_provides(&self, device_id: &str, provides: &str) -> Result<(), StoreError> {
+                sqlx::query::<$db>("UPDATE devices SET provides = $1 WHERE id = $2")
+                    .bind(provides)
+                    .bind(device_id)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
+            }
+
+            async fn set_device_connections(
+                &self,
+                user_id: &str,
+                client_identifier: &str,
+                connections: &str,
+            ) -> Result<bool, StoreError> {
+                let done = sqlx::query::<$db>(
+                    "UPDATE devices SET connections = $1 WHERE user_id = $2 AND client_identifier = $3",
+                )
+                .bind(connections)
+                .bind(user_id)
+                .bind(client_identifier)
                 .execute(&self.writer)
                 .await?;
                 Ok(done.rows_affected() == 1)

@@ -19,6 +19,7 @@ fn plex(client: &Client, method: reqwest::Method, url: String, device: &str) -> 
         .header("X-Plex-Client-Identifier", device)
         .header("X-Plex-Product", "Plex Media Server")
         .header("X-Plex-Platform", "Linux")
+        .header("X-Plex-Provides", "server,  , <bad>")
         .header("X-Plex-Device-Name", format!("{device} box"))
 }
 
@@ -71,6 +72,30 @@ async fn plex_clients_sign_in_read_their_user_and_devices_in_xml_or_json(engine:
     let devices = devices.text().await.unwrap();
     assert!(devices.contains("clientIdentifier=\"nas-1\"") && devices.contains("name=\"nas-1 box\""), "{devices}");
     assert!(devices.contains("product=\"Plex Media Server\"") && !devices.contains("kw_pt_"), "no token is listed");
+
+    // A media server publishes its addresses (for itself only) and is then a resource.
+    let publish = |device: &str| {
+        plex(
+            &client,
+            reqwest::Method::PUT,
+            server.url("/devices/nas-1?Connection[][uri]=http://10.0.0.5:32400"),
+            device,
+        )
+        .header("X-Plex-Token", &token)
+    };
+    assert_eq!(publish("someone-else").send().await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(publish("nas-1").send().await.unwrap().status(), StatusCode::OK);
+    let bad = plex(&client, reqwest::Method::PUT, server.url("/devices/nas-1?Connection[][uri]=javascript:x"), "nas-1")
+        .header("X-Plex-Token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let resources = client.get(server.url("/api/v2/resources")).header("X-Plex-Token", &token).send().await.unwrap();
+    let resources = resources.text().await.unwrap();
+    assert_eq!(resources.matches("<resource ").count(), 1, "{resources}");
+    assert!(resources.contains("provides=\"server\"") && resources.contains("uri=\"http://10.0.0.5:32400\""));
+    assert!(resources.contains(&format!("accessToken=\"{token}\"")) && resources.contains("local=\"1\""));
 
     // The same device is on the account API, in the `device` channel.
     let api = server.sign_in("Pat", "pat's long passphrase", None).await;

@@ -63,6 +63,9 @@ pub async fn sign_in(
         }
         Err(err) => return Err(client.error(&err)),
     };
+    if let Some(provides) = &client.provides {
+        state.devices.record_provides(&issued.device_id, provides).await.map_err(|e| client.error(&e))?;
+    }
     let who = state.sessions.authenticate_plex(&issued.access_token).await.map_err(|e| client.error(&e))?;
     let user = user_element(&state, &who.user_id, &issued.access_token).await.map_err(|e| client.error(&e))?;
     Ok(client.format.answer(StatusCode::CREATED, &user))

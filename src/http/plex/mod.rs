@@ -26,10 +26,16 @@ pub fn router() -> Router<AppState> {
         .route("/api/v2/user", get(account::user))
         .route("/api/v2/ping", get(account::ping))
         .route("/devices.xml", get(devices::list))
-        .route("/devices/{id}", delete(devices::remove))
+        .route("/devices/{id}", delete(devices::remove).put(devices::publish))
+        .route("/api/v2/resources", get(devices::resources))
         .route("/api/v2/pins", post(pins::create))
         .route("/api/v2/pins/link", put(pins::link))
         .route("/api/v2/pins/{id}", get(pins::poll))
+}
+
+/// A time as plex.tv writes it in ISO form: `2026-11-24T06:20:01Z`, whole seconds.
+pub(super) fn iso_time(ms: i64) -> String {
+    crate::domain::clock::rfc3339(ms - ms.rem_euclid(1000))
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -44,6 +50,8 @@ pub struct PlexClient {
     pub product: Option<String>,
     pub platform: Option<String>,
     pub device_name: Option<String>,
+    /// `X-Plex-Provides`: `server` for a media server, `player`, `controller`, …
+    pub provides: Option<String>,
     pub token: Option<String>,
 }
 
@@ -61,6 +69,7 @@ impl PlexClient {
             product: owned("x-plex-product"),
             platform: owned("x-plex-platform"),
             device_name: owned("x-plex-device-name").or_else(|| owned("x-plex-device")),
+            provides: owned("x-plex-provides"),
             token: owned("x-plex-token").or(from_query),
         }
     }

@@ -9,7 +9,6 @@ use serde::Deserialize;
 
 use super::xml::Element;
 use super::{PlexClient, PlexError};
-use crate::domain::clock::rfc3339;
 use crate::domain::Error;
 use crate::http::extract::ClientAddress;
 use crate::http::AppState;
@@ -36,8 +35,8 @@ fn pin_element(
         .flag("trusted", false)
         .attr("clientIdentifier", client)
         .attr("expiresIn", ((expires_at - now) / 1000).max(0))
-        .attr("createdAt", rfc3339(created_at))
-        .attr("expiresAt", rfc3339(expires_at))
+        .attr("createdAt", super::iso_time(created_at))
+        .attr("expiresAt", super::iso_time(expires_at))
         .attr("authToken", token.unwrap_or(""))
         .child(Element::new("location").attr("code", "").attr("country", ""))
 }
