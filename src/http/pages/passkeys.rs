@@ -44,7 +44,24 @@ fn session_of(browser: &Browser) -> Result<&Authenticated, Error> {
 
 /// The step-up proof a form carries, if any: a passkey's answer (put there by the page script), a
 /// code from the app or a recovery code, or else the password.
-pub(super) fn step_up_proof(
+/// Steps the session up with the proof a form carries; a form without one leaves the session as
+/// it is (the action then checks that it is still fresh enough).
+pub(super) async fn stepped_up(
+    state: &AppState,
+    who: &Authenticated,
+    code: &str,
+    password: &str,
+    ceremony_id: &str,
+    webauthn_response: &str,
+    address: Option<&str>,
+) -> Result<Authenticated, Error> {
+    match step_up_proof(code, password, ceremony_id, webauthn_response)? {
+        Some(proof) => state.factors.step_up(who, proof, address).await,
+        None => Ok(who.clone()),
+    }
+}
+
+fn step_up_proof(
     code: &str,
     password: &str,
     ceremony_id: &str,
@@ -183,12 +200,9 @@ pub async fn remove(
     browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
     let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
     let address = address.map(|a| a.to_string());
-    let stepped_up = match step_up_proof(&form.code, "", &form.ceremony_id, &form.webauthn_response) {
-        Ok(Some(proof)) => state.factors.step_up(&who, proof, address.as_deref()).await,
-        Ok(None) => Ok(who.clone()),
-        Err(err) => Err(err),
-    };
-    let removed = match stepped_up {
+    let fresh =
+        stepped_up(&state, &who, &form.code, "", &form.ceremony_id, &form.webauthn_response, address.as_deref());
+    let removed = match fresh.await {
         Ok(fresh) => state.factors.remove_passkey(&fresh, &id, address.as_deref()).await,
         Err(err) => Err(err),
     };

@@ -7,7 +7,7 @@ use axum::Form;
 use minijinja::context;
 use serde::Deserialize;
 
-use super::passkeys::step_up_proof;
+use super::passkeys::stepped_up;
 use super::{Browser, CsrfOnly, Page};
 use crate::domain::clock::human;
 use crate::domain::second_factors::{Factor, StepUp, TotpEnrolment};
@@ -469,12 +469,10 @@ pub async fn change_email(
     browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
     let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
     let address = address.map(|a| a.to_string());
-    let stepped_up = match step_up_proof(&form.code, &form.password, &form.ceremony_id, &form.webauthn_response) {
-        Ok(Some(proof)) => state.factors.step_up(&who, proof, address.as_deref()).await,
-        Ok(None) => Ok(who.clone()),
-        Err(err) => Err(err),
-    };
-    let requested = match stepped_up {
+    let (code, password) = (&form.code, &form.password);
+    let fresh =
+        stepped_up(&state, &who, code, password, &form.ceremony_id, &form.webauthn_response, address.as_deref());
+    let requested = match fresh.await {
         Ok(fresh) => state.accounts.request_email_change(&fresh, &form.new_email, address.as_deref()).await,
         Err(err) => Err(err),
     };

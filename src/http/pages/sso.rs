@@ -10,7 +10,7 @@ use minijinja::context;
 use serde::Deserialize;
 
 use super::account::{form_proof, second_step_page, session_cookie};
-use super::passkeys::step_up_proof;
+use super::passkeys::stepped_up;
 use super::security::{refuse, signed_in};
 use super::{cookie, Browser, Page};
 use crate::domain::sessions::Authenticated;
@@ -259,10 +259,7 @@ async fn confirmed(
     form: &ConfirmedForm,
     address: Option<&str>,
 ) -> Result<Authenticated, Error> {
-    match step_up_proof(&form.code, &form.password, &form.ceremony_id, &form.webauthn_response)? {
-        Some(proof) => state.factors.step_up(who, proof, address).await,
-        None => Ok(who.clone()),
-    }
+    stepped_up(state, who, &form.code, &form.password, &form.ceremony_id, &form.webauthn_response, address).await
 }
 
 /// "Link" on `/security`: confirms it is the account's owner, then goes to the provider.
