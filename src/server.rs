@@ -17,7 +17,7 @@ use crate::domain::passkeys;
 use crate::domain::password::PasswordHasher;
 use crate::domain::sso::provider::Provider;
 use crate::domain::{
-    Accounts, AuditLog, Core, Devices, OAuth, Pins, Recovery, Revocations, SecondFactors, Sessions, Sso,
+    Accounts, AuditLog, Core, DeviceKeys, Devices, OAuth, Pins, Recovery, Revocations, SecondFactors, Sessions, Sso,
 };
 use crate::http::pages::Pages;
 use crate::http::{self, AppState};
@@ -157,6 +157,7 @@ pub fn build_state(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> a
     let factors = SecondFactors::new(&core, accounts.clone());
     let sessions = Sessions::new(&core, accounts.clone(), factors.clone());
     let signer = Arc::new(Signer::from_keyring(&keyring).context("cannot derive the token-signing keys")?);
+    let device_keys = DeviceKeys::new(&core, sessions.clone(), signer.clone());
     let oauth =
         OAuth::new(&core, sessions.clone(), accounts.clone(), signer, &config.public_url(), config.oauth.clone());
     let providers = config
@@ -183,6 +184,7 @@ pub fn build_state(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> a
         recovery: Recovery::new(&core, accounts.clone(), provider_names),
         sso,
         pins,
+        device_keys,
         accounts,
         revocations: core.revocations,
         audit: core.audit,

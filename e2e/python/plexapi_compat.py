@@ -15,7 +15,8 @@ import pyotp
 import requests
 import plexapi
 from plexapi.exceptions import TwoFactorRequired, Unauthorized
-from plexapi.myplex import MyPlexAccount, MyPlexPinLogin
+from plexapi.exceptions import BadRequest
+from plexapi.myplex import MyPlexAccount, MyPlexJWTLogin, MyPlexPinLogin
 
 BASE = os.environ["KW_BASE"]
 PLEX_HOSTS = ("https://plex.tv", "https://clients.plex.tv")
@@ -150,15 +151,49 @@ def phase_sessions():
     except Exception:
         check(True, "a PIN is approved once")
 
+    # The device-key JWT login: register an Ed25519 key with a signed-in token, then trade JWTs
+    # signed with it for tokens that plexapi verifies against our published keys.
+    as_device("plexapi-jwt", "JWT device")
+    device = MyPlexAccount(login, password, session=session())
+    jwt_login = MyPlexJWTLogin(session=session(), token=device.authToken)
+    jwt_login.generateKeypair()
+    jwt_login.registerDevice()
+    jwt_token = jwt_login.refreshJWT()
+    check(jwt_login.verifyJWT(), "refreshJWT() gives a token signed by our keys, for this key, valid for days")
+    check(MyPlexAccount(token=jwt_token, session=session()).username == login, "MyPlexAccount(token=<JWT>)")
+    replay = session().post(
+        f"{BASE}/api/v2/auth/token", json={"jwt": jwt_login._clientJWT}, headers={**plexapi.BASE_HEADERS, "Accept": "application/json"}
+    )
+    check(replay.status_code == 401, "a device JWT works once (its nonce is spent)")
+    second = jwt_login.refreshJWT()
+    check(second != jwt_token and not refused(second), "the key mints again with a new nonce")
+    stranger = MyPlexJWTLogin(session=session())
+    stranger.generateKeypair()
+    try:
+        stranger.refreshJWT()
+        check(False, "an unregistered key mints nothing")
+    except BadRequest:
+        check(True, "an unregistered key mints nothing")
+
     with open(os.environ["KW_TOKENS_FILE"], "w") as out:
-        json.dump([account.authToken, tv.authToken, server.authToken], out)
+        keypair = [jwt_login._privateKey.hex(), jwt_login._publicKey.hex()]
+        json.dump({"tokens": [account.authToken, tv.authToken, server.authToken, second], "keypair": keypair}, out)
     print("plexapi compat: sessions phase passed")
 
 
 def phase_after():
-    with open(os.environ["KW_TOKENS_FILE"]) as tokens:
-        for token in json.load(tokens):
-            check(refused(token), "after Sign out of all devices, plexapi gets Unauthorized")
+    with open(os.environ["KW_TOKENS_FILE"]) as saved:
+        saved = json.load(saved)
+    for token in saved["tokens"]:
+        check(refused(token), "after Sign out of all devices, plexapi gets Unauthorized")
+    as_device("plexapi-jwt", "JWT device")
+    private, public = (bytes.fromhex(k) for k in saved["keypair"])
+    jwt_login = MyPlexJWTLogin(session=session(), keypair=(private, public))
+    try:
+        jwt_login.refreshJWT()
+        check(False, "the device key mints nothing after Sign out of all devices")
+    except BadRequest:
+        check(True, "the device key mints nothing after Sign out of all devices")
     print("plexapi compat: after phase passed")
 
 

@@ -60,6 +60,7 @@ pub mod kind {
     pub const SSO_LINKED: &str = "sso.linked";
     pub const SSO_UNLINKED: &str = "sso.unlinked";
     pub const PIN_LINKED: &str = "device.pin_linked";
+    pub const DEVICE_KEY_REGISTERED: &str = "device.key_registered";
 }
 
 /// Who caused an event.

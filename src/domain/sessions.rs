@@ -173,6 +173,13 @@ pub struct Presentation {
     pub proof: Option<Proof>,
 }
 
+/// Three base64url parts: a compact JWS rather than a `kw_` token.
+fn looks_like_jwt(token: &str) -> bool {
+    token.len() <= 4096
+        && token.split('.').count() == 3
+        && token.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 /// Whether a stored token may still be used.
 enum Liveness {
     Alive,
@@ -590,9 +597,39 @@ impl Sessions {
         self.authenticate_as(cookie, TokenKind::WebSession, &Presentation::default()).await
     }
 
-    /// Validates an `X-Plex-Token` (a `kw_pt_` token).
+    /// Validates an `X-Plex-Token`: a `kw_pt_` token, or a device-key JWT issued by
+    /// `DeviceKeys::exchange` (kept, like every token, as a keyed digest).
     pub async fn authenticate_plex(&self, token: &str) -> Result<Authenticated> {
-        self.authenticate_as(token, TokenKind::PlexToken, &Presentation::default()).await
+        let record = self.plex_token_record(token).await?;
+        self.check_presentation(&record, TokenKind::PlexToken, &Presentation::default())?;
+        Ok(Authenticated {
+            user_id: record.user_id,
+            session_id: record.session_id,
+            device_id: record.device_id,
+            channel: record.channel,
+            verified_at: record.verified_at,
+            enrolment_only: record.enrolment_only != 0,
+            client_id: record.client_id,
+            scope: record.scope,
+        })
+    }
+
+    /// The stored record of an `X-Plex-Token`, in either shape.
+    pub(crate) async fn plex_token_record(&self, token: &str) -> Result<TokenRecord> {
+        if looks_like_jwt(token) {
+            self.find_stored(token, TokenKind::PlexToken).await
+        } else {
+            self.find(token, TokenKind::PlexToken).await
+        }
+    }
+
+    /// Stores `token` (a device-key JWT) as a new `X-Plex-Token` of the session `anchor` belongs to;
+    /// returns its digest.
+    pub(crate) async fn add_plex_token(&self, anchor: &TokenRecord, token: &str, ttl_secs: i64) -> Result<Vec<u8>> {
+        let row = self.token_row(token, TokenKind::PlexToken, &anchor.session_id, &anchor.user_id, now_ms(), ttl_secs);
+        let digest = row.digest.clone();
+        self.store.add_tokens(&[row]).await?;
+        Ok(digest)
     }
 
     async fn authenticate_as(&self, token: &str, kind: TokenKind, presented: &Presentation) -> Result<Authenticated> {
@@ -774,6 +811,11 @@ impl Sessions {
         if TokenKind::of(token) != Some(kind) {
             return Err(Error::InvalidToken);
         }
+        self.find_stored(token, kind).await
+    }
+
+    /// Looks a token up by its keyed digest under every token-hash key, whatever its shape.
+    async fn find_stored(&self, token: &str, kind: TokenKind) -> Result<TokenRecord> {
         for candidate in self.keyring.token_digests(token) {
             let Some(record) = self.store.token_by_digest(&candidate.digest).await? else { continue };
             // The look-up already matched on the digest; the constant-time re-check guards against
@@ -789,6 +831,13 @@ impl Sessions {
     /// Whether a stored token may still be used, whatever the reason it may not.
     pub(crate) fn is_alive(&self, record: &TokenRecord) -> bool {
         matches!(self.liveness(record), Liveness::Alive)
+    }
+
+    /// Whether a stored token would be alive had it been issued at `issued_at`: a device key
+    /// registered then is judged by its registration, however new the tokens it minted since.
+    pub(crate) fn is_alive_as_of(&self, record: &TokenRecord, issued_at: i64) -> bool {
+        let backdated = TokenRecord { issued_at: issued_at.min(record.issued_at), ..record.clone() };
+        matches!(self.liveness(&backdated), Liveness::Alive)
     }
 
     fn liveness(&self, record: &TokenRecord) -> Liveness {

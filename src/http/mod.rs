@@ -33,7 +33,9 @@ use self::error::ApiError;
 use crate::domain::dpop::DpopVerifier;
 use crate::domain::password::PasswordHasher;
 use crate::domain::sessions::TokenPolicy;
-use crate::domain::{Accounts, AuditLog, Devices, OAuth, Pins, Recovery, Revocations, SecondFactors, Sessions, Sso};
+use crate::domain::{
+    Accounts, AuditLog, DeviceKeys, Devices, OAuth, Pins, Recovery, Revocations, SecondFactors, Sessions, Sso,
+};
 use crate::keys::Keyring;
 use crate::mail::Mailer;
 use crate::metrics::{Metrics, RequestLabels};
@@ -47,6 +49,7 @@ pub struct AppState {
     pub oauth: OAuth,
     pub sso: Sso,
     pub pins: Pins,
+    pub device_keys: DeviceKeys,
     pub factors: SecondFactors,
     pub devices: Devices,
     pub recovery: Recovery,

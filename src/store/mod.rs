@@ -335,6 +335,20 @@ pub struct MfaChallengeRecord {
     pub used_at: Option<i64>,
 }
 
+/// A device's registered public key (plex.tv's JWT scheme) and the token it is anchored to.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DeviceKeyRecord {
+    pub kid: String,
+    pub user_id: String,
+    pub device_id: String,
+    /// The public JWK, as JSON.
+    pub jwk: String,
+    /// The digest of the newest token issued with (or for) this key.
+    pub anchor_digest: Vec<u8>,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
 /// A PIN a plex.tv-style device shows while its person approves it; the code only as a keyed digest.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PlexPinRecord {
@@ -767,6 +781,13 @@ pub trait Store: Send + Sync + 'static {
         client_identifier: &str,
         connections: &str,
     ) -> Result<bool, StoreError>;
+
+    /// Registers (or re-registers, for the same account) a device key; false if another account
+    /// holds that key id.
+    async fn register_device_key(&self, key: &DeviceKeyRecord) -> Result<bool, StoreError>;
+    async fn device_key(&self, kid: &str) -> Result<Option<DeviceKeyRecord>, StoreError>;
+    /// Moves a key's anchor to a newer token; false if the anchor changed meanwhile.
+    async fn move_device_key_anchor(&self, kid: &str, from: &[u8], to: &[u8], at: i64) -> Result<bool, StoreError>;
 
     /// Stores a new PIN; a code another live PIN has is a conflict.
     async fn create_plex_pin(&self, pin: &PlexPinRecord) -> Result<(), StoreError>;

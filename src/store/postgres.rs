@@ -13,11 +13,11 @@ use super::sql::{
     replace_recovery_codes, sso_identity_select, user_select,
 };
 use super::{
-    AuditRecord, AuditSealer, CeremonyRecord, ClientRecord, DeviceCodeRecord, DeviceRecord, EmailChange, FactorChange,
-    LogoutJob, MfaChallengeRecord, NewAuditEvent, NewCeremony, NewMfaChallenge, NewOneTimeToken, NewRule, NewToken,
-    NewTotp, NewUser, OAuthCodeRecord, PasskeyRecord, PasswordChange, PlexPinRecord, QueuedMail, RuleRecord,
-    SessionRecord, SessionRecovery, SessionStart, SsoFlowRecord, SsoIdentityRecord, SsoPendingRecord, StoreError,
-    TokenRecord, TotpRecord, UserRecord,
+    AuditRecord, AuditSealer, CeremonyRecord, ClientRecord, DeviceCodeRecord, DeviceKeyRecord, DeviceRecord,
+    EmailChange, FactorChange, LogoutJob, MfaChallengeRecord, NewAuditEvent, NewCeremony, NewMfaChallenge,
+    NewOneTimeToken, NewRule, NewToken, NewTotp, NewUser, OAuthCodeRecord, PasskeyRecord, PasswordChange,
+    PlexPinRecord, QueuedMail, RuleRecord, SessionRecord, SessionRecovery, SessionStart, SsoFlowRecord,
+    SsoIdentityRecord, SsoPendingRecord, StoreError, TokenRecord, TotpRecord, UserRecord,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");

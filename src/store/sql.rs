@@ -1307,6 +1307,48 @@ macro_rules! impl_store_with_portable_sql {
                 Ok(done.rows_affected() == 1)
             }
 
+            async fn register_device_key(&self, key: &DeviceKeyRecord) -> Result<bool, StoreError> {
+                let done = sqlx::query::<$db>(
+                    "INSERT INTO device_keys (kid, user_id, device_id, jwk, anchor_digest, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6) \
+                     ON CONFLICT (kid) DO UPDATE SET device_id = excluded.device_id, jwk = excluded.jwk, \
+                     anchor_digest = excluded.anchor_digest, created_at = excluded.created_at \
+                     WHERE device_keys.user_id = excluded.user_id",
+                )
+                .bind(&key.kid)
+                .bind(&key.user_id)
+                .bind(&key.device_id)
+                .bind(&key.jwk)
+                .bind(&key.anchor_digest)
+                .bind(key.created_at)
+                .execute(&self.writer)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn device_key(&self, kid: &str) -> Result<Option<DeviceKeyRecord>, StoreError> {
+                Ok(sqlx::query_as::<$db, DeviceKeyRecord>(
+                    "SELECT kid, user_id, device_id, jwk, anchor_digest, created_at, last_used_at FROM device_keys \
+                     WHERE kid = $1",
+                )
+                .bind(kid)
+                .fetch_optional(&self.reader)
+                .await?)
+            }
+
+            async fn move_device_key_anchor(&self, kid: &str, from: &[u8], to: &[u8], at: i64) -> Result<bool, StoreError> {
+                let done = sqlx::query::<$db>(
+                    "UPDATE device_keys SET anchor_digest = $1, last_used_at = $2 WHERE kid = $3 AND anchor_digest = $4",
+                )
+                .bind(to)
+                .bind(at)
+                .bind(kid)
+                .bind(from)
+                .execute(&self.writer)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn create_plex_pin(&self, pin: &PlexPinRecord) -> Result<(), StoreError> {
                 sqlx::query::<$db>(
                     "INSERT INTO plex_pins (id, code_digest, digest_key_id, strong, client_identifier, product, \

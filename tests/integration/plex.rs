@@ -10,7 +10,8 @@ use crate::harness::{Engine, TestServer};
 crate::on_both_engines!(
     plex_clients_sign_in_read_their_user_and_devices_in_xml_or_json,
     plex_tokens_die_with_channel_revocation_and_bad_requests_get_plex_errors,
-    a_pin_is_approved_once_collected_once_and_only_by_its_device
+    a_pin_is_approved_once_collected_once_and_only_by_its_device,
+    a_device_key_mints_tokens_once_per_nonce_until_its_sign_in_is_revoked
 );
 
 fn plex(client: &Client, method: reqwest::Method, url: String, device: &str) -> reqwest::RequestBuilder {
@@ -197,4 +198,101 @@ async fn a_pin_is_approved_once_collected_once_and_only_by_its_device(engine: En
     }
     assert_eq!(statuses[..4], [StatusCode::BAD_REQUEST; 4]);
     assert_eq!(statuses[4], StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// A device's JWT for the token endpoint, signed with its Ed25519 key.
+fn device_jwt(key: &ed25519_dalek::SigningKey, kid: &str, iss: &str, nonce: &str) -> String {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    let der = key.to_pkcs8_der().unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let claims = serde_json::json!({ "nonce": nonce, "scope": "username", "aud": "plex.tv", "iss": iss, "iat": now, "exp": now + 300 });
+    let header =
+        jsonwebtoken::Header { kid: Some(kid.into()), ..jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA) };
+    jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes())).unwrap()
+}
+
+async fn a_device_key_mints_tokens_once_per_nonce_until_its_sign_in_is_revoked(engine: Engine) {
+    use base64::Engine as _;
+    let server = TestServer::start(engine).await;
+    server.sign_up("sam", "sam@example.com", "sam's long passphrase").await;
+    let client = Client::new();
+    let token = attribute(
+        &sign_in(&server, "sam", "sam's long passphrase", "jwt-box").await.text().await.unwrap(),
+        "authToken",
+    );
+    let key = ed25519_dalek::SigningKey::from_bytes(&[9u8; 32]);
+    let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.verifying_key().to_bytes());
+    let jwk =
+        serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "x": x, "kid": "box-key", "alg": "EdDSA", "use": "sig" });
+    let register = |body: Value| {
+        plex(&client, reqwest::Method::POST, server.url("/api/v2/auth/jwk"), "jwt-box")
+            .header("X-Plex-Token", &token)
+            .json(&body)
+    };
+    let private = serde_json::json!({ "jwk": { "kty": "OKP", "crv": "Ed25519", "x": x, "d": x, "kid": "box-key" } });
+    assert_eq!(
+        register(private).send().await.unwrap().status(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "never a private key"
+    );
+    assert_eq!(register(serde_json::json!({ "jwk": jwk })).send().await.unwrap().status(), StatusCode::NO_CONTENT);
+
+    let nonce = || async {
+        let answer: Value = client.get(server.url("/api/v2/auth/nonce")).send().await.unwrap().json().await.unwrap();
+        answer["nonce"].as_str().unwrap().to_owned()
+    };
+    let exchange = |jwt: String| {
+        let url = server.url("/api/v2/auth/token");
+        let client = client.clone();
+        async move {
+            client
+                .post(url)
+                .header("Accept", "application/json")
+                .json(&serde_json::json!({ "jwt": jwt }))
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let jwt = device_jwt(&key, "box-key", "jwt-box", &nonce().await);
+    let minted = exchange(jwt.clone()).await;
+    assert_eq!(minted.status(), StatusCode::OK);
+    let minted: Value = minted.json().await.unwrap();
+    let device_token = minted["auth_token"].as_str().unwrap().to_owned();
+    let keys: jsonwebtoken::jwk::JwkSet =
+        client.get(server.url("/api/v2/auth/keys")).send().await.unwrap().json().await.unwrap();
+    let header = jsonwebtoken::decode_header(&device_token).unwrap();
+    let decoding = jsonwebtoken::DecodingKey::from_jwk(keys.find(header.kid.as_deref().unwrap()).unwrap()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
+    validation.set_audience(&["jwt-box"]);
+    validation.set_issuer(&["plex.tv"]);
+    let claims = jsonwebtoken::decode::<Value>(&device_token, &decoding, &validation).unwrap().claims;
+    assert_eq!(claims["thumbprint"], "box-key");
+    let user = client.get(server.url("/api/v2/user")).header("X-Plex-Token", &device_token).send().await.unwrap();
+    assert_eq!(user.status(), StatusCode::OK);
+
+    assert_eq!(exchange(jwt).await.status(), StatusCode::UNAUTHORIZED, "a nonce works once");
+    let forged_nonce = device_jwt(&key, "box-key", "jwt-box", "made.up.nonce");
+    assert_eq!(exchange(forged_nonce).await.status(), StatusCode::UNAUTHORIZED);
+    let other_device = device_jwt(&key, "box-key", "another-box", &nonce().await);
+    assert_eq!(exchange(other_device).await.status(), StatusCode::UNAUTHORIZED, "only the registering device");
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[4u8; 32]);
+    assert_eq!(
+        exchange(device_jwt(&stranger, "box-key", "jwt-box", &nonce().await)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    let revoked = server.admin(&["revoke", "--user", "sam", "--reason", "stolen box"]);
+    assert!(revoked.status.success(), "{}", String::from_utf8_lossy(&revoked.stderr));
+    let mut refused = false;
+    for _ in 0..50 {
+        if exchange(device_jwt(&key, "box-key", "jwt-box", &nonce().await)).await.status() == StatusCode::UNAUTHORIZED {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(refused, "a revoked sign-in's key mints nothing");
+    let user = client.get(server.url("/api/v2/user")).header("X-Plex-Token", &device_token).send().await.unwrap();
+    assert_eq!(user.status(), StatusCode::UNAUTHORIZED);
 }

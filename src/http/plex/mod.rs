@@ -3,6 +3,7 @@
 //! sessions and revocation rules as the rest of keywarden. See `docs/plex-compatibility.md`.
 
 mod account;
+mod auth;
 mod devices;
 mod pins;
 pub mod xml;
@@ -28,6 +29,10 @@ pub fn router() -> Router<AppState> {
         .route("/devices.xml", get(devices::list))
         .route("/devices/{id}", delete(devices::remove).put(devices::publish))
         .route("/api/v2/resources", get(devices::resources))
+        .route("/api/v2/auth/jwk", post(auth::register))
+        .route("/api/v2/auth/nonce", get(auth::nonce))
+        .route("/api/v2/auth/token", post(auth::token))
+        .route("/api/v2/auth/keys", get(auth::keys))
         .route("/api/v2/pins", post(pins::create))
         .route("/api/v2/pins/link", put(pins::link))
         .route("/api/v2/pins/{id}", get(pins::poll))
