@@ -149,8 +149,24 @@ async fn plex_tokens_die_with_channel_revocation_and_bad_requests_get_plex_error
     assert!(dead, "channel revocation reaches plex tokens");
 }
 
+/// Ends every PIN's life now, as fifteen minutes passing would.
+async fn expire_pins(engine: &Engine, url: &str) {
+    use sqlx::Connection as _;
+    let sql = "UPDATE plex_pins SET expires_at = 0";
+    match engine {
+        Engine::Sqlite => {
+            let mut db = sqlx::SqliteConnection::connect(url).await.unwrap();
+            sqlx::query(sql).execute(&mut db).await.unwrap();
+        }
+        Engine::Postgres { .. } => {
+            let mut db = sqlx::PgConnection::connect(url).await.unwrap();
+            sqlx::query(sql).execute(&mut db).await.unwrap();
+        }
+    }
+}
+
 async fn a_pin_is_approved_once_collected_once_and_only_by_its_device(engine: Engine) {
-    let server = TestServer::start(engine).await;
+    let server = TestServer::start(engine.clone()).await;
     server.sign_up("rae", "rae@example.com", "rae's long passphrase").await;
     let client = Client::new();
     let owner =
@@ -191,13 +207,26 @@ async fn a_pin_is_approved_once_collected_once_and_only_by_its_device(engine: En
     let user = client.get(server.url("/api/v2/user")).header("X-Plex-Token", &token).send().await.unwrap();
     assert_eq!(attribute(&user.text().await.unwrap(), "username"), "rae");
 
-    // Guessing codes is throttled per account: with the spent code above, five wrong ones in all.
+    // An expired PIN can be neither approved nor polled.
+    let late = plex(&client, reqwest::Method::POST, server.url("/api/v2/pins"), "radio").send().await.unwrap();
+    let late = late.text().await.unwrap();
+    expire_pins(&engine, &server.database_url).await;
+    assert_eq!(approve(attribute(&late, "code")).await.status(), StatusCode::BAD_REQUEST);
+    let polled =
+        plex(&client, reqwest::Method::GET, server.url(&format!("/api/v2/pins/{}", attribute(&late, "id"))), "radio")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(polled.status(), StatusCode::NOT_FOUND);
+    assert!(polled.text().await.unwrap().contains("Code not found or expired"));
+
+    // Guessing codes is throttled per account: with the two spent codes above, five wrong ones in all.
     let mut statuses = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..4 {
         statuses.push(approve("ZZZZ".into()).await.status());
     }
-    assert_eq!(statuses[..4], [StatusCode::BAD_REQUEST; 4]);
-    assert_eq!(statuses[4], StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(statuses[..3], [StatusCode::BAD_REQUEST; 3]);
+    assert_eq!(statuses[3], StatusCode::TOO_MANY_REQUESTS);
 }
 
 /// A device's JWT for the token endpoint, signed with its Ed25519 key.
