@@ -255,6 +255,13 @@ impl DeviceInfo {
         })
     }
 
+    /// Whether a plex.tv-style client is a web app (`Plex Web`, or a browser as its platform).
+    fn is_browser_app(&self) -> bool {
+        const BROWSERS: [&str; 6] = ["chrome", "firefox", "safari", "edge", "opera", "microsoft edge"];
+        let platform = self.platform.to_ascii_lowercase();
+        self.product.to_ascii_lowercase().ends_with(" web") || BROWSERS.contains(&platform.as_str())
+    }
+
     /// A browser that did not name itself: a device of its own, named after its user agent.
     fn browser(user_agent: Option<&str>) -> Self {
         let (browser, system) = user_agent.map_or(("Web browser", ""), describe_user_agent);
@@ -490,7 +497,12 @@ impl Sessions {
         factor: Option<&str>,
         enrolment_only: bool,
     ) -> Result<IssuedTokens> {
-        let channel = if request.device.is_some() { CHANNEL_DEVICE } else { CHANNEL_WEB };
+        let channel = match &request.device {
+            // A plex.tv-style web app names itself as a device, but it lives in a browser.
+            Some(device) if request.issue == Issue::PlexToken && device.is_browser_app() => CHANNEL_WEB,
+            Some(_) => CHANNEL_DEVICE,
+            None => CHANNEL_WEB,
+        };
         let device = request.device.unwrap_or_else(|| DeviceInfo::browser(request.user_agent.as_deref()));
         let now = now_ms();
         let session_id = uuid::Uuid::now_v7().to_string();

@@ -103,6 +103,21 @@ async fn plex_clients_sign_in_read_their_user_and_devices_in_xml_or_json(engine:
     let listed = server.get_with_token("/api/v1/devices", &api.access).await;
     let nas = listed.json.as_array().unwrap().iter().find(|d| d["client_identifier"] == "nas-1").cloned().unwrap();
     assert_eq!(nas["channels"], serde_json::json!(["device"]));
+
+    // The web app signs in from a browser: its token is in the `web` channel.
+    let web = Client::new()
+        .post(server.url("/api/v2/users/signin"))
+        .header("X-Plex-Client-Identifier", "web-tab")
+        .header("X-Plex-Product", "Plex Web")
+        .header("X-Plex-Platform", "Firefox")
+        .form(&[("login", "Pat"), ("password", "pat's long passphrase")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(web.status(), StatusCode::CREATED);
+    let listed = server.get_with_token("/api/v1/devices", &api.access).await;
+    let tab = listed.json.as_array().unwrap().iter().find(|d| d["client_identifier"] == "web-tab").cloned().unwrap();
+    assert_eq!(tab["channels"], serde_json::json!(["web"]));
 }
 
 async fn plex_tokens_die_with_channel_revocation_and_bad_requests_get_plex_errors(engine: Engine) {
