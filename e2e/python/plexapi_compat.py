@@ -70,6 +70,7 @@ def phase_sessions():
 
     again = MyPlexAccount(token=account.authToken, session=session())
     check(again.username == login and again.authToken == account.authToken, "MyPlexAccount(token=...)")
+    check(isinstance(account.id, int) and account.id > 0 and again.id == account.id, "the account has a stable numeric id")
 
     try:
         MyPlexAccount(login, "not the password", session=session())

@@ -294,6 +294,11 @@ impl Accounts {
         Ok(())
     }
 
+    /// A stable integer for the account, for clients that expect numeric user ids (plex.tv's).
+    pub async fn numeric_id(&self, user_id: &str) -> Result<i64> {
+        Ok(self.store.numeric_user_id(user_id).await?)
+    }
+
     /// The account's name and decrypted address, for mailing it.
     pub(crate) async fn contact(&self, user_id: &str) -> Result<(UserRecord, String)> {
         let user = self.store.user_by_id(user_id).await?.ok_or(Error::TokenRevoked)?;

@@ -782,6 +782,9 @@ pub trait Store: Send + Sync + 'static {
         connections: &str,
     ) -> Result<bool, StoreError>;
 
+    /// The account's stable integer id, handed out on first use.
+    async fn numeric_user_id(&self, user_id: &str) -> Result<i64, StoreError>;
+
     /// Registers (or re-registers, for the same account) a device key; false if another account
     /// holds that key id.
     async fn register_device_key(&self, key: &DeviceKeyRecord) -> Result<bool, StoreError>;

@@ -1307,6 +1307,18 @@ macro_rules! impl_store_with_portable_sql {
                 Ok(done.rows_affected() == 1)
             }
 
+            async fn numeric_user_id(&self, user_id: &str) -> Result<i64, StoreError> {
+                sqlx::query::<$db>("INSERT INTO numeric_user_ids (user_id) VALUES ($1) ON CONFLICT (user_id) DO NOTHING")
+                    .bind(user_id)
+                    .execute(&self.writer)
+                    .await?;
+                let (id,): (i64,) = sqlx::query_as::<$db, (i64,)>("SELECT id FROM numeric_user_ids WHERE user_id = $1")
+                    .bind(user_id)
+                    .fetch_one(&self.writer)
+                    .await?;
+                Ok(id)
+            }
+
             async fn register_device_key(&self, key: &DeviceKeyRecord) -> Result<bool, StoreError> {
                 let done = sqlx::query::<$db>(
                     "INSERT INTO device_keys (kid, user_id, device_id, jwk, anchor_digest, created_at) \

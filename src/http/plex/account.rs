@@ -107,7 +107,9 @@ pub async fn ping(State(state): State<AppState>, client: PlexClient) -> Result<R
 async fn user_element(state: &AppState, user_id: &str, token: &str) -> Result<Element, Error> {
     let profile = state.accounts.profile(user_id).await?;
     let two_factor = state.factors.has_second_factor(user_id).await?;
+    let numeric_id = state.accounts.numeric_id(user_id).await?;
     Ok(Element::new("user")
+        .attr("id", numeric_id)
         .attr("uuid", &profile.id)
         .attr("username", &profile.username)
         .attr("title", &profile.username)
