@@ -213,6 +213,22 @@ pub struct Authenticated {
     pub scope: Option<String>,
 }
 
+impl From<TokenRecord> for Authenticated {
+    /// Who a stored token speaks for.
+    fn from(record: TokenRecord) -> Self {
+        Self {
+            user_id: record.user_id,
+            session_id: record.session_id,
+            device_id: record.device_id,
+            channel: record.channel,
+            verified_at: record.verified_at,
+            enrolment_only: record.enrolment_only != 0,
+            client_id: record.client_id,
+            scope: record.scope,
+        }
+    }
+}
+
 impl Authenticated {
     /// Refuses a sensitive action unless the session proved itself within the last `window_secs`.
     pub fn require_fresh(&self, window_secs: i64) -> Result<()> {
@@ -614,16 +630,7 @@ impl Sessions {
     pub async fn authenticate_plex(&self, token: &str) -> Result<Authenticated> {
         let record = self.plex_token_record(token).await?;
         self.check_presentation(&record, TokenKind::PlexToken, &Presentation::default())?;
-        Ok(Authenticated {
-            user_id: record.user_id,
-            session_id: record.session_id,
-            device_id: record.device_id,
-            channel: record.channel,
-            verified_at: record.verified_at,
-            enrolment_only: record.enrolment_only != 0,
-            client_id: record.client_id,
-            scope: record.scope,
-        })
+        Ok(Authenticated::from(record))
     }
 
     /// The stored record of an `X-Plex-Token`, in either shape.
@@ -647,16 +654,7 @@ impl Sessions {
     async fn authenticate_as(&self, token: &str, kind: TokenKind, presented: &Presentation) -> Result<Authenticated> {
         let record = self.find(token, kind).await?;
         self.check_presentation(&record, kind, presented)?;
-        Ok(Authenticated {
-            user_id: record.user_id,
-            session_id: record.session_id,
-            device_id: record.device_id,
-            channel: record.channel,
-            verified_at: record.verified_at,
-            enrolment_only: record.enrolment_only != 0,
-            client_id: record.client_id,
-            scope: record.scope,
-        })
+        Ok(Authenticated::from(record))
     }
 
     /// Whether a stored token is alive and presented as its binding demands.
