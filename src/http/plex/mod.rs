@@ -119,7 +119,11 @@ impl PlexClient {
             Error::InvalidToken | Error::TokenExpired | Error::TokenRevoked => "User could not be authenticated".into(),
             other => other.to_string(),
         };
-        PlexError::new(self.format, status, code, &message)
+        let retry_after_secs = match err {
+            Error::RateLimited { retry_after_secs } | Error::Overloaded { retry_after_secs } => Some(*retry_after_secs),
+            _ => None,
+        };
+        PlexError { retry_after_secs, ..PlexError::new(self.format, status, code, &message) }
     }
 }
 
@@ -139,18 +143,21 @@ pub struct PlexError {
     status: StatusCode,
     code: u32,
     message: String,
+    /// Sent as `Retry-After` with a 429 or 503.
+    retry_after_secs: Option<u64>,
 }
 
 impl PlexError {
     pub fn new(format: Format, status: StatusCode, code: u32, message: &str) -> Self {
-        Self { format, status, code, message: message.to_owned() }
+        Self { format, status, code, message: message.to_owned(), retry_after_secs: None }
     }
 }
 
 impl IntoResponse for PlexError {
     fn into_response(self) -> Response {
         let status = self.status.as_u16();
-        match self.format {
+        let retry_after = self.retry_after_secs.map(|secs| [(axum::http::header::RETRY_AFTER, secs.to_string())]);
+        let answer = match self.format {
             Format::Json => {
                 let body =
                     serde_json::json!({ "errors": [{ "code": self.code, "message": self.message, "status": status }] });
@@ -161,6 +168,7 @@ impl IntoResponse for PlexError {
                     Element::new("error").attr("code", self.code).attr("message", &self.message).attr("status", status);
                 self.format.answer(self.status, &Element::new("errors").child(error))
             }
-        }
+        };
+        (retry_after, answer).into_response()
     }
 }
