@@ -121,6 +121,7 @@ async fn plex_clients_sign_in_read_their_user_and_devices_in_xml_or_json(engine:
     let listed = server.get_with_token("/api/v1/devices", &api.access).await;
     let tab = listed.json.as_array().unwrap().iter().find(|d| d["client_identifier"] == "web-tab").cloned().unwrap();
     assert_eq!(tab["channels"], serde_json::json!(["web"]));
+    server.stop().await;
 }
 
 async fn plex_tokens_die_with_channel_revocation_and_bad_requests_get_plex_errors(engine: Engine) {
@@ -165,6 +166,7 @@ async fn plex_tokens_die_with_channel_revocation_and_bad_requests_get_plex_error
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(dead, "channel revocation reaches plex tokens");
+    server.stop().await;
 }
 
 /// Ends every PIN's life now, as fifteen minutes passing would.
@@ -248,6 +250,7 @@ async fn a_pin_is_approved_once_collected_once_and_only_by_its_device(engine: En
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
     let wait: u64 = limited.headers()["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=900).contains(&wait), "{wait}");
+    server.stop().await;
 }
 
 /// A device's JWT for the token endpoint, signed with its Ed25519 key.
@@ -345,4 +348,5 @@ async fn a_device_key_mints_tokens_once_per_nonce_until_its_sign_in_is_revoked(e
     assert!(refused, "a revoked sign-in's key mints nothing");
     let user = client.get(server.url("/api/v2/user")).header("X-Plex-Token", &device_token).send().await.unwrap();
     assert_eq!(user.status(), StatusCode::UNAUTHORIZED);
+    server.stop().await;
 }

@@ -171,6 +171,8 @@ async fn an_upstream_account_creates_an_account_then_signs_in_to_it(engine: Engi
     let callback = location(&answered);
     assert_eq!(phone.get(&callback).send().await.unwrap().status(), StatusCode::SEE_OTHER);
     assert_eq!(phone.get(&callback).send().await.unwrap().status(), StatusCode::BAD_REQUEST);
+    upstream.stop().await;
+    downstream.stop().await;
 }
 
 async fn an_account_without_a_password_keeps_its_last_way_in_and_has_nothing_to_reset(engine: Engine) {
@@ -224,6 +226,8 @@ async fn an_account_without_a_password_keeps_its_last_way_in_and_has_nothing_to_
     assert_eq!(location(&gone), "/signin?next=/security");
     let back = sign_in_through_home(&downstream, &laptop, &at_upstream).await;
     assert_eq!(location(&back), "/security");
+    upstream.stop().await;
+    downstream.stop().await;
 }
 
 async fn linking_from_security_needs_a_fresh_proof_and_refuses_a_taken_upstream_account(engine: Engine) {
@@ -273,6 +277,8 @@ async fn linking_from_security_needs_a_fresh_proof_and_refuses_a_taken_upstream_
     assert_eq!(location(&unlinked), "/security?done=sso-unlinked");
     let back = sign_in_through_home(&downstream, &browser(), &at_upstream).await;
     assert_eq!(location(&back), "/sso/finish", "once unlinked, the upstream account finds nothing");
+    upstream.stop().await;
+    downstream.stop().await;
 }
 
 async fn an_account_with_an_authenticator_app_is_asked_for_its_code_after_the_provider(engine: Engine) {
@@ -333,6 +339,8 @@ async fn an_account_with_an_authenticator_app_is_asked_for_its_code_after_the_pr
     assert_eq!(location(&finished), "/security");
     let (status, _, _) = get(&phone, &downstream, "/security").await;
     assert_eq!(status, StatusCode::OK);
+    upstream.stop().await;
+    downstream.stop().await;
 }
 
 /// The value of a hidden form field.
@@ -357,4 +365,6 @@ async fn a_provider_that_takes_a_signed_assertion_instead_of_a_secret(engine: En
     )
     .await;
     assert_eq!(location(&created), "/security?welcome=1");
+    upstream.stop().await;
+    downstream.stop().await;
 }
