@@ -399,6 +399,21 @@ impl Keyring {
             .collect()
     }
 
+    /// The first record `look_up` finds for the value's blind index under any blind-index key, active
+    /// first: how an indexed value is found while keys rotate.
+    pub async fn find_by_blind_index<T, E, F, Fut>(&self, value: &str, mut look_up: F) -> Result<Option<T>, E>
+    where
+        F: FnMut(Vec<u8>) -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>, E>>,
+    {
+        for keyed in self.blind_indexes(value) {
+            if let Some(found) = look_up(keyed.digest).await? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
     pub fn blind_index(&self, value: &str) -> KeyedDigest {
         let (id, key) = self.blind_index.active();
         KeyedDigest { key_id: id.to_owned(), digest: hmac(key, value.as_bytes()) }

@@ -348,12 +348,9 @@ impl Accounts {
 
     /// Finds an account by email under any blind-index key still in the keyring.
     pub(crate) async fn find_by_email(&self, email: &Email) -> Result<Option<UserRecord>> {
-        for index in self.keyring.blind_indexes(email.as_str()) {
-            if let Some(user) = self.store.user_by_email_index(&index.digest).await? {
-                return Ok(Some(user));
-            }
-        }
-        Ok(None)
+        let store = &self.store;
+        let look_up = |index: Vec<u8>| async move { store.user_by_email_index(&index).await };
+        Ok(self.keyring.find_by_blind_index(email.as_str(), look_up).await?)
     }
 
     pub(crate) async fn find_by_login(&self, login: &Login) -> Result<Option<UserRecord>> {

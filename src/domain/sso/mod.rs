@@ -101,10 +101,10 @@ pub enum Outcome {
         attempt: Result<IssuedTokens>,
         next: String,
     },
-    /// An upstream account linked to nothing yet: the person creates an account or signs in to link it.
+    /// An upstream account linked to nothing yet: the person creates an account or signs in to link
+    /// it (the pending record keeps where to go next).
     Unlinked {
         pending: Zeroizing<String>,
-        next: String,
     },
     Linked {
         next: String,
@@ -117,12 +117,10 @@ pub enum Outcome {
 /// An unlinked upstream account, as the finish page shows it.
 #[derive(Debug, Clone)]
 pub struct PendingView {
-    pub provider_id: String,
     pub provider_name: String,
     pub email: Option<String>,
     pub email_verified: bool,
     pub suggested_username: String,
-    pub next: String,
 }
 
 /// A linked upstream account, as `/security` shows it.
@@ -337,14 +335,9 @@ impl Sso {
         let verifier = self.keyring.open(&sealed, &verifier_context(&provider.id))?;
         let verifier = std::str::from_utf8(&verifier).map_err(|e| Error::Internal(e.to_string()))?;
         let claims = self.redeem(&provider, &metadata, code, verifier, &flow.nonce_digest).await?;
-        let subject_indexes = self.keyring.blind_indexes(&subject_key(&provider.id, &claims.sub));
-        let mut identity = None;
-        for index in &subject_indexes {
-            if let Some(found) = self.store.sso_identity(&provider.id, &index.digest).await? {
-                identity = Some(found);
-                break;
-            }
-        }
+        let (store, provider_id) = (&self.store, provider.id.as_str());
+        let look_up = |index: Vec<u8>| async move { store.sso_identity(provider_id, &index).await };
+        let identity = self.keyring.find_by_blind_index(&subject_key(&provider.id, &claims.sub), look_up).await?;
         match purpose {
             Purpose::SignIn => match identity {
                 Some(identity) => {
@@ -356,7 +349,7 @@ impl Sso {
                 }
                 None => {
                     let pending = self.keep_pending(&provider.id, &claims, &flow.next).await?;
-                    Ok(Outcome::Unlinked { pending, next: flow.next })
+                    Ok(Outcome::Unlinked { pending })
                 }
             },
             Purpose::Link => {
@@ -388,11 +381,9 @@ impl Sso {
         let suggested_username = suggest_username(&claims);
         Ok(PendingView {
             provider_name: self.provider_name(&record.provider),
-            provider_id: record.provider,
             email: claims.email.clone(),
             email_verified: claims.email_verified,
             suggested_username,
-            next: record.next,
         })
     }
 
@@ -486,15 +477,7 @@ impl Sso {
         if !self.store.unlink_sso_identity(&who.user_id, id).await? {
             return Err(Error::LastSignInMethod);
         }
-        let details = json!({ "provider": identity.provider });
-        let actor = Actor::User(who.user_id.clone());
-        self.audit.record(AuditLog::event(kind::SSO_UNLINKED, &actor, Some(&who.user_id), address, details)).await?;
-        let notice = Notice::SignInProviderChanged {
-            provider: self.provider_name(&identity.provider),
-            linked: false,
-            address: address.map(str::to_owned),
-        };
-        self.accounts.notify(&who.user_id, notice).await
+        self.tell_owner(who, &identity.provider, false, address).await
     }
 
     async fn link(
@@ -510,12 +493,18 @@ impl Sso {
             other => Error::Store(other),
         })?;
         tracing::info!(user_id = %who.user_id, provider, "sign-in provider linked");
-        let details = json!({ "provider": provider });
+        self.tell_owner(who, provider, true, address).await
+    }
+
+    /// Audits a link or unlink and mails the account's owner about it.
+    async fn tell_owner(&self, who: &Authenticated, provider: &str, linked: bool, address: Option<&str>) -> Result<()> {
+        let kind = if linked { kind::SSO_LINKED } else { kind::SSO_UNLINKED };
         let actor = Actor::User(who.user_id.clone());
-        self.audit.record(AuditLog::event(kind::SSO_LINKED, &actor, Some(&who.user_id), address, details)).await?;
+        let details = json!({ "provider": provider });
+        self.audit.record(AuditLog::event(kind, &actor, Some(&who.user_id), address, details)).await?;
         let notice = Notice::SignInProviderChanged {
             provider: self.provider_name(provider),
-            linked: true,
+            linked,
             address: address.map(str::to_owned),
         };
         self.accounts.notify(&who.user_id, notice).await
@@ -578,7 +567,7 @@ impl Sso {
             return Ok(metadata);
         }
         let url = format!("{}/.well-known/openid-configuration", provider.issuer.trim_end_matches('/'));
-        let reply = self.get(&url, None).await?;
+        let reply = self.get(provider, &url, None).await?;
         if !reply.ok() {
             tracing::warn!(provider = %provider.id, status = reply.status, "provider discovery failed");
             return Err(Error::SsoUnavailable);
@@ -598,7 +587,7 @@ impl Sso {
             Some((keys, age)) if !refresh || age < JWKS_REFETCH_AFTER => return Ok(keys),
             _ => {}
         }
-        let reply = self.get(&metadata.jwks_uri, None).await?;
+        let reply = self.get(provider, &metadata.jwks_uri, None).await?;
         if !reply.ok() {
             return Err(Error::SsoUnavailable);
         }
@@ -672,7 +661,7 @@ impl Sso {
         // Many providers put the email in userinfo only (Core §5.4 with a code flow).
         let access_token = reply.body.get("access_token").and_then(|v| v.as_str());
         if let (None, Some(userinfo), Some(access_token)) = (&claims.email, &metadata.userinfo_endpoint, access_token) {
-            let reply = self.get(userinfo, Some(access_token)).await?;
+            let reply = self.get(provider, userinfo, Some(access_token)).await?;
             if reply.ok() {
                 let more: UpstreamClaims = serde_json::from_value(reply.body)
                     .map_err(|_| Error::SsoFailed("the provider's userinfo answer is malformed".into()))?;
@@ -686,11 +675,8 @@ impl Sso {
         Ok(claims)
     }
 
-    async fn get(&self, url: &str, bearer: Option<&str>) -> Result<Reply> {
-        self.upstream.get_json(url, bearer).await.map_err(|e| {
-            tracing::warn!(error = %e, "a sign-in provider could not be reached");
-            Error::SsoUnavailable
-        })
+    async fn get(&self, provider: &Provider, url: &str, bearer: Option<&str>) -> Result<Reply> {
+        self.upstream.get_json(url, bearer).await.map_err(|e| unreachable(provider, &e))
     }
 }
 

@@ -40,14 +40,13 @@ pub async fn start(
 ) -> Result<Response, Page> {
     let next = state.pages.safe_next(query.next.as_deref().unwrap_or("/security"));
     let departure = state.sso.depart(&provider, Purpose::SignIn, None, &next).await;
-    leave(&state, &browser, departure)
+    Ok(leave(&state, &browser, departure.map_err(|e| failed(&state, &browser, &e))?))
 }
 
 /// Sends the browser to the provider with the trip's `state` in a cookie.
-fn leave(state: &AppState, browser: &Browser, departure: Result<Departure, Error>) -> Result<Response, Page> {
-    let departure = departure.map_err(|e| failed(state, browser, &e))?;
+fn leave(state: &AppState, browser: &Browser, departure: Departure) -> Response {
     let bound = cookie(STATE_COOKIE, departure.state.to_string(), state.pages.secure_cookies, Some(TRIP_SECS));
-    Ok((browser.jar.clone().add(bound), Redirect::to(&departure.url)).into_response())
+    (browser.jar.clone().add(bound), Redirect::to(&departure.url)).into_response()
 }
 
 /// A refused trip: what went wrong, and a way to start again.
@@ -111,7 +110,7 @@ pub async fn callback(
             Ok(second_step_page(&state, &browser, &next, mfa_token, &methods, webauthn_options).into_response())
         }
         Outcome::SignIn { attempt: Err(err), .. } => Err(failed(&state, &browser, &err)),
-        Outcome::Unlinked { pending, .. } => {
+        Outcome::Unlinked { pending } => {
             let kept = cookie(PENDING_COOKIE, pending.to_string(), state.pages.secure_cookies, Some(TRIP_SECS));
             Ok((browser.jar.add(kept), Redirect::to("/sso/finish")).into_response())
         }
@@ -279,7 +278,7 @@ pub async fn link_provider(
         Err(err) => Err(err),
     };
     match departure {
-        Ok(departure) => leave(&state, &browser, Ok(departure)).map_err(IntoResponse::into_response),
+        Ok(departure) => Ok(leave(&state, &browser, departure)),
         Err(err) => Err(refuse(&state, &browser, &who, "sso_error", &explain_step_up(err)).await),
     }
 }
@@ -296,7 +295,7 @@ pub async fn reauth(
     browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
     let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
     match state.sso.depart(&provider, Purpose::Reauth, Some(&who), "/security?done=confirmed").await {
-        Ok(departure) => leave(&state, &browser, Ok(departure)).map_err(IntoResponse::into_response),
+        Ok(departure) => Ok(leave(&state, &browser, departure)),
         Err(err) => Err(refuse(&state, &browser, &who, "sso_error", &err).await),
     }
 }
