@@ -58,10 +58,19 @@ impl Devices {
         Ok(self.store.set_device_provides(device_id, &cleaned.join(",")).await?)
     }
 
-    /// A media server publishes the addresses it can be reached at (its own device only).
-    pub async fn publish_connections(&self, who: &Authenticated, uris: &[String]) -> Result<()> {
-        let device = self.store.devices_of(&who.user_id).await?.into_iter().find(|d| d.id == who.device_id);
-        let device = device.ok_or(Error::DeviceNotFound)?;
+    /// A media server publishes the addresses it can be reached at: only for itself, the device
+    /// its token belongs to, named by `client_identifier`.
+    pub async fn publish_connections(
+        &self,
+        who: &Authenticated,
+        client_identifier: &str,
+        uris: &[String],
+    ) -> Result<()> {
+        let devices = self.store.devices_of(&who.user_id).await?;
+        let own = devices.iter().any(|d| d.id == who.device_id && d.client_identifier == client_identifier);
+        if !own {
+            return Err(Error::DeviceNotFound);
+        }
         let mut valid = Vec::new();
         for uri in uris.iter().take(MAX_CONNECTIONS) {
             let parsed =
@@ -72,10 +81,7 @@ impl Devices {
             valid.push(uri.clone());
         }
         let json = serde_json::to_string(&valid).map_err(|e| Error::Internal(e.to_string()))?;
-        if !self.store.set_device_connections(&who.user_id, &device.client_identifier, &json).await? {
-            return Err(Error::DeviceNotFound);
-        }
-        Ok(())
+        Ok(self.store.set_device_connections(&who.device_id, &json).await?)
     }
 
     /// The caller's devices that still hold a live session, most recently seen first.

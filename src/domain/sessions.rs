@@ -153,6 +153,8 @@ pub struct IssuedTokens {
     /// `Bearer`, or `DPoP` when the tokens are bound to a key.
     pub token_type: &'static str,
     pub expires_in: i64,
+    /// The account signed in.
+    pub user_id: String,
     pub session_id: String,
     pub device_id: String,
     pub channel: String,
@@ -571,6 +573,7 @@ impl Sessions {
             refresh_token: refresh,
             token_type: token_type(start.dpop_jkt.is_some()),
             expires_in: self.policy.access_ttl_secs,
+            user_id: user_id.to_owned(),
             session_id,
             device_id,
             channel: channel.to_owned(),
@@ -722,6 +725,7 @@ impl Sessions {
             refresh_token: refresh,
             token_type: token_type(record.dpop_jkt.is_some()),
             expires_in: self.policy.access_ttl_secs,
+            user_id: record.user_id.clone(),
             session_id: record.session_id.clone(),
             device_id: record.device_id.clone(),
             channel: record.channel.clone(),
@@ -784,6 +788,7 @@ impl Sessions {
             refresh_token: refresh,
             token_type: "DPoP",
             expires_in: self.policy.access_ttl_secs,
+            user_id: record.user_id.clone(),
             session_id,
             device_id: record.device_id,
             channel: record.channel,

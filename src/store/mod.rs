@@ -774,13 +774,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records what a device provides (from its `X-Plex-Provides` header).
     async fn set_device_provides(&self, device_id: &str, provides: &str) -> Result<(), StoreError>;
-    /// Replaces the addresses a user's device published; false if the user has no such device.
-    async fn set_device_connections(
-        &self,
-        user_id: &str,
-        client_identifier: &str,
-        connections: &str,
-    ) -> Result<bool, StoreError>;
+    /// Replaces the addresses a device published.
+    async fn set_device_connections(&self, device_id: &str, connections: &str) -> Result<(), StoreError>;
 
     /// The account's stable integer id, handed out on first use.
     async fn numeric_user_id(&self, user_id: &str) -> Result<i64, StoreError>;

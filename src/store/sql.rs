@@ -1290,21 +1290,13 @@ macro_rules! impl_store_with_portable_sql {
                 Ok(())
             }
 
-            async fn set_device_connections(
-                &self,
-                user_id: &str,
-                client_identifier: &str,
-                connections: &str,
-            ) -> Result<bool, StoreError> {
-                let done = sqlx::query::<$db>(
-                    "UPDATE devices SET connections = $1 WHERE user_id = $2 AND client_identifier = $3",
-                )
-                .bind(connections)
-                .bind(user_id)
-                .bind(client_identifier)
-                .execute(&self.writer)
-                .await?;
-                Ok(done.rows_affected() == 1)
+            async fn set_device_connections(&self, device_id: &str, connections: &str) -> Result<(), StoreError> {
+                sqlx::query::<$db>("UPDATE devices SET connections = $1 WHERE id = $2")
+                    .bind(connections)
+                    .bind(device_id)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
             }
 
             async fn numeric_user_id(&self, user_id: &str) -> Result<i64, StoreError> {

@@ -15,6 +15,7 @@ use crate::domain::Error;
 use crate::domain::Pins;
 use crate::http::extract::ClientAddress;
 use crate::http::AppState;
+use crate::store::PlexPinRecord;
 
 #[derive(Debug, Deserialize)]
 pub struct CodeQuery {
@@ -67,18 +68,21 @@ async fn confirmation(state: &AppState, browser: &Browser, who: &Authenticated, 
     browser.render(state, StatusCode::OK, "link.html", extra)
 }
 
+/// A plex.tv-style PIN as the confirmation shows a device waiting: it gets an account token, not
+/// scoped access, so its scope is empty.
+fn pin_link(code: &str, pin: PlexPinRecord) -> PendingLink {
+    PendingLink {
+        user_code: code.trim().to_ascii_uppercase(),
+        client_name: if pin.product.is_empty() { "A device".to_owned() } else { pin.product },
+        device_name: pin.device_name,
+        scope: crate::domain::oauth::Scope::default(),
+    }
+}
+
 async fn look_up(state: &AppState, browser: &Browser, who: &Authenticated, code: &str) -> Response {
     if Pins::looks_like_pin(code) {
         return match state.pins.find(who, code).await {
-            Ok(pin) => {
-                let link = PendingLink {
-                    user_code: code.trim().to_ascii_uppercase(),
-                    client_name: if pin.product.is_empty() { "A device".to_owned() } else { pin.product },
-                    device_name: pin.device_name,
-                    scope: crate::domain::oauth::Scope::default(),
-                };
-                confirmation(state, browser, who, &link).await.into_response()
-            }
+            Ok(pin) => confirmation(state, browser, who, &pin_link(code, pin)).await.into_response(),
             Err(err) if err.is_internal() => browser.error(state, &err).into_response(),
             Err(err) => entry_page(state, browser, code, Some(&err)),
         };
@@ -152,12 +156,7 @@ pub async fn confirm(
         } else {
             state.pins.find(who, &form.code).await
         };
-        found.map(|pin| PendingLink {
-            user_code: form.code.clone(),
-            client_name: pin.product,
-            device_name: pin.device_name,
-            scope: crate::domain::oauth::Scope::default(),
-        })
+        found.map(|pin| pin_link(&form.code, pin))
     } else {
         state.oauth.decide_link(who, &form.code, approve, address.as_deref()).await
     };

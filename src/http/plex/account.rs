@@ -66,8 +66,7 @@ pub async fn sign_in(
     if let Some(provides) = &client.provides {
         state.devices.record_provides(&issued.device_id, provides).await.map_err(|e| client.error(&e))?;
     }
-    let who = state.sessions.authenticate_plex(&issued.access_token).await.map_err(|e| client.error(&e))?;
-    let user = user_element(&state, &who.user_id, &issued.access_token).await.map_err(|e| client.error(&e))?;
+    let user = user_element(&state, &issued.user_id, &issued.access_token).await.map_err(|e| client.error(&e))?;
     Ok(client.format.answer(StatusCode::CREATED, &user))
 }
 

@@ -72,7 +72,7 @@ pub async fn publish(
         .filter(|(name, _)| name == "Connection[][uri]")
         .map(|(_, value)| value.into_owned())
         .collect();
-    state.devices.publish_connections(&who, &uris).await.map_err(|e| client.error(&e))?;
+    state.devices.publish_connections(&who, id, &uris).await.map_err(|e| client.error(&e))?;
     Ok(client.format.answer(StatusCode::OK, &Element::new("MediaContainer").attr("size", 0)))
 }
 
