@@ -233,6 +233,7 @@ async fn sign_in_many(
             user_agent: None,
             dpop: None,
             issue: Issue::TokenPair,
+            device_token: None,
         };
         issued.push(state.sessions.sign_in(request).await.unwrap());
     }

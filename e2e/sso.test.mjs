@@ -131,6 +131,14 @@ async function throughProvider(page, login) {
   await page.waitForURL((url) => url.origin !== upstream.issuer);
 }
 
+/** Asserts the trip ended at `path`; if not, says what the page and keywarden's log said. */
+async function assertLanded(page, path) {
+  const landed = new URL(page.url()).pathname;
+  if (landed === path) return;
+  const said = await page.locator("main").innerText().catch(() => "(no page)");
+  assert.fail(`landed on ${landed}, not ${path}\npage: ${said}\nlog: ${keywarden.problems()}\n${fresh.problems()}`);
+}
+
 async function signInWithProvider(page, server, login) {
   await page.goto(`${server.base}/signin`);
   await page.click("text=Sign in with Test ID");
@@ -173,7 +181,7 @@ test("Chromium: 'Sign in with Test ID' creates the account the first time and fi
   assert.deepEqual(await accessibilityViolations(page), []);
   await shoot(page, "sso-signin");
   await signInWithProvider(page, keywarden, "ada");
-  assert.equal(new URL(page.url()).pathname, "/sso/finish");
+  await assertLanded(page, "/sso/finish");
   assert.equal(await page.inputValue("#username"), "ada", "the provider's username is offered");
   assert.equal(await page.inputValue("#email"), "ada@upstream.example");
   assert.deepEqual(await accessibilityViolations(page), []);
@@ -193,7 +201,7 @@ test("Chromium: 'Sign in with Test ID' creates the account the first time and fi
   const again = await browser.newContext();
   const second = await again.newPage();
   await signInWithProvider(second, keywarden, "ada");
-  assert.equal(new URL(second.url()).pathname, "/security");
+  await assertLanded(second, "/security");
   assert.match(await second.content(), /ada@upstream\.example/);
   await again.close();
 });
@@ -244,7 +252,7 @@ test("linking a provider to an existing account takes its password, from /securi
   const later = await browser.newContext();
   const again = await later.newPage();
   await signInWithProvider(again, keywarden, "bea-upstream");
-  assert.equal(new URL(again.url()).pathname, "/security");
+  await assertLanded(again, "/security");
   assert.match(await again.content(), /bea@example\.test/);
   await later.close();
 
@@ -254,7 +262,7 @@ test("linking a provider to an existing account takes its password, from /securi
   const third = await browser.newContext();
   const page3 = await third.newPage();
   await signInWithProvider(page3, keywarden, "cyd-upstream");
-  assert.equal(new URL(page3.url()).pathname, "/sso/finish");
+  await assertLanded(page3, "/sso/finish");
   await page3.getByRole("link", { name: "Sign in to link Test ID" }).click();
   await page3.waitForURL(/\/signin\?next=\/sso\/link/);
   await page3.fill("#login", cyd.username);
@@ -303,7 +311,7 @@ test("a forged state, or a real one brought back by another browser, is refused"
 
   // The browser that started the trip still finishes it, once.
   await page.goto(captured);
-  assert.equal(new URL(page.url()).pathname, "/sso/finish");
+  await assertLanded(page, "/sso/finish");
   const replay = await page.goto(captured);
   assert.equal(replay.status(), 400, "a trip's answer works once");
   await attacker.close();

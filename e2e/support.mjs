@@ -32,7 +32,9 @@ export function startKeywarden(settings = {}) {
           const event = JSON.parse(line);
           if (event.message === "keywarden is listening") {
             clearTimeout(deadline);
-            resolve({ base: `http://${event.addr}`, dataDir, child });
+            // `problems()`: the warnings and errors logged so far, for a failing test to show.
+            const problems = () => log.split("\n").filter((l) => /"level":"(WARN|ERROR)"/.test(l)).join("\n");
+            resolve({ base: `http://${event.addr}`, dataDir, child, problems });
           }
         } catch { /* not a complete JSON line yet */ }
       }

@@ -3,6 +3,8 @@
 //! Every action is audited. Revocations written here reach running nodes like any other rule: at once
 //! through PostgreSQL notifications, otherwise at their next poll (well within a second).
 
+use std::path::Path;
+
 use anyhow::{bail, Context};
 use serde_json::json;
 
@@ -10,26 +12,42 @@ use crate::config::Config;
 use crate::domain::accounts::Role;
 use crate::domain::audit::{kind, Actor, AuditLog};
 use crate::domain::clock::rfc3339;
+use crate::domain::honeytokens::{Decoy, Honeytokens};
 use crate::domain::identity::Email;
+use crate::domain::key_rotation::{KeyRotation, KeyUsage};
 use crate::domain::recovery::RESET_TTL_MINUTES;
 use crate::domain::revocation::{Revocation, Revocations, Scope};
 use crate::domain::sessions::TokenPolicy;
 use crate::domain::{Accounts, Clients, Recovery, SecondFactors};
+use crate::keys::{KeyPurpose, Keyring};
 use crate::mail::Notice;
 use crate::server;
 use crate::store::{self, DynStore, UserRecord};
 
 /// The store and keyring an admin command works with.
 pub struct Console {
-    store: DynStore,
-    audit: AuditLog,
-    actor: Actor,
+    pub(crate) store: DynStore,
+    pub(crate) audit: AuditLog,
+    pub(crate) actor: Actor,
+    /// The keyring as loaded, swapped in place when a command rewrites the key file.
+    pub(crate) keyring: std::sync::Arc<crate::keys::Keyring>,
     tokens: TokenPolicy,
     accounts: Accounts,
     recovery: Recovery,
     revocations: Revocations,
     factors: SecondFactors,
     clients: Clients,
+    honeytokens: Honeytokens,
+    key_rotation: KeyRotation,
+}
+
+/// What an incident response does to each account.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AccountResponse {
+    pub force_password_reset: bool,
+    pub sign_out: bool,
+    pub reset_second_factors: bool,
+    pub notify: bool,
 }
 
 /// What `force_password_reset` did.
@@ -76,16 +94,21 @@ impl Console {
         let recovery = Recovery::new(&core, accounts.clone(), providers);
         let factors = SecondFactors::new(&core, accounts.clone());
         let clients = Clients::new(store.clone(), keyring.clone(), audit.clone());
+        let honeytokens = Honeytokens::new(&core, accounts.clone());
+        let key_rotation = KeyRotation::new(store.clone(), keyring.clone());
         Ok(Self {
             store,
             audit,
             actor: Actor::Admin(operator),
+            keyring,
             tokens: config.tokens,
             accounts,
             recovery,
             revocations,
             factors,
             clients,
+            honeytokens,
+            key_rotation,
         })
     }
 
@@ -100,46 +123,73 @@ impl Console {
         text: &IncidentText,
     ) -> anyhow::Result<ForcedResets> {
         let mut done = ForcedResets::default();
+        let response = AccountResponse {
+            force_password_reset: true,
+            sign_out: sign_out_devices,
+            reset_second_factors: false,
+            notify,
+        };
         for line in list.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
             let Some(user) = self.find(line).await? else {
                 done.unknown.push(line.to_owned());
                 continue;
             };
-            let details = json!({ "sign_out_devices": sign_out_devices, "notify": notify });
-            let event = AuditLog::event(kind::PASSWORD_RESET_FORCED, &self.actor, Some(&user.id), None, details);
-            self.store.require_password_reset(&user.id, &event, &self.audit).await?;
+            self.respond_to_account(&user, &response, text, "forced password reset").await?;
             done.flagged += 1;
-            if sign_out_devices {
-                self.revocations
-                    .revoke(Revocation {
-                        scope: Scope::User(user.id.clone()),
-                        issued_before: None,
-                        except_session: None,
-                        recoverable: false,
-                        reason: "forced password reset".into(),
-                        actor: self.actor.clone(),
-                        address: None,
-                    })
-                    .await?;
-                done.signed_out += 1;
-            }
-            if notify {
-                let link = self.recovery.issue_reset_link(&user.id).await?;
-                let notice = Notice::SecurityIncident {
-                    link,
-                    minutes: RESET_TTL_MINUTES,
-                    what_happened: text.what_happened.clone(),
-                    what_we_did: text.what_we_did.clone(),
-                };
-                self.accounts.notify(&user.id, notice).await?;
-                done.notified += 1;
-            }
+            done.signed_out += usize::from(sign_out_devices);
+            done.notified += usize::from(notify);
         }
         Ok(done)
     }
 
+    /// What an incident asks of one account: a new password, signing out, new second factors,
+    /// the notice (with a fresh reset link). Decoys are left alone.
+    pub(crate) async fn respond_to_account(
+        &self,
+        user: &UserRecord,
+        response: &AccountResponse,
+        text: &IncidentText,
+        reason: &str,
+    ) -> anyhow::Result<()> {
+        if crate::domain::honeytokens::is_decoy_account(&self.keyring, &user.id) {
+            return Ok(());
+        }
+        if response.force_password_reset {
+            let details = json!({ "sign_out_devices": response.sign_out, "notify": response.notify, "reason": reason });
+            let event = AuditLog::event(kind::PASSWORD_RESET_FORCED, &self.actor, Some(&user.id), None, details);
+            self.store.require_password_reset(&user.id, &event, &self.audit).await?;
+        }
+        if response.sign_out {
+            self.revocations
+                .revoke(Revocation {
+                    scope: Scope::User(user.id.clone()),
+                    issued_before: None,
+                    except_session: None,
+                    recoverable: false,
+                    reason: reason.to_owned(),
+                    actor: self.actor.clone(),
+                    address: None,
+                })
+                .await?;
+        }
+        if response.reset_second_factors {
+            self.factors.clear_for_incident(&user.id, &self.actor, reason).await?;
+        }
+        if response.notify {
+            let link = self.recovery.issue_reset_link(&user.id).await?;
+            let notice = Notice::SecurityIncident {
+                link,
+                minutes: RESET_TTL_MINUTES,
+                what_happened: text.what_happened.clone(),
+                what_we_did: text.what_we_did.clone(),
+            };
+            self.accounts.notify(&user.id, notice).await?;
+        }
+        Ok(())
+    }
+
     /// An account by id, username or email address.
-    async fn find(&self, key: &str) -> anyhow::Result<Option<UserRecord>> {
+    pub(crate) async fn find(&self, key: &str) -> anyhow::Result<Option<UserRecord>> {
         if key.contains('@') {
             return match Email::parse(key) {
                 Ok(email) => Ok(self.accounts.find_by_email(&email).await?),
@@ -252,6 +302,7 @@ impl Console {
             "role": Role::of(&user).as_str(),
             "second_factors": self.factors.methods(&user.id).await?,
             "has_password": !user.password_hash.is_empty(),
+            "must_reset_password": user.must_reset_password != 0,
             "sign_in_providers": providers,
             "created_at": rfc3339(user.created_at),
             "devices": devices,
@@ -260,6 +311,16 @@ impl Console {
     }
 
     /// The OAuth client registry.
+    /// Plants `count` decoy accounts with their devices and tokens; the run is audited (how many,
+    /// never which).
+    pub async fn seed_honeytokens(&self, count: usize) -> anyhow::Result<Vec<Decoy>> {
+        let decoys = self.honeytokens.seed(count).await?;
+        let tokens: usize = decoys.iter().map(|d| d.tokens.len()).sum();
+        let details = json!({ "accounts": decoys.len(), "tokens": tokens });
+        self.audit.record(AuditLog::event(kind::HONEYTOKENS_SEEDED, &self.actor, None, None, details)).await?;
+        Ok(decoys)
+    }
+
     pub fn clients(&self) -> &Clients {
         &self.clients
     }
@@ -285,11 +346,100 @@ impl Console {
         Ok(format!("{} ({}): {removed} second-factor record(s) removed; the owner was mailed", user.username, user.id))
     }
 
-    /// Records that the operator put a new key of `purpose` in the keyring (never the key itself).
-    pub async fn keys_rotated(&self, purpose: &str, key_id: &str) -> anyhow::Result<()> {
-        let details = serde_json::json!({ "purpose": purpose, "key_id": key_id });
-        self.audit.record(AuditLog::event(kind::KEY_ROTATED, &self.actor, None, None, details)).await?;
+    /// Refuses to change keys kept in `KEYWARDEN_KEYRING`: they are changed where they are kept.
+    pub fn ensure_key_file() -> anyhow::Result<()> {
+        if std::env::var_os(server::KEYRING_ENV).is_some() {
+            bail!("the keyring comes from {}: change it where it is kept", server::KEYRING_ENV);
+        }
         Ok(())
+    }
+
+    /// Adds a new key for each of `purposes` to the key file, active from `active_from` (Unix ms).
+    /// Their check values are recorded first, so servers accept the file even once none of the
+    /// keys they started with is left in it; each rotation is audited (never the key itself), and
+    /// this console uses the new keys at once. Returns the new key ids, in order.
+    pub async fn rotate_keys(
+        &self,
+        key_file: &Path,
+        purposes: &[KeyPurpose],
+        active_from: i64,
+    ) -> anyhow::Result<Vec<String>> {
+        Self::ensure_key_file()?;
+        let keyring = Keyring::load(key_file)?;
+        let ids: Vec<String> = purposes.iter().map(|purpose| keyring.rotate(*purpose, active_from)).collect();
+        server::check_keyring_matches_database(&keyring, self.store.as_ref()).await?;
+        keyring.replace(key_file)?;
+        for (purpose, id) in purposes.iter().zip(&ids) {
+            let details = json!({ "purpose": purpose.name(), "key_id": id, "active_from": rfc3339(active_from) });
+            self.audit.record(AuditLog::event(kind::KEY_ROTATED, &self.actor, None, None, details)).await?;
+        }
+        self.keyring.replace_with(Keyring::load(key_file)?);
+        Ok(ids)
+    }
+
+    /// Removes keys from the key file; whatever only they protected dies. Refused while live rows
+    /// depend on one of them, unless `force`. Each retirement is audited with the rows it cost;
+    /// returns those counts, in order.
+    pub async fn retire_keys(
+        &self,
+        key_file: &Path,
+        keys: &[(KeyPurpose, String)],
+        force: bool,
+    ) -> anyhow::Result<Vec<i64>> {
+        Self::ensure_key_file()?;
+        let usage = self.key_rotation.usage().await?;
+        let rows: Vec<i64> = keys
+            .iter()
+            .map(|(purpose, id)| {
+                usage.iter().filter(|u| u.purpose == purpose.name() && u.key_id == *id).map(|u| u.rows).sum()
+            })
+            .collect();
+        if let (false, Some(((purpose, id), rows))) = (force, keys.iter().zip(&rows).find(|(_, rows)| **rows > 0)) {
+            bail!(
+                "{rows} live row(s) still depend on {} key {id}: retiring it kills them (run `keys rewrap` for \
+                 data and blind-index keys, wait for tokens to expire or passwords to move), or pass --force",
+                purpose.name()
+            );
+        }
+        let keyring = Keyring::load(key_file)?;
+        for (purpose, id) in keys {
+            keyring.retire(*purpose, id)?;
+        }
+        keyring.replace(key_file)?;
+        for ((purpose, id), rows) in keys.iter().zip(&rows) {
+            let details = json!({ "purpose": purpose.name(), "key_id": id, "rows_lost": rows });
+            self.audit.record(AuditLog::event(kind::KEY_RETIRED, &self.actor, None, None, details)).await?;
+        }
+        self.keyring.replace_with(Keyring::load(key_file)?);
+        Ok(rows)
+    }
+
+    /// Every key with the live rows it protects.
+    pub async fn key_usage(&self) -> anyhow::Result<Vec<KeyUsage>> {
+        Ok(self.key_rotation.usage().await?)
+    }
+
+    pub async fn rewrap_remaining(&self) -> anyhow::Result<i64> {
+        Ok(self.key_rotation.remaining().await?)
+    }
+
+    /// Re-wraps batch after batch until nothing moves or nothing remains, telling `progress`
+    /// `(done, remaining, total)` after each batch; audited. Returns what moved and what remains.
+    pub async fn rewrap_all(&self, batch: i64, mut progress: impl FnMut(u64, i64, i64)) -> anyhow::Result<(u64, i64)> {
+        let total = self.key_rotation.remaining().await?;
+        let mut done = 0;
+        let remaining = loop {
+            let moved = self.key_rotation.rewrap_batch(batch).await?;
+            done += moved;
+            let remaining = self.key_rotation.remaining().await?;
+            progress(done, remaining, total);
+            if moved == 0 || remaining == 0 {
+                break remaining;
+            }
+        };
+        let details = json!({ "moved": done, "remaining": remaining });
+        self.audit.record(AuditLog::event(kind::KEYS_REWRAPPED, &self.actor, None, None, details)).await?;
+        Ok((done, remaining))
     }
 
     /// Checks the audit chain; returns the number of events checked and the problems found.

@@ -21,11 +21,7 @@ fn backoff_secs(attempts: i64) -> i64 {
 
 /// Starts the delivery loop: every `poll` it claims due notices and POSTs them.
 pub fn spawn_delivery(store: DynStore, oauth: OAuth, poll: Duration) -> anyhow::Result<JoinHandle<()>> {
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent("keywarden back-channel logout")
-        .build()?;
+    let http = crate::outbound::client("keywarden back-channel logout", Duration::from_secs(5))?;
     Ok(tokio::spawn(async move {
         let mut every = tokio::time::interval(poll);
         loop {

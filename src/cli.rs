@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate` and `check-config`.
+//! The command line: `serve`, `migrate`, `check-config` and the operator's `admin` commands.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,7 +12,7 @@ use crate::config::{Config, Flags};
 use crate::domain::clients::{ClientKind, NewClient};
 use crate::domain::revocation::Scope;
 use crate::domain::tokens::TokenKind;
-use crate::keys::Keyring;
+use crate::keys::{KeyPurpose, Keyring};
 use crate::server::{self, KEYRING_ENV};
 use crate::signing::SigningAlg;
 use crate::{store, telemetry};
@@ -55,6 +55,11 @@ enum AdminAction {
     Revoke(RevokeArgs),
     /// Make listed accounts choose a new password at their next sign-in (the database-breach response).
     ForcePasswordReset(ForceResetArgs),
+    /// The database-breach response in one audited run: revoke tokens, rotate and retire every
+    /// key, force new passwords, clear second factors, mail the incident notice once per account.
+    /// Shows progress; its plan is saved beside the key file, so a stopped run continues with
+    /// --resume. --dry-run prints what it would do.
+    BreachResponse(BreachArgs),
     /// Inspect accounts.
     Users {
         #[command(subcommand)]
@@ -75,21 +80,98 @@ enum AdminAction {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Decoy accounts and tokens whose use proves the database leaked.
+    Honeytokens {
+        #[command(subcommand)]
+        action: HoneytokensAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum HoneytokensAction {
+    /// Create N decoy accounts, each with devices and live tokens, that look like real rows. Any
+    /// sign-in as one, use of one of their tokens, or reset asked for one's address raises a
+    /// critical alert. Nothing in the database tells them apart; only the keyring does.
+    Seed {
+        count: usize,
+        /// Also write the decoys' usernames, addresses, passwords and tokens to FILE (JSON, mode
+        /// 0600), to plant as canaries elsewhere (a backup, a log pipeline, a password vault).
+        #[arg(long, value_name = "FILE")]
+        export: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum KeysAction {
-    /// Add a new key and make it the active one; older keys stay in the file for what they protect
-    /// (and signing keys stay published), until retired.
-    Rotate(RotateArgs),
+    /// Add a new key that becomes the active one after --activate-in seconds; older keys stay in the
+    /// file for what they protect (signing keys stay published) until retired. Running servers
+    /// reload the key file within seconds: copy it to every node before the new key activates.
+    Rotate {
+        #[command(flatten)]
+        key: KeyChoice,
+        /// Seconds until new values use the new key (every node must have the file by then).
+        #[arg(long, value_name = "SECS", default_value_t = 60)]
+        activate_in: u64,
+    },
+    /// Every key with what it still protects (rows per key id), as JSON with --json.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-seal encrypted fields and re-index emails under the active keys now, with progress
+    /// (servers also do this in the background). Resumable: run it again after an interruption.
+    Rewrap {
+        /// Rows of each kind per batch.
+        #[arg(long, default_value_t = 500)]
+        batch: i64,
+    },
+    /// Remove a key that is no longer active. Whatever only it protects dies with it (tokens it
+    /// hashed, passwords peppered with it, values sealed under it): refused while such rows remain,
+    /// unless --force.
+    Retire {
+        #[command(flatten)]
+        key: KeyChoice,
+        /// The key id (see `keys status`).
+        id: String,
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Args)]
 #[group(required = true, multiple = false, id = "key")]
-struct RotateArgs {
+struct KeyChoice {
+    /// The pepper mixed into password hashes (passwords move to the new one at each next sign-in).
+    #[arg(long)]
+    pepper: bool,
+    /// The key that hashes tokens, codes and links (old tokens work until they expire or it is retired).
+    #[arg(long)]
+    token_key: bool,
+    /// The key that encrypts emails, authenticator secrets and queued mail (re-sealed by `keys rewrap`).
+    #[arg(long)]
+    data_key: bool,
+    /// The key of the email and provider-subject blind indexes (emails re-indexed by `keys rewrap`).
+    #[arg(long)]
+    blind_index_key: bool,
     /// The key that signs ID tokens and logout tokens (ES256 and EdDSA are both derived from it).
     #[arg(long)]
     signing_key: bool,
+}
+
+impl KeyChoice {
+    fn purpose(&self) -> KeyPurpose {
+        if self.pepper {
+            KeyPurpose::Pepper
+        } else if self.token_key {
+            KeyPurpose::TokenHash
+        } else if self.data_key {
+            KeyPurpose::Data
+        } else if self.blind_index_key {
+            KeyPurpose::BlindIndex
+        } else {
+            KeyPurpose::Signing
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -169,6 +251,40 @@ struct RevokeArgs {
 }
 
 #[derive(Debug, Args)]
+struct BreachArgs {
+    /// A file with the affected accounts, one id, username or email per line (`-` for standard input).
+    #[arg(long, value_name = "FILE", conflicts_with = "all")]
+    users: Option<PathBuf>,
+    /// Every account.
+    #[arg(long)]
+    all: bool,
+    /// New pepper, token-hash, data, blind-index and signing keys, active at once; values are
+    /// re-wrapped and the old keys retired, so a copy of the database is useless against them.
+    #[arg(long)]
+    rotate_keys: bool,
+    /// Kill tokens: `all` (of the affected accounts) or one channel (`web`, `device`, `api`, a client id) with --all.
+    #[arg(long, value_name = "all|CHANNEL")]
+    revoke: Option<String>,
+    /// The affected accounts must choose a new password at their next sign-in.
+    #[arg(long)]
+    force_password_reset: bool,
+    /// Remove the affected accounts' second factors: they set them up again (after an authenticator-secret leak).
+    #[arg(long, visible_alias = "require-2fa-reenrolment")]
+    reset_second_factors: bool,
+    /// Mail each affected account the incident notice with a fresh password-reset link, once.
+    #[arg(long)]
+    notify: bool,
+    #[command(flatten)]
+    text: NoticeText,
+    /// Print the plan and change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Continue a run that stopped, from its plan file.
+    #[arg(long, value_name = "PLAN", conflicts_with_all = ["users", "all", "dry_run"])]
+    resume: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
 struct ForceResetArgs {
     /// A file with one account per line: id, username or email address (`-` for standard input).
     #[arg(long, value_name = "FILE")]
@@ -179,12 +295,29 @@ struct ForceResetArgs {
     /// Mail each account the security-incident notice with a fresh password-reset link.
     #[arg(long)]
     notify: bool,
+    #[command(flatten)]
+    text: NoticeText,
+}
+
+/// The incident notice's wording (defaults follow the 2025 notice).
+#[derive(Debug, Args)]
+struct NoticeText {
     /// The notice's "What happened" paragraph.
     #[arg(long, value_name = "TEXT")]
     what_happened: Option<String>,
     /// The notice's "What we did" paragraph.
     #[arg(long, value_name = "TEXT")]
     what_we_did: Option<String>,
+}
+
+impl NoticeText {
+    fn or_defaults(self) -> IncidentText {
+        let defaults = IncidentText::default();
+        IncidentText {
+            what_happened: self.what_happened.unwrap_or(defaults.what_happened),
+            what_we_did: self.what_we_did.unwrap_or(defaults.what_we_did),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -321,16 +454,8 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
             println!("{}", console.revoke(scope, issued_before, revoke.reason, revoke.no_recovery).await?);
         }
         AdminAction::ForcePasswordReset(args) => {
-            let list = if args.users.as_os_str() == "-" {
-                std::io::read_to_string(std::io::stdin()).context("cannot read the list from standard input")?
-            } else {
-                std::fs::read_to_string(&args.users).with_context(|| format!("cannot read {}", args.users.display()))?
-            };
-            let defaults = IncidentText::default();
-            let text = IncidentText {
-                what_happened: args.what_happened.unwrap_or(defaults.what_happened),
-                what_we_did: args.what_we_did.unwrap_or(defaults.what_we_did),
-            };
+            let list = read_list(&args.users)?;
+            let text = args.text.or_defaults();
             let done = console.force_password_reset(&list, args.sign_out_devices, args.notify, &text).await?;
             println!(
                 "{} account(s) must choose a new password; {} signed out of all devices; {} notified",
@@ -343,6 +468,7 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
                 anyhow::bail!("{} line(s) matched no account", done.unknown.len());
             }
         }
+        AdminAction::BreachResponse(args) => breach_response(&console, &config, args).await?,
         AdminAction::Users { action: UsersAction::List { limit, offset, json } } => {
             let users = console.list_users(limit, offset).await?;
             if json {
@@ -372,19 +498,22 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
             println!("{}", console.reset_second_factors(&user, &reason).await?);
         }
         AdminAction::Clients { action } => clients(&console, action).await?,
-        AdminAction::Keys { action: KeysAction::Rotate(RotateArgs { signing_key: true }) } => {
-            if std::env::var_os(crate::server::KEYRING_ENV).is_some() {
-                anyhow::bail!("the keyring comes from {}: rotate it where it is kept", crate::server::KEYRING_ENV);
+        AdminAction::Honeytokens { action: HoneytokensAction::Seed { count, export } } => {
+            if count == 0 || count > 10_000 {
+                anyhow::bail!("seed between 1 and 10000 decoys");
             }
-            let path = config.key_file();
-            let mut keyring = Keyring::load(&path)?;
-            let id = keyring.rotate_signing_key();
-            keyring.replace(&path)?;
-            console.keys_rotated("signing", &id).await?;
-            println!("new signing key {id} is active in {}", path.display());
-            println!("copy the file to every node and restart them; older keys stay published for tokens they signed");
+            let decoys = console.seed_honeytokens(count).await?;
+            let tokens: usize = decoys.iter().map(|d| d.tokens.len()).sum();
+            if let Some(path) = export {
+                write_private(&path, &serde_json::to_string_pretty(&decoys)?)?;
+                println!("wrote the decoys to {} (keep it as secret as a password list)", path.display());
+            }
+            println!(
+                "seeded {} decoy account(s) with {tokens} decoy token(s); any use of one raises a critical alert",
+                decoys.len()
+            );
         }
-        AdminAction::Keys { action: KeysAction::Rotate(_) } => anyhow::bail!("name the key to rotate: --signing-key"),
+        AdminAction::Keys { action } => keys(&console, &config, action).await?,
         AdminAction::Audit { action: AuditAction::Verify } => {
             let (checked, problems) = console.verify_audit().await?;
             if problems.is_empty() {
@@ -395,6 +524,123 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
                 }
                 anyhow::bail!("the audit log was tampered with: {} problem(s) in {checked} events", problems.len());
             }
+        }
+    }
+    Ok(())
+}
+
+async fn breach_response(console: &Console, config: &Config, args: BreachArgs) -> anyhow::Result<()> {
+    use crate::breach_response::{plan_path, Affected, Options, Plan};
+    let key_file = config.key_file();
+    let (mut plan, path) = match args.resume {
+        Some(path) => (Plan::load(&path)?, path),
+        None => {
+            let affected = match (&args.users, args.all) {
+                (Some(file), false) => Affected::Listed(console.resolve_users(&read_list(file)?).await?),
+                (None, true) => Affected::All,
+                _ => anyhow::bail!("name the affected accounts: --users FILE or --all"),
+            };
+            if !(args.rotate_keys
+                || args.revoke.is_some()
+                || args.force_password_reset
+                || args.reset_second_factors
+                || args.notify)
+            {
+                anyhow::bail!("nothing to do: add --revoke, --rotate-keys, --force-password-reset, --reset-second-factors or --notify");
+            }
+            let text = args.text.or_defaults();
+            let options = Options {
+                affected,
+                rotate_keys: args.rotate_keys,
+                revoke: args.revoke,
+                force_password_reset: args.force_password_reset,
+                reset_second_factors: args.reset_second_factors,
+                notify: args.notify,
+                what_happened: text.what_happened,
+                what_we_did: text.what_we_did,
+            };
+            let plan = console.plan_breach_response(options).await?;
+            let path = plan_path(&key_file, &plan.id);
+            (plan, path)
+        }
+    };
+    if plan.finished {
+        println!("the plan {} finished already", path.display());
+        return Ok(());
+    }
+    println!("breach response for {} account(s):", plan.users.len());
+    for (n, step) in console.describe_breach_response(&plan).iter().enumerate() {
+        println!("  {}. {step}", n + 1);
+    }
+    if args.dry_run {
+        println!("dry run: nothing was changed");
+        return Ok(());
+    }
+    println!("plan: {} (continue a stopped run with --resume {})", path.display(), path.display());
+    console.run_breach_response(&mut plan, &path, &key_file).await?;
+    println!("done: {} account(s) handled; verify with `keywarden admin audit verify`", plan.users_done);
+    Ok(())
+}
+
+/// A list of accounts from a file, or from standard input for `-`.
+fn read_list(path: &std::path::Path) -> anyhow::Result<String> {
+    if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("cannot read the list from standard input")
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+    }
+}
+
+async fn keys(console: &Console, config: &Config, action: KeysAction) -> anyhow::Result<()> {
+    let path = config.key_file();
+    match action {
+        KeysAction::Rotate { key, activate_in } => {
+            let purpose = key.purpose();
+            let secs = i64::try_from(activate_in).context("--activate-in is too large")?;
+            let active_from = crate::domain::clock::now_ms() + secs * 1000;
+            let id = console.rotate_keys(&path, &[purpose], active_from).await?.swap_remove(0);
+            println!("new {} key {id} written to {}; active in {activate_in} s", purpose.name(), path.display());
+            println!("copy the file to every other node now: running servers reload it within seconds");
+            if matches!(purpose, KeyPurpose::Data | KeyPurpose::BlindIndex) {
+                println!(
+                    "servers re-wrap existing values in the background; `keywarden admin keys rewrap` does it now"
+                );
+            }
+        }
+        KeysAction::Status { json } => {
+            let usage = console.key_usage().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&usage)?);
+            } else {
+                println!("{:<12} {:<36} {:<10} rows", "purpose", "key id", "state");
+                for u in usage {
+                    let state = match (u.active, u.active_from) {
+                        (true, _) => "active",
+                        (false, Some(_)) => "next",
+                        (false, None) => "old",
+                    };
+                    println!("{:<12} {:<36} {:<10} {}", u.purpose, u.key_id, state, u.rows);
+                }
+                println!("rows to re-wrap: {}", console.rewrap_remaining().await?);
+            }
+        }
+        KeysAction::Rewrap { batch } => {
+            let (done, remaining) = console
+                .rewrap_all(batch.clamp(1, 10_000), |done, remaining, total| {
+                    eprint!("\rre-wrapping: {done} done, {remaining} remaining of {total}   ");
+                })
+                .await?;
+            eprintln!();
+            println!("{done} value(s) re-wrapped under the active keys; {remaining} remaining");
+            if remaining > 0 {
+                anyhow::bail!("{remaining} value(s) could not be re-wrapped yet (is the new key active?)");
+            }
+        }
+        KeysAction::Retire { key, id, force } => {
+            let purpose = key.purpose();
+            let rows = console.retire_keys(&path, &[(purpose, id.clone())], force).await?.swap_remove(0);
+            println!("retired {} key {id}; {rows} row(s) depended on it", purpose.name());
+            println!("copy the file to every other node: running servers reload it within seconds");
         }
     }
     Ok(())
@@ -465,6 +711,17 @@ async fn clients(console: &Console, action: ClientsAction) -> anyhow::Result<()>
         }
     }
     Ok(())
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// An RFC 3339 instant as Unix milliseconds.

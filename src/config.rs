@@ -12,11 +12,13 @@ use figment::Figment;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::alerts::AlertSettings;
 use crate::domain::oauth::OAuthSettings;
 use crate::domain::password::{Admission, HashCost};
 use crate::domain::second_factors::MfaPolicy;
 use crate::domain::sessions::TokenPolicy;
 use crate::domain::sso::ProviderSettings;
+use crate::domain::throttle::ThrottleSettings;
 use crate::mail::MailConfig;
 use crate::theme::Theme;
 
@@ -124,6 +126,8 @@ pub struct Config {
     pub passkeys: PasskeysConfig,
     pub oauth: OAuthSettings,
     pub sso: SsoSettings,
+    pub throttle: ThrottleSettings,
+    pub alerts: AlertSettings,
 }
 
 /// The `[sso]` settings: upstream OpenID Connect providers people may sign in with.
@@ -232,6 +236,8 @@ impl Default for Config {
             passkeys: PasskeysConfig::default(),
             oauth: OAuthSettings::default(),
             sso: SsoSettings::default(),
+            throttle: ThrottleSettings::default(),
+            alerts: AlertSettings::default(),
         }
     }
 }

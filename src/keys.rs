@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Write;
 use std::path::Path;
+use std::sync::{RwLock, RwLockReadGuard};
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -19,6 +20,8 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use zeroize::Zeroizing;
+
+use crate::domain::clock::now_ms;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -88,9 +91,15 @@ impl Secret {
 }
 
 /// The keys of one purpose: the active one signs or seals new values; the others only read old ones.
+/// A rotated-in key may wait (`next`) until every node has loaded it before it becomes active.
 struct KeySet {
     active: String,
     keys: BTreeMap<String, Secret>,
+    /// A key that becomes the active one at the given instant (Unix ms).
+    next: Option<(String, i64)>,
+    /// Token-hash keys only: the audit keys derived from retired token-hash keys, kept so that the
+    /// audit events they sealed still verify (they verify nothing else).
+    audit_only: BTreeMap<String, Secret>,
 }
 
 impl KeySet {
@@ -98,23 +107,69 @@ impl KeySet {
         let id = new_key_id(purpose);
         let mut keys = BTreeMap::new();
         keys.insert(id.clone(), Secret::random());
-        Self { active: id, keys }
+        Self { active: id, keys, next: None, audit_only: BTreeMap::new() }
+    }
+
+    /// The id of the key new values use now.
+    fn active_id(&self) -> &str {
+        match &self.next {
+            Some((id, from)) if now_ms() >= *from => id,
+            _ => &self.active,
+        }
     }
 
     fn active(&self) -> (&str, &[u8; SECRET_LEN]) {
-        // Construction guarantees the active id is present.
-        let secret = self.keys.get(&self.active).map(|s| &*s.0).unwrap_or(&[0; SECRET_LEN]);
-        (&self.active, secret)
+        let id = self.active_id();
+        // Construction guarantees the active (and next) ids are present.
+        let secret = self.keys.get(id).map(|s| &*s.0).unwrap_or(&[0; SECRET_LEN]);
+        (id, secret)
+    }
+
+    /// Adds a fresh key that becomes active at `active_from` (Unix ms).
+    fn rotate(&mut self, purpose: KeyPurpose, active_from: i64) -> String {
+        self.settle();
+        let id = new_key_id(purpose);
+        self.keys.insert(id.clone(), Secret::random());
+        self.next = Some((id.clone(), active_from));
+        self.settle();
+        id
+    }
+
+    /// Makes a due `next` key the active one.
+    fn settle(&mut self) {
+        if let Some((id, from)) = &self.next {
+            if now_ms() >= *from {
+                self.active = id.clone();
+                self.next = None;
+            }
+        }
+    }
+
+    /// Removes a key that is neither active nor about to be.
+    fn retire(&mut self, purpose: KeyPurpose, id: &str) -> Result<(), KeyringError> {
+        self.settle();
+        let invalid = |reason: String| KeyringError::Invalid { purpose: purpose.name(), reason };
+        if id == self.active || self.next.as_ref().is_some_and(|(next, _)| next == id) {
+            return Err(invalid(format!("{id:?} is the active key (rotate first)")));
+        }
+        let Some(secret) = self.keys.remove(id) else {
+            return Err(invalid(format!("there is no key {id:?}")));
+        };
+        if purpose == KeyPurpose::TokenHash {
+            self.audit_only.insert(id.to_owned(), Secret(audit_key(&secret.0)));
+        }
+        Ok(())
     }
 
     fn get(&self, id: &str) -> Option<&[u8; SECRET_LEN]> {
         self.keys.get(id).map(|s| &*s.0)
     }
 
-    /// The active key first, then the retired ones still kept for reading.
+    /// The active key first, then the others still kept for reading (and a key about to become active).
     fn in_lookup_order(&self) -> impl Iterator<Item = (&str, &[u8; SECRET_LEN])> {
+        let active = self.active_id().to_owned();
         std::iter::once(self.active())
-            .chain(self.keys.iter().filter(move |(id, _)| **id != self.active).map(|(id, s)| (id.as_str(), &*s.0)))
+            .chain(self.keys.iter().filter(move |(id, _)| **id != active).map(|(id, s)| (id.as_str(), &*s.0)))
     }
 
     /// The signing set of a keyring written before signing keys existed: one key derived from the
@@ -125,29 +180,50 @@ impl KeySet {
         // HKDF-SHA256 can expand up to 8160 bytes; 32 never fails.
         let _ = hkdf::Hkdf::<Sha256>::new(None, token_key).expand(b"keywarden signing seed v1", secret.as_mut());
         let id = format!("sig-from-{token_id}");
-        Self { active: id.clone(), keys: BTreeMap::from([(id, Secret(secret))]) }
+        Self {
+            active: id.clone(),
+            keys: BTreeMap::from([(id, Secret(secret))]),
+            next: None,
+            audit_only: BTreeMap::new(),
+        }
     }
 
     fn from_file(purpose: KeyPurpose, file: KeySetFile) -> Result<Self, KeyringError> {
         let invalid = |reason: String| KeyringError::Invalid { purpose: purpose.name(), reason };
-        let mut keys = BTreeMap::new();
-        for (id, encoded) in file.keys {
-            let bytes =
-                Zeroizing::new(B64.decode(encoded.trim()).map_err(|_| invalid(format!("key {id:?} is not base64")))?);
-            let array: [u8; SECRET_LEN] =
-                bytes.as_slice().try_into().map_err(|_| invalid(format!("key {id:?} must be {SECRET_LEN} bytes")))?;
-            keys.insert(id, Secret(Zeroizing::new(array)));
-        }
+        let decode = |entries: BTreeMap<String, String>| -> Result<BTreeMap<String, Secret>, KeyringError> {
+            let mut keys = BTreeMap::new();
+            for (id, encoded) in entries {
+                let bytes = Zeroizing::new(
+                    B64.decode(encoded.trim()).map_err(|_| invalid(format!("key {id:?} is not base64")))?,
+                );
+                let array: [u8; SECRET_LEN] = bytes
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| invalid(format!("key {id:?} must be {SECRET_LEN} bytes")))?;
+                keys.insert(id, Secret(Zeroizing::new(array)));
+            }
+            Ok(keys)
+        };
+        let keys = decode(file.keys)?;
+        let audit_only = decode(file.audit_only)?;
         if !keys.contains_key(&file.active) {
             return Err(invalid(format!("the active key {:?} is not among its keys", file.active)));
         }
-        Ok(Self { active: file.active, keys })
+        let next = match (file.next, file.next_active_from_ms) {
+            (Some(id), Some(from)) if keys.contains_key(&id) => Some((id, from)),
+            (None, None) => None,
+            _ => return Err(invalid("`next` must name one of its keys, with `next_active_from_ms`".into())),
+        };
+        Ok(Self { active: file.active, keys, next, audit_only })
     }
 
     fn to_file(&self) -> KeySetFile {
         KeySetFile {
             active: self.active.clone(),
             keys: self.keys.iter().map(|(id, s)| (id.clone(), B64.encode(*s.0))).collect(),
+            next: self.next.as_ref().map(|(id, _)| id.clone()),
+            next_active_from_ms: self.next.as_ref().map(|(_, from)| *from),
+            audit_only: self.audit_only.iter().map(|(id, s)| (id.clone(), B64.encode(*s.0))).collect(),
         }
     }
 }
@@ -167,7 +243,15 @@ pub fn hex(bytes: &[u8]) -> String {
 #[serde(deny_unknown_fields)]
 struct KeySetFile {
     active: String,
+    /// A rotated-in key that becomes active at `next_active_from_ms` (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    next_active_from_ms: Option<i64>,
     keys: BTreeMap<String, String>,
+    /// Audit keys of retired token-hash keys (they verify old audit events, nothing else).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    audit_only: BTreeMap<String, String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -197,12 +281,45 @@ pub struct Sealed {
 }
 
 /// Every key keywarden holds. Cheap to share behind an `Arc`; never serialised except to the key file.
+/// Running servers swap in a changed key file (`replace_with`) without a restart.
 pub struct Keyring {
+    sets: RwLock<Sets>,
+}
+
+struct Sets {
     pepper: KeySet,
     token_hash: KeySet,
     data: KeySet,
     blind_index: KeySet,
     signing: KeySet,
+}
+
+impl Sets {
+    fn set(&self, purpose: KeyPurpose) -> &KeySet {
+        match purpose {
+            KeyPurpose::Pepper => &self.pepper,
+            KeyPurpose::TokenHash => &self.token_hash,
+            KeyPurpose::Data => &self.data,
+            KeyPurpose::BlindIndex => &self.blind_index,
+            KeyPurpose::Signing => &self.signing,
+        }
+    }
+
+    fn set_mut(&mut self, purpose: KeyPurpose) -> &mut KeySet {
+        match purpose {
+            KeyPurpose::Pepper => &mut self.pepper,
+            KeyPurpose::TokenHash => &mut self.token_hash,
+            KeyPurpose::Data => &mut self.data,
+            KeyPurpose::BlindIndex => &mut self.blind_index,
+            KeyPurpose::Signing => &mut self.signing,
+        }
+    }
+}
+
+impl From<Sets> for Keyring {
+    fn from(sets: Sets) -> Self {
+        Self { sets: RwLock::new(sets) }
+    }
 }
 
 impl fmt::Debug for Keyring {
@@ -219,13 +336,28 @@ const FILE_HEADER: &str = "\
 impl Keyring {
     /// A new keyring with one fresh random key for each purpose.
     pub fn generate() -> Self {
-        Self {
+        Self::from(Sets {
             pepper: KeySet::generate(KeyPurpose::Pepper),
             token_hash: KeySet::generate(KeyPurpose::TokenHash),
             data: KeySet::generate(KeyPurpose::Data),
             blind_index: KeySet::generate(KeyPurpose::BlindIndex),
             signing: KeySet::generate(KeyPurpose::Signing),
-        }
+        })
+    }
+
+    /// The key sets, for reading. A poisoned lock still holds whole sets: swaps replace them at once.
+    fn read(&self) -> RwLockReadGuard<'_, Sets> {
+        self.sets.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Sets> {
+        self.sets.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Takes over every key of `other` (a reloaded key file), at once for every caller.
+    pub fn replace_with(&self, other: Keyring) {
+        let fresh = other.sets.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *self.write() = fresh;
     }
 
     pub fn from_toml(text: &str) -> Result<Self, KeyringError> {
@@ -235,22 +367,23 @@ impl Keyring {
             Some(set) => KeySet::from_file(KeyPurpose::Signing, set)?,
             None => KeySet::signing_derived_from(&token_hash),
         };
-        Ok(Self {
+        Ok(Self::from(Sets {
             pepper: KeySet::from_file(KeyPurpose::Pepper, file.pepper)?,
             token_hash,
             data: KeySet::from_file(KeyPurpose::Data, file.data)?,
             blind_index: KeySet::from_file(KeyPurpose::BlindIndex, file.blind_index)?,
             signing,
-        })
+        }))
     }
 
     pub fn to_toml(&self) -> String {
+        let sets = self.read();
         let file = KeyringFile {
-            pepper: self.pepper.to_file(),
-            token_hash: self.token_hash.to_file(),
-            data: self.data.to_file(),
-            blind_index: self.blind_index.to_file(),
-            signing: Some(self.signing.to_file()),
+            pepper: sets.pepper.to_file(),
+            token_hash: sets.token_hash.to_file(),
+            data: sets.data.to_file(),
+            blind_index: sets.blind_index.to_file(),
+            signing: Some(sets.signing.to_file()),
         };
         // Serialising plain strings and maps cannot fail.
         format!("{FILE_HEADER}\n{}", toml::to_string(&file).unwrap_or_default())
@@ -290,33 +423,49 @@ impl Keyring {
         std::fs::rename(&temporary, path).map_err(err)
     }
 
-    fn set(&self, purpose: KeyPurpose) -> &KeySet {
-        match purpose {
-            KeyPurpose::Pepper => &self.pepper,
-            KeyPurpose::TokenHash => &self.token_hash,
-            KeyPurpose::Data => &self.data,
-            KeyPurpose::BlindIndex => &self.blind_index,
-            KeyPurpose::Signing => &self.signing,
-        }
-    }
-
     /// The active key id of every purpose, for logs and consistency checks (never the secrets).
     pub fn active_ids(&self) -> BTreeMap<&'static str, String> {
-        KeyPurpose::ALL.iter().map(|p| (p.name(), self.set(*p).active.clone())).collect()
+        let sets = self.read();
+        KeyPurpose::ALL.iter().map(|p| (p.name(), sets.set(*p).active_id().to_owned())).collect()
+    }
+
+    /// The active key id of one purpose.
+    pub fn active_id(&self, purpose: KeyPurpose) -> String {
+        self.read().set(purpose).active_id().to_owned()
+    }
+
+    /// Every key id of one purpose, and the one waiting to become active with its instant (Unix ms).
+    pub fn key_ids(&self, purpose: KeyPurpose) -> (Vec<String>, Option<(String, i64)>) {
+        let sets = self.read();
+        let set = sets.set(purpose);
+        let next = set.next.clone().filter(|(_, from)| now_ms() < *from);
+        (set.keys.keys().cloned().collect(), next)
     }
 
     /// Whether the keyring holds a key with this id for this purpose.
     pub fn has_key(&self, purpose: KeyPurpose, id: &str) -> bool {
-        self.set(purpose).get(id).is_some()
+        self.read().set(purpose).get(id).is_some()
+    }
+
+    /// Adds a new key for `purpose` that new values use from `active_from` (Unix ms) on; older
+    /// keys stay for reading what they protect until retired.
+    pub fn rotate(&self, purpose: KeyPurpose, active_from: i64) -> String {
+        self.write().set_mut(purpose).rotate(purpose, active_from)
+    }
+
+    /// Removes a key that is not active: whatever only it could read or verify is lost.
+    pub fn retire(&self, purpose: KeyPurpose, id: &str) -> Result<(), KeyringError> {
+        self.write().set_mut(purpose).retire(purpose, id)
     }
 
     /// `(meta key, check value)` for every key: an HMAC of a fixed label, which identifies the key
     /// without revealing anything that could compute other digests.
     pub fn check_values(&self) -> Vec<(String, String)> {
+        let sets = self.read();
         KeyPurpose::ALL
             .iter()
             .flat_map(|purpose| {
-                self.set(*purpose).keys.iter().map(move |(id, secret)| {
+                sets.set(*purpose).keys.iter().map(move |(id, secret)| {
                     (format!("keycheck.{}.{id}", purpose.name()), hex(&hmac(&*secret.0, b"keywarden key check v1")))
                 })
             })
@@ -325,52 +474,49 @@ impl Keyring {
 
     /// Every signing secret with its id, the active one first: each seeds one key per algorithm.
     pub fn signing_secrets(&self) -> Vec<(String, Zeroizing<[u8; SECRET_LEN]>)> {
-        self.signing.in_lookup_order().map(|(id, secret)| (id.to_owned(), Zeroizing::new(*secret))).collect()
-    }
-
-    /// Makes a new signing key the active one; the old ones stay in the ring (and published) so
-    /// tokens they signed still verify until an operator retires them.
-    pub fn rotate_signing_key(&mut self) -> String {
-        let id = new_key_id(KeyPurpose::Signing);
-        self.signing.keys.insert(id.clone(), Secret::random());
-        self.signing.active = id.clone();
-        id
+        self.read().signing.in_lookup_order().map(|(id, secret)| (id.to_owned(), Zeroizing::new(*secret))).collect()
     }
 
     /// The active pepper and its id, mixed into every new password hash.
-    pub fn active_pepper(&self) -> (&str, &[u8]) {
-        let (id, key) = self.pepper.active();
-        (id, key.as_slice())
+    pub fn active_pepper(&self) -> (String, Zeroizing<Vec<u8>>) {
+        let sets = self.read();
+        let (id, key) = sets.pepper.active();
+        (id.to_owned(), Zeroizing::new(key.to_vec()))
     }
 
-    pub fn pepper(&self, id: &str) -> Option<&[u8]> {
-        self.pepper.get(id).map(|k| k.as_slice())
+    pub fn pepper(&self, id: &str) -> Option<Zeroizing<Vec<u8>>> {
+        self.read().pepper.get(id).map(|k| Zeroizing::new(k.to_vec()))
     }
 
     /// The id of the key that seals new audit events: derived from the active token-hash key.
     pub fn active_audit_key_id(&self) -> String {
-        format!("audit:{}", self.token_hash.active)
+        format!("audit:{}", self.read().token_hash.active_id())
     }
 
     /// MAC of an audit event under the audit key `key_id`, or `None` if that key is no longer held.
-    /// Audit keys are derived (HKDF-SHA256) from token-hash keys, so key files need no extra entry
-    /// and rotating the token-hash key rotates the audit key with it.
+    /// Audit keys are derived (HKDF-SHA256) from token-hash keys, so rotating the token-hash key
+    /// rotates the audit key with it; retiring one keeps only its audit key (`audit_only`).
     pub fn audit_mac(&self, key_id: &str, message: &[u8]) -> Option<Vec<u8>> {
-        let token_key = self.token_hash.get(key_id.strip_prefix("audit:")?)?;
-        let mut audit_key = Zeroizing::new([0u8; SECRET_LEN]);
-        hkdf::Hkdf::<Sha256>::new(None, token_key).expand(b"keywarden audit log v1", audit_key.as_mut()).ok()?;
+        let token_id = key_id.strip_prefix("audit:")?;
+        let sets = self.read();
+        let audit_key = match sets.token_hash.get(token_id) {
+            Some(token_key) => audit_key(token_key),
+            None => Zeroizing::new(*sets.token_hash.audit_only.get(token_id)?.0),
+        };
         Some(hmac(audit_key.as_ref(), message))
     }
 
     /// HMAC-SHA256 of a token under the active token-hash key: the only form in which tokens are stored.
     pub fn token_digest(&self, token: &str) -> KeyedDigest {
-        let (id, key) = self.token_hash.active();
+        let sets = self.read();
+        let (id, key) = sets.token_hash.active();
         KeyedDigest { key_id: id.to_owned(), digest: hmac(key, token.as_bytes()) }
     }
 
     /// The token's digest under every token-hash key, active first, for look-up during a rotation.
     pub fn token_digests(&self, token: &str) -> Vec<KeyedDigest> {
-        self.token_hash
+        self.read()
+            .token_hash
             .in_lookup_order()
             .map(|(id, key)| KeyedDigest { key_id: id.to_owned(), digest: hmac(key, token.as_bytes()) })
             .collect()
@@ -393,7 +539,8 @@ impl Keyring {
 
     /// The keyed blind index of a normalised value under every blind-index key, active first.
     pub fn blind_indexes(&self, value: &str) -> Vec<KeyedDigest> {
-        self.blind_index
+        self.read()
+            .blind_index
             .in_lookup_order()
             .map(|(id, key)| KeyedDigest { key_id: id.to_owned(), digest: hmac(key, value.as_bytes()) })
             .collect()
@@ -415,14 +562,16 @@ impl Keyring {
     }
 
     pub fn blind_index(&self, value: &str) -> KeyedDigest {
-        let (id, key) = self.blind_index.active();
+        let sets = self.read();
+        let (id, key) = sets.blind_index.active();
         KeyedDigest { key_id: id.to_owned(), digest: hmac(key, value.as_bytes()) }
     }
 
     /// Encrypts with XChaCha20-Poly1305 under the active data key. `context` is authenticated but not
     /// stored: it binds the ciphertext to its record so it cannot be moved to another row.
     pub fn seal(&self, plaintext: &[u8], context: &[u8]) -> Sealed {
-        let (id, key) = self.data.active();
+        let sets = self.read();
+        let (id, key) = sets.data.active();
         let cipher = XChaCha20Poly1305::new(key.into());
         let mut nonce = [0u8; NONCE_LEN];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
@@ -435,7 +584,8 @@ impl Keyring {
     }
 
     pub fn open(&self, sealed: &Sealed, context: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyringError> {
-        let key = self.data.get(&sealed.key_id).ok_or_else(|| KeyringError::UnknownKey(sealed.key_id.clone()))?;
+        let sets = self.read();
+        let key = sets.data.get(&sealed.key_id).ok_or_else(|| KeyringError::UnknownKey(sealed.key_id.clone()))?;
         if sealed.bytes.len() < NONCE_LEN {
             return Err(KeyringError::Tampered);
         }
@@ -445,6 +595,14 @@ impl Keyring {
             .map(Zeroizing::new)
             .map_err(|_| KeyringError::Tampered)
     }
+}
+
+/// The audit key derived (HKDF-SHA256) from a token-hash key.
+fn audit_key(token_key: &[u8; SECRET_LEN]) -> Zeroizing<[u8; SECRET_LEN]> {
+    let mut key = Zeroizing::new([0u8; SECRET_LEN]);
+    // HKDF-SHA256 can expand up to 8160 bytes; 32 never fails.
+    let _ = hkdf::Hkdf::<Sha256>::new(None, token_key).expand(b"keywarden audit log v1", key.as_mut());
+    key
 }
 
 #[allow(clippy::expect_used)] // HMAC takes keys of any length: `new_from_slice` cannot fail here.
@@ -493,11 +651,30 @@ mod tests {
 
     #[test]
     fn rotating_the_signing_key_keeps_the_old_one_for_verification() {
-        let mut ring = Keyring::generate();
+        let ring = Keyring::generate();
         let old = ring.signing_secrets()[0].0.clone();
-        let new = ring.rotate_signing_key();
+        let new = ring.rotate(KeyPurpose::Signing, 0);
         let ids: Vec<String> = ring.signing_secrets().into_iter().map(|(id, _)| id).collect();
         assert_eq!(ids, vec![new, old]);
+    }
+
+    #[test]
+    fn a_rotated_key_waits_for_its_instant_then_old_values_stay_readable_until_retired() {
+        let ring = Keyring::generate();
+        let old = ring.active_id(KeyPurpose::Data);
+        let sealed = ring.seal(b"x", b"c");
+        let new = ring.rotate(KeyPurpose::Data, now_ms() + 60_000);
+        assert_eq!(ring.active_id(KeyPurpose::Data), old, "not active before its instant");
+        let reloaded = Keyring::from_toml(&ring.to_toml()).unwrap();
+        assert_eq!(reloaded.key_ids(KeyPurpose::Data).1.map(|(id, _)| id), Some(new.clone()));
+        let due = ring.rotate(KeyPurpose::Data, 0);
+        assert_eq!(ring.active_id(KeyPurpose::Data), due);
+        assert_eq!(ring.seal(b"y", b"c").key_id, due);
+        assert_eq!(&*ring.open(&sealed, b"c").unwrap(), b"x");
+        assert!(ring.retire(KeyPurpose::Data, &due).is_err(), "the active key cannot be retired");
+        ring.retire(KeyPurpose::Data, &old).unwrap();
+        assert!(matches!(ring.open(&sealed, b"c"), Err(KeyringError::UnknownKey(_))));
+        assert!(ring.has_key(KeyPurpose::Data, &new));
     }
 
     #[test]

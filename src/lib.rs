@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod backchannel;
+pub mod breach_response;
 pub mod cli;
 pub mod config;
 pub mod domain;
@@ -15,9 +16,11 @@ pub mod http;
 pub mod keys;
 pub mod mail;
 pub mod metrics;
+pub mod outbound;
 pub mod server;
 pub mod signing;
 pub mod store;
 pub mod telemetry;
 pub mod theme;
 pub mod upstream;
+pub mod webhook;

@@ -29,8 +29,15 @@ pub struct RequestLabels {
 
 type LatencyFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    pub kind: &'static str,
+    pub severity: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
+    pub alerts: Family<AlertLabels, Counter>,
     pub sign_ins: Family<Outcome, Counter>,
     pub token_validations: Family<Outcome, Counter>,
     pub token_refreshes: Family<Outcome, Counter>,
@@ -65,10 +72,17 @@ impl Default for Metrics {
             "argon2id verifications, including those against the dummy hash for unknown accounts",
             password_verifications.clone(),
         );
+        let alerts = Family::<AlertLabels, Counter>::default();
+        registry.register(
+            "security_alerts",
+            "Security alerts raised (credential stuffing, honeytokens)",
+            alerts.clone(),
+        );
         let request_duration: LatencyFamily = Family::new_with_constructor(latency_histogram);
         registry.register("http_request_duration_seconds", "HTTP request latency", request_duration.clone());
         Self {
             registry,
+            alerts,
             sign_ins,
             token_validations,
             token_refreshes,
@@ -87,5 +101,16 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// Counts every alert in `keywarden_security_alerts_total`.
+pub struct AlertCounter(pub std::sync::Arc<Metrics>);
+
+#[async_trait::async_trait]
+impl crate::domain::alerts::AlertHook for AlertCounter {
+    async fn alerted(&self, alert: &crate::domain::alerts::Alert) {
+        let labels = AlertLabels { kind: alert.kind, severity: alert.severity.as_str() };
+        self.0.alerts.get_or_create(&labels).inc();
     }
 }

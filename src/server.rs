@@ -11,11 +11,14 @@ use tokio::task::JoinHandle;
 
 use crate::backchannel;
 use crate::config::{Config, HashProfile};
+use crate::domain::alerts::{Alerts, MailAdmins};
 use crate::domain::clock::now_ms;
 use crate::domain::dpop::DpopVerifier;
+use crate::domain::key_rotation::KeyRotation;
 use crate::domain::passkeys;
 use crate::domain::password::PasswordHasher;
 use crate::domain::sso::provider::Provider;
+use crate::domain::throttle::Throttle;
 use crate::domain::{
     Accounts, AuditLog, Core, DeviceKeys, Devices, OAuth, Pins, Recovery, Revocations, SecondFactors, Sessions, Sso,
 };
@@ -23,10 +26,11 @@ use crate::http::pages::Pages;
 use crate::http::{self, AppState};
 use crate::keys::Keyring;
 use crate::mail::{Mailer, Transport, TransportKind};
-use crate::metrics::Metrics;
+use crate::metrics::{AlertCounter, Metrics};
 use crate::signing::Signer;
 use crate::store::{self, DynStore, Store};
 use crate::upstream::HttpUpstream;
+use crate::webhook::Webhook;
 
 /// The variable that may hold the whole keyring instead of a key file (for secret managers).
 pub const KEYRING_ENV: &str = "KEYWARDEN_KEYRING";
@@ -52,6 +56,12 @@ fn mail_transport(config: &Config) -> anyhow::Result<Transport> {
 
 /// Tokens are kept this long after expiry so a late refresh still reports `token_expired`.
 const EXPIRED_TOKEN_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
+/// Throttle counters are kept a day after their last failure or block.
+const THROTTLE_RETENTION_MS: i64 = 24 * 3600 * 1000;
+/// How often each node looks at its key file.
+const KEYRING_POLL: Duration = Duration::from_secs(1);
+/// How often each node re-wraps a batch of values sealed under older keys.
+const REWRAP_EVERY: Duration = Duration::from_secs(5);
 
 /// A running node; dropping it does not stop it, `stop` does (gracefully).
 pub struct RunningServer {
@@ -106,6 +116,10 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     background.push(state.mailer.spawn_delivery(mail_transport(config)?, MAIL_POLL));
     background.push(backchannel::spawn_delivery(store.clone(), state.oauth.clone(), LOGOUT_POLL)?);
     background.push(tokio::spawn(purge_expired_tokens(store)));
+    background.push(state.alerts.spawn_stuffing_watch());
+    let key_file = std::env::var_os(KEYRING_ENV).is_none().then(|| config.key_file());
+    background.push(spawn_keyring_watch(key_file, state.store.clone(), state.keyring.clone(), state.signer.clone()));
+    background.push(KeyRotation::new(state.store.clone(), state.keyring.clone()).spawn(REWRAP_EVERY));
     tracing::info!(%addr, database = state.store.engine(), "keywarden is listening");
     Ok(RunningServer { addr, state, shutdown, serving, background })
 }
@@ -131,8 +145,12 @@ pub fn build_core(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> an
             None
         }
     };
+    let throttle = Throttle::new(store.clone(), keyring.clone(), config.throttle);
+    let alerts = Alerts::new(store.clone(), audit.clone(), config.alerts.clone());
     Ok(Core {
         webauthn,
+        throttle,
+        alerts,
         store,
         keyring,
         hasher,
@@ -158,8 +176,14 @@ pub fn build_state(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> a
     let sessions = Sessions::new(&core, accounts.clone(), factors.clone());
     let signer = Arc::new(Signer::from_keyring(&keyring).context("cannot derive the token-signing keys")?);
     let device_keys = DeviceKeys::new(&core, sessions.clone(), signer.clone());
-    let oauth =
-        OAuth::new(&core, sessions.clone(), accounts.clone(), signer, &config.public_url(), config.oauth.clone());
+    let oauth = OAuth::new(
+        &core,
+        sessions.clone(),
+        accounts.clone(),
+        signer.clone(),
+        &config.public_url(),
+        config.oauth.clone(),
+    );
     let providers = config
         .sso
         .providers
@@ -175,6 +199,14 @@ pub fn build_state(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> a
     let provider_names = providers.iter().map(|p| (p.id.clone(), p.name.clone())).collect();
     let upstream = Arc::new(HttpUpstream::new().context("cannot build the HTTP client for sign-in providers")?);
     let pins = Pins::new(&core, sessions.clone());
+    let metrics = Arc::new(Metrics::default());
+    core.alerts.add_hook(Arc::new(AlertCounter(metrics.clone())));
+    if config.alerts.mail_admins {
+        core.alerts.add_hook(Arc::new(MailAdmins::new(store.clone(), accounts.clone())));
+    }
+    if let Some(url) = &config.alerts.webhook_url {
+        core.alerts.add_hook(Arc::new(Webhook::new(url, &config.product_name)?));
+    }
     let sso = Sso::new(&core, accounts.clone(), sessions.clone(), providers, upstream, &config.public_url());
     Ok(AppState {
         sessions,
@@ -187,14 +219,16 @@ pub fn build_state(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> a
         device_keys,
         accounts,
         revocations: core.revocations,
+        alerts: core.alerts,
         audit: core.audit,
         mailer: core.mailer,
         store,
         hasher,
-        metrics: Arc::new(Metrics::default()),
+        metrics,
         trusted_proxies: Arc::new(config.trusted_proxies.clone()),
         dpop,
         keyring,
+        signer,
         pages,
         token_policy: config.tokens,
         public_url: config.public_url.clone(),
@@ -241,7 +275,7 @@ pub async fn load_keyring(config: &Config, store: &dyn Store, may_generate: bool
 
 /// Each key's check value (an HMAC of a constant, useless to an attacker) is recorded in the
 /// database the first time the key is used with it, so a wrong or altered key file is refused.
-async fn check_keyring_matches_database(keyring: &Keyring, store: &dyn Store) -> anyhow::Result<()> {
+pub(crate) async fn check_keyring_matches_database(keyring: &Keyring, store: &dyn Store) -> anyhow::Result<()> {
     let mut recognised = 0;
     let mut new = Vec::new();
     for (name, value) in keyring.check_values() {
@@ -260,6 +294,65 @@ async fn check_keyring_matches_database(keyring: &Keyring, store: &dyn Store) ->
     Ok(())
 }
 
+/// Reloads the key file when it changes (a rotation or retirement by `keywarden admin keys`), and
+/// re-derives the signing keys when the file or an active key changes, so keys rotate without a
+/// restart. A changed file that does not match the database is refused and the keys in use stay.
+fn spawn_keyring_watch(
+    path: Option<std::path::PathBuf>,
+    store: DynStore,
+    keyring: Arc<Keyring>,
+    signer: Arc<Signer>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last_text = match &path {
+            Some(path) => tokio::fs::read_to_string(path).await.ok(),
+            None => None,
+        };
+        let mut last_active = keyring.active_ids();
+        loop {
+            tokio::time::sleep(KEYRING_POLL).await;
+            let mut reloaded = false;
+            if let Some(path) = &path {
+                match tokio::fs::read_to_string(path).await {
+                    Ok(text) if last_text.as_ref() != Some(&text) => {
+                        match changed_keyring(&text, store.as_ref()).await {
+                            Ok(fresh) => {
+                                keyring.replace_with(fresh);
+                                reloaded = true;
+                                tracing::info!(active = ?keyring.active_ids(), "key file reloaded");
+                            }
+                            Err(err) => tracing::error!(
+                                error = format!("{err:#}"),
+                                "the changed key file was refused; the keys in use stay"
+                            ),
+                        }
+                        last_text = Some(text);
+                    }
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(error = %err, "cannot read the key file"),
+                }
+            }
+            let active = keyring.active_ids();
+            if reloaded || active != last_active {
+                if active != last_active {
+                    tracing::info!(active = ?active, "new keys are active");
+                }
+                if let Err(err) = signer.reload(&keyring) {
+                    tracing::error!(error = %err, "cannot derive the new signing keys");
+                }
+                last_active = active;
+            }
+        }
+    })
+}
+
+/// A changed key file, if it is valid and matches the database.
+async fn changed_keyring(text: &str, store: &dyn Store) -> anyhow::Result<Keyring> {
+    let fresh = Keyring::from_toml(text).context("the key file is invalid")?;
+    check_keyring_matches_database(&fresh, store).await?;
+    Ok(fresh)
+}
+
 async fn purge_expired_tokens(store: DynStore) {
     let mut every = tokio::time::interval(Duration::from_secs(600));
     loop {
@@ -268,6 +361,10 @@ async fn purge_expired_tokens(store: DynStore) {
             Ok(0) => {}
             Ok(n) => tracing::info!(purged = n, "expired tokens and sign-in challenges purged"),
             Err(err) => tracing::warn!(error = %err, "purging expired tokens failed"),
+        }
+        // Counters that neither count recent failures nor block anyone any more.
+        if let Err(err) = store.purge_throttles(now_ms() - THROTTLE_RETENTION_MS).await {
+            tracing::warn!(error = %err, "purging throttle counters failed");
         }
     }
 }

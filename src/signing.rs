@@ -15,6 +15,8 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use std::sync::Arc;
+
 use crate::keys::Keyring;
 
 /// The JWS algorithms keywarden signs with.
@@ -71,15 +73,15 @@ struct KeyPair {
     jwk: Value,
 }
 
-/// Signs with the active keys and verifies with any key in the ring.
+/// Signs with the active keys and verifies with any key in the ring; re-derived when the keyring changes.
 pub struct Signer {
     /// Active keys first (one per algorithm), then the older ones.
-    keys: Vec<KeyPair>,
+    keys: std::sync::RwLock<Arc<Vec<KeyPair>>>,
 }
 
 impl std::fmt::Debug for Signer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Signer").field("kids", &self.keys.iter().map(|k| &k.kid).collect::<Vec<_>>()).finish()
+        f.debug_struct("Signer").field("kids", &self.keys().iter().map(|k| k.kid.clone()).collect::<Vec<_>>()).finish()
     }
 }
 
@@ -136,19 +138,36 @@ fn p256_pair(id: &str, secret: &[u8; 32]) -> Result<KeyPair, SigningError> {
     })
 }
 
+/// One key pair per algorithm for every signing secret, the active secret's first.
+fn derive(keyring: &Keyring) -> Result<Vec<KeyPair>, SigningError> {
+    let mut keys = Vec::new();
+    for (id, secret) in keyring.signing_secrets() {
+        keys.push(p256_pair(&id, &secret)?);
+        keys.push(ed25519_pair(&id, &secret)?);
+    }
+    Ok(keys)
+}
+
 impl Signer {
     pub fn from_keyring(keyring: &Keyring) -> Result<Self, SigningError> {
-        let mut keys = Vec::new();
-        for (id, secret) in keyring.signing_secrets() {
-            keys.push(p256_pair(&id, &secret)?);
-            keys.push(ed25519_pair(&id, &secret)?);
-        }
-        Ok(Self { keys })
+        Ok(Self { keys: std::sync::RwLock::new(Arc::new(derive(keyring)?)) })
+    }
+
+    /// Takes the keyring's signing keys as they are now (a reloaded file, a newly active key).
+    pub fn reload(&self, keyring: &Keyring) -> Result<(), SigningError> {
+        let fresh = Arc::new(derive(keyring)?);
+        *self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+        Ok(())
+    }
+
+    fn keys(&self) -> Arc<Vec<KeyPair>> {
+        self.keys.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// A compact JWS of `claims` under the active key for `alg`, with `typ` in its header.
     pub fn sign<T: Serialize>(&self, alg: SigningAlg, typ: &str, claims: &T) -> Result<String, SigningError> {
-        let key = self.keys.iter().find(|k| k.alg == alg).ok_or_else(|| SigningError::Key("no active key".into()))?;
+        let keys = self.keys();
+        let key = keys.iter().find(|k| k.alg == alg).ok_or_else(|| SigningError::Key("no active key".into()))?;
         let header = Header { typ: Some(typ.to_owned()), kid: Some(key.kid.clone()), ..Header::new(alg.jws()) };
         Ok(jsonwebtoken::encode(&header, claims, &key.encoding)?)
     }
@@ -158,7 +177,8 @@ impl Signer {
     /// is still a fine `id_token_hint`).
     pub fn verify<T: DeserializeOwned>(&self, token: &str, issuer: &str) -> Option<T> {
         let header = jsonwebtoken::decode_header(token).ok()?;
-        let key = self.keys.iter().find(|k| Some(&k.kid) == header.kid.as_ref() && k.alg.jws() == header.alg)?;
+        let keys = self.keys();
+        let key = keys.iter().find(|k| Some(&k.kid) == header.kid.as_ref() && k.alg.jws() == header.alg)?;
         let mut validation = Validation::new(header.alg);
         validation.validate_exp = false;
         validation.validate_aud = false;
@@ -169,7 +189,7 @@ impl Signer {
 
     /// The public keys as a JSON Web Key Set (RFC 7517).
     pub fn jwks(&self) -> Value {
-        json!({ "keys": self.keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>() })
+        json!({ "keys": self.keys().iter().map(|k| k.jwk.clone()).collect::<Vec<_>>() })
     }
 }
 
@@ -185,12 +205,12 @@ mod tests {
 
     #[test]
     fn tokens_signed_before_a_rotation_still_verify() {
-        let mut ring = Keyring::generate();
+        let ring = Keyring::generate();
         let claims = Claims { iss: "https://id.example".into(), sub: "u1".into() };
         let before = Signer::from_keyring(&ring).unwrap();
         let es = before.sign(SigningAlg::Es256, "JWT", &claims).unwrap();
         let ed = before.sign(SigningAlg::EdDsa, "JWT", &claims).unwrap();
-        ring.rotate_signing_key();
+        ring.rotate(crate::keys::KeyPurpose::Signing, 0);
         let after = Signer::from_keyring(&ring).unwrap();
         assert_eq!(after.jwks()["keys"].as_array().unwrap().len(), 4);
         assert_eq!(after.verify::<Claims>(&es, "https://id.example"), Some(claims));

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 
 use crate::domain::sso::upstream::{Reply, Unreachable, Upstream};
+use crate::outbound;
 
 /// Larger provider answers are refused: discovery documents and key sets are a few kilobytes.
 const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -17,12 +18,7 @@ pub struct HttpUpstream {
 
 impl HttpUpstream {
     pub fn new() -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            // A provider's endpoints answer directly; a redirect is a misconfiguration or an attack.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent("keywarden sign-in")
-            .build()?;
+        let http = outbound::client("keywarden sign-in", Duration::from_secs(10))?;
         Ok(Self { http })
     }
 
@@ -59,7 +55,7 @@ impl Upstream for HttpUpstream {
         if let Some(token) = bearer {
             request = request.bearer_auth(token);
         }
-        Self::reply(request.send().await).await
+        Self::reply(outbound::send_with_retry(request).await).await
     }
 
     async fn post_form(
@@ -78,6 +74,6 @@ impl Upstream for HttpUpstream {
         if let Some((user, password)) = basic {
             request = request.basic_auth(user, Some(password));
         }
-        Self::reply(request.send().await).await
+        Self::reply(outbound::send_with_retry(request).await).await
     }
 }

@@ -92,12 +92,12 @@ pub struct Accounts {
 }
 
 /// The authenticated data bound to a user's sealed email: a ciphertext moved to another row fails to open.
-fn email_context(user_id: &str) -> Vec<u8> {
+pub(crate) fn email_context(user_id: &str) -> Vec<u8> {
     format!("keywarden:user:{user_id}:email").into_bytes()
 }
 
 /// The same for the address waiting for confirmation, so it cannot be swapped for the current one.
-fn pending_email_context(user_id: &str) -> Vec<u8> {
+pub(crate) fn pending_email_context(user_id: &str) -> Vec<u8> {
     format!("keywarden:user:{user_id}:pending_email").into_bytes()
 }
 
@@ -151,7 +151,19 @@ impl Accounts {
         password: Option<StoredHash>,
         verified_at: Option<i64>,
     ) -> NewUser {
-        let id = uuid::Uuid::now_v7().to_string();
+        self.new_user_as(uuid::Uuid::now_v7().to_string(), now_ms(), username, email, password, verified_at)
+    }
+
+    /// A new account's row with a given id and creation time (decoys are dated in the past).
+    pub(crate) fn new_user_as(
+        &self,
+        id: String,
+        created_at: i64,
+        username: &Username,
+        email: &Email,
+        password: Option<StoredHash>,
+        verified_at: Option<i64>,
+    ) -> NewUser {
         let sealed = self.keyring.seal(email.as_str().as_bytes(), &email_context(&id));
         let index = self.keyring.blind_index(email.as_str());
         let (password_hash, password_pepper_id) = password.map(|h| (h.phc, h.pepper_id)).unwrap_or_default();
@@ -165,7 +177,7 @@ impl Accounts {
             email_index_key_id: index.key_id,
             password_hash,
             password_pepper_id,
-            created_at: now_ms(),
+            created_at,
             email_verified_at: verified_at,
         }
     }
@@ -308,6 +320,10 @@ impl Accounts {
 
     /// Queues a notice to the account's owner.
     pub(crate) async fn notify(&self, user_id: &str, notice: Notice) -> Result<()> {
+        if super::honeytokens::is_decoy_account(&self.keyring, user_id) {
+            // Decoys' addresses are made up: nothing is ever sent to them.
+            return Ok(());
+        }
         let (user, email) = self.contact(user_id).await?;
         self.mailer.send(&Recipient { user_id, username: &user.username, email: &email }, notice).await
     }

@@ -57,10 +57,20 @@ pub mod kind {
     pub const OAUTH_TOKEN_REVOKED: &str = "oauth.token_revoked";
     pub const DEVICE_LINK_DECIDED: &str = "oauth.device_link_decided";
     pub const KEY_ROTATED: &str = "keys.rotated";
+    pub const KEY_RETIRED: &str = "keys.retired";
+    pub const KEYS_REWRAPPED: &str = "keys.rewrapped";
+    pub const BREACH_RESPONSE_STARTED: &str = "breach_response.started";
+    pub const BREACH_RESPONSE_FINISHED: &str = "breach_response.finished";
     pub const SSO_LINKED: &str = "sso.linked";
     pub const SSO_UNLINKED: &str = "sso.unlinked";
     pub const PIN_LINKED: &str = "device.pin_linked";
     pub const DEVICE_KEY_REGISTERED: &str = "device.key_registered";
+    /// A throttle started backing off: too many wrong guesses for one account, address or device.
+    pub const THROTTLED: &str = "throttle.blocked";
+    /// A security alert (credential stuffing, a honeytoken used): also logged, counted and sent to admins.
+    pub const ALERT: &str = "alert.raised";
+    /// Decoy accounts were planted (how many, never which).
+    pub const HONEYTOKENS_SEEDED: &str = "honeytokens.seeded";
 }
 
 /// Who caused an event.

@@ -2,11 +2,13 @@
 
 use std::sync::Arc;
 
+use super::alerts::Alerts;
 use super::audit::AuditLog;
 use super::password::PasswordHasher;
 use super::revocation::Revocations;
 use super::second_factors::MfaPolicy;
 use super::sessions::TokenPolicy;
+use super::throttle::Throttle;
 use crate::keys::Keyring;
 use crate::mail::Mailer;
 use crate::store::DynStore;
@@ -21,6 +23,10 @@ pub struct Core {
     pub mailer: Mailer,
     pub policy: TokenPolicy,
     pub mfa: MfaPolicy,
+    /// Failure counters with back-off for everything that can be guessed.
+    pub throttle: Throttle,
+    /// Security alerts: audit, log, metric, admins' mail, webhook.
+    pub alerts: Alerts,
     /// The product name people see: the issuer in authenticator apps.
     pub product: String,
     /// The WebAuthn relying party; `None` when passkeys cannot work on this server.

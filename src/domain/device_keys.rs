@@ -114,9 +114,9 @@ impl DeviceKeys {
         let kid = header.kid.filter(|_| header.alg == Algorithm::EdDSA).ok_or(Error::InvalidToken)?;
         let key = self.store.device_key(&kid).await?.ok_or(Error::InvalidToken)?;
         let anchor = self.store.token_by_digest(&key.anchor_digest).await?.ok_or(Error::TokenRevoked)?;
-        // Judged as of the key's registration: tokens it minted later must not carry it past a
-        // revocation that came after the registration.
-        if !self.sessions.is_alive_as_of(&anchor, key.created_at) {
+        // Revocation judges every token by its session's start, so the tokens this key minted
+        // later cannot carry it past a revocation that came after its registration.
+        if !self.sessions.is_alive(&anchor) {
             return Err(Error::TokenRevoked);
         }
         let jwk: Jwk = serde_json::from_str(&key.jwk).map_err(|e| Error::Internal(e.to_string()))?;

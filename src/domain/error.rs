@@ -125,7 +125,7 @@ pub enum Error {
     NoPassword,
     #[error("this is the account's last way to sign in: add a password, a passkey or another provider first")]
     LastSignInMethod,
-    #[error("too many attempts; try again in {retry_after_secs} seconds")]
+    #[error("too many attempts; try again in {}", wait_in_words(*retry_after_secs))]
     RateLimited { retry_after_secs: u64 },
     #[error("the server is busy; try again shortly")]
     Overloaded { retry_after_secs: u64 },
@@ -220,3 +220,25 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// "1 second", "40 seconds", "3 minutes", "2 hours": a wait as people read it (rounded up).
+fn wait_in_words(secs: u64) -> String {
+    let (amount, unit) = match secs {
+        0..=59 => (secs.max(1), "second"),
+        60..=3599 => (secs.div_ceil(60), "minute"),
+        _ => (secs.div_ceil(3600), "hour"),
+    };
+    format!("{amount} {unit}{}", if amount == 1 { "" } else { "s" })
+}
+
+#[cfg(test)]
+mod wait_tests {
+    #[test]
+    fn waits_read_naturally() {
+        assert_eq!(super::wait_in_words(1), "1 second");
+        assert_eq!(super::wait_in_words(45), "45 seconds");
+        assert_eq!(super::wait_in_words(61), "2 minutes");
+        assert_eq!(super::wait_in_words(900), "15 minutes");
+        assert_eq!(super::wait_in_words(3600), "1 hour");
+    }
+}

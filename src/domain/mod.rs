@@ -1,6 +1,7 @@
 //! What keywarden means, free of HTTP and SQL: accounts, passwords, devices, sessions and tokens.
 
 pub mod accounts;
+pub mod alerts;
 pub mod audit;
 pub mod clients;
 pub mod clock;
@@ -9,7 +10,10 @@ pub mod device_keys;
 pub mod devices;
 pub mod dpop;
 pub mod error;
+pub mod honeytokens;
 pub mod identity;
+pub mod key_rotation;
+pub mod known_devices;
 pub mod oauth;
 pub mod passkeys;
 pub mod password;
@@ -20,6 +24,7 @@ pub mod revocation;
 pub mod second_factors;
 pub mod sessions;
 pub mod sso;
+pub mod throttle;
 pub mod tokens;
 pub mod totp;
 

@@ -121,8 +121,7 @@ impl PasswordHasher {
         let params = cost.params()?;
         let (pepper_id, pepper) = keyring.active_pepper();
         let random = SaltString::generate(&mut rand::rngs::OsRng);
-        let dummy =
-            StoredHash { phc: hash_blocking(pepper, &params, random.as_str())?, pepper_id: pepper_id.to_owned() };
+        let dummy = StoredHash { phc: hash_blocking(&pepper, &params, random.as_str())?, pepper_id: pepper_id.clone() };
         Ok(Self {
             running: Semaphore::new(admission.max_concurrent.max(1)),
             keyring,
@@ -152,9 +151,7 @@ impl PasswordHasher {
 
     /// Hashes a (normalised) password under the active pepper.
     pub async fn hash(&self, password: &str) -> Result<StoredHash> {
-        let (pepper_id, pepper) = self.keyring.active_pepper();
-        let stored_pepper_id = pepper_id.to_owned();
-        let pepper = Zeroizing::new(pepper.to_vec());
+        let (stored_pepper_id, pepper) = self.keyring.active_pepper();
         let password = Zeroizing::new(password.to_owned());
         let params = self.params.clone();
         let phc = self.run(move || hash_blocking(&pepper, &params, &password)).await?;
@@ -174,7 +171,6 @@ impl PasswordHasher {
             }
         };
         let phc = target.phc.clone();
-        let pepper = Zeroizing::new(pepper.to_vec());
         let password = Zeroizing::new(password.to_owned());
         let matches = self.run(move || Ok(verify_blocking(&pepper, &phc, &password))).await?;
         self.verifications.fetch_add(1, Ordering::Relaxed);
@@ -280,8 +276,7 @@ mod tests {
         let ring = Arc::new(Keyring::generate());
         let (pepper_id, pepper) = ring.active_pepper();
         let weaker = Params::new(32, 1, 1, None).unwrap();
-        let stored =
-            StoredHash { phc: hash_blocking(pepper, &weaker, "pw-12345678").unwrap(), pepper_id: pepper_id.into() };
+        let stored = StoredHash { phc: hash_blocking(&pepper, &weaker, "pw-12345678").unwrap(), pepper_id };
         let v = hasher(ring).verify(Some(&stored), "pw-12345678").await.unwrap();
         assert!(v.matches && v.outdated);
     }

@@ -9,8 +9,8 @@ use super::audit::{kind, Actor, AuditLog};
 use super::clock::now_ms;
 use super::core::Core;
 use super::error::{Error, Result};
-use super::oauth::LinkThrottle;
 use super::sessions::{Authenticated, DeviceInfo, Sessions};
+use super::throttle::{Purpose, Subject, Throttle};
 use crate::keys::Keyring;
 use crate::store::{DynStore, PlexPinRecord, StoreError};
 use std::sync::Arc;
@@ -51,7 +51,7 @@ pub struct Pins {
     keyring: Arc<Keyring>,
     audit: AuditLog,
     sessions: Sessions,
-    throttle: LinkThrottle,
+    throttle: Throttle,
 }
 
 fn new_code(len: usize) -> String {
@@ -74,7 +74,7 @@ impl Pins {
             keyring: core.keyring.clone(),
             audit: core.audit.clone(),
             sessions,
-            throttle: LinkThrottle::default(),
+            throttle: core.throttle.clone(),
         }
     }
 
@@ -123,12 +123,15 @@ impl Pins {
     /// token (and the device its session). Another device's poll finds nothing.
     pub async fn poll(&self, id: i64, client_identifier: &str, address: Option<String>) -> Result<PolledPin> {
         let now = now_ms();
+        // Polls for PINs that are not the caller's are guesses at ids: throttled per address.
+        let subjects: Vec<Subject<'_>> = address.as_deref().map(Subject::Address).into_iter().collect();
+        self.throttle.check(Purpose::PinPoll, &subjects).await?;
         let pin = self.store.plex_pin(id).await?.filter(|p| p.client_identifier == client_identifier);
-        let Some(pin) = pin else { return Err(Error::PinNotFound) };
-        let collectable = pin.approved_at.is_some() && pin.used_at.is_none();
-        if pin.expires_at <= now && !collectable {
+        let collectable = pin.as_ref().is_some_and(|p| p.approved_at.is_some() && p.used_at.is_none());
+        let Some(pin) = pin.filter(|p| p.expires_at > now || collectable) else {
+            self.throttle.failed(Purpose::PinPoll, &subjects).await?;
             return Err(Error::PinNotFound);
-        }
+        };
         let mut auth_token = None;
         if let (true, Some(user_id)) = (collectable, &pin.user_id) {
             if self.store.use_plex_pin(pin.id, now).await? {
@@ -155,7 +158,8 @@ impl Pins {
     /// The live PIN with this code, for the person to confirm; wrong codes are throttled per account.
     pub async fn find(&self, who: &Authenticated, typed: &str) -> Result<PlexPinRecord> {
         let now = now_ms();
-        self.throttle.check(&who.user_id, now)?;
+        let subject = [Subject::Account(&who.user_id)];
+        self.throttle.check(Purpose::LinkCode, &subject).await?;
         let found = match normalise(typed) {
             Some(code) => {
                 let store = &self.store;
@@ -165,7 +169,7 @@ impl Pins {
             None => None,
         };
         let Some(pin) = found else {
-            self.throttle.failed(&who.user_id, now);
+            self.throttle.failed(Purpose::LinkCode, &subject).await?;
             return Err(Error::InvalidUserCode);
         };
         Ok(pin)

@@ -14,10 +14,12 @@ use super::audit::{kind, Actor, AuditLog};
 use super::clock::now_ms;
 use super::core::Core;
 use super::error::{Error, Result};
+use super::honeytokens;
 use super::identity::Email;
 use super::password;
 use super::revocation::{Revocation, Scope};
 use super::sessions::Authenticated;
+use super::throttle::{Purpose, Subject};
 use super::tokens::TokenKind;
 use crate::mail::{Notice, Recipient};
 use crate::store::{NewOneTimeToken, PasswordChange, UserRecord};
@@ -49,8 +51,13 @@ impl Recovery {
 
     /// Answers at once, the same way for every address: the look-up, the link and the mail happen
     /// in the background, so neither the answer nor its timing tells whether an account exists.
-    pub fn request_reset(&self, email: &str, address: Option<String>) -> Result<()> {
+    /// Many requests from one source address are refused (`rate_limited`); many for one account
+    /// are answered the same way but mail nothing more, so nobody can flood an inbox.
+    pub async fn request_reset(&self, email: &str, address: Option<String>) -> Result<()> {
         let email = Email::parse(email)?;
+        if let Some(address) = address.as_deref() {
+            self.core.throttle.count_attempt(Purpose::PasswordReset, &[Subject::Address(address)]).await?;
+        }
         let this = self.clone();
         tokio::spawn(async move {
             if let Err(err) = this.send_reset_link(&email, address.as_deref()).await {
@@ -62,6 +69,20 @@ impl Recovery {
 
     async fn send_reset_link(&self, email: &Email, address: Option<&str>) -> Result<()> {
         let Some(user) = self.accounts.find_by_email(email).await? else { return Ok(()) };
+        if honeytokens::is_decoy_account(&self.core.keyring, &user.id) {
+            let what = "a password reset for a decoy's address";
+            honeytokens::touched(&self.core.alerts, what, Some(&user.id), address);
+            return Ok(());
+        }
+        // Every request counts, not only failures: each one would send a mail.
+        let subject = [Subject::Account(&user.id)];
+        if let Err(err) = self.core.throttle.count_attempt(Purpose::PasswordReset, &subject).await {
+            if err.is_internal() {
+                return Err(err);
+            }
+            tracing::info!(user_id = %user.id, "password-reset mail held back: too many requests for this account");
+            return Ok(());
+        }
         let to = Recipient { user_id: &user.id, username: &user.username, email: email.as_str() };
         if Accounts::stored_hash(&user).is_none() {
             // Nothing to reset: tell the owner how they sign in instead, and issue no link.

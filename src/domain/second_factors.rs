@@ -148,7 +148,7 @@ pub struct SecondFactors {
 }
 
 /// The AEAD context of a user's TOTP secret: a sealed secret cannot be moved to another account.
-fn secret_context(user_id: &str) -> Vec<u8> {
+pub(crate) fn secret_context(user_id: &str) -> Vec<u8> {
     format!("totp:{user_id}").into_bytes()
 }
 
@@ -504,6 +504,15 @@ impl SecondFactors {
         let details = json!({ "removed": removed, "reason": reason });
         self.audit.record(AuditLog::event(kind::SECOND_FACTORS_RESET, actor, Some(user_id), None, details)).await?;
         self.notify(user_id, "factors_reset", None, 0).await?;
+        Ok(removed)
+    }
+
+    /// Removes every second factor of an account as part of an incident response, without a mail of
+    /// its own (the incident notice tells the owner to enrol again).
+    pub async fn clear_for_incident(&self, user_id: &str, actor: &Actor, reason: &str) -> Result<u64> {
+        let removed = self.store.clear_second_factors(user_id).await?;
+        let details = json!({ "removed": removed, "reason": reason });
+        self.audit.record(AuditLog::event(kind::SECOND_FACTORS_RESET, actor, Some(user_id), None, details)).await?;
         Ok(removed)
     }
 

@@ -11,20 +11,26 @@ use zeroize::Zeroizing;
 use serde_json::json;
 
 use super::accounts::{Accounts, Role};
+use super::alerts::Alerts;
 use super::audit::{kind, Actor, AuditLog};
 use super::clock::now_ms;
 use super::core::Core;
 use super::dpop::Proof;
 use super::error::{Error, Result};
+use super::honeytokens;
 use super::identity::Login;
+use super::known_devices;
 use super::passkeys::Assertion;
 use super::password::{self, PasswordHasher};
 use super::revocation::{Revocations, TokenFacts};
 use super::second_factors::{Factor, SecondFactors};
+use super::throttle::{Purpose, Subject, Throttle};
 use super::tokens::TokenKind;
 use crate::keys::Keyring;
 use crate::mail::Notice;
-use crate::store::{DeviceSighting, DynStore, NewMfaChallenge, NewToken, SessionRecovery, SessionStart, TokenRecord};
+use crate::store::{
+    DeviceRecord, DeviceSighting, DynStore, NewMfaChallenge, NewToken, SessionRecovery, SessionStart, TokenRecord,
+};
 
 /// Tokens of browsers that sign in without describing themselves as a device.
 pub const CHANNEL_WEB: &str = "web";
@@ -67,6 +73,8 @@ pub struct SignIn {
     pub dpop: Option<Proof>,
     /// What to issue: an access/refresh pair for API clients, or one cookie token for keywarden's pages.
     pub issue: Issue,
+    /// The device token this browser or app was given at an earlier sign-in (see `known_devices`).
+    pub device_token: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -95,6 +103,16 @@ struct PendingSignIn {
     /// The upstream provider that vouched for the first step, for a sign-in through one.
     #[serde(default)]
     provider: Option<String>,
+    /// A device the account already knows, by id: its failures are counted on it alone.
+    #[serde(default)]
+    known_device: Option<String>,
+    /// The second step is the code mailed to the account (a new device during a credential-stuffing surge).
+    #[serde(default)]
+    mailed_code: bool,
+    /// The client identifier of a browser recognised by its device token: the sign-in continues
+    /// that device instead of starting a new one.
+    #[serde(default)]
+    known_browser: Option<String>,
 }
 
 impl PendingSignIn {
@@ -113,6 +131,9 @@ impl PendingSignIn {
             issue,
             webauthn_ceremony: None,
             provider: None,
+            known_device: None,
+            known_browser: None,
+            mailed_code: false,
         }
     }
 }
@@ -164,6 +185,8 @@ pub struct IssuedTokens {
     /// The operator requires a second factor this account lacks: until it enrols one, the session
     /// may only do that (every other call answers `403 mfa_enrolment_required`).
     pub mfa_enrolment_required: bool,
+    /// Proof, for later sign-ins, that this device knows the account (see `known_devices`).
+    pub device_token: String,
 }
 
 /// How an access token was presented.
@@ -251,9 +274,15 @@ pub struct Sessions {
     audit: AuditLog,
     policy: TokenPolicy,
     factors: SecondFactors,
+    throttle: Throttle,
+    alerts: Alerts,
 }
 
 const FIELD_MAX: usize = 128;
+
+/// The second-step method of a code mailed to the account (see `StuffingSettings::new_device_step`).
+pub const MAILED_CODE: &str = "email";
+const SIGN_IN_CODE_WINDOW_MS: i64 = 10 * 60 * 1000;
 
 fn clean_field(value: &str, required: bool, what: &'static str) -> Result<String> {
     let value = value.trim();
@@ -293,6 +322,23 @@ impl DeviceInfo {
     }
 }
 
+/// What a password sign-in's failures count against: the owner's known device alone (neither the
+/// account's lock nor a shared address holds it back), or else the source address and the account
+/// (or, for a name that matches none, the name).
+fn sign_in_subjects<'a>(
+    user: Option<&'a crate::store::UserRecord>,
+    known: Option<&'a DeviceRecord>,
+    login: &'a str,
+    address: Option<&'a str>,
+) -> Vec<Subject<'a>> {
+    let counted = match (user, known) {
+        (_, Some(known)) => return vec![Subject::Device(&known.id)],
+        (Some(user), None) => Subject::Account(&user.id),
+        (None, None) => Subject::Login(login.trim()),
+    };
+    address.map(Subject::Address).into_iter().chain([counted]).collect()
+}
+
 /// A person-readable browser and system from a User-Agent ("Chrome", "Linux"); order matters, since
 /// Edge and Chrome also claim to be Safari and most browsers claim to be Mozilla.
 fn describe_user_agent(agent: &str) -> (&'static str, &'static str) {
@@ -327,11 +373,13 @@ impl Sessions {
             audit: core.audit.clone(),
             policy: core.policy,
             factors,
+            throttle: core.throttle.clone(),
+            alerts: core.alerts.clone(),
         }
     }
 
     /// Password sign-in. Unknown accounts and wrong passwords fail identically and in about the
-    /// same time: both cost one argon2id verification (P5).
+    /// same time: both cost one argon2id verification (P5), and both are throttled alike.
     pub async fn sign_in(&self, request: SignIn) -> Result<IssuedTokens> {
         let device = request.device.as_ref().map(DeviceInfo::validated).transpose()?;
         let password = password::normalise(&request.password);
@@ -339,9 +387,21 @@ impl Sessions {
             Some(login) => self.accounts.find_by_login(&login).await?,
             None => None,
         };
+        let known = match &user {
+            Some(user) => self.known_device(&user.id, device.as_ref(), request.device_token.as_deref()).await?,
+            None => None,
+        };
+        let decoy = user.as_ref().filter(|u| honeytokens::is_decoy_account(&self.keyring, &u.id));
+        if let Some(decoy) = decoy {
+            let what = "a sign-in as a decoy account";
+            honeytokens::touched(&self.alerts, what, Some(&decoy.id), request.address.as_deref());
+        }
+        let subjects = sign_in_subjects(user.as_ref(), known.as_ref(), &request.login, request.address.as_deref());
+        let failures_on_record = self.throttle.check(Purpose::SignIn, &subjects).await?;
         let stored = user.as_ref().and_then(Accounts::stored_hash);
         let verification = self.hasher.verify(stored.as_ref(), &password).await?;
-        let (Some(user), Some(stored), true) = (&user, stored, verification.matches) else {
+        // A decoy never signs in, even with its password: it answers like a wrong one.
+        let (Some(user), Some(stored), true, None) = (&user, stored, verification.matches, decoy) else {
             // The attempted login is not recorded: it may be an email address (P1).
             let user_id = user.as_ref().map(|u| u.id.as_str());
             let reason = match &user {
@@ -349,12 +409,18 @@ impl Sessions {
                 Some(user) if user.password_hash.is_empty() => "no_password",
                 Some(_) => "wrong_password",
             };
-            let details = json!({ "reason": reason });
-            let event =
-                AuditLog::event(kind::SIGN_IN_FAILED, &Actor::Anonymous, user_id, request.address.as_deref(), details);
-            self.audit.record(event).await?;
+            let address = request.address.as_deref();
+            let details = json!({ "reason": reason, "known_device": known.as_ref().map(|d| &d.id) });
+            self.audit
+                .record(AuditLog::event(kind::SIGN_IN_FAILED, &Actor::Anonymous, user_id, address, details))
+                .await?;
+            self.count_failure(Purpose::SignIn, &subjects, user_id, address).await?;
             return Err(Error::InvalidCredentials);
         };
+        // Most sign-ins have no failures to forget: they write nothing here.
+        if failures_on_record {
+            self.throttle.succeeded(Purpose::SignIn, &subjects).await?;
+        }
         if verification.outdated {
             self.upgrade_hash_later(user.id.clone(), stored.phc, password);
         }
@@ -362,13 +428,71 @@ impl Sessions {
             return Err(Error::PasswordResetRequired);
         }
 
-        let pending = PendingSignIn::new(device, request.address, request.user_agent, request.dpop, request.issue);
+        let mut pending = PendingSignIn::new(device, request.address, request.user_agent, request.dpop, request.issue);
+        if let Some(known) = known {
+            pending.known_browser = pending.device.is_none().then(|| known.client_identifier.clone());
+            pending.known_device = Some(known.id);
+        }
         let methods = self.factors.methods(&user.id).await?;
         if !methods.is_empty() {
             return Err(self.challenge(&user.id, pending, methods).await?);
         }
+        if pending.known_device.is_none() && self.alerts.new_device_step_required().await? {
+            // A password alone is what credential stuffing has: a new device must also read the
+            // account's mail while a surge lasts.
+            self.mail_sign_in_code(&user.id, &pending).await?;
+            pending.mailed_code = true;
+            return Err(self.challenge(&user.id, pending, vec![MAILED_CODE]).await?);
+        }
         let enrolment_only = self.factors.policy().requires_second_factor(Role::of(user));
         self.start(&user.id, pending, None, enrolment_only).await
+    }
+
+    /// The code for the extra step, the same for every attempt within a ten-minute window (so a
+    /// client that signs in again with the code, as plex.tv clients do, meets the code it was sent).
+    fn sign_in_codes(&self, user_id: &str, window: i64) -> Vec<String> {
+        self.keyring
+            .token_digests(&format!("sign-in-code:{user_id}:{window}"))
+            .iter()
+            .map(|d| {
+                let number = u32::from_be_bytes([d.digest[0], d.digest[1], d.digest[2], d.digest[3]]);
+                format!("{:06}", number % 1_000_000)
+            })
+            .collect()
+    }
+
+    /// Mails the extra step's code, once per account and window however often the password is tried.
+    async fn mail_sign_in_code(&self, user_id: &str, pending: &PendingSignIn) -> Result<()> {
+        let now = now_ms();
+        let window = now / SIGN_IN_CODE_WINDOW_MS;
+        let window_end = (window + 1) * SIGN_IN_CODE_WINDOW_MS;
+        if !self.store.raise_alert_state(&format!("sign_in_code:{user_id}"), now, window_end).await? {
+            return Ok(());
+        }
+        let code = self.sign_in_codes(user_id, window).swap_remove(0);
+        let device_name = match &pending.device {
+            Some(device) => device.name.clone(),
+            None => DeviceInfo::browser(pending.user_agent.as_deref()).name,
+        };
+        let minutes = SIGN_IN_CODE_WINDOW_MS / 60_000;
+        let notice = Notice::SignInCode { code, minutes, device_name, address: pending.address.clone() };
+        self.accounts.notify(user_id, notice).await
+    }
+
+    /// Checks a typed code against this window's and the previous window's codes.
+    fn check_sign_in_code(&self, user_id: &str, factor: &Factor) -> Result<()> {
+        let Factor::Totp(typed) = factor else { return Err(Error::InvalidCode) };
+        let typed: String = typed.chars().filter(|c| !c.is_whitespace()).collect();
+        let window = now_ms() / SIGN_IN_CODE_WINDOW_MS;
+        let matches = [window, window - 1]
+            .iter()
+            .flat_map(|w| self.sign_in_codes(user_id, *w))
+            .any(|code| bool::from(code.as_bytes().ct_eq(typed.as_bytes())));
+        if matches {
+            Ok(())
+        } else {
+            Err(Error::InvalidCode)
+        }
     }
 
     /// Passwordless sign-in with a passkey. A passkey checks possession and user verification on
@@ -440,6 +564,43 @@ impl Sessions {
         Ok(())
     }
 
+    /// Counts a wrong guess; the moment a counter starts holding guesses back is audited.
+    async fn count_failure(
+        &self,
+        purpose: Purpose,
+        subjects: &[Subject<'_>],
+        user_id: Option<&str>,
+        address: Option<&str>,
+    ) -> Result<()> {
+        if self.throttle.failed(purpose, subjects).await? {
+            let known_device = subjects.iter().any(|s| matches!(s, Subject::Device(_)));
+            let details = json!({ "purpose": purpose.name(), "known_device": known_device });
+            self.audit.record(AuditLog::event(kind::THROTTLED, &Actor::Anonymous, user_id, address, details)).await?;
+        }
+        Ok(())
+    }
+
+    /// The device of this account that the sign-in comes from, if the account knows it: named by
+    /// the device token it was given, or (for apps that describe themselves) by its client
+    /// identifier. A device that was signed out is not known any more.
+    async fn known_device(
+        &self,
+        user_id: &str,
+        device: Option<&DeviceInfo>,
+        token: Option<&str>,
+    ) -> Result<Option<DeviceRecord>> {
+        let by_token = token.and_then(|t| known_devices::device_of(&self.keyring, t, user_id));
+        if by_token.is_none() && device.is_none() {
+            return Ok(None);
+        }
+        let devices = self.store.devices_of(user_id).await?;
+        Ok(devices.into_iter().filter(|d| d.signed_out_at.is_none()).find(|d| match (&by_token, device) {
+            (Some(id), _) => d.id == *id,
+            (None, Some(device)) => d.client_identifier == device.client_id,
+            (None, None) => false,
+        }))
+    }
+
     /// Stores the half-done sign-in and answers `mfa_required` with the token that finishes it.
     async fn challenge(&self, user_id: &str, mut pending: PendingSignIn, methods: Vec<&'static str>) -> Result<Error> {
         let ceremony = self.factors.passkeys().authentication_options(user_id).await?;
@@ -493,17 +654,33 @@ impl Sessions {
             }
             other => other,
         };
-        if let Err(err) = self.factors.check(&record.user_id, &factor, address.as_deref()).await {
+        let subject = match &pending.known_device {
+            Some(device_id) => Subject::Device(device_id),
+            None => Subject::Account(&record.user_id),
+        };
+        let failures_on_record = self.throttle.check(Purpose::SecondFactor, &[subject]).await?;
+        let checked = if pending.mailed_code {
+            self.check_sign_in_code(&record.user_id, &factor)
+        } else {
+            self.factors.check(&record.user_id, &factor, address.as_deref()).await
+        };
+        if let Err(err) = checked {
             if !err.is_internal() {
                 self.store.mfa_challenge_failed(&record.digest).await?;
+                self.count_failure(Purpose::SecondFactor, &[subject], Some(&record.user_id), address.as_deref())
+                    .await?;
             }
             return Err(err);
+        }
+        if failures_on_record {
+            self.throttle.succeeded(Purpose::SecondFactor, &[subject]).await?;
         }
         if !self.store.consume_mfa_challenge(&record.digest, now_ms()).await? {
             return Err(Error::InvalidMfaToken);
         }
+        let method = if pending.mailed_code { MAILED_CODE } else { factor.method() };
         let pending = PendingSignIn { address, ..pending };
-        self.start(&record.user_id, pending, Some(factor.method()), false).await
+        self.start(&record.user_id, pending, Some(method), false).await
     }
 
     /// Creates the session of a sign-in whose factors all passed; an `enrolment_only` session may
@@ -521,7 +698,10 @@ impl Sessions {
             Some(_) => CHANNEL_DEVICE,
             None => CHANNEL_WEB,
         };
-        let device = request.device.unwrap_or_else(|| DeviceInfo::browser(request.user_agent.as_deref()));
+        let mut device = request.device.unwrap_or_else(|| DeviceInfo::browser(request.user_agent.as_deref()));
+        if let Some(client_identifier) = request.known_browser {
+            device.client_id = client_identifier;
+        }
         let now = now_ms();
         let session_id = uuid::Uuid::now_v7().to_string();
         let (access, refresh, tokens) = self.mint(request.issue, &session_id, user_id, now);
@@ -575,6 +755,7 @@ impl Sessions {
             expires_in: self.policy.access_ttl_secs,
             user_id: user_id.to_owned(),
             session_id,
+            device_token: known_devices::mint(&self.keyring, user_id, &device_id),
             device_id,
             channel: channel.to_owned(),
             recovered: false,
@@ -727,6 +908,7 @@ impl Sessions {
             expires_in: self.policy.access_ttl_secs,
             user_id: record.user_id.clone(),
             session_id: record.session_id.clone(),
+            device_token: known_devices::mint(&self.keyring, &record.user_id, &record.device_id),
             device_id: record.device_id.clone(),
             channel: record.channel.clone(),
             recovered: false,
@@ -790,6 +972,7 @@ impl Sessions {
             expires_in: self.policy.access_ttl_secs,
             user_id: record.user_id.clone(),
             session_id,
+            device_token: known_devices::mint(&self.keyring, &record.user_id, &record.device_id),
             device_id: record.device_id,
             channel: record.channel,
             recovered: true,
@@ -823,6 +1006,10 @@ impl Sessions {
 
     /// Looks a token up by its keyed digest and checks that it is of the expected kind.
     pub(crate) async fn find(&self, token: &str, kind: TokenKind) -> Result<TokenRecord> {
+        if honeytokens::is_decoy_token(&self.keyring, token) {
+            honeytokens::touched(&self.alerts, "a decoy token was presented", None, None);
+            return Err(Error::InvalidToken);
+        }
         if TokenKind::of(token) != Some(kind) {
             return Err(Error::InvalidToken);
         }
@@ -848,13 +1035,6 @@ impl Sessions {
         matches!(self.liveness(record), Liveness::Alive)
     }
 
-    /// Whether a stored token would be alive had it been issued at `issued_at`: a device key
-    /// registered then is judged by its registration, however new the tokens it minted since.
-    pub(crate) fn is_alive_as_of(&self, record: &TokenRecord, issued_at: i64) -> bool {
-        let backdated = TokenRecord { issued_at: issued_at.min(record.issued_at), ..record.clone() };
-        matches!(self.liveness(&backdated), Liveness::Alive)
-    }
-
     fn liveness(&self, record: &TokenRecord) -> Liveness {
         if record.session_revoked_at.is_some() {
             return Liveness::Dead(Error::TokenRevoked);
@@ -862,8 +1042,10 @@ impl Sessions {
         if record.expires_at <= now_ms() {
             return Liveness::Dead(Error::TokenExpired);
         }
+        // A token is judged by its session's start, not its own issue: a node that had not loaded
+        // a new rule yet may have rotated or minted tokens of a revoked session after the cut-off.
         let facts = TokenFacts {
-            issued_at: record.issued_at,
+            issued_at: record.session_started_at.min(record.issued_at),
             user_id: &record.user_id,
             device_id: &record.device_id,
             channel: &record.channel,

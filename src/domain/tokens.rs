@@ -101,6 +101,18 @@ impl TokenKind {
         Zeroizing::new(format!("{}{}", self.prefix(), URL_SAFE_NO_PAD.encode(random.as_ref())))
     }
 
+    /// A token of this kind with the given random bytes (decoys carry a MAC in theirs).
+    pub fn with_random(self, random: &[u8; RANDOM_BYTES]) -> Zeroizing<String> {
+        Zeroizing::new(format!("{}{}", self.prefix(), URL_SAFE_NO_PAD.encode(random)))
+    }
+
+    /// The random bytes of a token of this kind, if it has this kind's shape.
+    pub fn random_part(self, token: &str) -> Option<Zeroizing<Vec<u8>>> {
+        let rest = token.strip_prefix(self.prefix()).filter(|rest| rest.len() == RANDOM_CHARS)?;
+        let bytes = Zeroizing::new(URL_SAFE_NO_PAD.decode(rest).ok()?);
+        (bytes.len() == RANDOM_BYTES).then_some(bytes)
+    }
+
     /// The kind a string claims by its shape, or `None` if it cannot be a keywarden token at all.
     pub fn of(token: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|kind| {

@@ -72,6 +72,9 @@ pub struct CreateSession {
     #[schema(format = Password)]
     pub password: String,
     pub device: Option<DeviceBody>,
+    /// The `device_token` an earlier sign-in on this device returned: while someone is guessing
+    /// this account's password and it is locked, a sign-in with it is not held back.
+    pub device_token: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -95,6 +98,9 @@ pub struct TokenResponse {
     /// only enrol one (`POST /api/v1/mfa/totp`, `POST /api/v1/mfa/passkeys/options`), read
     /// `/api/v1/me` and sign out until then; every other call answers `403 mfa_enrolment_required`.
     pub mfa_enrolment_required: bool,
+    /// Keep it with the device and send it with later sign-ins (`device_token`): it is no
+    /// credential, only proof that this device signed in to this account before.
+    pub device_token: String,
 }
 
 impl From<IssuedTokens> for TokenResponse {
@@ -109,6 +115,7 @@ impl From<IssuedTokens> for TokenResponse {
             channel: t.channel,
             recovered: t.recovered,
             mfa_enrolment_required: t.mfa_enrolment_required,
+            device_token: t.device_token,
         }
     }
 }
@@ -118,6 +125,7 @@ impl From<IssuedTokens> for TokenResponse {
         (status = 201, description = "Signed in", body = TokenResponse),
         (status = 401, description = "`invalid_credentials`, the same for unknown accounts and wrong passwords; `mfa_required` with `mfa_token` and `methods` when the account has a second factor: finish with POST /api/v1/sessions/mfa", body = ErrorBody),
         (status = 422, description = "`invalid_device`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many wrong passwords for this account or from this address; retry after `Retry-After` seconds (a `device_token` from an earlier sign-in is not held back by the account's lock)", body = ErrorBody),
         (status = 503, description = "`overloaded`: retry after `Retry-After` seconds", body = ErrorBody),
     ))]
 pub async fn create_session(
@@ -135,6 +143,7 @@ pub async fn create_session(
         user_agent,
         dpop,
         issue: Issue::TokenPair,
+        device_token: body.device_token,
     };
     let result = state.sessions.sign_in(request).await;
     state.metrics.sign_ins.get_or_create(&Outcome::of(&result, "success")).inc();

@@ -30,6 +30,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use self::error::ApiError;
+use crate::domain::alerts::Alerts;
 use crate::domain::dpop::DpopVerifier;
 use crate::domain::password::PasswordHasher;
 use crate::domain::sessions::TokenPolicy;
@@ -39,6 +40,7 @@ use crate::domain::{
 use crate::keys::Keyring;
 use crate::mail::Mailer;
 use crate::metrics::{Metrics, RequestLabels};
+use crate::signing::Signer;
 use crate::store::DynStore;
 
 /// What every handler can reach.
@@ -54,6 +56,7 @@ pub struct AppState {
     pub devices: Devices,
     pub recovery: Recovery,
     pub revocations: Revocations,
+    pub alerts: Alerts,
     pub audit: AuditLog,
     pub mailer: Mailer,
     pub store: DynStore,
@@ -62,6 +65,8 @@ pub struct AppState {
     pub trusted_proxies: Arc<Vec<IpNet>>,
     pub dpop: DpopVerifier,
     pub keyring: Arc<Keyring>,
+    /// The keys that sign ID tokens, re-derived when the key file changes.
+    pub signer: Arc<Signer>,
     pub pages: Arc<pages::Pages>,
     pub token_policy: TokenPolicy,
     /// The configured public URL, which DPoP proofs must name; `None` means this request's host.

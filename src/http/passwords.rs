@@ -63,7 +63,7 @@ pub async fn request_reset(
     ClientAddress(address): ClientAddress,
     ApiJson(body): ApiJson<ResetRequest>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    state.recovery.request_reset(&body.email, address.map(|a| a.to_string()))?;
+    state.recovery.request_reset(&body.email, address.map(|a| a.to_string())).await?;
     Ok((StatusCode::ACCEPTED, Json(Accepted { status: "accepted" })))
 }
 

@@ -117,6 +117,19 @@ pub enum Notice {
     EmailChanged {
         new_email: String,
     },
+    /// To every admin: a security alert (credential stuffing, a honeytoken used).
+    SecurityAlert {
+        alert: String,
+        severity: String,
+        summary: String,
+    },
+    /// A code to finish a sign-in from a new device while a credential-stuffing surge lasts.
+    SignInCode {
+        code: String,
+        minutes: i64,
+        device_name: String,
+        address: Option<String>,
+    },
     /// A reset was asked for an account that has no password: how it signs in instead.
     NoPasswordToReset {
         providers: Vec<String>,
@@ -146,6 +159,8 @@ impl Notice {
             Self::EmailChangeRequested { .. } => "email_change_requested",
             Self::EmailChanged { .. } => "email_changed",
             Self::NoPasswordToReset { .. } => "no_password_to_reset",
+            Self::SecurityAlert { .. } => "security_alert",
+            Self::SignInCode { .. } => "sign_in_code",
             Self::SignInProviderChanged { .. } => "sign_in_provider_changed",
         }
     }
@@ -175,6 +190,8 @@ impl Notice {
             Self::EmailChangeRequested { .. } => format!("A change of your {product} email address was requested"),
             Self::EmailChanged { .. } => format!("The email address of your {product} account was changed"),
             Self::NoPasswordToReset { .. } => format!("Your {product} account has no password to reset"),
+            Self::SecurityAlert { severity, alert, .. } => format!("[{product} {severity}] security alert: {alert}"),
+            Self::SignInCode { code, .. } => format!("{code} is your {product} sign-in code"),
             Self::SignInProviderChanged { provider, linked: true, .. } => {
                 format!("{provider} can now sign in to your {product} account")
             }
@@ -208,6 +225,12 @@ impl Notice {
             }
             Self::EmailChanged { new_email } => json!({ "new_email": new_email, "done": true }),
             Self::NoPasswordToReset { providers, link } => json!({ "providers": providers, "link": link }),
+            Self::SecurityAlert { alert, severity, summary } => {
+                json!({ "alert": alert, "severity": severity, "summary": summary })
+            }
+            Self::SignInCode { code, minutes, device_name, address } => {
+                json!({ "code": code, "minutes": minutes, "device_name": device_name, "address": address })
+            }
             Self::SignInProviderChanged { provider, linked, address } => {
                 json!({ "provider": provider, "linked": linked, "address": address })
             }
@@ -244,7 +267,7 @@ pub struct Mailer {
     queued: Arc<Notify>,
 }
 
-fn mail_context(id: &str) -> Vec<u8> {
+pub(crate) fn mail_context(id: &str) -> Vec<u8> {
     format!("keywarden:mail:{id}").into_bytes()
 }
 

@@ -28,6 +28,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("no_password_to_reset.html", include_str!("../../templates/mail/no_password_to_reset.html")),
     ("sign_in_provider_changed.txt", include_str!("../../templates/mail/sign_in_provider_changed.txt")),
     ("sign_in_provider_changed.html", include_str!("../../templates/mail/sign_in_provider_changed.html")),
+    ("security_alert.txt", include_str!("../../templates/mail/security_alert.txt")),
+    ("security_alert.html", include_str!("../../templates/mail/security_alert.html")),
+    ("sign_in_code.txt", include_str!("../../templates/mail/sign_in_code.txt")),
+    ("sign_in_code.html", include_str!("../../templates/mail/sign_in_code.html")),
 ];
 
 pub struct Templates {
@@ -80,6 +84,8 @@ mod tests {
             "second_factor_changed",
             "email_change",
             "email_changed",
+            "security_alert",
+            "sign_in_code",
         ] {
             let rendered = templates.render(name, &context).unwrap();
             assert!(

@@ -244,6 +244,8 @@ pub struct TokenRecord {
     pub client_id: Option<String>,
     pub scope: Option<String>,
     pub auth_time: Option<i64>,
+    /// When the session began: revocation rules judge every token of a session by it.
+    pub session_started_at: i64,
 }
 
 /// An authenticator-app secret being enrolled, sealed under the data key.
@@ -562,6 +564,8 @@ pub trait Store: Send + Sync + 'static {
     async fn user_by_username_key(&self, username_key: &str) -> Result<Option<UserRecord>, StoreError>;
     async fn user_by_email_index(&self, index: &[u8]) -> Result<Option<UserRecord>, StoreError>;
     async fn count_users(&self) -> Result<i64, StoreError>;
+    /// Every account with this role (`admin` for alert mail).
+    async fn users_with_role(&self, role: &str) -> Result<Vec<UserRecord>, StoreError>;
     /// Replaces a password hash, but only if it is still `expected` (an upgrade must not undo a change).
     async fn replace_password_hash(
         &self,
@@ -798,6 +802,130 @@ pub trait Store: Send + Sync + 'static {
     async fn use_plex_pin(&self, id: i64, at: i64) -> Result<bool, StoreError>;
     /// Removes and returns a WebAuthn ceremony: each challenge is answered at most once.
     async fn take_ceremony(&self, id: &str) -> Result<Option<CeremonyRecord>, StoreError>;
+
+    async fn throttle(&self, key: &str) -> Result<Option<ThrottleRecord>, StoreError>;
+    /// Counts one failure against `key` and returns the count; a counter whose last failure came
+    /// before `forget_before` starts again from one.
+    async fn throttle_failed(&self, key: &str, now: i64, forget_before: i64) -> Result<i64, StoreError>;
+    /// Blocks `key` until `until` (never shortens a block already set).
+    async fn throttle_block(&self, key: &str, until: i64) -> Result<(), StoreError>;
+    async fn throttle_clear(&self, key: &str) -> Result<(), StoreError>;
+    /// How many keys starting with `prefix` failed since `since`, and their failures in all.
+    async fn throttles_failing(&self, prefix: &str, since: i64) -> Result<(i64, i64), StoreError>;
+    /// Drops counters neither failing nor blocking since `before`.
+    async fn purge_throttles(&self, before: i64) -> Result<u64, StoreError>;
+    /// Raises the state `kind` until `until` unless it is already raised at `now`; true when this
+    /// call raised it, so that of many nodes exactly one sends the alert.
+    async fn raise_alert_state(&self, kind: &str, now: i64, until: i64) -> Result<bool, StoreError>;
+    /// Keeps a raised state up for longer (never shortens it).
+    async fn extend_alert_state(&self, kind: &str, until: i64) -> Result<(), StoreError>;
+    async fn alert_state_until(&self, kind: &str) -> Result<Option<i64>, StoreError>;
+
+    /// Rows per key id in one key column (live rows only; `$1` in its filter is `now`).
+    async fn rows_per_key(&self, column: &KeyColumn, now: i64) -> Result<Vec<(String, i64)>, StoreError>;
+    /// Up to `limit` values of a sealed column under another key than `active`.
+    async fn sealed_under_other_keys(
+        &self,
+        column: SealedColumn,
+        active: &str,
+        limit: i64,
+    ) -> Result<Vec<SealedRow>, StoreError>;
+    /// Replaces a sealed value if it is still the one read (same key id); false if it changed meanwhile.
+    async fn reseal(
+        &self,
+        column: SealedColumn,
+        row: &SealedRow,
+        bytes: &[u8],
+        key_id: &str,
+    ) -> Result<bool, StoreError>;
+    /// Up to `limit` accounts whose email blind index is under another key than `active`, with their sealed email.
+    async fn emails_indexed_under_other_keys(&self, active: &str, limit: i64) -> Result<Vec<SealedRow>, StoreError>;
+    /// Replaces an account's email blind index, unless it is already under `key_id`.
+    async fn reindex_email(&self, user_id: &str, index: &[u8], key_id: &str) -> Result<bool, StoreError>;
+}
+
+/// A value sealed under the data key, in one of the columns that are re-sealed after a rotation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SealedColumn {
+    Email,
+    PendingEmail,
+    TotpSecret,
+    ProviderLabel,
+    QueuedMail,
+}
+
+impl SealedColumn {
+    pub const ALL: [SealedColumn; 5] =
+        [Self::Email, Self::PendingEmail, Self::TotpSecret, Self::ProviderLabel, Self::QueuedMail];
+
+    /// `(table, id column, value column, key-id column)`: fixed names, never from input.
+    pub(crate) fn sql_names(self) -> (&'static str, &'static str, &'static str, &'static str) {
+        match self {
+            Self::Email => ("users", "id", "email_sealed", "email_key_id"),
+            Self::PendingEmail => ("users", "id", "pending_email_sealed", "pending_email_key_id"),
+            Self::TotpSecret => ("totp_factors", "user_id", "secret_sealed", "secret_key_id"),
+            Self::ProviderLabel => ("sso_identities", "id", "label_sealed", "label_key_id"),
+            Self::QueuedMail => ("mail_queue", "id", "sealed", "key_id"),
+        }
+    }
+}
+
+/// A sealed value as the re-wrap job reads it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SealedRow {
+    pub id: String,
+    pub key_id: String,
+    pub bytes: Vec<u8>,
+}
+
+/// A column that names the key protecting its row, counted per key for `keys status`.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyColumn {
+    pub purpose: &'static str,
+    pub table: &'static str,
+    pub column: &'static str,
+    /// Only rows that still matter (a live token, an unused code); fixed SQL, never from input.
+    pub live: &'static str,
+}
+
+/// Every column that records which key protects its row.
+pub const KEY_COLUMNS: &[KeyColumn] = &[
+    KeyColumn { purpose: "pepper", table: "users", column: "password_pepper_id", live: "password_hash <> ''" },
+    KeyColumn { purpose: "data", table: "users", column: "email_key_id", live: "1 = 1" },
+    KeyColumn {
+        purpose: "data",
+        table: "users",
+        column: "pending_email_key_id",
+        live: "pending_email_sealed IS NOT NULL",
+    },
+    KeyColumn { purpose: "data", table: "totp_factors", column: "secret_key_id", live: "1 = 1" },
+    KeyColumn { purpose: "data", table: "sso_identities", column: "label_key_id", live: "label_sealed IS NOT NULL" },
+    KeyColumn { purpose: "data", table: "mail_queue", column: "key_id", live: "1 = 1" },
+    KeyColumn { purpose: "blind_index", table: "users", column: "email_index_key_id", live: "1 = 1" },
+    KeyColumn { purpose: "blind_index", table: "sso_identities", column: "subject_index_key_id", live: "1 = 1" },
+    KeyColumn { purpose: "token_hash", table: "tokens", column: "digest_key_id", live: "expires_at > $1" },
+    KeyColumn {
+        purpose: "token_hash",
+        table: "one_time_tokens",
+        column: "digest_key_id",
+        live: "used_at IS NULL AND expires_at > $1",
+    },
+    KeyColumn { purpose: "token_hash", table: "recovery_codes", column: "digest_key_id", live: "used_at IS NULL" },
+    KeyColumn {
+        purpose: "token_hash",
+        table: "oauth_clients",
+        column: "secret_key_id",
+        live: "secret_digest IS NOT NULL",
+    },
+];
+
+/// A throttle's failure counter as it stands.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ThrottleRecord {
+    pub key: String,
+    pub failures: i64,
+    pub last_failure_at: i64,
+    pub blocked_until: i64,
 }
 
 pub type DynStore = Arc<dyn Store>;

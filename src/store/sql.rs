@@ -380,7 +380,8 @@ macro_rules! impl_store_with_portable_sql {
                 Ok(sqlx::query_as::<$db, TokenRecord>(
                     "SELECT t.digest, t.digest_key_id, t.kind, t.session_id, t.user_id, s.device_id, s.channel, \
                      t.issued_at, t.expires_at, t.rotated_at, s.revoked_at AS session_revoked_at, s.dpop_jkt, \
-                     s.verified_at, s.enrolment_only, s.client_id, s.scope, s.auth_time \
+                     s.verified_at, s.enrolment_only, s.client_id, s.scope, s.auth_time, \
+                     s.created_at AS session_started_at \
                      FROM tokens t JOIN sessions s ON s.id = t.session_id WHERE t.digest = $1",
                 )
                 .bind(digest)
@@ -535,6 +536,13 @@ macro_rules! impl_store_with_portable_sql {
             async fn audit_head(&self) -> Result<(i64, Vec<u8>), StoreError> {
                 Ok(sqlx::query_as::<$db, (i64, Vec<u8>)>("SELECT seq, hash FROM audit_head WHERE id = 1")
                     .fetch_one(&self.reader)
+                    .await?)
+            }
+
+            async fn users_with_role(&self, role: &str) -> Result<Vec<UserRecord>, StoreError> {
+                Ok(sqlx::query_as::<$db, UserRecord>(concat!(user_select!(), " WHERE role = $1 ORDER BY created_at, id"))
+                    .bind(role)
+                    .fetch_all(&self.reader)
                     .await?)
             }
 
@@ -1414,6 +1422,172 @@ macro_rules! impl_store_with_portable_sql {
                 .execute(&self.writer)
                 .await?;
                 Ok(done.rows_affected() == 1)
+            }
+
+            async fn rows_per_key(&self, column: &KeyColumn, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
+                let sql = format!(
+                    "SELECT {col}, COUNT(*) FROM {table} WHERE {col} IS NOT NULL AND ({live}) AND $1 = $1 GROUP BY {col}",
+                    col = column.column,
+                    table = column.table,
+                    live = column.live,
+                );
+                Ok(sqlx::query_as::<$db, (String, i64)>(&sql).bind(now).fetch_all(&self.reader).await?)
+            }
+
+            async fn sealed_under_other_keys(
+                &self,
+                column: SealedColumn,
+                active: &str,
+                limit: i64,
+            ) -> Result<Vec<SealedRow>, StoreError> {
+                let (table, id, value, key) = column.sql_names();
+                let sql = format!(
+                    "SELECT {id} AS id, {key} AS key_id, {value} AS bytes FROM {table} \
+                     WHERE {value} IS NOT NULL AND {key} IS NOT NULL AND {key} <> $1 ORDER BY {id} LIMIT $2"
+                );
+                Ok(sqlx::query_as::<$db, SealedRow>(&sql).bind(active).bind(limit).fetch_all(&self.reader).await?)
+            }
+
+            async fn reseal(
+                &self,
+                column: SealedColumn,
+                row: &SealedRow,
+                bytes: &[u8],
+                key_id: &str,
+            ) -> Result<bool, StoreError> {
+                let (table, id, value, key) = column.sql_names();
+                let sql = format!("UPDATE {table} SET {value} = $1, {key} = $2 WHERE {id} = $3 AND {key} = $4");
+                let done = sqlx::query::<$db>(&sql)
+                    .bind(bytes)
+                    .bind(key_id)
+                    .bind(&row.id)
+                    .bind(&row.key_id)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn emails_indexed_under_other_keys(
+                &self,
+                active: &str,
+                limit: i64,
+            ) -> Result<Vec<SealedRow>, StoreError> {
+                Ok(sqlx::query_as::<$db, SealedRow>(
+                    "SELECT id, email_key_id AS key_id, email_sealed AS bytes FROM users \
+                     WHERE email_index_key_id <> $1 ORDER BY id LIMIT $2",
+                )
+                .bind(active)
+                .bind(limit)
+                .fetch_all(&self.reader)
+                .await?)
+            }
+
+            async fn reindex_email(&self, user_id: &str, index: &[u8], key_id: &str) -> Result<bool, StoreError> {
+                let done = sqlx::query::<$db>(
+                    "UPDATE users SET email_index = $1, email_index_key_id = $2 WHERE id = $3 AND email_index_key_id <> $2",
+                )
+                .bind(index)
+                .bind(key_id)
+                .bind(user_id)
+                .execute(&self.writer)
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn throttle(&self, key: &str) -> Result<Option<ThrottleRecord>, StoreError> {
+                Ok(sqlx::query_as::<$db, ThrottleRecord>(
+                    "SELECT key, failures, last_failure_at, blocked_until FROM throttles WHERE key = $1",
+                )
+                .bind(key)
+                .fetch_optional(&self.reader)
+                .await?)
+            }
+
+            async fn throttle_failed(&self, key: &str, now: i64, forget_before: i64) -> Result<i64, StoreError> {
+                let (failures,): (i64,) = sqlx::query_as::<$db, (i64,)>(
+                    "INSERT INTO throttles (key, failures, last_failure_at, blocked_until) VALUES ($1, 1, $2, 0) \
+                     ON CONFLICT (key) DO UPDATE SET \
+                     failures = CASE WHEN throttles.last_failure_at < $3 THEN 1 ELSE throttles.failures + 1 END, \
+                     blocked_until = CASE WHEN throttles.last_failure_at < $3 THEN 0 ELSE throttles.blocked_until END, \
+                     last_failure_at = $2 \
+                     RETURNING failures",
+                )
+                .bind(key)
+                .bind(now)
+                .bind(forget_before)
+                .fetch_one(&self.writer)
+                .await?;
+                Ok(failures)
+            }
+
+            async fn throttle_block(&self, key: &str, until: i64) -> Result<(), StoreError> {
+                sqlx::query::<$db>(
+                    "UPDATE throttles SET blocked_until = CASE WHEN blocked_until < $2 THEN $2 ELSE blocked_until END \
+                     WHERE key = $1",
+                )
+                .bind(key)
+                .bind(until)
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
+            async fn throttle_clear(&self, key: &str) -> Result<(), StoreError> {
+                sqlx::query::<$db>("DELETE FROM throttles WHERE key = $1").bind(key).execute(&self.writer).await?;
+                Ok(())
+            }
+
+            async fn throttles_failing(&self, prefix: &str, since: i64) -> Result<(i64, i64), StoreError> {
+                let counted: (i64, Option<i64>) = sqlx::query_as::<$db, (i64, Option<i64>)>(
+                    "SELECT COUNT(*), CAST(SUM(failures) AS BIGINT) FROM throttles \
+                     WHERE key LIKE $1 AND last_failure_at >= $2",
+                )
+                .bind(format!("{prefix}%"))
+                .bind(since)
+                .fetch_one(&self.reader)
+                .await?;
+                Ok((counted.0, counted.1.unwrap_or(0)))
+            }
+
+            async fn purge_throttles(&self, before: i64) -> Result<u64, StoreError> {
+                let done = sqlx::query::<$db>("DELETE FROM throttles WHERE last_failure_at < $1 AND blocked_until < $1")
+                    .bind(before)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
+            async fn raise_alert_state(&self, kind: &str, now: i64, until: i64) -> Result<bool, StoreError> {
+                let raised: Option<(String,)> = sqlx::query_as::<$db, (String,)>(
+                    "INSERT INTO alert_states (kind, raised_at, until) VALUES ($1, $2, $3) \
+                     ON CONFLICT (kind) DO UPDATE SET raised_at = excluded.raised_at, until = excluded.until \
+                     WHERE alert_states.until < excluded.raised_at \
+                     RETURNING kind",
+                )
+                .bind(kind)
+                .bind(now)
+                .bind(until)
+                .fetch_optional(&self.writer)
+                .await?;
+                Ok(raised.is_some())
+            }
+
+            async fn extend_alert_state(&self, kind: &str, until: i64) -> Result<(), StoreError> {
+                sqlx::query::<$db>("UPDATE alert_states SET until = $2 WHERE kind = $1 AND until < $2")
+                    .bind(kind)
+                    .bind(until)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(())
+            }
+
+            async fn alert_state_until(&self, kind: &str) -> Result<Option<i64>, StoreError> {
+                let until: Option<(i64,)> =
+                    sqlx::query_as::<$db, (i64,)>("SELECT until FROM alert_states WHERE kind = $1")
+                        .bind(kind)
+                        .fetch_optional(&self.reader)
+                        .await?;
+                Ok(until.map(|(u,)| u))
             }
 
             async fn sso_identity_used(&self, id: &str, at: i64) -> Result<(), StoreError> {

@@ -12,10 +12,11 @@ use super::sql::{
 };
 use super::{
     AuditRecord, AuditSealer, CeremonyRecord, ClientRecord, DeviceCodeRecord, DeviceKeyRecord, DeviceRecord,
-    EmailChange, FactorChange, LogoutJob, MfaChallengeRecord, NewAuditEvent, NewCeremony, NewMfaChallenge,
+    EmailChange, FactorChange, KeyColumn, LogoutJob, MfaChallengeRecord, NewAuditEvent, NewCeremony, NewMfaChallenge,
     NewOneTimeToken, NewRule, NewToken, NewTotp, NewUser, OAuthCodeRecord, PasskeyRecord, PasswordChange,
-    PlexPinRecord, QueuedMail, RuleRecord, SessionRecord, SessionRecovery, SessionStart, SsoFlowRecord,
-    SsoIdentityRecord, SsoPendingRecord, StoreError, TokenRecord, TotpRecord, UserRecord,
+    PlexPinRecord, QueuedMail, RuleRecord, SealedColumn, SealedRow, SessionRecord, SessionRecovery, SessionStart,
+    SsoFlowRecord, SsoIdentityRecord, SsoPendingRecord, StoreError, ThrottleRecord, TokenRecord, TotpRecord,
+    UserRecord,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");

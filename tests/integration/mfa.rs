@@ -141,9 +141,14 @@ async fn recovery_codes_and_step_up(engine: Engine) {
     finish(&server, &attempt, json!({ "recovery_code": codes[0] }))
         .await
         .assert_error(StatusCode::UNAUTHORIZED, "invalid_mfa_token");
+    // The account's second-factor counter now backs off, across attempts: a second at first.
+    let attempt = password_step(&server, "ulla").await;
+    let held = finish(&server, &attempt, json!({ "recovery_code": codes[0] })).await;
+    held.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    let wait: u64 = held.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
 
     // A recovery code works once, however it is typed; its use is mailed to the owner.
-    let attempt = password_step(&server, "ulla").await;
     let typed = codes[0].replace('-', " ").to_uppercase();
     let signed_in = finish(&server, &attempt, json!({ "recovery_code": typed })).await;
     assert_eq!(signed_in.status, StatusCode::CREATED, "{}", signed_in.text);

@@ -855,18 +855,27 @@ async fn signing_keys_rotate_with_overlap(engine: Engine) {
     };
     let before = id_token_now(laptop.clone(), &server).await;
 
+    // By default a new key is published a minute before it signs anything.
     let out = server.admin(&["keys", "rotate", "--signing-key"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("new signing key sig-"));
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let jwks: Value = reqwest::get(server.url("/oauth/jwks")).await.unwrap().json().await.unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 4, "published without a restart");
+    let laptop = signed_in_browser(&server, "ida1").await;
+    let waiting = id_token_now(laptop, &server).await;
+    let kid = |t: &str| jsonwebtoken::decode_header(t).unwrap().kid.unwrap();
+    assert_eq!(kid(&before), kid(&waiting), "the new key does not sign before its time");
+    let out = server.admin(&["keys", "rotate", "--signing-key", "--activate-in", "0"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let server = server.restart_with(|_| {}).await;
     let jwks: Value = reqwest::get(server.url("/oauth/jwks")).await.unwrap().json().await.unwrap();
-    assert_eq!(jwks["keys"].as_array().unwrap().len(), 4, "old and new keys are both published");
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 6, "the old and both new keys are published");
     verified_id_token(&server, &before, "forum").await;
 
     let laptop = signed_in_browser(&server, "ida2").await;
     let after = id_token_now(laptop, &server).await;
     verified_id_token(&server, &after, "forum").await;
-    let kid = |t: &str| jsonwebtoken::decode_header(t).unwrap().kid.unwrap();
     assert_ne!(kid(&before), kid(&after), "new tokens are signed with the new key");
     let events = server.admin(&["audit", "verify"]);
     assert!(events.status.success());

@@ -13,8 +13,34 @@ crate::on_both_engines!(
     revoking_a_channel_with_100_000_live_tokens_is_one_write,
     admin_revocations_reach_a_running_server_within_a_second,
     tampering_with_the_audit_log_is_detected,
-    verification_is_not_fooled_by_events_appended_meanwhile
+    verification_is_not_fooled_by_events_appended_meanwhile,
+    tokens_rotated_after_the_cut_off_die_with_their_session
 );
+
+/// A node that has not loaded a rule yet may still rotate a refresh token of a session the rule
+/// kills: the new tokens are issued after the cut-off, but judged by their session's start.
+async fn tokens_rotated_after_the_cut_off_die_with_their_session(engine: Engine) {
+    let server = TestServer::start(engine).await;
+    server.sign_up("rhea", "rhea@example.com", "rhea's passphrase").await;
+    let before = server.sign_in("rhea", "rhea's passphrase", None).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let cut_off = time::OffsetDateTime::now_utc();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    // The rotation happens after the cut-off, as on a node that has not seen the rule.
+    let rotated = server.refresh(&before.refresh).await;
+    assert_eq!(rotated.status, StatusCode::OK);
+    let rotated = Tokens::from(&rotated.json);
+    let after = server.sign_in("rhea", "rhea's passphrase", None).await;
+    let cut_off = cut_off.format(&time::format_description::well_known::Rfc3339).unwrap();
+    let out = server.admin(&["revoke", "--user", "rhea", "--issued-before", &cut_off, "--reason", "race"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.me(&rotated.access).await.assert_error(StatusCode::UNAUTHORIZED, "token_revoked");
+    server.refresh(&rotated.refresh).await.assert_error(StatusCode::UNAUTHORIZED, "token_revoked");
+    // A session begun after the cut-off lives on.
+    assert_eq!(server.me(&after.access).await.status, StatusCode::OK);
+    server.stop().await;
+}
 
 /// Runs SQL against the server's database from outside, as an attacker or a test fixture would.
 pub(crate) async fn sql(engine: &Engine, url: &str, statement: &str) {

@@ -1,9 +1,6 @@
 //! Device authorization (RFC 8628): a TV or media server shows a short user code, its person
 //! approves it at `/link`, and the device polls the token endpoint until it gets its tokens.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
 use rand::Rng;
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -15,6 +12,7 @@ use crate::domain::clients::Client;
 use crate::domain::clock::now_ms;
 use crate::domain::error::{Error, Result};
 use crate::domain::sessions::Authenticated;
+use crate::domain::throttle::{Purpose, Subject};
 use crate::domain::tokens::TokenKind;
 use crate::keys::hex;
 use crate::store::{DeviceCodeRecord, StoreError};
@@ -23,8 +21,6 @@ use crate::store::{DeviceCodeRecord, StoreError};
 const USER_CODE_ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";
 const USER_CODE_LEN: usize = 8;
 /// Wrong codes one account may type at `/link` per window, on one node.
-const LINK_ATTEMPTS: u32 = 5;
-const LINK_WINDOW_MS: i64 = 15 * 60 * 1000;
 /// RFC 8628 §3.5: each `slow_down` adds five seconds to the interval.
 const SLOW_DOWN_STEP_SECS: i64 = 5;
 
@@ -55,31 +51,6 @@ pub struct PendingLink {
     pub client_name: String,
     pub device_name: String,
     pub scope: Scope,
-}
-
-/// Wrong codes per account, so `/link` cannot be used to guess codes.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct LinkThrottle(Arc<Mutex<HashMap<String, (u32, i64)>>>);
-
-impl LinkThrottle {
-    pub(crate) fn check(&self, user_id: &str, now: i64) -> Result<()> {
-        let map = self.0.lock().map_err(|_| Error::Internal("link throttle poisoned".into()))?;
-        match map.get(user_id) {
-            Some((failures, since)) if *failures >= LINK_ATTEMPTS && now - since < LINK_WINDOW_MS => {
-                let retry_after_secs = u64::try_from((LINK_WINDOW_MS - (now - since)) / 1000 + 1).unwrap_or(1);
-                Err(Error::RateLimited { retry_after_secs })
-            }
-            _ => Ok(()),
-        }
-    }
-
-    pub(crate) fn failed(&self, user_id: &str, now: i64) {
-        if let Ok(mut map) = self.0.lock() {
-            map.retain(|_, (_, since)| now - *since < LINK_WINDOW_MS);
-            let entry = map.entry(user_id.to_owned()).or_insert((0, now));
-            entry.0 += 1;
-        }
-    }
 }
 
 /// `WDJB-MJHT` → `WDJBMJHT`; anything that cannot be a code is `None`.
@@ -162,7 +133,8 @@ impl OAuth {
 
     async fn pending_link(&self, who: &Authenticated, typed: &str) -> Result<(DeviceCodeRecord, PendingLink)> {
         let now = now_ms();
-        self.link_throttle.check(&who.user_id, now)?;
+        let subject = [Subject::Account(&who.user_id)];
+        self.throttle.check(Purpose::LinkCode, &subject).await?;
         let mut found = None;
         if let Some(code) = normalise_user_code(typed) {
             let store = &self.store;
@@ -170,7 +142,7 @@ impl OAuth {
             found = self.keyring.find_by_token_digest(&format!("user_code:{code}"), look_up).await?.map(|r| (code, r));
         }
         let Some((code, record)) = found.filter(|(_, r)| r.status == "pending" && r.expires_at > now) else {
-            self.link_throttle.failed(&who.user_id, now);
+            self.throttle.failed(Purpose::LinkCode, &subject).await?;
             return Err(Error::InvalidUserCode);
         };
         let client = self.clients.get(&record.client_id).await?;
@@ -288,17 +260,5 @@ mod tests {
         for bad in ["WDJB-MJH", "WDJB-MJHA", "WDJB-MJH0", "", "WDJB-MJHTX"] {
             assert_eq!(normalise_user_code(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn the_throttle_stops_guessing_for_a_while() {
-        let throttle = LinkThrottle::default();
-        for _ in 0..LINK_ATTEMPTS {
-            assert!(throttle.check("u", 0).is_ok());
-            throttle.failed("u", 0);
-        }
-        assert!(matches!(throttle.check("u", 1000), Err(Error::RateLimited { .. })));
-        assert!(throttle.check("someone-else", 1000).is_ok());
-        assert!(throttle.check("u", LINK_WINDOW_MS + 1).is_ok());
     }
 }

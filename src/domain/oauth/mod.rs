@@ -20,7 +20,6 @@ pub use authorize::{redirect_origin, AuthorizationRequest, AuthorizationResponse
 pub use claims::{Introspection, UserClaims};
 pub use client_assertion::{ASSERTION_ALGS, JWT_BEARER_ASSERTION};
 pub use consents::AllowedApp;
-pub(crate) use device::LinkThrottle;
 pub use device::{DeviceAuthorization, DeviceAuthorizationRequest, PendingLink};
 pub use grants::{TokenRequest, TokenResponse, DEVICE_CODE_GRANT};
 pub use logout::{EndSessionRequest, EndedSession, LogoutNotice, LogoutTokenClaims, BACKCHANNEL_LOGOUT_EVENT};
@@ -33,6 +32,7 @@ use super::core::Core;
 use super::error::{Error, Result};
 use super::revocation::Revocations;
 use super::sessions::{Sessions, TokenPolicy};
+use super::throttle::Throttle;
 use crate::keys::Keyring;
 use crate::signing::Signer;
 use crate::store::DynStore;
@@ -139,7 +139,7 @@ pub struct OAuth {
     issuer: String,
     settings: OAuthSettings,
     tokens: TokenPolicy,
-    link_throttle: device::LinkThrottle,
+    throttle: Throttle,
     revocations: Revocations,
 }
 
@@ -163,7 +163,7 @@ impl OAuth {
             issuer: issuer.trim_end_matches('/').to_owned(),
             settings,
             tokens: core.policy,
-            link_throttle: device::LinkThrottle::default(),
+            throttle: core.throttle.clone(),
             revocations: core.revocations.clone(),
         }
     }

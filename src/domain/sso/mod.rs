@@ -30,6 +30,7 @@ use super::dpop::Proof;
 use super::error::{Error, Result};
 use super::identity::{Email, Username};
 use super::sessions::{Authenticated, IssuedTokens, ProviderSignIn, Sessions};
+use super::throttle::{Purpose as ThrottlePurpose, Subject, Throttle};
 use super::tokens::TokenKind;
 use crate::keys::{Keyring, Sealed};
 use crate::mail::Notice;
@@ -155,6 +156,7 @@ pub struct Sso {
     /// `https://id.example.com`: callbacks are `{base}/sso/{provider}/callback`.
     public_url: String,
     step_up_secs: i64,
+    throttle: Throttle,
 }
 
 fn random_text() -> Zeroizing<String> {
@@ -171,7 +173,7 @@ fn claims_context(provider: &str) -> Vec<u8> {
     format!("keywarden:sso:{provider}:pending").into_bytes()
 }
 
-fn label_context(identity_id: &str) -> Vec<u8> {
+pub(crate) fn label_context(identity_id: &str) -> Vec<u8> {
     format!("keywarden:sso_identity:{identity_id}:label").into_bytes()
 }
 
@@ -194,7 +196,15 @@ impl Sso {
             upstream,
             public_url: public_url.trim_end_matches('/').to_owned(),
             step_up_secs: core.mfa.step_up_secs,
+            throttle: core.throttle.clone(),
         }
+    }
+
+    /// Counts a sign-in trip from `address`: each writes a row, so one address may start only so
+    /// many before it must wait (`rate_limited`).
+    pub async fn count_trip(&self, address: Option<&str>) -> Result<()> {
+        let Some(address) = address else { return Ok(()) };
+        self.throttle.count_attempt(ThrottlePurpose::SsoStart, &[Subject::Address(address)]).await
     }
 
     pub fn buttons(&self) -> Vec<ProviderButton> {

@@ -8,18 +8,26 @@ use minijinja::context;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::{cookie, Browser, CsrfOnly, Page, SESSION_COOKIE};
+use axum_extra::extract::cookie::CookieJar;
+
+use super::{cookie, Browser, CsrfOnly, Page, DEVICE_COOKIE, DEVICE_COOKIE_MAX_AGE_SECS, SESSION_COOKIE};
 use crate::domain::accounts::Registration;
 use crate::domain::dpop::{Expected, Proof};
 use crate::domain::passkeys::Assertion;
 use crate::domain::second_factors::Factor;
-use crate::domain::sessions::{FinishSignIn, Issue, SignIn};
+use crate::domain::sessions::{FinishSignIn, Issue, IssuedTokens, SignIn};
 use crate::http::extract::{url_for, ClientAddress, TokenRequestProof, UserAgent};
 use crate::http::AppState;
 
 /// The page session cookie carrying a freshly issued `kw_ws_` token.
-pub(super) fn session_cookie(state: &AppState, token: &str) -> axum_extra::extract::cookie::Cookie<'static> {
-    cookie(SESSION_COOKIE, token.to_owned(), state.pages.secure_cookies, Some(state.token_policy.refresh_ttl_secs))
+/// The cookies of a browser that just signed in: its session, and the device token that lets it
+/// sign in again while its account is locked by someone else's guessing (kept about a year).
+pub(super) fn signed_in_cookies(jar: CookieJar, state: &AppState, issued: &IssuedTokens) -> CookieJar {
+    let secure = state.pages.secure_cookies;
+    let session =
+        cookie(SESSION_COOKIE, issued.access_token.to_string(), secure, Some(state.token_policy.refresh_ttl_secs));
+    let device = cookie(DEVICE_COOKIE, issued.device_token.clone(), secure, Some(DEVICE_COOKIE_MAX_AGE_SECS));
+    jar.add(session).add(device)
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,13 +94,14 @@ pub async fn signin(
         user_agent,
         dpop: form_proof(&state, &headers, "/signin", &form.dpop),
         issue: Issue::BrowserCookie,
+        device_token: browser.device_token(),
     };
     match state.sessions.sign_in(request).await {
         Ok(issued) => {
-            let session = session_cookie(&state, &issued.access_token);
+            let cookies = signed_in_cookies(browser.jar.clone(), &state, &issued);
             // A session that must first enrol a second factor goes where it can do that.
             let next = if issued.mfa_enrolment_required { "/security" } else { next.as_str() };
-            Ok((browser.jar.add(session), Redirect::to(next)).into_response())
+            Ok((cookies, Redirect::to(next)).into_response())
         }
         Err(crate::domain::Error::MfaRequired { mfa_token, methods, webauthn_options }) => {
             Err(second_step_page(&state, &browser, &next, mfa_token, &methods, webauthn_options)
@@ -104,7 +113,7 @@ pub async fn signin(
                 title => "Sign in", next => next, login => form.login, error => err.to_string(),
                 passkeys => state.factors.passkeys().available(), providers => state.sso.buttons(),
             };
-            Err(browser.render(&state, status, "signin.html", extra).allow_form_target(target))
+            Err(browser.render(&state, status, "signin.html", extra).allow_form_target(target).retry_after_of(&err))
         }
     }
 }
@@ -122,6 +131,7 @@ pub(super) fn second_step_page(
     let extra = context! {
         title => "Two-step verification", next => next, mfa_token => mfa_token,
         totp => methods.contains(&"totp"), webauthn_options => webauthn_options,
+        mailed_code => methods.contains(&crate::domain::sessions::MAILED_CODE),
     };
     browser.render(state, StatusCode::OK, "signin_mfa.html", extra)
 }
@@ -144,6 +154,9 @@ pub struct SigninMfaForm {
     webauthn_options: Option<String>,
     #[serde(default)]
     totp: Option<String>,
+    /// The second step is a code mailed to the account.
+    #[serde(default)]
+    mailed_code: Option<String>,
 }
 
 /// The second step of a page sign-in: a code from the app, or a recovery code.
@@ -161,10 +174,12 @@ pub async fn signin_mfa(
         let extra = context! {
             title => "Two-step verification", next => next.clone(), mfa_token => form.mfa_token.clone(),
             error => err.to_string(), webauthn_options => form.webauthn_options.clone(), totp => form.totp.is_some(),
+            mailed_code => form.mailed_code.is_some(),
         };
         browser
             .render(&state, crate::http::error::status_of(err), "signin_mfa.html", extra)
             .allow_form_target(target.clone())
+            .retry_after_of(err)
     };
     let passkey = match form.webauthn_response.as_deref().filter(|r| !r.is_empty()) {
         Some(json) => {
@@ -178,8 +193,8 @@ pub async fn signin_mfa(
         FinishSignIn { mfa_token: form.mfa_token.clone(), factor, address: address.map(|a| a.to_string()), dpop: None };
     match state.sessions.finish_sign_in(finish).await {
         Ok(issued) => {
-            let session = session_cookie(&state, &issued.access_token);
-            Ok((browser.jar.add(session), Redirect::to(&next)).into_response())
+            let cookies = signed_in_cookies(browser.jar.clone(), &state, &issued);
+            Ok((cookies, Redirect::to(&next)).into_response())
         }
         Err(err @ crate::domain::Error::InvalidMfaToken) => Err(browser.message(
             &state,
@@ -240,10 +255,11 @@ pub async fn signup(
         user_agent,
         dpop: form_proof(&state, &headers, "/signup", &form.dpop),
         issue: Issue::BrowserCookie,
+        device_token: browser.device_token(),
     };
     let issued = state.sessions.sign_in(request).await.map_err(|e| browser.error(&state, &e))?;
-    let session = session_cookie(&state, &issued.access_token);
-    Ok((browser.jar.add(session), Redirect::to("/security?welcome=1")).into_response())
+    let cookies = signed_in_cookies(browser.jar.clone(), &state, &issued);
+    Ok((cookies, Redirect::to("/security?welcome=1")).into_response())
 }
 
 pub async fn signout(
@@ -287,9 +303,9 @@ pub async fn recover(
         .map(|c| c.value().to_owned())
         .ok_or_else(|| refused(crate::domain::Error::InvalidToken))?;
     let issued = state.sessions.recover_browser(&cookie_value, &proof).await.map_err(refused)?;
-    let session = session_cookie(&state, &issued.access_token);
+    let cookies = signed_in_cookies(browser.jar.clone(), &state, &issued);
     let next = state.pages.safe_next(&body.next);
-    Ok((browser.jar.add(session), axum::Json(serde_json::json!({ "next": next }))).into_response())
+    Ok((cookies, axum::Json(serde_json::json!({ "next": next }))).into_response())
 }
 
 pub async fn reset_request_form(State(state): State<AppState>, browser: Browser) -> Page {
@@ -312,7 +328,11 @@ pub async fn reset_request(
     Form(form): Form<ResetRequestForm>,
 ) -> Result<Page, Page> {
     browser.check_form(&state, &headers, &form.csrf)?;
-    state.recovery.request_reset(&form.email, address.map(|a| a.to_string())).map_err(|e| browser.error(&state, &e))?;
+    state
+        .recovery
+        .request_reset(&form.email, address.map(|a| a.to_string()))
+        .await
+        .map_err(|e| browser.error(&state, &e))?;
     Ok(browser.message(
         &state,
         StatusCode::ACCEPTED,

@@ -1,7 +1,7 @@
 //! `/link`: where a person approves a device that shows a short code (RFC 8628, issue 6).
 
 use axum::extract::{Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use minijinja::context;
@@ -47,10 +47,8 @@ fn entry_page(state: &AppState, browser: &Browser, code: &str, error: Option<&Er
     let extra = context! { title => "Link a device", code => code, error => error.map(ToString::to_string) };
     let page = browser.render(state, status, "link.html", extra);
     match error {
-        Some(Error::RateLimited { retry_after_secs }) => {
-            ([(header::RETRY_AFTER, retry_after_secs.to_string())], page).into_response()
-        }
-        _ => page.into_response(),
+        Some(err) => page.retry_after_of(err).into_response(),
+        None => page.into_response(),
     }
 }
 

@@ -32,6 +32,9 @@ use crate::domain::Error;
 
 pub const SESSION_COOKIE: &str = "kw_session";
 pub const CSRF_COOKIE: &str = "kw_csrf";
+/// The browser's device token (see `domain::known_devices`).
+pub const DEVICE_COOKIE: &str = "kw_device";
+pub const DEVICE_COOKIE_MAX_AGE_SECS: i64 = 400 * 24 * 3600;
 
 /// No inline script or style, nothing from elsewhere, no framing (issue 4 §3).
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
@@ -192,6 +195,8 @@ pub struct Page {
     jar: Box<CookieJar>,
     /// An origin besides ours that this page's forms may end at (after redirects).
     form_target: Option<String>,
+    /// Seconds to wait, for a page that answers 429 or 503.
+    retry_after: Option<u64>,
 }
 
 impl Page {
@@ -200,6 +205,14 @@ impl Page {
     /// redirect URI. The origin must come from a validated authorization request.
     pub fn allow_form_target(mut self, origin: Option<String>) -> Self {
         self.form_target = origin;
+        self
+    }
+
+    /// Says when to try again (`Retry-After`) if `err` is one that has an answer to that.
+    pub fn retry_after_of(mut self, err: &Error) -> Self {
+        if let Error::RateLimited { retry_after_secs } | Error::Overloaded { retry_after_secs } = err {
+            self.retry_after = Some(*retry_after_secs);
+        }
         self
     }
 }
@@ -217,7 +230,12 @@ impl IntoResponse for Page {
             _ => CONTENT_SECURITY_POLICY.to_owned(),
         };
         let csp = HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static(CONTENT_SECURITY_POLICY));
-        (self.status, [(header::CONTENT_SECURITY_POLICY, csp)], *self.jar, Html(self.html)).into_response()
+        let mut response =
+            (self.status, [(header::CONTENT_SECURITY_POLICY, csp)], *self.jar, Html(self.html)).into_response();
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }
 
@@ -276,6 +294,11 @@ impl Browser {
         URL_SAFE_NO_PAD.encode(&digest.digest)
     }
 
+    /// The device token an earlier sign-in left in this browser.
+    pub fn device_token(&self) -> Option<String> {
+        self.jar.get(DEVICE_COOKIE).map(|c| c.value().to_owned())
+    }
+
     /// The browser's cookies with the page session cookie removed, for sign-out.
     pub fn without_session(&self, state: &AppState) -> CookieJar {
         self.jar.clone().remove(cookie(SESSION_COOKIE, String::new(), state.pages.secure_cookies, None))
@@ -311,7 +334,7 @@ impl Browser {
             tracing::error!(error = %e, template, "page template failed");
             "<!doctype html><title>Error</title><p>Something went wrong.</p>".to_owned()
         });
-        Page { status, html, jar: Box::new(self.jar.clone()), form_target: None }
+        Page { status, html, jar: Box::new(self.jar.clone()), form_target: None, retry_after: None }
     }
 
     pub fn message(
@@ -340,7 +363,7 @@ impl Browser {
             e if e.is_internal() => ("Something went wrong", None),
             _ => ("That did not work", Some(("/security", "Back"))),
         };
-        self.message(state, status, heading, &err.to_string(), link)
+        self.message(state, status, heading, &err.to_string(), link).retry_after_of(err)
     }
 }
 

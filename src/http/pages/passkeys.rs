@@ -8,7 +8,7 @@ use axum::{Form, Json};
 use minijinja::context;
 use serde::Deserialize;
 
-use super::account::{form_proof, session_cookie};
+use super::account::{form_proof, signed_in_cookies};
 use super::security::{recovery_codes_page, refuse, signed_in, signed_in_to_enrol};
 use super::{Browser, CsrfOnly, Page};
 use crate::domain::passkeys::{Assertion, Ceremony};
@@ -261,8 +261,8 @@ pub async fn sign_in(
     state.metrics.sign_ins.get_or_create(&crate::metrics::Outcome::of(&signed, "success")).inc();
     match signed {
         Ok(issued) => {
-            let session = session_cookie(&state, &issued.access_token);
-            Ok((browser.jar.add(session), Redirect::to(&next)).into_response())
+            let cookies = signed_in_cookies(browser.jar.clone(), &state, &issued);
+            Ok((cookies, Redirect::to(&next)).into_response())
         }
         Err(err) if err.is_internal() => Err(browser.error(&state, &err)),
         Err(err) => {

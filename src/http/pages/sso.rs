@@ -9,7 +9,7 @@ use axum_extra::extract::cookie::Cookie;
 use minijinja::context;
 use serde::Deserialize;
 
-use super::account::{form_proof, second_step_page, session_cookie};
+use super::account::{form_proof, second_step_page, signed_in_cookies};
 use super::passkeys::stepped_up;
 use super::security::{refuse, signed_in};
 use super::{cookie, Browser, Page};
@@ -37,7 +37,10 @@ pub async fn start(
     browser: Browser,
     Path(provider): Path<String>,
     Query(query): Query<StartQuery>,
+    ClientAddress(address): ClientAddress,
 ) -> Result<Response, Page> {
+    let address = address.map(|a| a.to_string());
+    state.sso.count_trip(address.as_deref()).await.map_err(|e| failed(&state, &browser, &e).retry_after_of(&e))?;
     let next = state.pages.safe_next(query.next.as_deref().unwrap_or("/security"));
     let departure = state.sso.depart(&provider, Purpose::SignIn, None, &next).await;
     Ok(leave(&state, &browser, departure.map_err(|e| failed(&state, &browser, &e))?))
@@ -103,8 +106,8 @@ pub async fn callback(
     match outcome {
         Outcome::SignIn { attempt: Ok(issued), next } => {
             let next = if issued.mfa_enrolment_required { "/security".to_owned() } else { next };
-            let session = session_cookie(&state, &issued.access_token);
-            Ok((browser.jar.add(session), Redirect::to(&next)).into_response())
+            let cookies = signed_in_cookies(browser.jar.clone(), &state, &issued);
+            Ok((cookies, Redirect::to(&next)).into_response())
         }
         Outcome::SignIn { attempt: Err(Error::MfaRequired { mfa_token, methods, webauthn_options }), next } => {
             Ok(second_step_page(&state, &browser, &next, mfa_token, &methods, webauthn_options).into_response())
@@ -177,8 +180,7 @@ pub async fn finish(
     };
     match state.sso.create_account(&token, &form.username, &form.email, arrival).await {
         Ok((issued, next)) => {
-            let jar =
-                browser.jar.clone().remove(forget_pending(&state)).add(session_cookie(&state, &issued.access_token));
+            let jar = signed_in_cookies(browser.jar.clone().remove(forget_pending(&state)), &state, &issued);
             let next = if issued.mfa_enrolment_required || next == "/security" {
                 "/security?welcome=1".to_owned()
             } else {

@@ -45,6 +45,8 @@ pub async fn sign_in(
         user_agent,
         dpop: None,
         issue: Issue::PlexToken,
+        // The client identifier names a device the account may know already.
+        device_token: None,
     };
     let issued = match state.sessions.sign_in(request).await {
         Ok(issued) => issued,
