@@ -249,15 +249,33 @@ impl Console {
         // Reading account data, emails included, is an administrator action like any other.
         let details = json!({ "limit": limit, "offset": offset, "accounts_shown": users.len() });
         self.audit.record(AuditLog::event(kind::ADMIN_USERS_LISTED, &self.actor, None, None, details)).await?;
-        Ok(users
-            .iter()
-            .map(|u| {
-                json!({
-                    "id": u.id, "username": u.username, "email": self.email(u), "role": Role::of(u).as_str(),
-                    "created_at": rfc3339(u.created_at),
-                })
-            })
-            .collect())
+        Ok(users.iter().map(|u| self.account_summary(u)).collect())
+    }
+
+    fn account_summary(&self, user: &UserRecord) -> serde_json::Value {
+        json!({
+            "id": user.id, "username": user.username, "email": self.email(user), "role": Role::of(user).as_str(),
+            "created_at": rfc3339(user.created_at),
+        })
+    }
+
+    /// The decoy accounts among all accounts. Only the keyring tells them apart, so this reads
+    /// every account; the listing is audited (how many, never which: the audit log is readable
+    /// by more people than the key file).
+    pub async fn list_honeytokens(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        const PAGE: i64 = 500;
+        let mut decoys = Vec::new();
+        for offset in (0..).step_by(PAGE as usize) {
+            let users = self.store.list_users(PAGE, offset).await?;
+            let decoy = |u: &&UserRecord| crate::domain::honeytokens::is_decoy_account(&self.keyring, &u.id);
+            decoys.extend(users.iter().filter(decoy).map(|u| self.account_summary(u)));
+            if (users.len() as i64) < PAGE {
+                break;
+            }
+        }
+        let details = json!({ "accounts": decoys.len() });
+        self.audit.record(AuditLog::event(kind::HONEYTOKENS_LISTED, &self.actor, None, None, details)).await?;
+        Ok(decoys)
     }
 
     pub async fn show_user(&self, id_or_username: &str) -> anyhow::Result<serde_json::Value> {
@@ -310,7 +328,6 @@ impl Console {
         }))
     }
 
-    /// The OAuth client registry.
     /// Plants `count` decoy accounts with their devices and tokens; the run is audited (how many,
     /// never which).
     pub async fn seed_honeytokens(&self, count: usize) -> anyhow::Result<Vec<Decoy>> {
@@ -321,6 +338,7 @@ impl Console {
         Ok(decoys)
     }
 
+    /// The OAuth client registry.
     pub fn clients(&self) -> &Clients {
         &self.clients
     }

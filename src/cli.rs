@@ -99,6 +99,12 @@ enum HoneytokensAction {
         #[arg(long, value_name = "FILE")]
         export: Option<PathBuf>,
     },
+    /// List the decoy accounts, told apart from real ones by the keyring (audited).
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -470,23 +476,7 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
         }
         AdminAction::BreachResponse(args) => breach_response(&console, &config, args).await?,
         AdminAction::Users { action: UsersAction::List { limit, offset, json } } => {
-            let users = console.list_users(limit, offset).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&users)?);
-            } else {
-                println!("{:<38} {:<24} {:<32} {:<6} created", "id", "username", "email", "role");
-                for u in users {
-                    let field = |name: &str| u[name].as_str().unwrap_or_default().to_owned();
-                    println!(
-                        "{:<38} {:<24} {:<32} {:<6} {}",
-                        field("id"),
-                        field("username"),
-                        field("email"),
-                        field("role"),
-                        field("created_at")
-                    );
-                }
-            }
+            print_accounts(&console.list_users(limit, offset).await?, json)?;
         }
         AdminAction::Users { action: UsersAction::Show { user } } => {
             println!("{}", serde_json::to_string_pretty(&console.show_user(&user).await?)?);
@@ -513,6 +503,9 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
                 decoys.len()
             );
         }
+        AdminAction::Honeytokens { action: HoneytokensAction::List { json } } => {
+            print_accounts(&console.list_honeytokens().await?, json)?;
+        }
         AdminAction::Keys { action } => keys(&console, &config, action).await?,
         AdminAction::Audit { action: AuditAction::Verify } => {
             let (checked, problems) = console.verify_audit().await?;
@@ -525,6 +518,27 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
                 anyhow::bail!("the audit log was tampered with: {} problem(s) in {checked} events", problems.len());
             }
         }
+    }
+    Ok(())
+}
+
+/// Accounts as `admin users list` shows them: a table, or JSON.
+fn print_accounts(users: &[serde_json::Value], json: bool) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(users)?);
+        return Ok(());
+    }
+    println!("{:<38} {:<24} {:<32} {:<6} created", "id", "username", "email", "role");
+    for u in users {
+        let field = |name: &str| u[name].as_str().unwrap_or_default().to_owned();
+        println!(
+            "{:<38} {:<24} {:<32} {:<6} {}",
+            field("id"),
+            field("username"),
+            field("email"),
+            field("role"),
+            field("created_at")
+        );
     }
     Ok(())
 }

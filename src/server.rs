@@ -366,5 +366,8 @@ async fn purge_expired_tokens(store: DynStore) {
         if let Err(err) = store.purge_throttles(now_ms() - THROTTLE_RETENTION_MS).await {
             tracing::warn!(error = %err, "purging throttle counters failed");
         }
+        if let Err(err) = store.purge_alert_states(now_ms() - THROTTLE_RETENTION_MS).await {
+            tracing::warn!(error = %err, "purging ended alert states failed");
+        }
     }
 }

@@ -71,6 +71,7 @@ pub mod kind {
     pub const ALERT: &str = "alert.raised";
     /// Decoy accounts were planted (how many, never which).
     pub const HONEYTOKENS_SEEDED: &str = "honeytokens.seeded";
+    pub const HONEYTOKENS_LISTED: &str = "honeytokens.listed";
 }
 
 /// Who caused an event.

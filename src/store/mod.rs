@@ -814,6 +814,8 @@ pub trait Store: Send + Sync + 'static {
     async fn throttles_failing(&self, prefix: &str, since: i64) -> Result<(i64, i64), StoreError>;
     /// Drops counters neither failing nor blocking since `before`.
     async fn purge_throttles(&self, before: i64) -> Result<u64, StoreError>;
+    /// Drops alert states (a surge's hold, a sign-in code's mailing window) that ended before `before`.
+    async fn purge_alert_states(&self, before: i64) -> Result<u64, StoreError>;
     /// Raises the state `kind` until `until` unless it is already raised at `now`; true when this
     /// call raised it, so that of many nodes exactly one sends the alert.
     async fn raise_alert_state(&self, kind: &str, now: i64, until: i64) -> Result<bool, StoreError>;

@@ -1557,6 +1557,14 @@ macro_rules! impl_store_with_portable_sql {
                 Ok(done.rows_affected())
             }
 
+            async fn purge_alert_states(&self, before: i64) -> Result<u64, StoreError> {
+                let done = sqlx::query::<$db>("DELETE FROM alert_states WHERE until < $1")
+                    .bind(before)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
             async fn raise_alert_state(&self, kind: &str, now: i64, until: i64) -> Result<bool, StoreError> {
                 let raised: Option<(String,)> = sqlx::query_as::<$db, (String,)>(
                     "INSERT INTO alert_states (kind, raised_at, until) VALUES ($1, $2, $3) \

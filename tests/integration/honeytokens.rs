@@ -88,6 +88,19 @@ async fn using_a_honeytoken_raises_the_alert_and_normal_traffic_none(engine: Eng
     let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
     assert!(!shown["devices"].as_array().unwrap().is_empty(), "{shown}");
 
+    // The keyring tells them apart: `honeytokens list` names the four decoys and no real account.
+    let listed = server.admin(&["honeytokens", "list", "--json"]);
+    assert!(listed.status.success(), "{}", String::from_utf8_lossy(&listed.stderr));
+    let mut found: Vec<String> = serde_json::from_slice::<Vec<Value>>(&listed.stdout)
+        .unwrap()
+        .iter()
+        .map(|d| d["username"].as_str().unwrap().to_owned())
+        .collect();
+    let mut planted: Vec<String> = decoys.iter().map(|d| d["username"].as_str().unwrap().to_owned()).collect();
+    found.sort();
+    planted.sort();
+    assert_eq!(found, planted);
+
     // Normal traffic: sign-ins, a wrong password, an unknown name, tokens, a reset — no alert.
     let tokens = server.sign_in("alice", "alice's passphrase", None).await;
     assert_eq!(server.me(&tokens.access).await.status, StatusCode::OK);

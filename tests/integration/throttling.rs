@@ -13,7 +13,28 @@ crate::on_both_engines!(
     wrong_second_factor_codes_and_reset_requests_back_off,
     trips_to_a_provider_are_limited_per_address,
     a_browser_that_signed_in_before_gets_through_a_locked_account,
+    ended_alert_states_and_idle_counters_are_purged_and_live_ones_kept,
 );
+
+async fn ended_alert_states_and_idle_counters_are_purged_and_live_ones_kept(engine: Engine) {
+    let server = TestServer::start(engine).await;
+    let store = &server.running_state().store;
+    // Younger than the server's own purge keeps (a day), so only the calls below remove them.
+    let hour_ms = 3600 * 1000;
+    let now = keywarden::domain::clock::now_ms();
+    assert!(store.raise_alert_state("sign_in_code:ended", now - 3 * hour_ms, now - 2 * hour_ms).await.unwrap());
+    assert!(store.raise_alert_state("sign_in_code:live", now, now + 600_000).await.unwrap());
+    store.throttle_failed("signin:acct:idle", now - 3 * hour_ms, 0).await.unwrap();
+    store.throttle_failed("signin:acct:recent", now, 0).await.unwrap();
+
+    assert_eq!(store.purge_alert_states(now - hour_ms).await.unwrap(), 1);
+    assert_eq!(store.purge_throttles(now - hour_ms).await.unwrap(), 1);
+    assert_eq!(store.alert_state_until("sign_in_code:ended").await.unwrap(), None);
+    assert_eq!(store.alert_state_until("sign_in_code:live").await.unwrap(), Some(now + 600_000));
+    assert!(store.throttle("signin:acct:idle").await.unwrap().is_none());
+    assert!(store.throttle("signin:acct:recent").await.unwrap().is_some());
+    server.stop().await;
+}
 
 async fn a_browser_that_signed_in_before_gets_through_a_locked_account(engine: Engine) {
     use crate::pages::{browser, get, submit};
