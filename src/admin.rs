@@ -200,7 +200,7 @@ impl Console {
     }
 
     /// Writes one revocation rule; returns a line describing it. Channel and global revocations
-    /// answer leaks, so by default a client that proves it holds its session's DPoP key recovers
+    /// (and a channel of one account) answer leaks, so by default a client that proves it holds its session's DPoP key recovers
     /// silently; `final_revocation` denies that too.
     pub async fn revoke(
         &self,
@@ -209,8 +209,9 @@ impl Console {
         reason: Option<String>,
         final_revocation: bool,
     ) -> anyhow::Result<String> {
-        let recoverable = matches!(scope, Scope::Channel(_) | Scope::Global) && !final_revocation;
-        if let Scope::User(id) = &scope {
+        let recoverable =
+            matches!(scope, Scope::Channel(_) | Scope::UserChannel { .. } | Scope::Global) && !final_revocation;
+        if let Some(id) = scope.user() {
             self.user(id).await?;
         }
         let rule = self

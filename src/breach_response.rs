@@ -85,7 +85,8 @@ impl Plan {
         match (o.revoke.as_deref(), &o.affected) {
             (Some("all"), Affected::All) => steps.push("revoke every token of every account (one rule)".to_owned()),
             (Some("all"), Affected::Listed(_)) => steps.push(format!("revoke every token of {who}")),
-            (Some(channel), _) => steps.push(format!("revoke every token of the channel {channel:?}")),
+            (Some(channel), Affected::All) => steps.push(format!("revoke every token of the channel {channel:?}")),
+            (Some(channel), Affected::Listed(_)) => steps.push(format!("revoke the {channel:?} tokens of {who}")),
             (None, _) => {}
         }
         if o.rotate_keys {
@@ -124,11 +125,6 @@ fn progress(label: &str, done: usize, total: usize) {
 impl Console {
     /// Makes the plan: resolves the affected accounts (decoys are never part of it).
     pub async fn plan_breach_response(&self, options: Options) -> anyhow::Result<Plan> {
-        if let (Some(channel), Affected::Listed(_)) = (options.revoke.as_deref(), &options.affected) {
-            if channel != "all" {
-                bail!("--revoke {channel} applies to every account: use it with --all, or --revoke all with --users");
-            }
-        }
         let users = match &options.affected {
             Affected::Listed(ids) => ids.clone(),
             Affected::All => {
@@ -196,14 +192,19 @@ impl Console {
                 ("all", Affected::All) => {
                     self.revoke(Scope::Global, None, Some(reason.clone()), true).await?;
                 }
-                ("all", Affected::Listed(ids)) => {
+                (revoke, Affected::Listed(ids)) => {
                     for (i, id) in ids.iter().enumerate() {
-                        self.revoke(Scope::User(id.clone()), None, Some(reason.clone()), true).await?;
+                        let user = id.clone();
+                        let scope = match revoke {
+                            "all" => Scope::User(user),
+                            channel => Scope::UserChannel { user, channel: channel.to_owned() },
+                        };
+                        self.revoke(scope, None, Some(reason.clone()), true).await?;
                         progress("revoking", i + 1, ids.len());
                     }
                     eprintln!();
                 }
-                (channel, _) => {
+                (channel, Affected::All) => {
                     self.revoke(Scope::Channel(channel.to_owned()), None, Some(reason.clone()), true).await?;
                 }
             }

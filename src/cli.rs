@@ -224,19 +224,19 @@ enum ClientsAction {
 }
 
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false, id = "target")]
+#[group(required = true, multiple = true, id = "target")]
 struct RevokeTarget {
-    /// An account's id or username.
+    /// An account's id or username (with --channel: only that channel of the account).
     #[arg(long, value_name = "ID")]
     user: Option<String>,
     /// A channel: `web`, `device`, `api`, or an OAuth client's id.
     #[arg(long, value_name = "NAME")]
     channel: Option<String>,
     /// A device's id.
-    #[arg(long, value_name = "ID")]
+    #[arg(long, value_name = "ID", conflicts_with_all = ["user", "channel"])]
     device: Option<String>,
     /// Every token of every account.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["user", "channel", "device"])]
     all: bool,
 }
 
@@ -268,7 +268,7 @@ struct BreachArgs {
     /// re-wrapped and the old keys retired, so a copy of the database is useless against them.
     #[arg(long)]
     rotate_keys: bool,
-    /// Kill tokens: `all` (of the affected accounts) or one channel (`web`, `device`, `api`, a client id) with --all.
+    /// Kill the affected accounts' tokens: `all`, or those of one channel (`web`, `device`, `api`, a client id).
     #[arg(long, value_name = "all|CHANNEL")]
     revoke: Option<String>,
     /// The affected accounts must choose a new password at their next sign-in.
@@ -447,14 +447,12 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
     match args.action {
         AdminAction::Revoke(revoke) => {
             let target = revoke.target;
-            let scope = if let Some(user) = target.user {
-                Scope::User(console.user(&user).await?.id)
-            } else if let Some(channel) = target.channel {
-                Scope::Channel(channel)
-            } else if let Some(device) = target.device {
-                Scope::Device(device)
-            } else {
-                Scope::Global
+            let scope = match (target.user, target.channel, target.device) {
+                (Some(user), Some(channel), _) => Scope::UserChannel { user: console.user(&user).await?.id, channel },
+                (Some(user), None, _) => Scope::User(console.user(&user).await?.id),
+                (None, Some(channel), _) => Scope::Channel(channel),
+                (None, None, Some(device)) => Scope::Device(device),
+                (None, None, None) => Scope::Global,
             };
             let issued_before = revoke.issued_before.as_deref().map(parse_instant).transpose()?;
             println!("{}", console.revoke(scope, issued_before, revoke.reason, revoke.no_recovery).await?);

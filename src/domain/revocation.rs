@@ -29,6 +29,9 @@ pub enum Scope {
     User(String),
     /// Every token of one device.
     Device(String),
+    /// Every token of one account in one channel (a breach response for listed accounts that
+    /// leaked through one channel).
+    UserChannel { user: String, channel: String },
 }
 
 impl Scope {
@@ -38,13 +41,24 @@ impl Scope {
             Self::Channel(_) => "channel",
             Self::User(_) => "user",
             Self::Device(_) => "device",
+            Self::UserChannel { .. } => "user_channel",
         }
     }
 
-    pub fn value(&self) -> &str {
+    /// The stored value; a user-channel pair is `USER/CHANNEL` (account ids never hold a `/`).
+    pub fn value(&self) -> std::borrow::Cow<'_, str> {
         match self {
-            Self::Global => "",
-            Self::Channel(v) | Self::User(v) | Self::Device(v) => v,
+            Self::Global => "".into(),
+            Self::Channel(v) | Self::User(v) | Self::Device(v) => v.as_str().into(),
+            Self::UserChannel { user, channel } => format!("{user}/{channel}").into(),
+        }
+    }
+
+    /// The account a rule is about, if it is about one.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Self::User(user) | Self::UserChannel { user, .. } => Some(user),
+            _ => None,
         }
     }
 
@@ -54,6 +68,10 @@ impl Scope {
             "channel" => Self::Channel(value.to_owned()),
             "user" => Self::User(value.to_owned()),
             "device" => Self::Device(value.to_owned()),
+            "user_channel" => {
+                let (user, channel) = value.split_once('/')?;
+                Self::UserChannel { user: user.to_owned(), channel: channel.to_owned() }
+            }
             _ => return None,
         })
     }
@@ -66,6 +84,7 @@ impl std::fmt::Display for Scope {
             Self::Channel(c) => write!(f, "channel {c}"),
             Self::User(u) => write!(f, "user {u}"),
             Self::Device(d) => write!(f, "device {d}"),
+            Self::UserChannel { user, channel } => write!(f, "channel {channel} of user {user}"),
         }
     }
 }
@@ -156,6 +175,7 @@ impl Rules {
             Scope::Channel(token.channel.to_owned()),
             Scope::User(token.user_id.to_owned()),
             Scope::Device(token.device_id.to_owned()),
+            Scope::UserChannel { user: token.user_id.to_owned(), channel: token.channel.to_owned() },
         ];
         if let Some(cut) = self.global {
             consider(cut);
@@ -271,7 +291,7 @@ impl Revocations {
         };
         let stored = NewRule {
             scope_kind: rule.scope.kind().to_owned(),
-            scope_value: rule.scope.value().to_owned(),
+            scope_value: rule.scope.value().into_owned(),
             except_session: rule.except_session.clone(),
             not_before: rule.not_before,
             recoverable: rule.recoverable,
@@ -279,10 +299,7 @@ impl Revocations {
             actor: revocation.actor.to_string(),
             created_at: now,
         };
-        let user_id = match &rule.scope {
-            Scope::User(id) => Some(id.as_str()),
-            _ => None,
-        };
+        let user_id = rule.scope.user();
         let details = serde_json::json!({
             "scope": rule.scope.kind(),
             "value": rule.scope.value(),
@@ -393,14 +410,32 @@ mod tests {
 
     #[test]
     fn every_scope_matches_its_own_tokens() {
-        for scope in [Scope::Global, Scope::User("u1".into()), Scope::Device("d1".into()), Scope::Channel("web".into())]
-        {
+        let user_web = Scope::UserChannel { user: "u1".into(), channel: "web".into() };
+        for scope in [
+            Scope::Global,
+            Scope::User("u1".into()),
+            Scope::Device("d1".into()),
+            Scope::Channel("web".into()),
+            user_web,
+        ] {
             let cache = RevocationCache::default();
             cache.apply(&[rule(scope.clone(), 10)]);
             assert!(cache.check(&token(5, "s")).is_some(), "{scope}");
             let stranger = TokenFacts { user_id: "u2", device_id: "d2", channel: "api", ..token(5, "s") };
             assert_eq!(cache.check(&stranger).is_some(), scope == Scope::Global, "{scope}");
         }
+    }
+
+    #[test]
+    fn a_user_channel_rule_spares_the_account_elsewhere_and_others_there() {
+        let scope = Scope::UserChannel { user: "u1".into(), channel: "device".into() };
+        assert_eq!(Scope::from_parts(scope.kind(), &scope.value()), Some(scope.clone()), "stored and read back");
+        let cache = RevocationCache::default();
+        cache.apply(&[rule(scope, 10)]);
+        assert!(cache.check(&TokenFacts { channel: "device", ..token(5, "s") }).is_some());
+        assert!(cache.check(&token(5, "s")).is_none(), "the account's web tokens live");
+        assert!(cache.check(&TokenFacts { channel: "device", user_id: "u2", ..token(5, "s") }).is_none());
+        assert_eq!(Scope::from_parts("user_channel", "no-separator"), None);
     }
 
     #[test]

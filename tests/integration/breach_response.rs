@@ -10,7 +10,40 @@ use keywarden::keys::{KeyPurpose, Keyring, Sealed};
 
 use crate::harness::{Engine, TestServer};
 
-crate::on_both_engines!(the_breach_drill_in_one_command);
+crate::on_both_engines!(the_breach_drill_in_one_command, listed_accounts_lose_one_channel_and_keep_the_rest);
+
+/// `--users FILE --revoke CHANNEL`: the listed accounts' tokens of that channel die; their other
+/// tokens and everyone else's live.
+async fn listed_accounts_lose_one_channel_and_keep_the_rest(engine: Engine) {
+    let server = TestServer::start(engine).await;
+    let app = |name: &str| Some(json!({ "client_id": format!("{name}-tv"), "product": "Media Server" }));
+    let mut tokens = Vec::new();
+    for name in ["fay", "gus"] {
+        let password = format!("{name}'s passphrase");
+        server.sign_up(name, &format!("{name}@example.com"), &password).await;
+        tokens.push((server.sign_in(name, &password, None).await, server.sign_in(name, &password, app(name)).await));
+    }
+    let list = server.data_dir().join("affected.txt");
+    std::fs::write(&list, "fay\n").unwrap();
+    let command = ["breach-response", "--users", list.to_str().unwrap(), "--revoke", "device"];
+
+    let dry = server.admin(&[&command[..], &["--dry-run"]].concat());
+    assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
+    let said = String::from_utf8_lossy(&dry.stdout);
+    assert!(said.contains("revoke the \"device\" tokens of 1 listed account(s)"), "{said}");
+    assert_eq!(server.me(&tokens[0].1.access).await.status, StatusCode::OK, "a dry run revokes nothing");
+
+    let run = server.admin(&command);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let ((fay_web, fay_app), (gus_web, gus_app)) = (&tokens[0], &tokens[1]);
+    server.me(&fay_app.access).await.assert_error(StatusCode::UNAUTHORIZED, "token_revoked");
+    assert_eq!(server.refresh(&fay_app.refresh).await.status, StatusCode::UNAUTHORIZED);
+    for (who, live) in [("fay's browser", fay_web), ("gus's browser", gus_web), ("gus's app", gus_app)] {
+        assert_eq!(server.me(&live.access).await.status, StatusCode::OK, "{who}");
+    }
+    server.stop().await;
+}
 
 const PEOPLE: [&str; 4] = ["ana", "ben", "cai", "dee"];
 

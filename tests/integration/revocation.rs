@@ -178,6 +178,17 @@ async fn admin_revocations_reach_a_running_server_within_a_second(engine: Engine
     wait_until_refused(&server, &two).await;
     assert_eq!(server.me(&quinn.access).await.status, StatusCode::OK);
 
+    // --user with --channel: that account's tokens in that channel, nobody else's, nothing else of it.
+    let (app, browser) = (pia("five").await, server.sign_in("pia", "pia's passphrase", None).await);
+    let quinn_app = server.sign_in("quinn", "quinn's passphrase", device("q-app")).await;
+    let out = server.admin(&["revoke", "--user", "pia", "--channel", "device", "--reason", "app leak"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains(&format!("channel device of user {}", account["id"].as_str().unwrap())), "{said}");
+    wait_until_refused(&server, &app).await;
+    assert_eq!(server.me(&browser.access).await.status, StatusCode::OK, "pia's web session lives");
+    assert_eq!(server.me(&quinn_app.access).await.status, StatusCode::OK, "quinn's app lives");
+
     // --issued-before in the past spares what was issued after it.
     let recent = pia("three").await;
     let out = server.admin(&["revoke", "--all", "--issued-before", "2020-01-01T00:00:00Z"]);
@@ -216,6 +227,8 @@ async fn admin_revocations_reach_a_running_server_within_a_second(engine: Engine
         &["revoke", "--user", "nobody"],
         &["revoke", "--all", "--issued-before", "yesterday"],
         &["revoke", "--all", "--channel", "web"],
+        &["revoke", "--device", "d1", "--user", "pia"],
+        &["revoke", "--channel", "web", "--user", "nobody"],
     ] {
         let out = server.admin(args);
         assert!(!out.status.success(), "{args:?} accepted");
