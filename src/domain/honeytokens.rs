@@ -20,7 +20,7 @@ use super::clock::now_ms;
 use super::core::Core;
 use super::error::Result;
 use super::identity::{Email, Username};
-use super::sessions::{CHANNEL_DEVICE, CHANNEL_WEB};
+use super::sessions::{is_browser_app, CHANNEL_DEVICE, CHANNEL_WEB};
 use super::tokens::TokenKind;
 use crate::keys::{hex, Keyring};
 use crate::store::{DeviceSighting, NewToken, SessionStart};
@@ -177,7 +177,7 @@ impl Honeytokens {
         let token = decoy_token(&self.core.keyring, TokenKind::PlexToken);
         let digest = self.core.keyring.token_digest(&token);
         let session_id = uuid::Uuid::now_v7().to_string();
-        let channel = if platform == "Chrome" { CHANNEL_WEB } else { CHANNEL_DEVICE };
+        let channel = if is_browser_app(product, platform) { CHANNEL_WEB } else { CHANNEL_DEVICE };
         let start = SessionStart {
             session_id: session_id.clone(),
             new_device_id: uuid::Uuid::now_v7().to_string(),

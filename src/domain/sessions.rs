@@ -280,6 +280,14 @@ pub struct Sessions {
 
 const FIELD_MAX: usize = 128;
 
+/// Whether a plex.tv-style client is a web app (`Plex Web`, or a browser as its platform): its
+/// tokens belong to the `web` channel although it names itself as a device.
+pub(crate) fn is_browser_app(product: &str, platform: &str) -> bool {
+    const BROWSERS: [&str; 6] = ["chrome", "firefox", "safari", "edge", "opera", "microsoft edge"];
+    let platform = platform.to_ascii_lowercase();
+    product.to_ascii_lowercase().ends_with(" web") || BROWSERS.contains(&platform.as_str())
+}
+
 /// The second-step method of a code mailed to the account (see `StuffingSettings::new_device_step`).
 pub const MAILED_CODE: &str = "email";
 const SIGN_IN_CODE_WINDOW_MS: i64 = 10 * 60 * 1000;
@@ -302,11 +310,9 @@ impl DeviceInfo {
         })
     }
 
-    /// Whether a plex.tv-style client is a web app (`Plex Web`, or a browser as its platform).
+    /// Whether a plex.tv-style client is a web app.
     fn is_browser_app(&self) -> bool {
-        const BROWSERS: [&str; 6] = ["chrome", "firefox", "safari", "edge", "opera", "microsoft edge"];
-        let platform = self.platform.to_ascii_lowercase();
-        self.product.to_ascii_lowercase().ends_with(" web") || BROWSERS.contains(&platform.as_str())
+        is_browser_app(&self.product, &self.platform)
     }
 
     /// A browser that did not name itself: a device of its own, named after its user agent.
