@@ -200,8 +200,8 @@ impl Console {
     }
 
     /// Writes one revocation rule; returns a line describing it. Channel and global revocations
-    /// (and a channel of one account) answer leaks, so by default a client that proves it holds its session's DPoP key recovers
-    /// silently; `final_revocation` denies that too.
+    /// (and a channel of one account) answer leaks, so by default a client that proves it holds its
+    /// session's DPoP key recovers silently; `final_revocation` denies that too.
     pub async fn revoke(
         &self,
         scope: Scope,
@@ -253,6 +253,21 @@ impl Console {
         Ok(users.iter().map(|u| self.account_summary(u)).collect())
     }
 
+    /// Every account in creation order, handed to `page` a thousand at a time (never all in memory).
+    pub(crate) async fn each_page_of_users(&self, mut page: impl FnMut(Vec<UserRecord>)) -> anyhow::Result<()> {
+        const PAGE: i64 = 1000;
+        let mut offset = 0;
+        loop {
+            let users = self.store.list_users(PAGE, offset).await?;
+            let count = i64::try_from(users.len())?;
+            page(users);
+            if count < PAGE {
+                return Ok(());
+            }
+            offset += count;
+        }
+    }
+
     fn account_summary(&self, user: &UserRecord) -> serde_json::Value {
         json!({
             "id": user.id, "username": user.username, "email": self.email(user), "role": Role::of(user).as_str(),
@@ -264,16 +279,12 @@ impl Console {
     /// every account; the listing is audited (how many, never which: the audit log is readable
     /// by more people than the key file).
     pub async fn list_honeytokens(&self) -> anyhow::Result<Vec<serde_json::Value>> {
-        const PAGE: i64 = 500;
         let mut decoys = Vec::new();
-        for offset in (0..).step_by(PAGE as usize) {
-            let users = self.store.list_users(PAGE, offset).await?;
+        self.each_page_of_users(|users| {
             let decoy = |u: &&UserRecord| crate::domain::honeytokens::is_decoy_account(&self.keyring, &u.id);
             decoys.extend(users.iter().filter(decoy).map(|u| self.account_summary(u)));
-            if (users.len() as i64) < PAGE {
-                break;
-            }
-        }
+        })
+        .await?;
         let details = json!({ "accounts": decoys.len() });
         self.audit.record(AuditLog::event(kind::HONEYTOKENS_LISTED, &self.actor, None, None, details)).await?;
         Ok(decoys)

@@ -129,15 +129,7 @@ impl Console {
             Affected::Listed(ids) => ids.clone(),
             Affected::All => {
                 let mut ids = Vec::new();
-                let mut offset = 0;
-                loop {
-                    let page = self.store.list_users(1000, offset).await?;
-                    if page.is_empty() {
-                        break;
-                    }
-                    offset += i64::try_from(page.len())?;
-                    ids.extend(page.into_iter().map(|u| u.id));
-                }
+                self.each_page_of_users(|page| ids.extend(page.into_iter().map(|u| u.id))).await?;
                 ids
             }
         };

@@ -167,9 +167,9 @@ impl KeySet {
 
     /// The active key first, then the others still kept for reading (and a key about to become active).
     fn in_lookup_order(&self) -> impl Iterator<Item = (&str, &[u8; SECRET_LEN])> {
-        let active = self.active_id().to_owned();
+        let active = self.active_id();
         std::iter::once(self.active())
-            .chain(self.keys.iter().filter(move |(id, _)| **id != active).map(|(id, s)| (id.as_str(), &*s.0)))
+            .chain(self.keys.iter().filter(move |(id, _)| id.as_str() != active).map(|(id, s)| (id.as_str(), &*s.0)))
     }
 
     /// The signing set of a keyring written before signing keys existed: one key derived from the

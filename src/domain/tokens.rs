@@ -98,7 +98,7 @@ impl TokenKind {
     pub fn mint(self) -> Zeroizing<String> {
         let mut random = Zeroizing::new([0u8; RANDOM_BYTES]);
         rand::rngs::OsRng.fill_bytes(random.as_mut());
-        Zeroizing::new(format!("{}{}", self.prefix(), URL_SAFE_NO_PAD.encode(random.as_ref())))
+        self.with_random(&random)
     }
 
     /// A token of this kind with the given random bytes (decoys carry a MAC in theirs).

@@ -20,7 +20,6 @@ use crate::store::{DeviceCodeRecord, StoreError};
 /// RFC 8628 §6.1: consonants only, so codes are unambiguous and spell no words. 20^8 ≈ 2^34.6.
 const USER_CODE_ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";
 const USER_CODE_LEN: usize = 8;
-/// Wrong codes one account may type at `/link` per window, on one node.
 /// RFC 8628 §3.5: each `slow_down` adds five seconds to the interval.
 const SLOW_DOWN_STEP_SECS: i64 = 5;
 

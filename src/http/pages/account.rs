@@ -19,8 +19,8 @@ use crate::domain::sessions::{FinishSignIn, Issue, IssuedTokens, SignIn};
 use crate::http::extract::{url_for, ClientAddress, TokenRequestProof, UserAgent};
 use crate::http::AppState;
 
-/// The page session cookie carrying a freshly issued `kw_ws_` token.
-/// The cookies of a browser that just signed in: its session, and the device token that lets it
+/// The cookies of a browser that just signed in: its session (the freshly issued `kw_ws_` token),
+/// and the device token that lets it
 /// sign in again while its account is locked by someone else's guessing (kept about a year).
 pub(super) fn signed_in_cookies(jar: CookieJar, state: &AppState, issued: &IssuedTokens) -> CookieJar {
     let secure = state.pages.secure_cookies;
