@@ -163,7 +163,9 @@ impl Console {
         if !unknown.is_empty() {
             bail!("{} line(s) match no account: {}", unknown.len(), unknown.join(", "));
         }
-        ids.dedup();
+        // An account named twice (by username and by email, say) is handled, and mailed, once.
+        let mut seen = std::collections::HashSet::new();
+        ids.retain(|id| seen.insert(id.clone()));
         Ok(ids)
     }
 

@@ -23,14 +23,17 @@ async fn listed_accounts_lose_one_channel_and_keep_the_rest(engine: Engine) {
         server.sign_up(name, &format!("{name}@example.com"), &password).await;
         tokens.push((server.sign_in(name, &password, None).await, server.sign_in(name, &password, app(name)).await));
     }
+    server.sign_up("hal", "hal@example.com", "hal's passphrase").await;
+    // Fay twice, by name and by address, with someone between: she counts once.
     let list = server.data_dir().join("affected.txt");
-    std::fs::write(&list, "fay\n").unwrap();
+    std::fs::write(&list, "fay\nhal\nfay@example.com\n").unwrap();
     let command = ["breach-response", "--users", list.to_str().unwrap(), "--revoke", "device"];
 
     let dry = server.admin(&[&command[..], &["--dry-run"]].concat());
     assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
     let said = String::from_utf8_lossy(&dry.stdout);
-    assert!(said.contains("revoke the \"device\" tokens of 1 listed account(s)"), "{said}");
+    assert!(said.contains("revoke the \"device\" tokens of 2 listed account(s)"), "{said}");
+    assert!(said.contains("breach response for 2 account(s)"), "{said}");
     assert_eq!(server.me(&tokens[0].1.access).await.status, StatusCode::OK, "a dry run revokes nothing");
 
     let run = server.admin(&command);
