@@ -129,11 +129,16 @@ impl Console {
             reset_second_factors: false,
             notify,
         };
+        // An account named twice (by username and by email, say) is handled, and mailed, once.
+        let mut handled = std::collections::HashSet::new();
         for line in list.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
             let Some(user) = self.find(line).await? else {
                 done.unknown.push(line.to_owned());
                 continue;
             };
+            if !handled.insert(user.id.clone()) {
+                continue;
+            }
             self.respond_to_account(&user, &response, text, "forced password reset").await?;
             done.flagged += 1;
             done.signed_out += usize::from(sign_out_devices);

@@ -21,7 +21,9 @@ async fn force_password_reset_signs_out_notifies_and_requires_a_new_password(eng
         sessions.push(server.sign_in(name, &format!("{name}'s passphrase"), Some(json!({ "client_id": "pms" }))).await);
     }
     let list = server.data_dir().join("affected.txt");
-    std::fs::write(&list, "# accounts in the stolen table\namy\nBen@Example.com\n\nnobody-at-all\n").unwrap();
+    // Amy is listed twice (by name, then by address): she is handled and mailed once.
+    let lines = "# accounts in the stolen table\namy\nBen@Example.com\n\nnobody-at-all\namy@example.com\n";
+    std::fs::write(&list, lines).unwrap();
 
     let out =
         server.admin(&["force-password-reset", "--users", list.to_str().unwrap(), "--sign-out-devices", "--notify"]);
@@ -60,6 +62,14 @@ async fn force_password_reset_signs_out_notifies_and_requires_a_new_password(eng
     }
     let link = notice.token("kw_pr_").expect("a reset link in the notice");
     sink.wait_for("ben@example.com", "action required").await;
+    // Longer than a delivery round, so a second notice would have arrived.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let to_amy = sink
+        .messages()
+        .iter()
+        .filter(|m| m.to.contains(&"amy@example.com".to_owned()) && m.subject().contains("action"))
+        .count();
+    assert_eq!(to_amy, 1, "amy is mailed once");
     assert!(!sink
         .messages()
         .iter()
