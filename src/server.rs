@@ -14,6 +14,7 @@ use crate::config::{Config, HashProfile};
 use crate::domain::alerts::{Alerts, MailAdmins};
 use crate::domain::clock::now_ms;
 use crate::domain::dpop::DpopVerifier;
+use crate::domain::freshness::Freshness;
 use crate::domain::key_rotation::KeyRotation;
 use crate::domain::passkeys;
 use crate::domain::password::PasswordHasher;
@@ -145,11 +146,13 @@ pub fn build_core(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> an
             None
         }
     };
-    let throttle = Throttle::new(store.clone(), keyring.clone(), config.throttle);
+    let throttle = Throttle::new(store.clone(), keyring.clone(), audit.clone(), config.throttle);
     let alerts = Alerts::new(store.clone(), audit.clone(), config.alerts.clone());
+    let freshness = Freshness::new(store.clone(), config.mfa.step_up_secs);
     Ok(Core {
         webauthn,
         throttle,
+        freshness,
         alerts,
         store,
         keyring,
@@ -212,6 +215,7 @@ pub fn build_state(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> a
         sessions,
         oauth,
         factors,
+        freshness: core.freshness.clone(),
         devices: Devices::new(&core, accounts.clone()),
         recovery: Recovery::new(&core, accounts.clone(), provider_names),
         sso,

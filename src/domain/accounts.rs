@@ -8,13 +8,15 @@ use super::audit::{kind, Actor, AuditLog};
 use super::clock::now_ms;
 use super::core::Core;
 use super::error::{Error, Result};
+use super::freshness::Freshness;
 use super::identity::{Email, Login, Username};
 use super::password::{self, PasswordHasher, StoredHash};
+use super::revocation::{Revocation, Revocations, Scope};
 use super::sessions::Authenticated;
 use super::tokens::TokenKind;
 use crate::keys::{Keyring, Sealed};
 use crate::mail::{Mailer, Notice, Recipient};
-use crate::store::{DynStore, EmailChange, NewOneTimeToken, NewUser, UserRecord};
+use crate::store::{DynStore, EmailChange, FirstProof, NewOneTimeToken, NewUser, RemovedOnFirstProof, UserRecord};
 
 /// How long an email-verification link works.
 const VERIFICATION_TTL_HOURS: i64 = 48;
@@ -87,8 +89,9 @@ pub struct Accounts {
     hasher: Arc<PasswordHasher>,
     audit: AuditLog,
     mailer: Mailer,
-    /// How recent a step-up must be to change the address (`mfa.step_up_secs`).
-    step_up_secs: i64,
+    /// Changing the address needs a fresh authentication.
+    freshness: Freshness,
+    revocations: Revocations,
 }
 
 /// The authenticated data bound to a user's sealed email: a ciphertext moved to another row fails to open.
@@ -109,7 +112,8 @@ impl Accounts {
             hasher: core.hasher.clone(),
             audit: core.audit.clone(),
             mailer: core.mailer.clone(),
-            step_up_secs: core.mfa.step_up_secs,
+            freshness: core.freshness.clone(),
+            revocations: core.revocations.clone(),
         }
     }
 
@@ -202,8 +206,9 @@ impl Accounts {
     }
 
     /// Spends an emailed link: a sign-up's verification marks the address verified, a change's
-    /// confirmation makes the new address the account's.
-    pub async fn verify_email(&self, token: &str) -> Result<()> {
+    /// confirmation makes the new address the account's. `keep` is the session of the browser or
+    /// app that opened the link, which a first proof of the address spares.
+    pub async fn verify_email(&self, token: &str, keep: Option<&Authenticated>) -> Result<()> {
         match TokenKind::of(token) {
             Some(TokenKind::EmailVerification) => {}
             Some(TokenKind::EmailChange) => return self.confirm_email_change(token).await,
@@ -213,11 +218,54 @@ impl Accounts {
         let (store, purpose) = (&self.store, TokenKind::EmailVerification.as_str());
         let spend = |digest: Vec<u8>| async move { store.consume_one_time_token(&digest, purpose, now).await };
         let user_id = self.keyring.find_by_token_digest(token, spend).await?.ok_or(Error::InvalidLink)?;
-        self.store.mark_email_verified(&user_id, now).await?;
+        let keep = keep.filter(|who| who.user_id == user_id).map(|who| who.session_id.clone());
+        // An account keeps its password (the owner may be the one who signed up); a provider it
+        // signs in with stays too when it has no password, or it would have no way in at all.
+        let user = self.store.user_by_id(&user_id).await?.ok_or(Error::InvalidLink)?;
+        let remove_identities = Self::stored_hash(&user).is_some();
+        self.secure_first_proof(&user_id, keep, remove_identities, None).await?;
         let event =
             AuditLog::event(kind::EMAIL_VERIFIED, &Actor::User(user_id.clone()), Some(&user_id), None, json!({}));
         self.audit.record(event).await?;
         Ok(())
+    }
+
+    /// The first time an account's address is proven (by a verification or a reset link), what
+    /// anyone could have set up before is removed: second factors, passkeys, device keys, (with
+    /// `remove_identities`) linked providers, and every session but `keep`. Anyone can sign up with
+    /// someone else's address; this is how its real owner takes the account over whole. The owner
+    /// is told when something was removed. `None` when the address was proven before.
+    pub(crate) async fn secure_first_proof(
+        &self,
+        user_id: &str,
+        keep: Option<String>,
+        remove_identities: bool,
+        address: Option<&str>,
+    ) -> Result<Option<RemovedOnFirstProof>> {
+        let actor = Actor::User(user_id.to_owned());
+        let (rule, sign_out, _) = self.revocations.prepare(Revocation {
+            scope: Scope::User(user_id.to_owned()),
+            issued_before: None,
+            except_session: keep,
+            recoverable: false,
+            reason: "the account's address was proven for the first time".into(),
+            actor: actor.clone(),
+            address: address.map(str::to_owned),
+        });
+        let proof = FirstProof {
+            user_id: user_id.to_owned(),
+            at: now_ms(),
+            remove_identities,
+            sign_out,
+            event: AuditLog::event(kind::UNPROVEN_ACCOUNT_SECURED, &actor, Some(user_id), address, json!({})),
+        };
+        let Some(removed) = self.store.secure_first_proof(&proof, &self.audit).await? else { return Ok(None) };
+        self.revocations.enforce_locally(&rule);
+        if removed.credentials() > 0 || removed.sessions > 0 {
+            tracing::info!(%user_id, ?removed, "address proven for the first time: what was set up before is removed");
+            self.notify(user_id, Notice::UnprovenAccountSecured { removed }).await?;
+        }
+        Ok(Some(removed))
     }
 
     /// Starts moving the account to a new address. Needs a fresh step-up; the change happens only
@@ -228,7 +276,7 @@ impl Accounts {
         new_email: &str,
         address: Option<&str>,
     ) -> Result<()> {
-        who.require_fresh(self.step_up_secs)?;
+        self.freshness.require(who).await?;
         let email = Email::parse(new_email)?;
         let (user, current) = self.contact(&who.user_id).await?;
         if Email::parse(&current).is_ok_and(|c| c == email) {

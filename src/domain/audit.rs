@@ -27,6 +27,8 @@ pub mod kind {
     pub const SIGNED_OUT_EVERYWHERE: &str = "sessions.signed_out_everywhere";
     pub const REVOCATION: &str = "revocation.rule_added";
     pub const EMAIL_VERIFIED: &str = "account.email_verified";
+    /// The address was proven for the first time and what was set up before was removed.
+    pub const UNPROVEN_ACCOUNT_SECURED: &str = "account.unproven_account_secured";
     pub const PASSWORD_CHANGED: &str = "password.changed";
     pub const PASSWORD_RESET: &str = "password.reset";
     pub const PASSWORD_RESET_REQUESTED: &str = "password.reset_requested";

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::alerts::Alerts;
 use super::audit::AuditLog;
+use super::freshness::Freshness;
 use super::password::PasswordHasher;
 use super::revocation::Revocations;
 use super::second_factors::MfaPolicy;
@@ -25,6 +26,8 @@ pub struct Core {
     pub mfa: MfaPolicy,
     /// Failure counters with back-off for everything that can be guessed.
     pub throttle: Throttle,
+    /// Whether a session proved its person just now, for new credentials and other sensitive actions.
+    pub freshness: Freshness,
     /// Security alerts: audit, log, metric, admins' mail, webhook.
     pub alerts: Alerts,
     /// The product name people see: the issuer in authenticator apps.

@@ -17,6 +17,7 @@ use super::audit::{kind, Actor, AuditLog};
 use super::clock::now_ms;
 use super::core::Core;
 use super::error::{Error, Result};
+use super::freshness::Freshness;
 use super::sessions::{Authenticated, Sessions};
 use crate::keys::Keyring;
 use crate::signing::{Signer, SigningAlg};
@@ -48,11 +49,19 @@ pub struct DeviceKeys {
     audit: AuditLog,
     sessions: Sessions,
     signer: Arc<Signer>,
+    freshness: Freshness,
 }
 
 impl DeviceKeys {
     pub fn new(core: &Core, sessions: Sessions, signer: Arc<Signer>) -> Self {
-        Self { store: core.store.clone(), keyring: core.keyring.clone(), audit: core.audit.clone(), sessions, signer }
+        Self {
+            store: core.store.clone(),
+            keyring: core.keyring.clone(),
+            audit: core.audit.clone(),
+            sessions,
+            signer,
+            freshness: core.freshness.clone(),
+        }
     }
 
     /// A nonce for the next client JWT: random, with its expiry, MACed under the token-hash key so
@@ -78,9 +87,11 @@ impl DeviceKeys {
         (ours && expires > now_ms() / 1000).then_some(expires)
     }
 
-    /// Registers the device's public key for the session of the token presented.
+    /// Registers the device's public key for the session of the token presented. A key mints
+    /// tokens of its own, so it is a new credential: fresh authentication, proven address.
     pub async fn register(&self, who: &Authenticated, token: &str, jwk: &Value, address: Option<&str>) -> Result<()> {
         let kid = check_public_jwk(jwk)?;
+        self.freshness.require_for_new_credential(who).await?;
         let anchor = self.sessions.plex_token_record(token).await?;
         let key = DeviceKeyRecord {
             kid: kid.clone(),

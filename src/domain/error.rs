@@ -65,6 +65,8 @@ pub enum Error {
          recovery code (or your password if you have no second factor)"
     )]
     StepUpRequired,
+    #[error("confirm your email address first: open the link we mailed you when you signed up")]
+    EmailNotVerified,
     #[error("an authenticator app is already set up; remove it before adding another")]
     TotpAlreadyEnabled,
     #[error("no authenticator app is being set up or in use on this account")]
@@ -167,6 +169,7 @@ impl Error {
             Self::CodeAlreadyUsed => "code_already_used",
             Self::InvalidFactor(_) => "invalid_factor",
             Self::StepUpRequired => "step_up_required",
+            Self::EmailNotVerified => "email_not_verified",
             Self::TotpAlreadyEnabled => "totp_already_enabled",
             Self::TotpNotEnrolled => "totp_not_enrolled",
             Self::PasskeysUnavailable => "passkeys_unavailable",

@@ -23,7 +23,7 @@ use super::identity::{Email, Username};
 use super::sessions::{is_browser_app, CHANNEL_DEVICE, CHANNEL_WEB};
 use super::tokens::TokenKind;
 use crate::keys::{hex, Keyring};
-use crate::store::{DeviceSighting, NewToken, SessionStart};
+use crate::store::{DeviceSighting, NewToken, SessionStart, Verified};
 
 const ID_MAC_LEN: usize = 4;
 const TOKEN_MAC_LEN: usize = 8;
@@ -193,6 +193,8 @@ impl Honeytokens {
             channel: channel.into(),
             dpop_jkt: None,
             enrolment_only: false,
+            // As a real device's sign-in would have left it.
+            verified: Verified { at: seen_at, second_factor: false },
             grant: None,
             tokens: vec![NewToken {
                 digest: digest.digest,

@@ -10,6 +10,7 @@ pub mod device_keys;
 pub mod devices;
 pub mod dpop;
 pub mod error;
+pub mod freshness;
 pub mod honeytokens;
 pub mod identity;
 pub mod key_rotation;

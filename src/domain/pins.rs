@@ -9,8 +9,9 @@ use super::audit::{kind, Actor, AuditLog};
 use super::clock::now_ms;
 use super::core::Core;
 use super::error::{Error, Result};
+use super::freshness::Freshness;
 use super::sessions::{Authenticated, DeviceInfo, Sessions};
-use super::throttle::{Purpose, Subject, Throttle};
+use super::throttle::{self, Purpose, Subject, Throttle};
 use crate::keys::Keyring;
 use crate::store::{DynStore, PlexPinRecord, StoreError};
 use std::sync::Arc;
@@ -52,6 +53,7 @@ pub struct Pins {
     audit: AuditLog,
     sessions: Sessions,
     throttle: Throttle,
+    freshness: Freshness,
 }
 
 fn new_code(len: usize) -> String {
@@ -75,6 +77,7 @@ impl Pins {
             audit: core.audit.clone(),
             sessions,
             throttle: core.throttle.clone(),
+            freshness: core.freshness.clone(),
         }
     }
 
@@ -125,13 +128,13 @@ impl Pins {
         let now = now_ms();
         // Polls for PINs that are not the caller's are guesses at ids: throttled per address.
         let subjects: Vec<Subject<'_>> = address.as_deref().map(Subject::Address).into_iter().collect();
-        self.throttle.check(Purpose::PinPoll, &subjects).await?;
-        let pin = self.store.plex_pin(id).await?.filter(|p| p.client_identifier == client_identifier);
-        let collectable = pin.as_ref().is_some_and(|p| p.approved_at.is_some() && p.used_at.is_none());
-        let Some(pin) = pin.filter(|p| p.expires_at > now || collectable) else {
-            self.throttle.failed(Purpose::PinPoll, &subjects).await?;
-            return Err(Error::PinNotFound);
+        let look_up = async {
+            let pin = self.store.plex_pin(id).await?.filter(|p| p.client_identifier == client_identifier);
+            let collectable = pin.as_ref().is_some_and(|p| p.approved_at.is_some() && p.used_at.is_none());
+            pin.filter(|p| p.expires_at > now || collectable).map(|p| (p, collectable)).ok_or(Error::PinNotFound)
         };
+        let (pin, collectable) =
+            self.throttle.guard(Purpose::PinPoll, &subjects, None, address.as_deref(), look_up).await?;
         let mut auth_token = None;
         if let (true, Some(user_id)) = (collectable, &pin.user_id) {
             if self.store.use_plex_pin(pin.id, now).await? {
@@ -155,29 +158,26 @@ impl Pins {
         })
     }
 
-    /// The live PIN with this code, for the person to confirm; wrong codes are throttled per account.
-    pub async fn find(&self, who: &Authenticated, typed: &str) -> Result<PlexPinRecord> {
+    /// The live PIN with this code, for the person to confirm; wrong codes are throttled per
+    /// account and per source address.
+    pub async fn find(&self, who: &Authenticated, typed: &str, address: Option<&str>) -> Result<PlexPinRecord> {
         let now = now_ms();
-        let subject = [Subject::Account(&who.user_id)];
-        self.throttle.check(Purpose::LinkCode, &subject).await?;
-        let found = match normalise(typed) {
-            Some(code) => {
-                let store = &self.store;
-                let look_up = |digest: Vec<u8>| async move { store.plex_pin_by_code(&digest, now).await };
-                self.keyring.find_by_token_digest(&code, look_up).await?
-            }
-            None => None,
+        let subjects = throttle::against_account(&who.user_id, address);
+        let look_up = async {
+            let Some(code) = normalise(typed) else { return Err(Error::InvalidUserCode) };
+            let store = &self.store;
+            let look_up = |digest: Vec<u8>| async move { store.plex_pin_by_code(&digest, now).await };
+            self.keyring.find_by_token_digest(&code, look_up).await?.ok_or(Error::InvalidUserCode)
         };
-        let Some(pin) = found else {
-            self.throttle.failed(Purpose::LinkCode, &subject).await?;
-            return Err(Error::InvalidUserCode);
-        };
-        Ok(pin)
+        self.throttle.guard(Purpose::LinkCode, &subjects, Some(&who.user_id), address, look_up).await
     }
 
     /// The signed-in person approves a code: the device collects its token at its next poll.
+    /// Approving mints the device a session of its own, one that outlives this one: it needs a
+    /// fresh authentication and a proven address, so a leaked token cannot buy a lasting one.
     pub async fn approve(&self, who: &Authenticated, typed: &str, address: Option<&str>) -> Result<PlexPinRecord> {
-        let pin = self.find(who, typed).await?;
+        self.freshness.require_for_new_credential(who).await?;
+        let pin = self.find(who, typed, address).await?;
         if !self.store.approve_plex_pin(pin.id, &who.user_id, now_ms()).await? {
             return Err(Error::InvalidUserCode);
         }

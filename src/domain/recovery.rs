@@ -19,7 +19,7 @@ use super::identity::Email;
 use super::password;
 use super::revocation::{Revocation, Scope};
 use super::sessions::Authenticated;
-use super::throttle::{Purpose, Subject};
+use super::throttle::{self, Purpose, Subject};
 use super::tokens::TokenKind;
 use crate::mail::{Notice, Recipient};
 use crate::store::{NewOneTimeToken, PasswordChange, UserRecord};
@@ -144,6 +144,10 @@ impl Recovery {
         if !spent {
             return Err(Error::InvalidLink);
         }
+        // A reset link proves the address: the first such proof takes the account over whole,
+        // so whatever a squatter set up on it, sessions included, is gone.
+        let first_proof = self.accounts.secure_first_proof(&user.id, None, true, address).await?.is_some();
+        let sign_out_devices = sign_out_devices || first_proof;
         let actor = Actor::User(user.id.clone());
         let change = self.change_for(&user, hash, sign_out_devices, None, kind::PASSWORD_RESET, &actor, address);
         self.apply(&user, &email, change, sign_out_devices, address).await
@@ -161,10 +165,18 @@ impl Recovery {
         let (user, email) = self.accounts.contact(&who.user_id).await?;
         let current = Zeroizing::new(password::normalise(current_password).to_string());
         let stored = Accounts::stored_hash(&user).ok_or(Error::NoPassword)?;
-        let verification = self.core.hasher.verify(Some(&stored), &current).await?;
-        if !verification.matches {
-            return Err(Error::WrongPassword);
-        }
+        // The current password is a secret check like any other: a stolen session guessing it is
+        // counted on the account's and the address's sign-in counters.
+        let subjects = throttle::against_account(&user.id, address);
+        let check = async {
+            let verification = self.core.hasher.verify(Some(&stored), &current).await?;
+            if verification.matches {
+                Ok(())
+            } else {
+                Err(Error::WrongPassword)
+            }
+        };
+        self.core.throttle.guard(Purpose::SignIn, &subjects, Some(&user.id), address, check).await?;
         password::check_new(new_password, &user.username, &email)?;
         let hash = self.core.hasher.hash(&password::normalise(new_password)).await?;
         let actor = Actor::User(user.id.clone());

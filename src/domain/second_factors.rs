@@ -13,14 +13,16 @@ use super::audit::{kind, Actor, AuditLog};
 use super::clock::now_ms;
 use super::core::Core;
 use super::error::{Error, Result};
+use super::freshness::Freshness;
 use super::passkeys::{self, Assertion, Ceremony, PasskeyView, Passkeys};
 use super::password::{self, PasswordHasher};
 use super::recovery_codes;
 use super::sessions::Authenticated;
+use super::throttle::{self, Purpose, Throttle};
 use super::totp::{self, TotpSecret};
 use crate::keys::{Keyring, Sealed};
 use crate::mail::Notice;
-use crate::store::{DynStore, FactorChange, NewTotp, PasskeyRecord, RecoveryCodeDigest, StoreError};
+use crate::store::{DynStore, FactorChange, NewTotp, PasskeyRecord, RecoveryCodeDigest, StoreError, Verified};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -145,6 +147,8 @@ pub struct SecondFactors {
     policy: MfaPolicy,
     issuer: String,
     passkeys: Passkeys,
+    throttle: Throttle,
+    freshness: Freshness,
 }
 
 /// The AEAD context of a user's TOTP secret: a sealed secret cannot be moved to another account.
@@ -163,6 +167,8 @@ impl SecondFactors {
             policy: core.mfa,
             issuer: core.product.clone(),
             passkeys: Passkeys::new(core.store.clone(), core.webauthn.clone(), core.mfa.challenge_ttl_secs),
+            throttle: core.throttle.clone(),
+            freshness: core.freshness.clone(),
         }
     }
 
@@ -211,8 +217,15 @@ impl SecondFactors {
         Ok(self.store.totp_of(user_id).await?.is_some_and(|t| t.confirmed_at.is_some()))
     }
 
-    /// Starts (or restarts) setting up an authenticator app; it is not used until confirmed.
+    /// Starts (or restarts) setting up an authenticator app; it is not used until confirmed. Like
+    /// every new credential it needs a fresh authentication and a proven address: a stolen session
+    /// must not lock the owner out behind the thief's app.
     pub async fn begin_totp(&self, who: &Authenticated, address: Option<&str>) -> Result<TotpEnrolment> {
+        // An app already set up is said first: stepping up would not change the answer.
+        if self.store.totp_of(&who.user_id).await?.is_some_and(|t| t.confirmed_at.is_some()) {
+            return Err(Error::TotpAlreadyEnabled);
+        }
+        self.freshness.require_for_new_credential(who).await?;
         let secret = TotpSecret::generate();
         let sealed = self.keyring.seal(secret.as_bytes(), &secret_context(&who.user_id));
         let factor = NewTotp {
@@ -230,6 +243,7 @@ impl SecondFactors {
 
     /// The enrolment in progress, shown again (say, after a mistyped first code).
     pub async fn pending_enrolment(&self, who: &Authenticated) -> Result<TotpEnrolment> {
+        self.freshness.require_for_new_credential(who).await?;
         let record = self.store.totp_of(&who.user_id).await?.filter(|t| t.confirmed_at.is_none());
         let record = record.ok_or(Error::TotpNotEnrolled)?;
         let secret = self.open_secret(&record.user_id, record.secret_sealed, record.secret_key_id)?;
@@ -250,6 +264,7 @@ impl SecondFactors {
         code: &str,
         address: Option<&str>,
     ) -> Result<Vec<Zeroizing<String>>> {
+        self.freshness.require_for_new_credential(who).await?;
         let record = self.store.totp_of(&who.user_id).await?.ok_or(Error::TotpNotEnrolled)?;
         if record.confirmed_at.is_some() {
             return Err(Error::TotpAlreadyEnabled);
@@ -267,9 +282,9 @@ impl SecondFactors {
         if !self.store.confirm_totp(&change).await? {
             return Err(Error::TotpNotEnrolled);
         }
-        // The code just proved the new factor: this session counts as freshly verified, and the
-        // account's sessions that were waiting for a factor are whole now.
-        self.store.mark_session_verified(&who.session_id, now).await?;
+        // The account's sessions that were waiting for a factor are whole now. This session is not
+        // made any fresher: the code proves the new app, not the person (a thief's app proves the
+        // thief), so what comes next on this account needs a step-up with a factor.
         self.store.end_enrolment_restriction(&who.user_id).await?;
         self.record(kind::TOTP_ENABLED, &who.user_id, address, json!({})).await?;
         self.notify(&who.user_id, "totp_enabled", address, codes.len()).await?;
@@ -278,7 +293,7 @@ impl SecondFactors {
 
     /// Removes the authenticator app and its recovery codes. Needs a fresh step-up.
     pub async fn disable_totp(&self, who: &Authenticated, address: Option<&str>) -> Result<()> {
-        self.require_fresh(who)?;
+        self.freshness.require(who).await?;
         // Removing the app leaves the passkeys as they are.
         let passkeys_left = self.passkeys.count(&who.user_id).await?;
         if passkeys_left == 0 {
@@ -297,7 +312,7 @@ impl SecondFactors {
         who: &Authenticated,
         address: Option<&str>,
     ) -> Result<Vec<Zeroizing<String>>> {
-        self.require_fresh(who)?;
+        self.freshness.require(who).await?;
         if !self.has_second_factor(&who.user_id).await? {
             return Err(Error::TotpNotEnrolled);
         }
@@ -369,8 +384,15 @@ impl SecondFactors {
     /// now stands is returned, so an action in the same request can follow at once.
     pub async fn step_up(&self, who: &Authenticated, proof: StepUp, address: Option<&str>) -> Result<Authenticated> {
         let has_factor = self.has_second_factor(&who.user_id).await?;
+        // A stolen session must not become an oracle for the code or the password: each guess
+        // counts on the account's and the address's counters, as at sign-in.
+        let subjects = throttle::against_account(&who.user_id, address);
+        let user_id = Some(who.user_id.as_str());
         match proof {
-            StepUp::Factor(factor) if has_factor => self.check(&who.user_id, &factor, address).await?,
+            StepUp::Factor(factor) if has_factor => {
+                let check = self.check(&who.user_id, &factor, address);
+                self.throttle.guard(Purpose::SecondFactor, &subjects, user_id, address, check).await?
+            }
             StepUp::Factor(_) => {
                 return Err(Error::InvalidFactor("this account has no second factor: send `password`"))
             }
@@ -382,16 +404,24 @@ impl SecondFactors {
             StepUp::Password(given) => {
                 let user = self.store.user_by_id(&who.user_id).await?.ok_or(Error::InvalidToken)?;
                 let stored = Accounts::stored_hash(&user).ok_or(Error::NoPassword)?;
-                let verification = self.hasher.verify(Some(&stored), &password::normalise(&given)).await?;
-                if !verification.matches {
-                    return Err(Error::WrongPassword);
-                }
+                let check = self.check_password(&stored, &given);
+                self.throttle.guard(Purpose::SignIn, &subjects, user_id, address, check).await?
             }
         }
-        let now = now_ms();
-        self.store.mark_session_verified(&who.session_id, now).await?;
+        let verified = Verified { at: now_ms(), second_factor: has_factor };
+        self.store.mark_session_verified(&who.session_id, verified).await?;
         self.record(kind::STEPPED_UP, &who.user_id, address, json!({ "session_id": who.session_id })).await?;
-        Ok(Authenticated { verified_at: now, ..who.clone() })
+        Ok(Authenticated { verified_at: verified.at, verified_second_factor: verified.second_factor, ..who.clone() })
+    }
+
+    /// Checks a password against the stored hash: `wrong_password` unless it matches.
+    pub(crate) async fn check_password(&self, stored: &password::StoredHash, given: &str) -> Result<()> {
+        let verification = self.hasher.verify(Some(stored), &password::normalise(given)).await?;
+        if verification.matches {
+            Ok(())
+        } else {
+            Err(Error::WrongPassword)
+        }
     }
 
     /// A passkey challenge for a step-up of this session.
@@ -399,8 +429,10 @@ impl SecondFactors {
         self.passkeys.authentication_options(&who.user_id).await?.ok_or(Error::PasskeyNotFound)
     }
 
-    /// A challenge to add a passkey to the signed-in account.
+    /// A challenge to add a passkey to the signed-in account; only for a fresh session of an account
+    /// whose address was proven, like the passkey it creates.
     pub async fn passkey_options(&self, who: &Authenticated) -> Result<Ceremony> {
+        self.freshness.require_for_new_credential(who).await?;
         let profile = self.accounts.profile(&who.user_id).await?;
         self.passkeys.registration_options(&who.user_id, &profile.username).await
     }
@@ -415,6 +447,7 @@ impl SecondFactors {
         credential: &webauthn_rs::prelude::RegisterPublicKeyCredential,
         address: Option<&str>,
     ) -> Result<AddedPasskey> {
+        self.freshness.require_for_new_credential(who).await?;
         let name = passkeys::clean_name(name)?;
         let created = self.passkeys.finish_registration(&who.user_id, ceremony_id, credential).await?;
         let now = now_ms();
@@ -439,8 +472,8 @@ impl SecondFactors {
             StoreError::Conflict(_) => Error::PasskeyAlreadyRegistered,
             other => Error::Store(other),
         })?;
-        // Creating the passkey took user verification on the device: a fresh proof of the owner.
-        self.store.mark_session_verified(&who.session_id, now).await?;
+        // Creating the passkey proves the authenticator, not the person (a thief's passkey proves
+        // the thief): the session is not made any fresher.
         self.store.end_enrolment_restriction(&who.user_id).await?;
         let details = json!({ "passkey_id": record.id, "name": record.name });
         self.record(kind::PASSKEY_ADDED, &who.user_id, address, details).await?;
@@ -465,19 +498,17 @@ impl SecondFactors {
         listed.into_iter().find(|p| p.id == id).ok_or(Error::PasskeyNotFound)
     }
 
-    /// Removes a passkey. Removing the last one needs a fresh step-up; with no second factor left,
-    /// the recovery codes go too.
+    /// Removes a passkey; like removing any factor it needs a fresh authentication. With no second
+    /// factor left, the recovery codes go too.
     pub async fn remove_passkey(&self, who: &Authenticated, id: &str, address: Option<&str>) -> Result<()> {
         let listed = self.passkeys.list(&who.user_id).await?;
         if !listed.iter().any(|p| p.id == id) {
             return Err(Error::PasskeyNotFound);
         }
+        self.freshness.require(who).await?;
         let totp = self.totp_active(&who.user_id).await?;
-        if listed.len() == 1 {
-            self.require_fresh(who)?;
-            if !totp {
-                self.refuse_if_required(&who.user_id).await?;
-            }
+        if listed.len() == 1 && !totp {
+            self.refuse_if_required(&who.user_id).await?;
         }
         if !self.store.remove_passkey(&who.user_id, id).await? {
             // It was listed a moment ago: the store kept it as the account's last way to sign in.
@@ -514,11 +545,6 @@ impl SecondFactors {
         let details = json!({ "removed": removed, "reason": reason });
         self.audit.record(AuditLog::event(kind::SECOND_FACTORS_RESET, actor, Some(user_id), None, details)).await?;
         Ok(removed)
-    }
-
-    /// Refuses a sensitive action unless the session proved itself within `mfa.step_up_secs`.
-    pub fn require_fresh(&self, who: &Authenticated) -> Result<()> {
-        who.require_fresh(self.policy.step_up_secs)
     }
 
     fn open_secret(&self, user_id: &str, sealed: Vec<u8>, key_id: String) -> Result<TotpSecret> {

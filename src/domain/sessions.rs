@@ -24,12 +24,13 @@ use super::passkeys::Assertion;
 use super::password::{self, PasswordHasher};
 use super::revocation::{Revocations, TokenFacts};
 use super::second_factors::{Factor, SecondFactors};
-use super::throttle::{Purpose, Subject, Throttle};
+use super::throttle::{self, Purpose, Subject, Throttle};
 use super::tokens::TokenKind;
 use crate::keys::Keyring;
 use crate::mail::Notice;
 use crate::store::{
     DeviceRecord, DeviceSighting, DynStore, NewMfaChallenge, NewToken, SessionRecovery, SessionStart, TokenRecord,
+    Verified,
 };
 
 /// Tokens of browsers that sign in without describing themselves as a device.
@@ -228,8 +229,10 @@ pub struct Authenticated {
     pub session_id: String,
     pub device_id: String,
     pub channel: String,
-    /// When the session last proved its account's strongest factors (Unix ms), for step-up.
+    /// When the session last proved its person (Unix ms; 0 for never), for fresh authentication.
     pub verified_at: i64,
+    /// Whether that proof included a second factor or a passkey.
+    pub verified_second_factor: bool,
     /// The session may only enrol a second factor (`mfa.require` and the account has none yet).
     pub enrolment_only: bool,
     /// The OAuth client the token was issued to, and what the user granted it; `None` for
@@ -247,20 +250,11 @@ impl From<TokenRecord> for Authenticated {
             device_id: record.device_id,
             channel: record.channel,
             verified_at: record.verified_at,
+            verified_second_factor: record.verified_second_factor != 0,
             enrolment_only: record.enrolment_only != 0,
             client_id: record.client_id,
             scope: record.scope,
         }
-    }
-}
-
-impl Authenticated {
-    /// Refuses a sensitive action unless the session proved itself within the last `window_secs`.
-    pub fn require_fresh(&self, window_secs: i64) -> Result<()> {
-        if now_ms() - self.verified_at > window_secs * 1000 {
-            return Err(Error::StepUpRequired);
-        }
-        Ok(())
     }
 }
 
@@ -287,6 +281,9 @@ pub(crate) fn is_browser_app(product: &str, platform: &str) -> bool {
     let platform = platform.to_ascii_lowercase();
     product.to_ascii_lowercase().ends_with(" web") || BROWSERS.contains(&platform.as_str())
 }
+
+/// How a device linked from another session (a plex.tv-style PIN) signed in: with no proof of its own.
+const LINKED: &str = "linked";
 
 /// The second-step method of a code mailed to the account (see `StuffingSettings::new_device_step`).
 pub const MAILED_CODE: &str = "email";
@@ -394,7 +391,7 @@ impl Sessions {
             None => None,
         };
         let known = match &user {
-            Some(user) => self.known_device(&user.id, device.as_ref(), request.device_token.as_deref()).await?,
+            Some(user) => self.known_device(&user.id, request.device_token.as_deref()).await?,
             None => None,
         };
         let decoy = user.as_ref().filter(|u| honeytokens::is_decoy_account(&self.keyring, &u.id));
@@ -403,9 +400,15 @@ impl Sessions {
             honeytokens::touched(&self.alerts, what, Some(&decoy.id), request.address.as_deref());
         }
         let subjects = sign_in_subjects(user.as_ref(), known.as_ref(), &request.login, request.address.as_deref());
-        let failures_on_record = self.throttle.check(Purpose::SignIn, &subjects).await?;
+        let attempt = self.throttle.reserve(Purpose::SignIn, &subjects).await?;
         let stored = user.as_ref().and_then(Accounts::stored_hash);
-        let verification = self.hasher.verify(stored.as_ref(), &password).await?;
+        let verification = match self.hasher.verify(stored.as_ref(), &password).await {
+            Ok(verification) => verification,
+            Err(err) => {
+                self.throttle.abandoned(attempt).await?;
+                return Err(err);
+            }
+        };
         // A decoy never signs in, even with its password: it answers like a wrong one.
         let (Some(user), Some(stored), true, None) = (&user, stored, verification.matches, decoy) else {
             // The attempted login is not recorded: it may be an email address (P1).
@@ -420,13 +423,10 @@ impl Sessions {
             self.audit
                 .record(AuditLog::event(kind::SIGN_IN_FAILED, &Actor::Anonymous, user_id, address, details))
                 .await?;
-            self.count_failure(Purpose::SignIn, &subjects, user_id, address).await?;
+            self.throttle.failed(attempt, user_id, address).await?;
             return Err(Error::InvalidCredentials);
         };
-        // Most sign-ins have no failures to forget: they write nothing here.
-        if failures_on_record {
-            self.throttle.succeeded(Purpose::SignIn, &subjects).await?;
-        }
+        self.throttle.succeeded(attempt).await?;
         if verification.outdated {
             self.upgrade_hash_later(user.id.clone(), stored.phc, password);
         }
@@ -556,13 +556,14 @@ impl Sessions {
     ) -> Result<IssuedTokens> {
         let device = device.validated()?;
         let pending = PendingSignIn::new(Some(device), address, None, None, Issue::PlexToken);
-        self.start(user_id, pending, Some("linked"), false).await
+        self.start(user_id, pending, Some(LINKED), false).await
     }
 
-    /// Records that the session's person just signed in again at their provider (a step-up for an
-    /// account with neither password nor second factor).
+    /// Records that the session's person just signed in again at their provider: a step-up that
+    /// stands for a password, never for a second factor.
     pub async fn mark_verified(&self, who: &Authenticated, address: Option<&str>, provider: &str) -> Result<()> {
-        self.store.mark_session_verified(&who.session_id, now_ms()).await?;
+        let verified = Verified { at: now_ms(), second_factor: false };
+        self.store.mark_session_verified(&who.session_id, verified).await?;
         let details = json!({ "session_id": who.session_id, "provider": provider });
         let event =
             AuditLog::event(kind::STEPPED_UP, &Actor::User(who.user_id.clone()), Some(&who.user_id), address, details);
@@ -570,41 +571,16 @@ impl Sessions {
         Ok(())
     }
 
-    /// Counts a wrong guess; the moment a counter starts holding guesses back is audited.
-    async fn count_failure(
-        &self,
-        purpose: Purpose,
-        subjects: &[Subject<'_>],
-        user_id: Option<&str>,
-        address: Option<&str>,
-    ) -> Result<()> {
-        if self.throttle.failed(purpose, subjects).await? {
-            let known_device = subjects.iter().any(|s| matches!(s, Subject::Device(_)));
-            let details = json!({ "purpose": purpose.name(), "known_device": known_device });
-            self.audit.record(AuditLog::event(kind::THROTTLED, &Actor::Anonymous, user_id, address, details)).await?;
-        }
-        Ok(())
-    }
-
-    /// The device of this account that the sign-in comes from, if the account knows it: named by
-    /// the device token it was given, or (for apps that describe themselves) by its client
-    /// identifier. A device that was signed out is not known any more.
-    async fn known_device(
-        &self,
-        user_id: &str,
-        device: Option<&DeviceInfo>,
-        token: Option<&str>,
-    ) -> Result<Option<DeviceRecord>> {
-        let by_token = token.and_then(|t| known_devices::device_of(&self.keyring, t, user_id));
-        if by_token.is_none() && device.is_none() {
+    /// The device of this account that the sign-in comes from, if it proves the account knows it
+    /// with the device token it was given. A client identifier is not proof: it is no secret, and
+    /// naming the owner's TV would otherwise buy a guesser the TV's counter (and let them lock the
+    /// TV). A device that was signed out is not known any more.
+    async fn known_device(&self, user_id: &str, token: Option<&str>) -> Result<Option<DeviceRecord>> {
+        let Some(device_id) = token.and_then(|t| known_devices::device_of(&self.keyring, t, user_id)) else {
             return Ok(None);
-        }
+        };
         let devices = self.store.devices_of(user_id).await?;
-        Ok(devices.into_iter().filter(|d| d.signed_out_at.is_none()).find(|d| match (&by_token, device) {
-            (Some(id), _) => d.id == *id,
-            (None, Some(device)) => d.client_identifier == device.client_id,
-            (None, None) => false,
-        }))
+        Ok(devices.into_iter().find(|d| d.id == device_id && d.signed_out_at.is_none()))
     }
 
     /// Stores the half-done sign-in and answers `mfa_required` with the token that finishes it.
@@ -640,6 +616,8 @@ impl Sessions {
         let record =
             self.keyring.find_by_token_digest(&finish.mfa_token, look_up).await?.ok_or(Error::InvalidMfaToken)?;
         let policy = self.factors.policy();
+        // A challenge already used up says so before any counter is asked (its limit is taken
+        // again, atomically, below: this read only spares a spent challenge the throttle).
         if record.used_at.is_some() || record.expires_at <= now || record.failures >= policy.max_code_attempts {
             return Err(Error::InvalidMfaToken);
         }
@@ -660,27 +638,23 @@ impl Sessions {
             }
             other => other,
         };
-        let subject = match &pending.known_device {
-            Some(device_id) => Subject::Device(device_id),
-            None => Subject::Account(&record.user_id),
+        let subjects = match &pending.known_device {
+            Some(device_id) => vec![Subject::Device(device_id)],
+            None => throttle::against_account(&record.user_id, address.as_deref()),
         };
-        let failures_on_record = self.throttle.check(Purpose::SecondFactor, &[subject]).await?;
+        let attempt = self.throttle.reserve(Purpose::SecondFactor, &subjects).await?;
+        // The challenge's own limit is taken before the code is looked at, like the throttle's.
+        if !self.store.reserve_mfa_attempt(&record.digest, policy.max_code_attempts).await? {
+            self.throttle.abandoned(attempt).await?;
+            return Err(Error::InvalidMfaToken);
+        }
         let checked = if pending.mailed_code {
             self.check_sign_in_code(&record.user_id, &factor)
         } else {
             self.factors.check(&record.user_id, &factor, address.as_deref()).await
         };
-        if let Err(err) = checked {
-            if !err.is_internal() {
-                self.store.mfa_challenge_failed(&record.digest).await?;
-                self.count_failure(Purpose::SecondFactor, &[subject], Some(&record.user_id), address.as_deref())
-                    .await?;
-            }
-            return Err(err);
-        }
-        if failures_on_record {
-            self.throttle.succeeded(Purpose::SecondFactor, &[subject]).await?;
-        }
+        self.throttle.settle(attempt, &checked, Some(&record.user_id), address.as_deref()).await?;
+        checked?;
         if !self.store.consume_mfa_challenge(&record.digest, now_ms()).await? {
             return Err(Error::InvalidMfaToken);
         }
@@ -711,6 +685,13 @@ impl Sessions {
         let now = now_ms();
         let session_id = uuid::Uuid::now_v7().to_string();
         let (access, refresh, tokens) = self.mint(request.issue, &session_id, user_id, now);
+        // A device linked from another session proved nothing itself; any other sign-in proved
+        // a password or a provider, and with a second factor or a passkey, that too.
+        let verified = match factor {
+            Some(LINKED) => Verified::default(),
+            Some("totp" | "recovery_code" | "webauthn") => Verified { at: now, second_factor: true },
+            _ => Verified { at: now, second_factor: false },
+        };
         let start = SessionStart {
             session_id: session_id.clone(),
             new_device_id: uuid::Uuid::now_v7().to_string(),
@@ -726,6 +707,7 @@ impl Sessions {
             channel: channel.to_owned(),
             dpop_jkt: request.dpop_jkt,
             enrolment_only,
+            verified,
             grant: None,
             tokens,
         };

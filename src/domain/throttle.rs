@@ -4,15 +4,19 @@
 //! A counter allows a few free failures; from then on every failure blocks its key for twice as
 //! long as the one before, up to `max_delay_secs`. A blocked key answers `rate_limited` with the
 //! seconds to wait, without looking at the secret, so guessing costs the attacker time and us
-//! nothing. An account's lock is soft: its owner signing in from a device the account already
-//! knows is counted on that device alone (see `KnownDevice`), never on the account or address.
+//! nothing. Every attempt is counted *before* its secret is checked (an [`Attempt`]), so parallel
+//! guesses cannot all slip past a counter that has not been written yet. An account's lock is
+//! soft: its owner signing in from a device the account already knows (by the device token only
+//! that device was given, see `known_devices`) is counted on that device alone.
 
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 
+use super::audit::{kind, Actor, AuditLog};
 use super::clock::now_ms;
 use super::error::{Error, Result};
 use crate::keys::{hex, Keyring};
-use crate::store::DynStore;
+use crate::store::{DynStore, ThrottleStep};
 
 /// What is being guessed; each has its own counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +60,11 @@ pub enum Subject<'a> {
     Address(&'a str),
     /// A device the account already knows, by device id.
     Device(&'a str),
+}
+
+/// The counters a guess at one account's secret counts on: the source address's and the account's.
+pub fn against_account<'a>(user_id: &'a str, address: Option<&'a str>) -> Vec<Subject<'a>> {
+    address.map(Subject::Address).into_iter().chain([Subject::Account(user_id)]).collect()
 }
 
 /// The limits. Per account (and per login name or known device) and per address.
@@ -110,16 +119,61 @@ pub fn address_prefix(purpose: Purpose) -> String {
     format!("{}:addr:", purpose.name())
 }
 
+/// How long an attempt at or past the free ones holds its key while its secret is checked. Far
+/// longer than any check takes; a node that dies mid-check leaves the key held for this long.
+const HOLD_MS: i64 = 60_000;
+
+/// The counter an IPv6 source address is kept on: its /64, which one subscriber usually holds
+/// whole, so that walking through its addresses does not buy fresh guesses.
+fn address_counted(address: &str) -> String {
+    match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            format!("{}/64", std::net::Ipv6Addr::from(prefix))
+        }
+        Ok(std::net::IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or_else(|| address.to_owned(), |v4| v4.to_string()),
+        _ => address.to_owned(),
+    }
+}
+
+/// One attempt counted before its secret was checked. It must be settled: as a failure
+/// ([`Throttle::failed`]), a success ([`Throttle::succeeded`]) or neither ([`Throttle::abandoned`],
+/// when keywarden itself failed and nothing was learnt about the secret).
+#[must_use = "an attempt must be settled: failed, succeeded or abandoned"]
+#[derive(Debug)]
+pub struct Attempt {
+    purpose: Purpose,
+    counted: Vec<Counted>,
+}
+
+#[derive(Debug)]
+struct Counted {
+    key: String,
+    /// A source address: shared by many people, so a success does not wipe its failures.
+    address: bool,
+    known_device: bool,
+    free: i64,
+    /// This attempt's number on the counter; at or past `free` it holds the key.
+    count: i64,
+}
+
+impl Counted {
+    fn held(&self) -> bool {
+        self.count >= self.free
+    }
+}
+
 #[derive(Clone)]
 pub struct Throttle {
     store: DynStore,
     keyring: std::sync::Arc<Keyring>,
+    audit: AuditLog,
     settings: ThrottleSettings,
 }
 
 impl Throttle {
-    pub fn new(store: DynStore, keyring: std::sync::Arc<Keyring>, settings: ThrottleSettings) -> Self {
-        Self { store, keyring, settings }
+    pub fn new(store: DynStore, keyring: std::sync::Arc<Keyring>, audit: AuditLog, settings: ThrottleSettings) -> Self {
+        Self { store, keyring, audit, settings }
     }
 
     /// The counter's key. Login names and addresses are personal data: they are stored as keyed
@@ -133,7 +187,7 @@ impl Throttle {
         match subject {
             Subject::Account(id) => format!("{purpose}:acct:{id}"),
             Subject::Login(login) => format!("{purpose}:acct:login-{}", digest("login", &login.to_lowercase())),
-            Subject::Address(address) => format!("{purpose}:addr:{}", digest("address", address)),
+            Subject::Address(address) => format!("{purpose}:addr:{}", digest("address", &address_counted(address))),
             Subject::Device(id) => format!("{purpose}:dev:{id}"),
         }
     }
@@ -145,61 +199,136 @@ impl Throttle {
         }
     }
 
-    /// Refuses with `rate_limited` while any of the subjects is blocked, saying how long to wait.
-    /// Otherwise says whether any of them has failures on record (worth forgetting after a success).
-    pub async fn check(&self, purpose: Purpose, subjects: &[Subject<'_>]) -> Result<bool> {
+    /// Counts an attempt against every subject before its secret is looked at, or refuses with
+    /// `rate_limited` (saying how long to wait) while any of them is blocked. Counting first, in one
+    /// statement per counter, is what keeps a burst of parallel guesses to the free ones: each
+    /// finds the count the others left, and the one that reaches the limit holds the counter.
+    pub async fn reserve(&self, purpose: Purpose, subjects: &[Subject<'_>]) -> Result<Attempt> {
+        let mut attempt = Attempt { purpose, counted: Vec::with_capacity(subjects.len()) };
         if !self.settings.enabled {
-            return Ok(false);
-        }
-        let now = now_ms();
-        let (mut wait_ms, mut on_record) = (0, false);
-        for subject in subjects {
-            if let Some(counter) = self.store.throttle(&self.key(purpose, *subject)).await? {
-                wait_ms = wait_ms.max(counter.blocked_until - now);
-                on_record = true;
-            }
-        }
-        if wait_ms > 0 {
-            let retry_after_secs = u64::try_from((wait_ms + 999) / 1000).unwrap_or(1).max(1);
-            return Err(Error::RateLimited { retry_after_secs });
-        }
-        Ok(on_record)
-    }
-
-    /// Counts a failure against every subject; true when one of them just became blocked for the
-    /// first time (the moment worth an audit event).
-    pub async fn failed(&self, purpose: Purpose, subjects: &[Subject<'_>]) -> Result<bool> {
-        if !self.settings.enabled {
-            return Ok(false);
+            return Ok(attempt);
         }
         let now = now_ms();
         let forget_before = now - self.settings.forget_after_secs * 1000;
-        let mut newly_blocked = false;
         for subject in subjects {
             let key = self.key(purpose, *subject);
-            let free = self.free_failures(*subject);
-            let failures = self.store.throttle_failed(&key, now, forget_before).await?;
-            let delay = self.settings.delay_ms(failures, free);
-            if delay > 0 {
-                self.store.throttle_block(&key, now + delay).await?;
-                newly_blocked |= failures == free;
+            let free = self.free_failures(*subject).max(1);
+            let step = ThrottleStep { now, forget_before, free, hold_until: now + HOLD_MS };
+            match self.store.throttle_reserve(&key, &step).await {
+                Ok(Some(count)) => attempt.counted.push(Counted {
+                    key,
+                    address: matches!(subject, Subject::Address(_)),
+                    known_device: matches!(subject, Subject::Device(_)),
+                    free,
+                    count,
+                }),
+                Ok(None) => {
+                    let wait_ms = self.wait_ms(&key, free, now).await;
+                    self.abandoned(attempt).await?;
+                    let retry_after_secs = u64::try_from((wait_ms + 999) / 1000).unwrap_or(1).max(1);
+                    return Err(Error::RateLimited { retry_after_secs });
+                }
+                Err(err) => {
+                    self.abandoned(attempt).await?;
+                    return Err(err.into());
+                }
             }
         }
-        Ok(newly_blocked)
+        Ok(attempt)
     }
 
-    /// For what costs us something every time (a mail, a stored row) rather than only when it
-    /// fails: refuses while blocked, and otherwise counts this attempt.
-    pub async fn count_attempt(&self, purpose: Purpose, subjects: &[Subject<'_>]) -> Result<()> {
-        self.check(purpose, subjects).await?;
-        self.failed(purpose, subjects).await?;
+    /// How long a blocked key will stay blocked: what is left of its block, but no more than the
+    /// back-off its count earns (a key held by an attempt being checked gets that once settled).
+    async fn wait_ms(&self, key: &str, free: i64, now: i64) -> i64 {
+        match self.store.throttle(key).await {
+            Ok(Some(counter)) => {
+                let earned = self.settings.delay_ms(counter.failures, free).max(1000);
+                (counter.blocked_until - now).clamp(1, earned)
+            }
+            _ => 1000,
+        }
+    }
+
+    /// Settles an attempt as a wrong guess: each counter at or past its free failures is blocked
+    /// for its back-off. The moment a counter starts holding guesses back is audited.
+    pub async fn failed(&self, attempt: Attempt, user_id: Option<&str>, address: Option<&str>) -> Result<()> {
+        let now = now_ms();
+        let mut newly_blocked = false;
+        for counted in &attempt.counted {
+            let blocked_until = counted.held().then(|| now + self.settings.delay_ms(counted.count, counted.free));
+            self.store.throttle_failed(&counted.key, now, blocked_until).await?;
+            newly_blocked |= counted.count == counted.free;
+        }
+        if newly_blocked {
+            let known_device = attempt.counted.iter().any(|c| c.known_device);
+            let details = json!({ "purpose": attempt.purpose.name(), "known_device": known_device });
+            self.audit.record(AuditLog::event(kind::THROTTLED, &Actor::Anonymous, user_id, address, details)).await?;
+        }
         Ok(())
     }
 
-    /// Forgets the failures of subjects that just proved themselves.
-    pub async fn succeeded(&self, purpose: Purpose, subjects: &[Subject<'_>]) -> Result<()> {
-        for subject in subjects {
-            self.store.throttle_clear(&self.key(purpose, *subject)).await?;
+    /// Settles an attempt whose secret was right. Only the counters of what just proved itself (an
+    /// account, a login name, a known device) forget their failures; a source address is shared,
+    /// and one good sign-in from it says nothing about the guesses that came from it before, so it
+    /// only gets this attempt back.
+    pub async fn succeeded(&self, attempt: Attempt) -> Result<()> {
+        for counted in &attempt.counted {
+            if counted.address {
+                self.store.throttle_refund(&counted.key, counted.held()).await?;
+            } else {
+                self.store.throttle_clear(&counted.key).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives an attempt back that was never judged (keywarden failed, or another counter refused).
+    pub async fn abandoned(&self, attempt: Attempt) -> Result<()> {
+        for counted in &attempt.counted {
+            self.store.throttle_refund(&counted.key, counted.held()).await?;
+        }
+        Ok(())
+    }
+
+    /// Settles an attempt by the outcome of its check: a success, a wrong guess (any error a client
+    /// is shown), or keywarden's own failure (given back, as nothing was learnt).
+    pub async fn settle<T>(
+        &self,
+        attempt: Attempt,
+        outcome: &Result<T>,
+        user_id: Option<&str>,
+        address: Option<&str>,
+    ) -> Result<()> {
+        match outcome {
+            Ok(_) => self.succeeded(attempt).await,
+            Err(err) if err.is_internal() || matches!(err, Error::Overloaded { .. }) => self.abandoned(attempt).await,
+            Err(_) => self.failed(attempt, user_id, address).await,
+        }
+    }
+
+    /// Counts an attempt, runs `check`, and settles the attempt by its outcome.
+    pub async fn guard<T>(
+        &self,
+        purpose: Purpose,
+        subjects: &[Subject<'_>],
+        user_id: Option<&str>,
+        address: Option<&str>,
+        check: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let attempt = self.reserve(purpose, subjects).await?;
+        let outcome = check.await;
+        self.settle(attempt, &outcome, user_id, address).await?;
+        outcome
+    }
+
+    /// For what costs us something every time (a mail, a stored row) rather than only when it
+    /// fails: refuses while blocked, and otherwise counts this attempt as if it had failed.
+    pub async fn count_attempt(&self, purpose: Purpose, subjects: &[Subject<'_>]) -> Result<()> {
+        let attempt = self.reserve(purpose, subjects).await?;
+        let now = now_ms();
+        for counted in &attempt.counted {
+            let blocked_until = counted.held().then(|| now + self.settings.delay_ms(counted.count, counted.free));
+            self.store.throttle_failed(&counted.key, now, blocked_until).await?;
         }
         Ok(())
     }
@@ -211,7 +340,16 @@ impl Throttle {
 
 #[cfg(test)]
 mod tests {
-    use super::ThrottleSettings;
+    use super::{address_counted, ThrottleSettings};
+
+    #[test]
+    fn an_ipv6_subscriber_is_one_counter_and_ipv4_stays_as_it_is() {
+        assert_eq!(address_counted("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(address_counted("2001:db8:1:2:ffff:ffff:ffff:ffff"), "2001:db8:1:2::/64");
+        assert_ne!(address_counted("2001:db8:1:3::1"), address_counted("2001:db8:1:2::1"));
+        assert_eq!(address_counted("192.0.2.7"), "192.0.2.7");
+        assert_eq!(address_counted("::ffff:192.0.2.7"), "192.0.2.7");
+    }
 
     #[test]
     fn back_off_doubles_after_the_free_failures_and_stops_at_the_maximum() {

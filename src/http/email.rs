@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, Caller, ClientAddress};
+use super::extract::{ApiJson, Caller, ClientAddress, OptionalCaller};
 use super::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -19,15 +19,16 @@ pub struct VerifyEmail {
 
 #[utoipa::path(post, path = "/api/v1/email/verify", tag = "accounts", request_body = VerifyEmail,
     responses(
-        (status = 204, description = "The account's email address is verified; for a change's link, the new address is now the account's"),
+        (status = 204, description = "The account's email address is verified; for a change's link, the new address is now the account's. The first proof of an account's address removes what was set up on it before (second factors, passkeys, device keys, linked providers of an account with a password) and signs out every session except the caller's, when the request carries the account's access token"),
         (status = 400, description = "`invalid_link`", body = ErrorBody),
         (status = 409, description = "`email_taken`: another account took the new address meanwhile", body = ErrorBody),
     ))]
 pub async fn verify_email(
     State(state): State<AppState>,
+    OptionalCaller(caller): OptionalCaller,
     ApiJson(body): ApiJson<VerifyEmail>,
 ) -> Result<StatusCode, ApiError> {
-    state.accounts.verify_email(&body.token).await?;
+    state.accounts.verify_email(&body.token, caller.as_ref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

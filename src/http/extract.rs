@@ -45,6 +45,22 @@ impl FromRequestParts<AppState> for EnrollingCaller {
     }
 }
 
+/// The caller when the request carries a valid access token (a session limited to enrolment too),
+/// else `None`: for endpoints that work without one but do more for a signed-in app.
+#[derive(Debug)]
+pub struct OptionalCaller(pub Option<Authenticated>);
+
+impl FromRequestParts<AppState> for OptionalCaller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if authorization(parts).is_none() {
+            return Ok(Self(None));
+        }
+        Ok(Self(caller_with(parts, state, Audience::ApiEnrolling).await.ok()))
+    }
+}
+
 /// Which tokens an endpoint accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Audience {

@@ -209,10 +209,12 @@ pub struct StepUpRequest {
         (status = 401, description = "`invalid_code`, `code_already_used`, `passkey_rejected`, or a token problem", body = ErrorBody),
         (status = 403, description = "`wrong_password`", body = ErrorBody),
         (status = 422, description = "`invalid_factor`: a second factor for accounts that have one, else the password", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many wrong codes or passwords for this account or address; see Retry-After", body = ErrorBody),
     ))]
 pub async fn step_up(
     State(state): State<AppState>,
-    Caller(who): Caller,
+    // A session limited to enrolling its first factor may need to step up to do that.
+    EnrollingCaller(who): EnrollingCaller,
     ClientAddress(address): ClientAddress,
     ApiJson(body): ApiJson<StepUpRequest>,
 ) -> Result<StatusCode, ApiError> {

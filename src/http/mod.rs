@@ -32,6 +32,7 @@ use tracing::Level;
 use self::error::ApiError;
 use crate::domain::alerts::Alerts;
 use crate::domain::dpop::DpopVerifier;
+use crate::domain::freshness::Freshness;
 use crate::domain::password::PasswordHasher;
 use crate::domain::sessions::TokenPolicy;
 use crate::domain::{
@@ -53,6 +54,8 @@ pub struct AppState {
     pub pins: Pins,
     pub device_keys: DeviceKeys,
     pub factors: SecondFactors,
+    /// Whether a session proved its person just now (for what pages offer).
+    pub freshness: Freshness,
     pub devices: Devices,
     pub recovery: Recovery,
     pub revocations: Revocations,

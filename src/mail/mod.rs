@@ -135,6 +135,10 @@ pub enum Notice {
         providers: Vec<String>,
         link: String,
     },
+    /// The address was proven for the first time, and what was set up before it was removed.
+    UnprovenAccountSecured {
+        removed: crate::store::RemovedOnFirstProof,
+    },
     /// An account at a sign-in provider was linked to or unlinked from the account.
     SignInProviderChanged {
         provider: String,
@@ -162,6 +166,7 @@ impl Notice {
             Self::SecurityAlert { .. } => "security_alert",
             Self::SignInCode { .. } => "sign_in_code",
             Self::SignInProviderChanged { .. } => "sign_in_provider_changed",
+            Self::UnprovenAccountSecured { .. } => "unproven_account_secured",
         }
     }
 
@@ -197,6 +202,9 @@ impl Notice {
             }
             Self::SignInProviderChanged { provider, .. } => {
                 format!("{provider} can no longer sign in to your {product} account")
+            }
+            Self::UnprovenAccountSecured { .. } => {
+                format!("Your {product} account was secured when your address was confirmed")
             }
         }
     }
@@ -234,6 +242,7 @@ impl Notice {
             Self::SignInProviderChanged { provider, linked, address } => {
                 json!({ "provider": provider, "linked": linked, "address": address })
             }
+            Self::UnprovenAccountSecured { removed } => json!({ "removed": removed }),
         }
     }
 }

@@ -32,6 +32,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("security_alert.html", include_str!("../../templates/mail/security_alert.html")),
     ("sign_in_code.txt", include_str!("../../templates/mail/sign_in_code.txt")),
     ("sign_in_code.html", include_str!("../../templates/mail/sign_in_code.html")),
+    ("unproven_account_secured.txt", include_str!("../../templates/mail/unproven_account_secured.txt")),
+    ("unproven_account_secured.html", include_str!("../../templates/mail/unproven_account_secured.html")),
 ];
 
 pub struct Templates {
@@ -73,6 +75,7 @@ mod tests {
             security_url => "https://x.example/security", reset_url => "https://x.example/reset",
             at => "2026-11-23T12:00:00Z", minutes => 30, hours => 48, device_name => "TV",
             what_happened => "something", what_we_did => "things", change => "recovery_code_used", remaining => 9,
+            removed => minijinja::context! { sessions => 2, passkeys => 1 },
         };
         for name in [
             "verify_email",
@@ -86,6 +89,7 @@ mod tests {
             "email_changed",
             "security_alert",
             "sign_in_code",
+            "unproven_account_secured",
         ] {
             let rendered = templates.render(name, &context).unwrap();
             assert!(

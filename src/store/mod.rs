@@ -147,9 +147,47 @@ pub struct SessionStart {
     pub dpop_jkt: Option<String>,
     /// The session may only enrol a second factor until the account has one (`mfa.require`).
     pub enrolment_only: bool,
+    /// What the sign-in proved, for fresh authentication.
+    pub verified: Verified,
     /// Set when an OAuth client receives the session's tokens.
     pub grant: Option<OAuthGrant>,
     pub tokens: Vec<NewToken>,
+}
+
+/// What a session last proved of its person, and when (Unix ms; 0 for never): sensitive actions
+/// need a recent proof, and on an account with a second factor, one that included it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Verified {
+    pub at: i64,
+    pub second_factor: bool,
+}
+
+/// An account's address proven for the first time (see `Store::secure_first_proof`).
+#[derive(Debug, Clone)]
+pub struct FirstProof {
+    pub user_id: String,
+    pub at: i64,
+    pub remove_identities: bool,
+    pub sign_out: NewRule,
+    pub event: NewAuditEvent,
+}
+
+/// What the first proof of an address took away.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RemovedOnFirstProof {
+    pub authenticator_apps: u64,
+    pub passkeys: u64,
+    pub device_keys: u64,
+    pub linked_providers: u64,
+    /// Sessions that were alive and are now signed out.
+    pub sessions: u64,
+}
+
+impl RemovedOnFirstProof {
+    /// How many ways in were removed, not counting signed-out sessions.
+    pub fn credentials(&self) -> u64 {
+        self.authenticator_apps + self.passkeys + self.device_keys + self.linked_providers
+    }
 }
 
 /// What an OAuth session was granted: by whom, what, and when the user authenticated.
@@ -236,8 +274,9 @@ pub struct TokenRecord {
     pub rotated_at: Option<i64>,
     pub session_revoked_at: Option<i64>,
     pub dpop_jkt: Option<String>,
-    /// When the session last proved its account's strongest factors (Unix ms).
+    /// When the session last proved its person (Unix ms), and whether with a second factor.
     pub verified_at: i64,
+    pub verified_second_factor: i64,
     /// 1 while the session may only enrol a second factor.
     pub enrolment_only: i64,
     /// The OAuth client the session's tokens were issued to, with the granted scope.
@@ -716,8 +755,18 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes tokens that expired before `before`; returns how many.
     async fn purge_expired_tokens(&self, before: i64) -> Result<u64, StoreError>;
 
-    /// Records that the session just proved its account's strongest factors (step-up).
-    async fn mark_session_verified(&self, session_id: &str, at: i64) -> Result<(), StoreError>;
+    /// The first proof of an account's address (a verification or reset link): marks it verified
+    /// and, in the same transaction, removes what anyone could have added before it was proven
+    /// (second factors, recovery codes, device keys, and with `remove_identities` linked
+    /// providers), signs out every session by `sign_out` and records `event` with what was
+    /// removed in its details. `None`, and nothing done, when the address was proven before.
+    async fn secure_first_proof(
+        &self,
+        proof: &FirstProof,
+        sealer: &dyn AuditSealer,
+    ) -> Result<Option<RemovedOnFirstProof>, StoreError>;
+    /// Records that the session just proved something (a step-up).
+    async fn mark_session_verified(&self, session_id: &str, verified: Verified) -> Result<(), StoreError>;
     async fn totp_of(&self, user_id: &str) -> Result<Option<TotpRecord>, StoreError>;
     /// Stores a pending TOTP secret; false if the account already has a confirmed one.
     async fn begin_totp_enrolment(&self, factor: &NewTotp) -> Result<bool, StoreError>;
@@ -738,8 +787,9 @@ pub trait Store: Send + Sync + 'static {
     async fn unused_recovery_codes(&self, user_id: &str) -> Result<i64, StoreError>;
     async fn create_mfa_challenge(&self, challenge: &NewMfaChallenge) -> Result<(), StoreError>;
     async fn mfa_challenge(&self, digest: &[u8]) -> Result<Option<MfaChallengeRecord>, StoreError>;
-    /// Counts a wrong code against the challenge; returns the failures so far.
-    async fn mfa_challenge_failed(&self, digest: &[u8]) -> Result<i64, StoreError>;
+    /// Counts one code against the challenge before it is checked, unless `limit` codes were
+    /// counted already or it was used; false then. One statement, so parallel codes cannot pass it.
+    async fn reserve_mfa_attempt(&self, digest: &[u8], limit: i64) -> Result<bool, StoreError>;
     /// Spends the challenge; false if it was already used or has expired.
     async fn consume_mfa_challenge(&self, digest: &[u8], at: i64) -> Result<bool, StoreError>;
 
@@ -804,13 +854,19 @@ pub trait Store: Send + Sync + 'static {
     async fn take_ceremony(&self, id: &str) -> Result<Option<CeremonyRecord>, StoreError>;
 
     async fn throttle(&self, key: &str) -> Result<Option<ThrottleRecord>, StoreError>;
-    /// Counts one failure against `key` and returns the count; a counter whose last failure came
-    /// before `forget_before` starts again from one.
-    async fn throttle_failed(&self, key: &str, now: i64, forget_before: i64) -> Result<i64, StoreError>;
-    /// Blocks `key` until `until` (never shortens a block already set).
-    async fn throttle_block(&self, key: &str, until: i64) -> Result<(), StoreError>;
+    /// Counts one attempt against `key` unless it is blocked at `step.now`; an attempt at or past
+    /// the free ones holds the key until `step.hold_until` in the same statement, so concurrent
+    /// attempts can never all pass before the first block is written. Returns the count, or `None`
+    /// when the key was blocked (nothing is counted then). A counter whose last attempt came before
+    /// `step.forget_before` starts again from one.
+    async fn throttle_reserve(&self, key: &str, step: &ThrottleStep) -> Result<Option<i64>, StoreError>;
+    /// Settles the attempt counted last as a failure; `blocked_until` replaces its hold.
+    async fn throttle_failed(&self, key: &str, at: i64, blocked_until: Option<i64>) -> Result<(), StoreError>;
+    /// Gives back one counted attempt that was not a wrong guess, lifting its hold if it set one.
+    async fn throttle_refund(&self, key: &str, held: bool) -> Result<(), StoreError>;
     async fn throttle_clear(&self, key: &str) -> Result<(), StoreError>;
-    /// How many keys starting with `prefix` failed since `since`, and their failures in all.
+    /// How many keys starting with `prefix` had a settled failure since `since`, and their counted
+    /// attempts in all.
     async fn throttles_failing(&self, prefix: &str, since: i64) -> Result<(i64, i64), StoreError>;
     /// Drops counters neither failing nor blocking since `before`.
     async fn purge_throttles(&self, before: i64) -> Result<u64, StoreError>;
@@ -925,9 +981,22 @@ pub const KEY_COLUMNS: &[KeyColumn] = &[
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ThrottleRecord {
     pub key: String,
+    /// Attempts counted, including those still being checked.
     pub failures: i64,
     pub last_failure_at: i64,
     pub blocked_until: i64,
+}
+
+/// One attempt to count against a throttle key (Unix milliseconds).
+#[derive(Debug, Clone, Copy)]
+pub struct ThrottleStep {
+    pub now: i64,
+    pub forget_before: i64,
+    /// Attempts allowed before the first block; the attempt that reaches it holds the key.
+    pub free: i64,
+    /// How long such an attempt holds the key while it is being checked; settling it as a
+    /// failure replaces the hold with the back-off, anything else lifts it.
+    pub hold_until: i64,
 }
 
 pub type DynStore = Arc<dyn Store>;

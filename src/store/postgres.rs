@@ -14,11 +14,11 @@ use super::sql::{
 };
 use super::{
     AuditRecord, AuditSealer, CeremonyRecord, ClientRecord, DeviceCodeRecord, DeviceKeyRecord, DeviceRecord,
-    EmailChange, FactorChange, KeyColumn, LogoutJob, MfaChallengeRecord, NewAuditEvent, NewCeremony, NewMfaChallenge,
-    NewOneTimeToken, NewRule, NewToken, NewTotp, NewUser, OAuthCodeRecord, PasskeyRecord, PasswordChange,
-    PlexPinRecord, QueuedMail, RuleRecord, SealedColumn, SealedRow, SessionRecord, SessionRecovery, SessionStart,
-    SsoFlowRecord, SsoIdentityRecord, SsoPendingRecord, StoreError, ThrottleRecord, TokenRecord, TotpRecord,
-    UserRecord,
+    EmailChange, FactorChange, FirstProof, KeyColumn, LogoutJob, MfaChallengeRecord, NewAuditEvent, NewCeremony,
+    NewMfaChallenge, NewOneTimeToken, NewRule, NewToken, NewTotp, NewUser, OAuthCodeRecord, PasskeyRecord,
+    PasswordChange, PlexPinRecord, QueuedMail, RemovedOnFirstProof, RuleRecord, SealedColumn, SealedRow, SessionRecord,
+    SessionRecovery, SessionStart, SsoFlowRecord, SsoIdentityRecord, SsoPendingRecord, StoreError, ThrottleRecord,
+    ThrottleStep, TokenRecord, TotpRecord, UserRecord, Verified,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");

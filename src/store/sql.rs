@@ -380,7 +380,7 @@ macro_rules! impl_store_with_portable_sql {
                 Ok(sqlx::query_as::<$db, TokenRecord>(
                     "SELECT t.digest, t.digest_key_id, t.kind, t.session_id, t.user_id, s.device_id, s.channel, \
                      t.issued_at, t.expires_at, t.rotated_at, s.revoked_at AS session_revoked_at, s.dpop_jkt, \
-                     s.verified_at, s.enrolment_only, s.client_id, s.scope, s.auth_time, \
+                     s.verified_at, s.verified_second_factor, s.enrolment_only, s.client_id, s.scope, s.auth_time, \
                      s.created_at AS session_started_at \
                      FROM tokens t JOIN sessions s ON s.id = t.session_id WHERE t.digest = $1",
                 )
@@ -615,6 +615,61 @@ macro_rules! impl_store_with_portable_sql {
                     .execute(&self.writer)
                     .await?;
                 Ok(())
+            }
+
+            async fn secure_first_proof(
+                &self,
+                proof: &FirstProof,
+                sealer: &dyn AuditSealer,
+            ) -> Result<Option<RemovedOnFirstProof>, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let first = sqlx::query::<$db>(
+                    "UPDATE users SET email_verified_at = $1 WHERE id = $2 AND email_verified_at IS NULL",
+                )
+                .bind(proof.at)
+                .bind(&proof.user_id)
+                .execute(&mut *tx)
+                .await?;
+                if first.rows_affected() != 1 {
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+                let (sessions,): (i64,) = sqlx::query_as::<$db, (i64,)>(
+                    "SELECT COUNT(*) FROM sessions s WHERE s.user_id = $1 AND s.revoked_at IS NULL \
+                     AND s.id <> COALESCE($2, '') AND EXISTS (SELECT 1 FROM tokens t WHERE t.session_id = s.id \
+                     AND t.expires_at > $3)",
+                )
+                .bind(&proof.user_id)
+                .bind(&proof.sign_out.except_session)
+                .bind(proof.at)
+                .fetch_one(&mut *tx)
+                .await?;
+                let mut removed = RemovedOnFirstProof {
+                    sessions: u64::try_from(sessions).unwrap_or_default(),
+                    ..Default::default()
+                };
+                let mut tables: Vec<(&str, Option<&mut u64>)> = vec![
+                    ("totp_factors", Some(&mut removed.authenticator_apps)),
+                    ("passkeys", Some(&mut removed.passkeys)),
+                    ("device_keys", Some(&mut removed.device_keys)),
+                    ("recovery_codes", None),
+                ];
+                if proof.remove_identities {
+                    tables.push(("sso_identities", Some(&mut removed.linked_providers)));
+                }
+                for (table, count) in tables {
+                    let sql = format!("DELETE FROM {table} WHERE user_id = $1");
+                    let gone = sqlx::query::<$db>(&sql).bind(&proof.user_id).execute(&mut *tx).await?.rows_affected();
+                    if let Some(count) = count {
+                        *count = gone;
+                    }
+                }
+                insert_rule!($db, &mut *tx, &proof.sign_out);
+                let mut event = proof.event.clone();
+                event.details = serde_json::json!({ "removed": removed }).to_string();
+                append_audit!($db, &mut *tx, &event, sealer);
+                tx.commit().await?;
+                Ok(Some(removed))
             }
 
             async fn set_pending_email(&self, user_id: &str, sealed: &[u8], key_id: &str) -> Result<(), StoreError> {
@@ -864,9 +919,10 @@ macro_rules! impl_store_with_portable_sql {
                 Ok(done.rows_affected() + challenges.rows_affected() + ceremonies.rows_affected() + codes.rows_affected())
             }
 
-            async fn mark_session_verified(&self, session_id: &str, at: i64) -> Result<(), StoreError> {
-                sqlx::query::<$db>("UPDATE sessions SET verified_at = $1 WHERE id = $2")
-                    .bind(at)
+            async fn mark_session_verified(&self, session_id: &str, verified: Verified) -> Result<(), StoreError> {
+                sqlx::query::<$db>("UPDATE sessions SET verified_at = $1, verified_second_factor = $2 WHERE id = $3")
+                    .bind(verified.at)
+                    .bind(i64::from(verified.second_factor))
                     .bind(session_id)
                     .execute(&self.writer)
                     .await?;
@@ -1026,14 +1082,16 @@ macro_rules! impl_store_with_portable_sql {
                 .await?)
             }
 
-            async fn mfa_challenge_failed(&self, digest: &[u8]) -> Result<i64, StoreError> {
-                let failures: Option<(i64,)> = sqlx::query_as::<$db, (i64,)>(
-                    "UPDATE mfa_challenges SET failures = failures + 1 WHERE digest = $1 RETURNING failures",
+            async fn reserve_mfa_attempt(&self, digest: &[u8], limit: i64) -> Result<bool, StoreError> {
+                let done = sqlx::query::<$db>(
+                    "UPDATE mfa_challenges SET failures = failures + 1 \
+                     WHERE digest = $1 AND failures < $2 AND used_at IS NULL",
                 )
                 .bind(digest)
-                .fetch_optional(&self.writer)
+                .bind(limit)
+                .execute(&self.writer)
                 .await?;
-                Ok(failures.map_or(i64::MAX, |(n,)| n))
+                Ok(done.rows_affected() == 1)
             }
 
             async fn consume_mfa_challenge(&self, digest: &[u8], at: i64) -> Result<bool, StoreError> {
@@ -1503,30 +1561,54 @@ macro_rules! impl_store_with_portable_sql {
                 .await?)
             }
 
-            async fn throttle_failed(&self, key: &str, now: i64, forget_before: i64) -> Result<i64, StoreError> {
-                let (failures,): (i64,) = sqlx::query_as::<$db, (i64,)>(
-                    "INSERT INTO throttles (key, failures, last_failure_at, blocked_until) VALUES ($1, 1, $2, 0) \
+            async fn throttle_reserve(&self, key: &str, step: &ThrottleStep) -> Result<Option<i64>, StoreError> {
+                // One statement counts, tests and holds, so concurrent attempts queue on the row and
+                // none passes a hold another has just set. SET expressions all read the row as it
+                // was, hence the count spelled out twice; the casts type the parameters for PostgreSQL.
+                let counted: Option<(i64,)> = sqlx::query_as::<$db, (i64,)>(
+                    "INSERT INTO throttles (key, failures, last_failure_at, blocked_until) \
+                     VALUES ($1, 1, $2, CASE WHEN 1 >= CAST($4 AS BIGINT) THEN CAST($5 AS BIGINT) ELSE 0 END) \
                      ON CONFLICT (key) DO UPDATE SET \
                      failures = CASE WHEN throttles.last_failure_at < $3 THEN 1 ELSE throttles.failures + 1 END, \
-                     blocked_until = CASE WHEN throttles.last_failure_at < $3 THEN 0 ELSE throttles.blocked_until END, \
+                     blocked_until = CASE \
+                         WHEN (CASE WHEN throttles.last_failure_at < $3 THEN 1 ELSE throttles.failures + 1 END) \
+                              >= CAST($4 AS BIGINT) THEN CAST($5 AS BIGINT) \
+                         ELSE 0 END, \
                      last_failure_at = $2 \
+                     WHERE throttles.blocked_until <= $2 \
                      RETURNING failures",
                 )
                 .bind(key)
-                .bind(now)
-                .bind(forget_before)
-                .fetch_one(&self.writer)
+                .bind(step.now)
+                .bind(step.forget_before)
+                .bind(step.free)
+                .bind(step.hold_until)
+                .fetch_optional(&self.writer)
                 .await?;
-                Ok(failures)
+                Ok(counted.map(|(n,)| n))
             }
 
-            async fn throttle_block(&self, key: &str, until: i64) -> Result<(), StoreError> {
+            async fn throttle_failed(&self, key: &str, at: i64, blocked_until: Option<i64>) -> Result<(), StoreError> {
                 sqlx::query::<$db>(
-                    "UPDATE throttles SET blocked_until = CASE WHEN blocked_until < $2 THEN $2 ELSE blocked_until END \
-                     WHERE key = $1",
+                    "UPDATE throttles SET failed_at = $1, \
+                     blocked_until = COALESCE(CAST($2 AS BIGINT), blocked_until) WHERE key = $3",
                 )
+                .bind(at)
+                .bind(blocked_until)
                 .bind(key)
-                .bind(until)
+                .execute(&self.writer)
+                .await?;
+                Ok(())
+            }
+
+            async fn throttle_refund(&self, key: &str, held: bool) -> Result<(), StoreError> {
+                sqlx::query::<$db>(
+                    "UPDATE throttles SET failures = failures - 1, \
+                     blocked_until = CASE WHEN CAST($1 AS BIGINT) = 1 THEN 0 ELSE blocked_until END \
+                     WHERE key = $2 AND failures > 0",
+                )
+                .bind(i64::from(held))
+                .bind(key)
                 .execute(&self.writer)
                 .await?;
                 Ok(())
@@ -1540,7 +1622,7 @@ macro_rules! impl_store_with_portable_sql {
             async fn throttles_failing(&self, prefix: &str, since: i64) -> Result<(i64, i64), StoreError> {
                 let counted: (i64, Option<i64>) = sqlx::query_as::<$db, (i64, Option<i64>)>(
                     "SELECT COUNT(*), CAST(SUM(failures) AS BIGINT) FROM throttles \
-                     WHERE key LIKE $1 AND last_failure_at >= $2",
+                     WHERE key LIKE $1 AND failed_at >= $2",
                 )
                 .bind(format!("{prefix}%"))
                 .bind(since)
@@ -1721,8 +1803,8 @@ macro_rules! insert_session_start {
         let grant = start.grant.as_ref();
         sqlx::query::<$db>(
             "INSERT INTO sessions (id, user_id, device_id, channel, created_at, last_used_at, dpop_jkt, \
-             verified_at, enrolment_only, client_id, scope, auth_time) \
-             VALUES ($1, $2, $3, $4, $5, $5, $6, $5, $7, $8, $9, $10)",
+             enrolment_only, client_id, scope, auth_time, verified_at, verified_second_factor) \
+             VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(&start.session_id)
         .bind(&device.user_id)
@@ -1734,6 +1816,8 @@ macro_rules! insert_session_start {
         .bind(grant.map(|g| g.client_id.as_str()))
         .bind(grant.map(|g| g.scope.as_str()))
         .bind(grant.map(|g| g.auth_time))
+        .bind(start.verified.at)
+        .bind(i64::from(start.verified.second_factor))
         .execute(&mut **$tx)
         .await?;
         for token in &start.tokens {

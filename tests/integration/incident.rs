@@ -17,7 +17,7 @@ async fn force_password_reset_signs_out_notifies_and_requires_a_new_password(eng
     let people = [("amy", "amy@example.com"), ("ben", "ben@example.com"), ("cat", "cat@example.com")];
     let mut sessions = Vec::new();
     for (name, email) in people {
-        server.sign_up(name, email, &format!("{name}'s passphrase")).await;
+        server.sign_up_unverified(name, email, &format!("{name}'s passphrase")).await;
         sessions.push(server.sign_in(name, &format!("{name}'s passphrase"), Some(json!({ "client_id": "pms" }))).await);
     }
     let list = server.data_dir().join("affected.txt");

@@ -34,7 +34,7 @@ pub fn smtp(config: &mut Config, port: u16) {
 async fn a_password_reset_through_a_real_smtp_server(engine: Engine) {
     let sink = SmtpSink::start().await;
     let server = TestServer::start_with(engine, |c| smtp(c, sink.port)).await;
-    server.sign_up("uma", "Uma@Example.com", "uma's old passphrase").await;
+    server.sign_up_unverified("uma", "Uma@Example.com", "uma's old passphrase").await;
     let tv = server.sign_in("uma", "uma's old passphrase", Some(json!({ "client_id": "tv" }))).await;
     let browser = server.sign_in("uma", "uma's old passphrase", None).await;
 
@@ -102,7 +102,7 @@ async fn a_password_reset_through_a_real_smtp_server(engine: Engine) {
 
 async fn verification_links_arrive_in_the_outbox_and_work_once(engine: Engine) {
     let server = TestServer::start(engine).await;
-    server.sign_up("vic", "vic@example.com", "vic's passphrase").await;
+    server.sign_up_unverified("vic", "vic@example.com", "vic's passphrase").await;
     let tokens = server.sign_in("vic", "vic's passphrase", None).await;
     assert_eq!(server.me(&tokens.access).await.json["email_verified"], false);
 
@@ -113,7 +113,9 @@ async fn verification_links_arrive_in_the_outbox_and_work_once(engine: Engine) {
     let token = parsed.token("kw_ev_").expect("verification link");
     assert!(parsed.text().contains(&format!("/verify-email/{token}")));
 
-    assert_eq!(server.post("/api/v1/email/verify", json!({ "token": token })).await.status, StatusCode::NO_CONTENT);
+    // The app that opens the link with its own token stays signed in.
+    let verified = server.post_with_token("/api/v1/email/verify", &tokens.access, json!({ "token": token })).await;
+    assert_eq!(verified.status, StatusCode::NO_CONTENT);
     assert_eq!(server.me(&tokens.access).await.json["email_verified"], true);
     server
         .post("/api/v1/email/verify", json!({ "token": token }))
@@ -143,7 +145,7 @@ async fn wait_for_file(dir: &std::path::Path) -> Vec<u8> {
 async fn changing_the_password_with_or_without_signing_out_devices(engine: Engine) {
     let sink = SmtpSink::start().await;
     let server = TestServer::start_with(engine, |c| smtp(c, sink.port)).await;
-    server.sign_up("wes", "wes@example.com", "wes's first passphrase").await;
+    server.sign_up_unverified("wes", "wes@example.com", "wes's first passphrase").await;
     let laptop = server.sign_in("wes", "wes's first passphrase", None).await;
     let tv =
         server.sign_in("wes", "wes's first passphrase", Some(json!({ "client_id": "tv", "name": "Den TV" }))).await;
@@ -195,7 +197,7 @@ async fn a_mail_server_outage_loses_no_message(engine: Engine) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let server = TestServer::start_with(engine, |c| smtp(c, port)).await;
     for name in ["xena", "yuri", "zack"] {
-        server.sign_up(name, &format!("{name}@example.com"), "a fine passphrase").await;
+        server.sign_up_unverified(name, &format!("{name}@example.com"), "a fine passphrase").await;
         server.post("/api/v1/password/reset-request", json!({ "email": format!("{name}@example.com") })).await;
     }
     // Delivery is attempted and fails; the requests above were answered regardless.

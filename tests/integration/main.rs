@@ -7,6 +7,7 @@ mod harness;
 mod incident;
 
 mod admission;
+mod adversary;
 mod bad_input;
 mod breach_drill;
 mod breach_response;

@@ -56,8 +56,13 @@ async fn every_account_must_enrol_before_anything_else(engine: Engine) {
         .post_with_token("/api/v1/password/change", &limited.access, change)
         .await
         .assert_error(StatusCode::FORBIDDEN, "mfa_enrolment_required");
-    server
+    // Stepping up (which a session grown stale needs before it may enrol) lifts nothing else.
+    let stepped = server
         .post_with_token("/api/v1/sessions/step-up", &limited.access, json!({ "password": "vera's passphrase" }))
+        .await;
+    assert_eq!(stepped.status, StatusCode::NO_CONTENT, "{}", stepped.text);
+    server
+        .get_with_token("/api/v1/devices", &limited.access)
         .await
         .assert_error(StatusCode::FORBIDDEN, "mfa_enrolment_required");
     let me = server.me(&limited.access).await;

@@ -75,7 +75,7 @@ async fn pair_with(engine: Engine, signed: bool) -> (TestServer, TestServer) {
 /// A browser signed in at the upstream provider as `username`.
 async fn upstream_person(upstream: &TestServer, username: &str) -> Client {
     let password = format!("{username}'s passphrase");
-    upstream.sign_up(username, &format!("{username}@upstream.example"), &password).await;
+    upstream.sign_up_unverified(username, &format!("{username}@upstream.example"), &password).await;
     let at_upstream = browser();
     let done =
         submit(&at_upstream, upstream, "/signin", "/signin", &[("login", username), ("password", &password)]).await;

@@ -9,7 +9,7 @@ crate::on_both_engines!(sign_up_sign_in_refresh_reuse_and_sign_out, a_retry_with
 
 async fn sign_up_sign_in_refresh_reuse_and_sign_out(engine: Engine) {
     let server = TestServer::start_with(engine, |c| c.tokens.refresh_reuse_grace_secs = 0).await;
-    let account = server.sign_up("Alice", "Alice@Example.com", "correct horse battery staple").await;
+    let account = server.sign_up_unverified("Alice", "Alice@Example.com", "correct horse battery staple").await;
     assert_eq!(account["username"], "Alice");
 
     // Alice's media server signs in with her username, naming itself as a device.

@@ -12,7 +12,7 @@ use crate::domain::clients::Client;
 use crate::domain::clock::now_ms;
 use crate::domain::error::{Error, Result};
 use crate::domain::sessions::Authenticated;
-use crate::domain::throttle::{Purpose, Subject};
+use crate::domain::throttle::{self, Purpose};
 use crate::domain::tokens::TokenKind;
 use crate::keys::hex;
 use crate::store::{DeviceCodeRecord, StoreError};
@@ -125,25 +125,31 @@ impl OAuth {
     }
 
     /// The pending device a typed code names, for the `/link` confirmation. Wrong codes count
-    /// against the account.
-    pub async fn find_link(&self, who: &Authenticated, typed: &str) -> Result<PendingLink> {
-        Ok(self.pending_link(who, typed).await?.1)
+    /// against the account and the source address.
+    pub async fn find_link(&self, who: &Authenticated, typed: &str, address: Option<&str>) -> Result<PendingLink> {
+        Ok(self.pending_link(who, typed, address).await?.1)
     }
 
-    async fn pending_link(&self, who: &Authenticated, typed: &str) -> Result<(DeviceCodeRecord, PendingLink)> {
+    async fn pending_link(
+        &self,
+        who: &Authenticated,
+        typed: &str,
+        address: Option<&str>,
+    ) -> Result<(DeviceCodeRecord, PendingLink)> {
         let now = now_ms();
-        let subject = [Subject::Account(&who.user_id)];
-        self.throttle.check(Purpose::LinkCode, &subject).await?;
-        let mut found = None;
-        if let Some(code) = normalise_user_code(typed) {
+        let subjects = throttle::against_account(&who.user_id, address);
+        let look_up = async {
+            let Some(code) = normalise_user_code(typed) else { return Err(Error::InvalidUserCode) };
             let store = &self.store;
             let look_up = |digest: Vec<u8>| async move { store.device_code_by_user_code(&digest).await };
-            found = self.keyring.find_by_token_digest(&format!("user_code:{code}"), look_up).await?.map(|r| (code, r));
-        }
-        let Some((code, record)) = found.filter(|(_, r)| r.status == "pending" && r.expires_at > now) else {
-            self.throttle.failed(Purpose::LinkCode, &subject).await?;
-            return Err(Error::InvalidUserCode);
+            let found = self.keyring.find_by_token_digest(&format!("user_code:{code}"), look_up).await?;
+            found
+                .filter(|r| r.status == "pending" && r.expires_at > now)
+                .map(|r| (code, r))
+                .ok_or(Error::InvalidUserCode)
         };
+        let (code, record) =
+            self.throttle.guard(Purpose::LinkCode, &subjects, Some(&who.user_id), address, look_up).await?;
         let client = self.clients.get(&record.client_id).await?;
         let link = PendingLink {
             user_code: format!("{}-{}", &code[..4], &code[4..]),
@@ -165,7 +171,11 @@ impl OAuth {
         if who.enrolment_only {
             return Err(Error::MfaEnrolmentRequired);
         }
-        let (record, link) = self.pending_link(who, typed).await?;
+        // An approval mints the device a session that outlives this one; refusing needs nothing.
+        if approve {
+            self.freshness.require_for_new_credential(who).await?;
+        }
+        let (record, link) = self.pending_link(who, typed, address).await?;
         let approval = approve.then_some((who.user_id.as_str(), who.verified_at));
         if !self.store.decide_device_code(&record.digest, approval, now_ms()).await? {
             return Err(Error::InvalidUserCode);

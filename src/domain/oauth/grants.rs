@@ -16,7 +16,7 @@ use crate::domain::clock::now_ms;
 use crate::domain::dpop::Proof;
 use crate::domain::error::{Error, Result};
 use crate::domain::tokens::TokenKind;
-use crate::store::{DeviceSighting, OAuthCodeRecord, OAuthGrant, SessionStart};
+use crate::store::{DeviceSighting, OAuthCodeRecord, OAuthGrant, SessionStart, Verified};
 
 /// A token request, whatever its grant.
 #[derive(Debug, Clone)]
@@ -172,6 +172,8 @@ impl OAuth {
             channel: client.id.clone(),
             dpop_jkt: issue.dpop.map(|p| p.jkt.clone()),
             enrolment_only: false,
+            // An app's session never acts on the account itself: nothing it holds is fresh.
+            verified: Verified::default(),
             grant: Some(OAuthGrant {
                 client_id: client.id.clone(),
                 scope: issue.scope.to_string(),

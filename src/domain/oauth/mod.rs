@@ -30,6 +30,7 @@ use super::audit::AuditLog;
 use super::clients::{Client, Clients, ConfiguredClient};
 use super::core::Core;
 use super::error::{Error, Result};
+use super::freshness::Freshness;
 use super::revocation::Revocations;
 use super::sessions::{Sessions, TokenPolicy};
 use super::throttle::Throttle;
@@ -140,6 +141,7 @@ pub struct OAuth {
     settings: OAuthSettings,
     tokens: TokenPolicy,
     throttle: Throttle,
+    freshness: Freshness,
     revocations: Revocations,
 }
 
@@ -164,6 +166,7 @@ impl OAuth {
             settings,
             tokens: core.policy,
             throttle: core.throttle.clone(),
+            freshness: core.freshness.clone(),
             revocations: core.revocations.clone(),
         }
     }

@@ -28,6 +28,7 @@ use super::clock::now_ms;
 use super::core::Core;
 use super::dpop::Proof;
 use super::error::{Error, Result};
+use super::freshness::Freshness;
 use super::identity::{Email, Username};
 use super::sessions::{Authenticated, IssuedTokens, ProviderSignIn, Sessions};
 use super::throttle::{Purpose as ThrottlePurpose, Subject, Throttle};
@@ -155,7 +156,7 @@ pub struct Sso {
     upstream: Arc<dyn Upstream>,
     /// `https://id.example.com`: callbacks are `{base}/sso/{provider}/callback`.
     public_url: String,
-    step_up_secs: i64,
+    freshness: Freshness,
     throttle: Throttle,
 }
 
@@ -195,7 +196,7 @@ impl Sso {
             providers: Arc::new(providers.into_iter().map(Arc::new).collect()),
             upstream,
             public_url: public_url.trim_end_matches('/').to_owned(),
-            step_up_secs: core.mfa.step_up_secs,
+            freshness: core.freshness.clone(),
             throttle: core.throttle.clone(),
         }
     }
@@ -245,7 +246,7 @@ impl Sso {
     }
 
     /// Starts a trip to a provider. `Link` and `Reauth` belong to the signed-in session `who`; a
-    /// link also needs a fresh step-up, since it adds a way into the account.
+    /// link also needs a fresh authentication and a proven address, since it adds a way in.
     pub async fn depart(
         &self,
         provider_id: &str,
@@ -257,7 +258,7 @@ impl Sso {
         let owner = match (purpose, who) {
             (Purpose::SignIn, _) => None,
             (Purpose::Link, Some(who)) => {
-                who.require_fresh(self.step_up_secs)?;
+                self.freshness.require_for_new_credential(who).await?;
                 Some(who)
             }
             (Purpose::Reauth, Some(who)) => Some(who),
@@ -443,9 +444,9 @@ impl Sso {
     }
 
     /// Links an unlinked upstream account to the signed-in account. The session must have proved
-    /// itself just now: signed in, or stepped up, within `mfa.step_up_secs`.
+    /// itself just now (see `Freshness`), and its address must be proven.
     pub async fn link_pending(&self, token: &str, who: &Authenticated, address: Option<&str>) -> Result<String> {
-        who.require_fresh(self.step_up_secs)?;
+        self.freshness.require_for_new_credential(who).await?;
         let (record, claims) = self.open_pending(token).await?;
         if !self.store.consume_sso_pending(&record.digest, now_ms()).await? {
             return Err(Error::InvalidSsoState);
@@ -481,7 +482,7 @@ impl Sso {
 
     /// Unlinks an upstream account (after a fresh step-up), unless it is the last way in.
     pub async fn unlink(&self, who: &Authenticated, id: &str, address: Option<&str>) -> Result<()> {
-        who.require_fresh(self.step_up_secs)?;
+        self.freshness.require(who).await?;
         let identities = self.store.sso_identities_of(&who.user_id).await?;
         let identity = identities.iter().find(|i| i.id == id).ok_or(Error::SsoIdentityNotFound)?;
         if !self.store.unlink_sso_identity(&who.user_id, id).await? {

@@ -413,7 +413,8 @@ pub async fn verify(
     Form(form): Form<CsrfOnly>,
 ) -> Result<Page, Page> {
     browser.check_form(&state, &headers, &form.csrf)?;
-    state.accounts.verify_email(&token).await.map_err(|e| browser.error(&state, &e))?;
+    // The browser that opens the link stays signed in; a first proof signs out every other.
+    state.accounts.verify_email(&token, browser.session.as_ref()).await.map_err(|e| browser.error(&state, &e))?;
     Ok(browser.message(
         &state,
         StatusCode::OK,

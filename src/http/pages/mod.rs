@@ -57,6 +57,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("signout_confirm.html", include_str!("../../../templates/pages/signout_confirm.html")),
     ("sso_finish.html", include_str!("../../../templates/pages/sso_finish.html")),
     ("sso_link.html", include_str!("../../../templates/pages/sso_link.html")),
+    ("confirm.html", include_str!("../../../templates/pages/confirm.html")),
+    ("confirm_fields.html", include_str!("../../../templates/pages/confirm_fields.html")),
 ];
 
 const STYLESHEET: &str = include_str!("../../../static/keywarden.css");
@@ -133,6 +135,7 @@ pub fn router() -> Router<AppState> {
         .route("/security/passkeys/{id}/rename", post(passkeys::rename))
         .route("/security/passkeys/{id}/remove", post(passkeys::remove))
         .route("/security/step-up/options", post(passkeys::step_up_options))
+        .route("/security/confirm", get(security::confirm_form).post(security::confirm))
         .route("/static/keywarden.css", get(stylesheet))
         .route("/static/keywarden.js", get(script))
         .route("/recover", post(account::recover))

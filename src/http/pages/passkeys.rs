@@ -61,7 +61,7 @@ pub(super) async fn stepped_up(
     }
 }
 
-fn step_up_proof(
+pub(super) fn step_up_proof(
     code: &str,
     password: &str,
     ceremony_id: &str,

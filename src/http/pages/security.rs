@@ -7,7 +7,7 @@ use axum::Form;
 use minijinja::context;
 use serde::Deserialize;
 
-use super::passkeys::stepped_up;
+use super::passkeys::{step_up_proof, stepped_up};
 use super::{Browser, CsrfOnly, Page};
 use crate::domain::clock::human;
 use crate::domain::second_factors::{Factor, StepUp, TotpEnrolment};
@@ -127,11 +127,13 @@ async fn render(
             }
         })
         .collect();
+    let fresh = state.freshness.is_fresh(who).await.map_err(|e| browser.error(state, &e))?;
     let page = context! {
         title => "Security", wide => true, devices => devices, events => events, factors => factors,
         passkeys => passkeys, enrolment_only => who.enrolment_only, email => profile.email,
         pending_email => profile.pending_email, has_factor => has_factor, apps => apps,
         has_password => profile.has_password, providers => providers, identities => identities, unlinked => unlinked,
+        fresh => fresh, email_verified => profile.email_verified,
     };
     // Linking sends the browser from a form here on to a provider, which `form-action` must allow.
     let targets = state.sso.form_origins();
@@ -311,7 +313,114 @@ pub(super) async fn refuse(
     if err.is_internal() {
         return browser.error(state, err).into_response();
     }
+    if matches!(err, Error::StepUpRequired) {
+        return confirm_first("/security").into_response();
+    }
     refuse_with(state, browser, who, field, crate::http::error::status_of(err), err.to_string()).await
+}
+
+/// The confirm step: where a form that needs a fresh authentication sends the browser, which comes
+/// back to `next` once the person confirmed it is them.
+pub(super) fn confirm_first(next: &str) -> Redirect {
+    let query = url::form_urlencoded::Serializer::new(String::new()).append_pair("next", next).finish();
+    Redirect::to(&format!("/security/confirm?{query}"))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ConfirmQuery {
+    #[serde(default)]
+    next: String,
+}
+
+/// `GET /security/confirm?next=…`: a password, a code, a passkey or (for an account that signs in
+/// through a provider only) a new trip to the provider.
+pub async fn confirm_form(
+    State(state): State<AppState>,
+    browser: Browser,
+    Query(query): Query<ConfirmQuery>,
+) -> Result<Page, Response> {
+    let who = signed_in_to_enrol(&browser).map_err(IntoResponse::into_response)?;
+    confirm_page(&state, &browser, &who, &query.next, None).await.map_err(IntoResponse::into_response)
+}
+
+async fn confirm_page(
+    state: &AppState,
+    browser: &Browser,
+    who: &Authenticated,
+    next: &str,
+    error: Option<&Error>,
+) -> Result<Page, Page> {
+    let next = local_next(state, next);
+    let profile = state.accounts.profile(&who.user_id).await.map_err(|e| browser.error(state, &e))?;
+    let factors = state.factors.status(&who.user_id).await.map_err(|e| browser.error(state, &e))?;
+    let identities = state.sso.identities(&who.user_id).await.map_err(|e| browser.error(state, &e))?;
+    let identities: Vec<_> = identities
+        .iter()
+        .map(|i| context! { provider_id => i.provider_id, provider_name => i.provider_name })
+        .collect();
+    let status = error.map_or(StatusCode::OK, crate::http::error::status_of);
+    let extra = context! {
+        title => "Confirm it is you", next => next, error => error.map(ToString::to_string),
+        has_factor => factors.totp || !factors.passkeys.is_empty(), has_password => profile.has_password,
+        passkeys => !factors.passkeys.is_empty(), identities => identities,
+    };
+    let page = browser.render(state, status, "confirm.html", extra);
+    Ok(match error {
+        Some(err) => page.retry_after_of(err),
+        None => page,
+    })
+}
+
+/// Only a path on this site: the confirm step sends nobody elsewhere.
+fn local_next(state: &AppState, next: &str) -> String {
+    let next = state.pages.safe_next(next);
+    if next.starts_with('/') {
+        next
+    } else {
+        "/security".to_owned()
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ConfirmForm {
+    csrf: String,
+    #[serde(default)]
+    next: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    ceremony_id: String,
+    #[serde(default)]
+    webauthn_response: String,
+}
+
+/// `POST /security/confirm`: steps the session up, then back to where the person was going.
+pub async fn confirm(
+    State(state): State<AppState>,
+    browser: Browser,
+    headers: HeaderMap,
+    ClientAddress(address): ClientAddress,
+    Form(form): Form<ConfirmForm>,
+) -> Result<Response, Response> {
+    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
+    let who = signed_in_to_enrol(&browser).map_err(IntoResponse::into_response)?;
+    let address = address.map(|a| a.to_string());
+    let proof = step_up_proof(&form.code, &form.password, &form.ceremony_id, &form.webauthn_response);
+    let stepped = match proof {
+        Ok(Some(proof)) => state.factors.step_up(&who, proof, address.as_deref()).await,
+        Ok(None) => Err(Error::InvalidFactor("enter your password or a code, or use your passkey")),
+        Err(err) => Err(err),
+    };
+    match stepped {
+        Ok(_) => Ok(Redirect::to(&local_next(&state, &form.next)).into_response()),
+        Err(err) if err.is_internal() => Err(browser.error(&state, &err).into_response()),
+        Err(err) => Err(confirm_page(&state, &browser, &who, &form.next, Some(&err))
+            .await
+            .unwrap_or_else(|page| page)
+            .into_response()),
+    }
 }
 
 async fn refuse_with(
@@ -355,12 +464,10 @@ pub async fn begin_totp(
     browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
     let who = signed_in_to_enrol(&browser).map_err(IntoResponse::into_response)?;
     let address = address.map(|a| a.to_string());
-    let enrolment = state
-        .factors
-        .begin_totp(&who, address.as_deref())
-        .await
-        .map_err(|e| browser.error(&state, &e).into_response())?;
-    Ok(setup_page(&state, &browser, &enrolment, StatusCode::OK, None))
+    match state.factors.begin_totp(&who, address.as_deref()).await {
+        Ok(enrolment) => Ok(setup_page(&state, &browser, &enrolment, StatusCode::OK, None)),
+        Err(err) => Err(refuse(&state, &browser, &who, "factor_error", &err).await),
+    }
 }
 
 #[derive(Deserialize)]
@@ -390,7 +497,7 @@ pub async fn confirm_totp(
             Err(setup_page(&state, &browser, &enrolment, StatusCode::UNPROCESSABLE_ENTITY, Some(err.to_string()))
                 .into_response())
         }
-        Err(err) => Err(browser.error(&state, &err).into_response()),
+        Err(err) => Err(refuse(&state, &browser, &who, "factor_error", &err).await),
     }
 }
 

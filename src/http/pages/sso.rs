@@ -210,7 +210,7 @@ pub async fn link_form(State(state): State<AppState>, browser: Browser) -> Resul
     let token = pending_token(&browser).map_err(|e| failed(&state, &browser, &e))?;
     let view = state.sso.pending(&token).await.map_err(|e| failed(&state, &browser, &e))?;
     let profile = state.accounts.profile(&who.user_id).await.map_err(|e| browser.error(&state, &e))?;
-    let fresh = who.require_fresh(state.factors.policy().step_up_secs).is_ok();
+    let fresh = state.freshness.is_fresh(&who).await.map_err(|e| browser.error(&state, &e))?;
     let extra = context! {
         title => "Link your account", provider => view.provider_name, provider_email => view.email,
         username => profile.username, fresh => fresh,

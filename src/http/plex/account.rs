@@ -45,7 +45,7 @@ pub async fn sign_in(
         user_agent,
         dpop: None,
         issue: Issue::PlexToken,
-        // The client identifier names a device the account may know already.
+        // plex.tv clients have no device token: a client identifier is no proof of a known device.
         device_token: None,
     };
     let issued = match state.sessions.sign_in(request).await {

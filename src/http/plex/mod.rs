@@ -117,6 +117,8 @@ impl PlexClient {
         }
         let message = match err {
             Error::InvalidToken | Error::TokenExpired | Error::TokenRevoked => "User could not be authenticated".into(),
+            // plex.tv clients have no step-up: a new sign-in is the fresh authentication they can give.
+            Error::StepUpRequired => "This needs a recent sign-in: sign in again, then retry".into(),
             other => other.to_string(),
         };
         let retry_after_secs = match err {
