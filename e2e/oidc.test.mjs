@@ -10,7 +10,7 @@ import { existsSync, writeFileSync } from "node:fs";
 import { generateKeyPairSync } from "node:crypto";
 import { join } from "node:path";
 import * as oidc from "openid-client";
-import { startKeywarden, launchChromium, registerClient, root, shoot, accessibilityViolations } from "./support.mjs";
+import { startKeywarden, launchChromium, proveAddress, registerClient, root, shoot, accessibilityViolations } from "./support.mjs";
 
 let server;
 let browser;
@@ -25,6 +25,7 @@ before(async () => {
     body: JSON.stringify(person),
   });
   assert.equal(created.status, 201);
+  await proveAddress(server, person.email);
   browser = await launchChromium();
   // The relying party's redirect endpoint: it only has to answer, the test reads the URL.
   callback = createServer((req, res) => res.end("back at the app"));

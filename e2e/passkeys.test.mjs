@@ -6,7 +6,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { accessibilityViolations, launchChromium, shoot, sizes, startKeywarden } from "./support.mjs";
+import { accessibilityViolations, ageSessions, launchChromium, proveAddress, shoot, sizes, startKeywarden } from "./support.mjs";
 
 let server;
 let browser;
@@ -86,6 +86,7 @@ test("register a passkey, sign in with it alone, use it after a password, remove
   await page.getByLabel("Password").fill(password);
   await page.getByRole("button", { name: "Create account" }).click();
   await page.waitForURL(/\/security\?welcome=1$/);
+  await proveAddress(server, "kai@example.com", page);
 
   // Register: the first second factor of the account also brings its recovery codes, shown once.
   await page.getByLabel("Name for a new passkey").fill("Laptop passkey");
@@ -126,8 +127,11 @@ test("register a passkey, sign in with it alone, use it after a password, remove
   // The history shows what happened.
   for (const what of ["Passkey added", "Passkey renamed"]) await page.getByRole("cell", { name: what }).first().waitFor();
 
-  // Remove the last passkey, confirming with the passkey itself (a step-up).
-  await page.getByRole("button", { name: "Confirm with the passkey and remove" }).click();
+  // A while later (the session's proof is old), remove the last passkey, confirming with the
+  // passkey itself (a step-up).
+  ageSessions(server);
+  await page.reload();
+  await page.getByRole("button", { name: "Confirm with a passkey and remove" }).click();
   await page.getByText("The passkey was removed.").waitFor();
   assert.equal(await page.locator("ul.passkeys li").count(), 0);
   await page.getByRole("cell", { name: "Identity confirmed for a sensitive change" }).first().waitFor();
@@ -153,6 +157,7 @@ test("a replayed passkey answer, or one made for another challenge, is refused",
   await page.getByLabel("Password").fill("lea's long passphrase");
   await page.getByRole("button", { name: "Create account" }).click();
   await page.waitForURL(/\/security\?welcome=1$/);
+  await proveAddress(server, "lea@example.com", page);
   await page.getByLabel("Name for a new passkey").fill("Phone");
   await page.getByRole("button", { name: "Add a passkey" }).click();
   await page.getByRole("heading", { name: "Your recovery codes" }).waitFor();

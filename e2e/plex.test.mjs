@@ -7,7 +7,7 @@ import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import * as OTPAuth from "otpauth";
-import { startKeywarden, launchChromium, root } from "./support.mjs";
+import { startKeywarden, launchChromium, proveAddress, root } from "./support.mjs";
 
 let server;
 let browser;
@@ -24,6 +24,7 @@ async function api(path, body, token) {
 /** Signs up an account with an authenticator app; returns the app's secret (base32). */
 async function accountWithTotp(who) {
   assert.equal((await api("/api/v1/accounts", who)).status, 201);
+  await proveAddress(server, who.email);
   const session = await api("/api/v1/sessions", { login: who.username, password: who.password });
   const begun = await api("/api/v1/mfa/totp", {}, session.json.access_token);
   const totp = new OTPAuth.TOTP({ secret: OTPAuth.Secret.fromBase32(begun.json.secret) });
@@ -36,6 +37,7 @@ async function accountWithTotp(who) {
 before(async () => {
   server = await startKeywarden();
   assert.equal((await api("/api/v1/accounts", person)).status, 201);
+  await proveAddress(server, person.email);
   browser = await launchChromium();
 });
 

@@ -11,7 +11,7 @@ import { writeFileSync, readdirSync, readFileSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import Provider from "oidc-provider";
-import { startKeywarden, launchChromium, shoot, accessibilityViolations } from "./support.mjs";
+import { startKeywarden, launchChromium, ageSessions, proveAddress, shoot, accessibilityViolations } from "./support.mjs";
 
 const CLIENT_SECRET = "keywarden-upstream-secret";
 let upstream; // { issuer, mode, server }
@@ -170,6 +170,7 @@ async function createPasswordAccount(server, person) {
     body: JSON.stringify(person),
   });
   assert.equal(created.status, 201);
+  await proveAddress(server, person.email);
 }
 
 test("Chromium: 'Sign in with Test ID' creates the account the first time and finds it the next", async () => {
@@ -231,6 +232,11 @@ test("linking a provider to an existing account takes its password, from /securi
   await page.fill("#password", bea.password);
   await page.getByRole("button", { name: "Sign in", exact: true }).click();
   await page.waitForURL(/\/security/);
+  // Right after signing in, the link would go straight to the provider. A while later (the
+  // session's proof is old) it takes the password again.
+  assert.equal(await page.locator("#link1_password").count(), 0);
+  ageSessions(keywarden);
+  await page.reload();
 
   // A wrong password stops the link before anyone is sent to the provider.
   const trips = upstream.authorizations;

@@ -108,3 +108,52 @@ export function registerClient(server, id, ...flags) {
   const out = admin(server, "clients", "add", id, ...flags);
   return out.match(/^client_secret: (\S+)$/m)?.[1];
 }
+
+/** The newest token with this prefix mailed to `to`, waiting for it to arrive. */
+export async function linkMailedTo(server, prefix, to) {
+  for (let i = 0; i < 200; i++) {
+    let found;
+    try {
+      for (const name of readdirSync(join(server.dataDir, "outbox")).filter((n) => n.endsWith(".eml")).sort()) {
+        let raw = readFileSync(join(server.dataDir, "outbox", name), "latin1").replace(/=\r?\n/g, "");
+        const headers = raw.split(/\r?\n\r?\n/, 1)[0];
+        if (!new RegExp(`^To:.*${to.replace(/[.+]/g, "\\$&")}`, "im").test(headers)) continue;
+        for (const block of raw.match(/(?:^[A-Za-z0-9+/=]{20,}\r?\n)+/gm) ?? []) {
+          raw += Buffer.from(block.replace(/\s/g, ""), "base64").toString("latin1");
+        }
+        found = raw.match(new RegExp(`${prefix}[A-Za-z0-9_-]{43}`))?.[0] ?? found;
+      }
+    } catch { /* no outbox yet */ }
+    if (found) return found;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`no ${prefix} link mailed to ${to}`);
+}
+
+/** Proves the address `email` with the link mailed to it, as its owner would: in `page` when given
+ * (the browser stays signed in), else through the API. Nothing is added to how an account signs
+ * in before its address is proven. */
+export async function proveAddress(server, email, page) {
+  const token = await linkMailedTo(server, "kw_ev_", email.toLowerCase());
+  if (page) {
+    // At the origin the browser is signed in at (the passkey suite uses localhost).
+    const back = page.url();
+    await page.goto(`${new URL(back).origin}/verify-email/${token}`);
+    await page.getByRole("button", { name: "Confirm my email address" }).click();
+    await page.getByText("now confirmed for your account").waitFor();
+    await page.goto(back);
+    return;
+  }
+  const response = await fetch(`${server.base}/api/v1/email/verify`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ token }),
+  });
+  if (response.status !== 204) throw new Error(`verifying ${email}: ${response.status} ${await response.text()}`);
+}
+
+/** Moves every session's last proof of its person into the past, as if it signed in long ago
+ * (the fixture moves time instead of waiting out `mfa.step_up_secs`). */
+export function ageSessions(server) {
+  execFileSync("sqlite3", [join(server.dataDir, "keywarden.db"), "UPDATE sessions SET verified_at = 0"]);
+}
