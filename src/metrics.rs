@@ -21,10 +21,18 @@ impl Outcome {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub method: String,
+    /// One of the methods HTTP defines, or `other`: a client invents methods at will, and every
+    /// label value is kept for the life of the process.
+    pub method: &'static str,
     /// The route template (`/api/v1/devices/{id}`), never the raw path, which may carry secrets.
     pub route: String,
     pub status: u16,
+}
+
+/// The label of a request method: one of a fixed set, so that invented methods cannot grow `/metrics`.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    const KNOWN: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE"];
+    KNOWN.into_iter().find(|known| *known == method.as_str()).unwrap_or("other")
 }
 
 type LatencyFamily = Family<RequestLabels, Histogram, fn() -> Histogram>;

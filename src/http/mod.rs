@@ -131,7 +131,8 @@ pub fn router(state: AppState, max_body_bytes: usize, hsts: bool) -> Router {
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {
                     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str());
-                    tracing::info_span!("request", method = %request.method(), route)
+                    let method = crate::metrics::method_label(request.method());
+                    tracing::info_span!("request", method, route)
                 })
                 .on_request(())
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
@@ -148,7 +149,7 @@ pub fn router(state: AppState, max_body_bytes: usize, hsts: bool) -> Router {
 
 async fn record_latency(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
+    let method = crate::metrics::method_label(request.method());
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     let response = next.run(request).await;
     let labels = RequestLabels { method, route, status: response.status().as_u16() };

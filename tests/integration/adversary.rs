@@ -1,7 +1,8 @@
 //! An attacker who adapts (issue 17): parallel guesses that race the throttle, sign-ins of their own
 //! that would reset it, addresses walked through one IPv6 subscriber, a client identifier that is no
-//! secret, and a stolen session used as an oracle for codes and passwords. Every guess is sent in
-//! parallel, as an attacker would.
+//! secret, and a stolen session used as an oracle for codes and passwords (every guess is sent in
+//! parallel, as an attacker would); a stolen session adding a credential of its own, and a squatter
+//! who signed up with someone else's address.
 
 use futures::stream::{self, StreamExt};
 use reqwest::StatusCode;
@@ -16,7 +17,19 @@ crate::on_both_engines!(
     an_ipv6_subscriber_is_counted_per_64,
     a_client_identifier_earns_no_known_device,
     step_up_codes_and_current_passwords_are_counted,
+    a_stolen_session_adds_no_credential_without_a_fresh_sign_in,
+    a_leaked_plex_token_cannot_approve_a_pin_or_register_a_device_key,
+    an_enrolment_only_session_is_fresh_for_its_first_factor_only,
+    a_provider_does_not_stand_in_for_the_second_factor,
+    an_unproven_address_gets_no_new_credential,
+    the_first_proof_of_an_address_removes_what_a_squatter_set_up,
+    invented_request_methods_do_not_grow_metrics_or_memory,
 );
+
+/// Moves every session's last proof of its person into the past: a token stolen a while ago.
+async fn age_sessions(engine: &Engine, server: &TestServer) {
+    crate::revocation::sql(engine, &server.database_url, "UPDATE sessions SET verified_at = 0").await;
+}
 
 /// Behind a trusted proxy on loopback, `X-Forwarded-For` names the client.
 fn behind_proxy(config: &mut keywarden::config::Config) {
@@ -242,4 +255,265 @@ async fn step_up_codes_and_current_passwords_are_counted(engine: Engine) {
     let held = post_from(&server, "/api/v1/sessions/step-up", "10.3.1.1", Some(&pavla.access), step_up).await;
     held.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     server.stop().await;
+}
+
+async fn a_stolen_session_adds_no_credential_without_a_fresh_sign_in(engine: Engine) {
+    let server = TestServer::start(engine.clone()).await;
+    server.sign_up("ivy", "ivy@example.com", "ivy's passphrase").await;
+    let stolen = server.sign_in("ivy", "ivy's passphrase", None).await;
+    age_sessions(&engine, &server).await;
+
+    // Every way of adding a credential, or changing where reset links go, asks for a fresh proof.
+    for (path, body) in [
+        ("/api/v1/mfa/passkeys/options", json!({})),
+        (
+            "/api/v1/mfa/passkeys",
+            json!({ "ceremony_id": "x", "name": "Mine", "webauthn_response": crate::passkeys::forged_registration() }),
+        ),
+        ("/api/v1/mfa/totp", json!({})),
+        ("/api/v1/email/change", json!({ "new_email": "thief@example.net" })),
+    ] {
+        server
+            .post_with_token(path, &stolen.access, body)
+            .await
+            .assert_error(StatusCode::FORBIDDEN, "step_up_required");
+    }
+    // Refreshing the stolen session does not make it fresh.
+    let refreshed = server.refresh(&stolen.refresh).await;
+    assert_eq!(refreshed.status, StatusCode::OK, "{}", refreshed.text);
+    let refreshed = crate::harness::Tokens::from(&refreshed.json);
+    server
+        .post_with_token("/api/v1/mfa/totp", &refreshed.access, json!({}))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "step_up_required");
+
+    // The owner, who knows the password, steps up and then may.
+    let stepped = server
+        .post_with_token("/api/v1/sessions/step-up", &refreshed.access, json!({ "password": "ivy's passphrase" }))
+        .await;
+    assert_eq!(stepped.status, StatusCode::NO_CONTENT, "{}", stepped.text);
+    let options = server.post_with_token("/api/v1/mfa/passkeys/options", &refreshed.access, json!({})).await;
+    assert_eq!(options.status, StatusCode::OK, "{}", options.text);
+    let begun = server.post_with_token("/api/v1/mfa/totp", &refreshed.access, json!({})).await;
+    assert_eq!(begun.status, StatusCode::CREATED, "{}", begun.text);
+    server.stop().await;
+}
+
+async fn a_leaked_plex_token_cannot_approve_a_pin_or_register_a_device_key(engine: Engine) {
+    use crate::plex::{attribute, plex};
+    let server = TestServer::start(engine.clone()).await;
+    server.sign_up("lee", "lee@example.com", "lee's passphrase").await;
+    let client = reqwest::Client::new();
+    let signed_in = crate::plex::sign_in(&server, "lee", "lee's passphrase", "lee-phone").await;
+    let leaked = attribute(&signed_in.text().await.unwrap(), "authToken");
+    age_sessions(&engine, &server).await;
+
+    // The thief's own stick shows a PIN; the leaked token may not approve it.
+    let pin = plex(&client, reqwest::Method::POST, server.url("/api/v2/pins"), "thief-stick").send().await.unwrap();
+    let pin = pin.text().await.unwrap();
+    let (id, code) = (attribute(&pin, "id"), attribute(&pin, "code"));
+    let approve = client.put(server.url("/api/v2/pins/link")).header("X-Plex-Token", &leaked).form(&[("code", &code)]);
+    let refused = approve.send().await.unwrap();
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert!(refused.text().await.unwrap().contains("recent sign-in"), "in plex.tv's dialect");
+    let polled = plex(&client, reqwest::Method::GET, server.url(&format!("/api/v2/pins/{id}")), "thief-stick");
+    assert_eq!(
+        attribute(&polled.send().await.unwrap().text().await.unwrap(), "authToken"),
+        "",
+        "no token for the thief"
+    );
+
+    // Nor register a device key that would mint tokens of its own.
+    let jwk = json!({ "jwk": { "kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "kid": "thief", "alg": "EdDSA" } });
+    let register = plex(&client, reqwest::Method::POST, server.url("/api/v2/auth/jwk"), "lee-phone")
+        .header("X-Plex-Token", &leaked)
+        .json(&jwk);
+    assert_eq!(register.send().await.unwrap().status(), StatusCode::FORBIDDEN);
+
+    // Signed out, the leaked token is dead, and nothing it could have made lives on.
+    let signed_out = client.delete(server.url("/api/v2/users/signout")).header("X-Plex-Token", &leaked).send().await;
+    assert_eq!(signed_out.unwrap().status(), StatusCode::NO_CONTENT);
+    let user = client.get(server.url("/api/v2/user")).header("X-Plex-Token", &leaked).send().await.unwrap();
+    assert_eq!(user.status(), StatusCode::UNAUTHORIZED);
+
+    // A fresh sign-in (what plex clients can give) approves it.
+    let fresh = crate::plex::sign_in(&server, "lee", "lee's passphrase", "lee-phone").await;
+    let fresh = attribute(&fresh.text().await.unwrap(), "authToken");
+    let approve = client.put(server.url("/api/v2/pins/link")).header("X-Plex-Token", &fresh).form(&[("code", &code)]);
+    assert_eq!(approve.send().await.unwrap().status(), StatusCode::NO_CONTENT);
+    server.stop().await;
+}
+
+async fn an_enrolment_only_session_is_fresh_for_its_first_factor_only(engine: Engine) {
+    let server =
+        TestServer::start_with(engine, |c| c.mfa.require = keywarden::domain::second_factors::Requirement::All).await;
+    server.sign_up("nia", "nia@example.com", "nia's passphrase").await;
+    let limited = server.sign_in("nia", "nia's passphrase", None).await;
+    // Right after its password, the limited session enrols the account's first factor…
+    let begun = server.post_with_token("/api/v1/mfa/totp", &limited.access, json!({})).await;
+    assert_eq!(begun.status, StatusCode::CREATED, "{}", begun.text);
+    let secret = crate::mfa::base32_decode(begun.json["secret"].as_str().unwrap());
+    let code = crate::mfa::app_code(&secret, 0);
+    let confirmed = server.post_with_token("/api/v1/mfa/totp/confirm", &limited.access, json!({ "code": code })).await;
+    assert_eq!(confirmed.status, StatusCode::OK, "{}", confirmed.text);
+    // …and nothing more: its proof was a password, and the account now has a second factor.
+    for path in ["/api/v1/mfa/passkeys/options", "/api/v1/mfa/recovery-codes"] {
+        server
+            .post_with_token(path, &limited.access, json!({}))
+            .await
+            .assert_error(StatusCode::FORBIDDEN, "step_up_required");
+    }
+    // A password is no step-up on such an account; its code is.
+    server
+        .post_with_token("/api/v1/sessions/step-up", &limited.access, json!({ "password": "nia's passphrase" }))
+        .await
+        .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_factor");
+    let code = crate::mfa::app_code(&secret, 1);
+    let stepped = server.post_with_token("/api/v1/sessions/step-up", &limited.access, json!({ "code": code })).await;
+    assert_eq!(stepped.status, StatusCode::NO_CONTENT, "{}", stepped.text);
+    let options = server.post_with_token("/api/v1/mfa/passkeys/options", &limited.access, json!({})).await;
+    assert_eq!(options.status, StatusCode::OK, "{}", options.text);
+    server.stop().await;
+}
+
+async fn a_provider_does_not_stand_in_for_the_second_factor(engine: Engine) {
+    let server = TestServer::start(engine.clone()).await;
+    let (tokens, _secret, _codes) = crate::mfa::enrol(&server, "omar").await;
+    age_sessions(&engine, &server).await;
+    // What a re-authentication at a sign-in provider does to the session (`Reauth` trips).
+    let state = server.running_state();
+    let who = state.sessions.authenticate(&tokens.access, &Default::default()).await.expect("a live session");
+    state.sessions.mark_verified(&who, None, "home").await.expect("marked");
+    server
+        .post_with_token("/api/v1/mfa/passkeys/options", &tokens.access, json!({}))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "step_up_required");
+    server
+        .post_with_token("/api/v1/mfa/recovery-codes", &tokens.access, json!({}))
+        .await
+        .assert_error(StatusCode::FORBIDDEN, "step_up_required");
+    server.stop().await;
+}
+
+async fn an_unproven_address_gets_no_new_credential(engine: Engine) {
+    use crate::plex::{attribute, plex};
+    let server = TestServer::start(engine).await;
+    // A squatter signs up with the victim's address, which it cannot read.
+    server.sign_up_unverified("squatter", "victim@example.com", "the squatter's passphrase").await;
+    let fresh = server.sign_in("squatter", "the squatter's passphrase", None).await;
+    for path in ["/api/v1/mfa/passkeys/options", "/api/v1/mfa/totp"] {
+        server
+            .post_with_token(path, &fresh.access, json!({}))
+            .await
+            .assert_error(StatusCode::FORBIDDEN, "email_not_verified");
+    }
+    let client = reqwest::Client::new();
+    let signed_in = crate::plex::sign_in(&server, "squatter", "the squatter's passphrase", "squat-box").await;
+    let token = attribute(&signed_in.text().await.unwrap(), "authToken");
+    let pin = plex(&client, reqwest::Method::POST, server.url("/api/v2/pins"), "squat-stick").send().await.unwrap();
+    let code = attribute(&pin.text().await.unwrap(), "code");
+    let approve = client.put(server.url("/api/v2/pins/link")).header("X-Plex-Token", &token).form(&[("code", &code)]);
+    assert_eq!(approve.send().await.unwrap().status(), StatusCode::FORBIDDEN);
+    let jwk = json!({ "jwk": { "kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "kid": "squat", "alg": "EdDSA" } });
+    let register = plex(&client, reqwest::Method::POST, server.url("/api/v2/auth/jwk"), "squat-box")
+        .header("X-Plex-Token", &token);
+    assert_eq!(register.json(&jwk).send().await.unwrap().status(), StatusCode::FORBIDDEN);
+    server.stop().await;
+}
+
+async fn the_first_proof_of_an_address_removes_what_a_squatter_set_up(engine: Engine) {
+    let server = TestServer::start(engine.clone()).await;
+    let sql = |statement: &'static str| crate::revocation::sql(&engine, &server.database_url, statement);
+    for (name, email) in [("squat-a", "owner-a@example.com"), ("squat-b", "owner-b@example.com")] {
+        // Accounts a squatter set up before this rule (an older release let unproven ones add factors).
+        server.sign_up_unverified(name, email, "the squatter's passphrase").await;
+    }
+    sql("UPDATE users SET email_verified_at = 1").await;
+    let mut squatter_sessions = Vec::new();
+    for name in ["squat-a", "squat-b"] {
+        let session = server.sign_in(name, "the squatter's passphrase", None).await;
+        let begun = server.post_with_token("/api/v1/mfa/totp", &session.access, json!({})).await;
+        let secret = crate::mfa::base32_decode(begun.json["secret"].as_str().unwrap());
+        let code = crate::mfa::app_code(&secret, 0);
+        let confirmed =
+            server.post_with_token("/api/v1/mfa/totp/confirm", &session.access, json!({ "code": code })).await;
+        assert_eq!(confirmed.status, StatusCode::OK, "{}", confirmed.text);
+        squatter_sessions.push(session);
+    }
+    sql("UPDATE users SET email_verified_at = NULL").await;
+
+    // Owner A opens the verification link that reached her mailbox; owner B asks for a reset.
+    let to_a = |m: &crate::smtp::Received| m.to == ["owner-a@example.com"] && m.token("kw_ev_").is_some();
+    let link = server.wait_for_outbox(0, to_a).await.token("kw_ev_").unwrap();
+    let verified = server.post("/api/v1/email/verify", json!({ "token": link })).await;
+    assert_eq!(verified.status, StatusCode::NO_CONTENT, "{}", verified.text);
+    server.post("/api/v1/password/reset-request", json!({ "email": "owner-b@example.com" })).await;
+    let to_b = |m: &crate::smtp::Received| m.to == ["owner-b@example.com"] && m.token("kw_pr_").is_some();
+    let link = server.wait_for_outbox(0, to_b).await.token("kw_pr_").unwrap();
+    let reset = server
+        .post(
+            "/api/v1/password/reset",
+            json!({ "token": link, "new_password": "owner b's own passphrase", "sign_out_devices": false }),
+        )
+        .await;
+    assert_eq!(reset.status, StatusCode::NO_CONTENT, "{}", reset.text);
+
+    // The squatter's sessions are dead (B's too, though the reset kept devices), its
+    // authenticator apps are gone, and each owner is told what was removed.
+    for session in &squatter_sessions {
+        server.me(&session.access).await.assert_error(StatusCode::UNAUTHORIZED, "token_revoked");
+    }
+    let a =
+        server.post("/api/v1/sessions", json!({ "login": "squat-a", "password": "the squatter's passphrase" })).await;
+    assert_eq!(a.status, StatusCode::CREATED, "no second step is left: {}", a.text);
+    server.sign_in("squat-b", "owner b's own passphrase", None).await;
+    for owner in ["owner-a@example.com", "owner-b@example.com"] {
+        let told = server.wait_for_outbox(0, |m| m.to == [owner] && m.subject().contains("was secured")).await;
+        assert!(told.text().contains("authenticator app"), "{}", told.text());
+    }
+    server.stop().await;
+}
+
+async fn invented_request_methods_do_not_grow_metrics_or_memory(engine: Engine) {
+    // A process of its own, so that its memory is its own.
+    let dir = tempfile::tempdir().unwrap();
+    let database = match &engine {
+        Engine::Sqlite => None,
+        Engine::Postgres { admin_url } => Some(crate::harness::create_database(admin_url).await),
+    };
+    let env: Vec<(&str, &str)> = database.iter().map(|(url, _)| ("KEYWARDEN_DATABASE_URL", url.as_str())).collect();
+    let mut process = crate::process::Process::spawn_with(dir.path(), &["serve", "--listen", "127.0.0.1:0"], &env);
+    let base = format!("http://{}", process.wait_until_listening());
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let metrics = || async { http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap() };
+    let invented = |i: usize| {
+        // A token of 20 KB: every character HTTP allows in a method name.
+        let name = format!("X{i}{}", "A".repeat(20_000));
+        reqwest::Method::from_bytes(name.as_bytes()).unwrap()
+    };
+    let send = |i: usize| {
+        let (http, base) = (http.clone(), base.clone());
+        async move { http.request(invented(i), format!("{base}/api/v1/me")).send().await.map(|r| r.status()) }
+    };
+    for i in 0..20 {
+        send(i).await.unwrap();
+    }
+    metrics().await; // its own series, which the next read shows
+    let (metrics_before, memory_before) = (metrics().await.len(), process.resident_kib());
+    let answers: Vec<_> = stream::iter(20..1_020).map(send).buffer_unordered(16).collect().await;
+    for answer in answers {
+        let status = answer.expect("answered");
+        assert!(status.is_client_error(), "an invented method gets a 4xx: {status}");
+    }
+    let (metrics_after, memory_after) = (metrics().await.len(), process.resident_kib());
+    // The one `other` series counts them all; its digits may grow, nothing else.
+    assert!(metrics_after <= metrics_before + 500, "/metrics grew from {metrics_before} to {metrics_after} bytes");
+    // 1,000 methods of 20 KB kept as labels would be 20 MB.
+    let grown = memory_after.saturating_sub(memory_before);
+    assert!(grown < 8 * 1024, "resident memory grew by {grown} KiB");
+    assert!(metrics().await.contains("method=\"other\""));
+    let _ = process.terminate();
+    if let (Engine::Postgres { admin_url }, Some((_, name))) = (&engine, &database) {
+        crate::harness::drop_database(admin_url, name).await;
+    }
 }

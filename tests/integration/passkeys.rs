@@ -12,7 +12,7 @@ use crate::harness::{Engine, TestServer};
 crate::on_both_engines!(passkey_challenges_are_single_use_bound_and_strict);
 
 /// A registration answer with the right shape whose contents prove nothing.
-fn forged_registration() -> Value {
+pub(crate) fn forged_registration() -> Value {
     let junk = URL_SAFE_NO_PAD.encode(b"not an attestation");
     json!({
         "id": URL_SAFE_NO_PAD.encode([7u8; 16]),

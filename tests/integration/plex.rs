@@ -14,7 +14,7 @@ crate::on_both_engines!(
     a_device_key_mints_tokens_once_per_nonce_until_its_sign_in_is_revoked
 );
 
-fn plex(client: &Client, method: reqwest::Method, url: String, device: &str) -> reqwest::RequestBuilder {
+pub(crate) fn plex(client: &Client, method: reqwest::Method, url: String, device: &str) -> reqwest::RequestBuilder {
     client
         .request(method, url)
         .header("X-Plex-Client-Identifier", device)
@@ -24,7 +24,7 @@ fn plex(client: &Client, method: reqwest::Method, url: String, device: &str) -> 
         .header("X-Plex-Device-Name", format!("{device} box"))
 }
 
-async fn sign_in(server: &TestServer, login: &str, password: &str, device: &str) -> reqwest::Response {
+pub(crate) async fn sign_in(server: &TestServer, login: &str, password: &str, device: &str) -> reqwest::Response {
     plex(&Client::new(), reqwest::Method::POST, server.url("/api/v2/users/signin"), device)
         .form(&[("login", login), ("password", password), ("rememberMe", "true")])
         .send()
@@ -33,7 +33,7 @@ async fn sign_in(server: &TestServer, login: &str, password: &str, device: &str)
 }
 
 /// The value of `name="…"` in the first element that has it.
-fn attribute(xml: &str, name: &str) -> String {
+pub(crate) fn attribute(xml: &str, name: &str) -> String {
     let marker = format!(" {name}=\"");
     let start = xml.find(&marker).unwrap_or_else(|| panic!("no {name} in {xml}")) + marker.len();
     xml[start..].chars().take_while(|c| *c != '"').collect()

@@ -18,7 +18,14 @@ pub struct Process {
 
 impl Process {
     pub fn spawn(dir: &Path, args: &[&str]) -> Self {
-        let mut child = command(dir).args(args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn");
+        Self::spawn_with(dir, args, &[])
+    }
+
+    /// Spawns with more environment variables (`KEYWARDEN_DATABASE_URL`, …).
+    pub fn spawn_with(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut command = command(dir);
+        command.envs(env.iter().copied());
+        let mut child = command.args(args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn");
         let log = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().expect("stderr");
         let sink = log.clone();
@@ -30,6 +37,13 @@ impl Process {
             }
         });
         Self { child, log }
+    }
+
+    /// The process's resident memory, in KiB (Linux).
+    pub fn resident_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("/proc status");
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
+        line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("a number")
     }
 
     pub fn log(&self) -> String {
