@@ -50,7 +50,15 @@ const MAIL_POLL: Duration = Duration::from_secs(1);
 
 fn mail_transport(config: &Config) -> anyhow::Result<Transport> {
     Ok(match config.mail.transport {
-        TransportKind::Outbox => Transport::Outbox(config.outbox_dir()),
+        TransportKind::Outbox => {
+            let dir = config.outbox_dir();
+            tracing::warn!(
+                outbox = %dir.display(),
+                "mail is written to the file outbox: its messages hold live verification, sign-in and \
+                 reset links, so it is for development only; set mail.transport = \"smtp\" for real use"
+            );
+            Transport::Outbox(dir)
+        }
         TransportKind::Smtp => Transport::smtp(&config.mail.smtp).context("invalid SMTP settings")?,
     })
 }

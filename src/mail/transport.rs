@@ -69,9 +69,20 @@ impl Transport {
             Self::Smtp(smtp) => smtp.send_raw(envelope, message).await.map(|_| ()).map_err(|e| e.to_string()),
             Self::Outbox(dir) => {
                 // Written under a temporary name and renamed, so a reader never sees half a message.
-                tokio::fs::create_dir_all(dir).await.map_err(|e| e.to_string())?;
+                // Messages hold live links: only keywarden's own user may read them.
+                let mut create_dir = tokio::fs::DirBuilder::new();
+                create_dir.recursive(true);
+                #[cfg(unix)]
+                create_dir.mode(0o700);
+                create_dir.create(dir).await.map_err(|e| e.to_string())?;
                 let temporary = dir.join(format!(".{id}.tmp"));
-                tokio::fs::write(&temporary, message).await.map_err(|e| e.to_string())?;
+                let mut open = tokio::fs::OpenOptions::new();
+                open.write(true).create(true).truncate(true);
+                #[cfg(unix)]
+                open.mode(0o600);
+                let mut file = open.open(&temporary).await.map_err(|e| e.to_string())?;
+                tokio::io::AsyncWriteExt::write_all(&mut file, message).await.map_err(|e| e.to_string())?;
+                file.sync_all().await.map_err(|e| e.to_string())?;
                 tokio::fs::rename(&temporary, dir.join(format!("{id}.eml"))).await.map_err(|e| e.to_string())
             }
         }

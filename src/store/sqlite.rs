@@ -1,5 +1,6 @@
 //! The embedded SQLite engine: a WAL database file, one writer connection and a pool of readers.
 
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -36,10 +37,15 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        if let Some(dir) = options.get_filename().parent() {
+        let io = |e| StoreError::Database(sqlx::Error::Io(e));
+        let file = options.get_filename();
+        if let Some(dir) = file.parent() {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+                std::fs::create_dir_all(dir).map_err(io)?;
             }
+        }
+        if file != Path::new(":memory:") && !file.exists() {
+            create_owner_only(file).map_err(io)?;
         }
         let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
         let reader = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
@@ -49,6 +55,24 @@ impl SqliteStore {
     async fn run_migrations(&self) -> Result<(), StoreError> {
         MIGRATOR.run(&self.writer).await?;
         Ok(())
+    }
+}
+
+/// Creates the empty database file readable by its owner only: it holds every account. SQLite
+/// gives its `-wal` and `-shm` files the same permissions.
+fn create_owner_only(file: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(file) {
+        Ok(_) => Ok(()),
+        // Another process (a second node starting) created it first.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

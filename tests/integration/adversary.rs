@@ -24,6 +24,8 @@ crate::on_both_engines!(
     an_unproven_address_gets_no_new_credential,
     the_first_proof_of_an_address_removes_what_a_squatter_set_up,
     invented_request_methods_do_not_grow_metrics_or_memory,
+    over_https_cookies_carry_the_host_prefix_and_a_planted_one_is_ignored,
+    the_database_and_the_outbox_are_for_their_owner_only,
 );
 
 /// Moves every session's last proof of its person into the past: a token stolen a while ago.
@@ -512,6 +514,82 @@ async fn invented_request_methods_do_not_grow_metrics_or_memory(engine: Engine) 
     let grown = memory_after.saturating_sub(memory_before);
     assert!(grown < 8 * 1024, "resident memory grew by {grown} KiB");
     assert!(metrics().await.contains("method=\"other\""));
+    let _ = process.terminate();
+    if let (Engine::Postgres { admin_url }, Some((_, name))) = (&engine, &database) {
+        crate::harness::drop_database(admin_url, name).await;
+    }
+}
+
+async fn over_https_cookies_carry_the_host_prefix_and_a_planted_one_is_ignored(engine: Engine) {
+    use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+    let server = TestServer::start_with(engine, |c| c.public_url = Some("https://id.example.test".into())).await;
+    server.sign_up("hana", "hana@example.com", "hana's passphrase").await;
+    let http = reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let set_cookies = |response: &reqwest::Response| -> Vec<String> {
+        response.headers().get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()).collect()
+    };
+    let pair = |set: &str| set.split(';').next().unwrap().to_owned();
+
+    let form = http.get(server.url("/signin")).send().await.unwrap();
+    let set = set_cookies(&form);
+    let csrf_cookie = set.iter().find(|c| c.starts_with("__Host-kw_csrf=")).unwrap_or_else(|| panic!("{set:?}"));
+    assert!(csrf_cookie.contains("Secure") && csrf_cookie.contains("Path=/"), "{csrf_cookie}");
+    assert!(!csrf_cookie.to_ascii_lowercase().contains("domain="), "a __Host- cookie names no domain");
+    let csrf = crate::pages::csrf(&form.text().await.unwrap());
+    let signed_in = http
+        .post(server.url("/signin"))
+        .header(COOKIE, pair(csrf_cookie))
+        .form(&[("csrf", csrf.as_str()), ("login", "hana"), ("password", "hana's passphrase")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+    let set = set_cookies(&signed_in);
+    let session = set.iter().find(|c| c.starts_with("__Host-kw_session=")).unwrap_or_else(|| panic!("{set:?}"));
+    assert!(set.iter().all(|c| c.starts_with("__Host-")), "every cookie is host-only: {set:?}");
+
+    let security = |cookie: String| http.get(server.url("/security")).header(COOKIE, cookie).send();
+    assert_eq!(security(pair(session)).await.unwrap().status(), StatusCode::OK);
+    // The same session under the unprefixed name, as a sibling subdomain could set it, is not read.
+    let planted = pair(session).trim_start_matches("__Host-").to_owned();
+    let refused = security(planted).await.unwrap();
+    assert_eq!(refused.status(), StatusCode::SEE_OTHER);
+    assert!(refused.headers()[LOCATION].to_str().unwrap().starts_with("/signin"));
+    server.stop().await;
+}
+
+async fn the_database_and_the_outbox_are_for_their_owner_only(engine: Engine) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let database = match &engine {
+        Engine::Sqlite => None,
+        Engine::Postgres { admin_url } => Some(crate::harness::create_database(admin_url).await),
+    };
+    let env: Vec<(&str, &str)> = database.iter().map(|(url, _)| ("KEYWARDEN_DATABASE_URL", url.as_str())).collect();
+    let data = dir.path().join("data");
+    let args = ["serve", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()];
+    let mut process = crate::process::Process::spawn_with(dir.path(), &args, &env);
+    let base = format!("http://{}", process.wait_until_listening());
+    assert!(process.log().contains("holds live") || process.log().contains("hold live"), "{}", process.log());
+    let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    if database.is_none() {
+        assert_eq!(mode(&data.join("keywarden.db")), 0o600, "the SQLite database");
+    }
+    let account = json!({ "username": "olga", "email": "olga@example.com", "password": "olga's passphrase" });
+    let created = reqwest::Client::new().post(format!("{base}/api/v1/accounts")).json(&account).send().await.unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let outbox = data.join("outbox");
+    let mut mail = None;
+    for _ in 0..200 {
+        mail = std::fs::read_dir(&outbox).ok().and_then(|mut entries| entries.next()).map(|e| e.unwrap().path());
+        if mail.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    let mail = mail.expect("the verification mail in the outbox");
+    assert_eq!(mode(&mail), 0o600, "{}", mail.display());
+    assert_eq!(mode(&outbox), 0o700);
     let _ = process.terminate();
     if let (Engine::Postgres { admin_url }, Some((_, name))) = (&engine, &database) {
         crate::harness::drop_database(admin_url, name).await;

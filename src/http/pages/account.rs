@@ -94,7 +94,7 @@ pub async fn signin(
         user_agent,
         dpop: form_proof(&state, &headers, "/signin", &form.dpop),
         issue: Issue::BrowserCookie,
-        device_token: browser.device_token(),
+        device_token: browser.device_token(&state),
     };
     match state.sessions.sign_in(request).await {
         Ok(issued) => {
@@ -255,7 +255,7 @@ pub async fn signup(
         user_agent,
         dpop: form_proof(&state, &headers, "/signup", &form.dpop),
         issue: Issue::BrowserCookie,
-        device_token: browser.device_token(),
+        device_token: browser.device_token(&state),
     };
     let issued = state.sessions.sign_in(request).await.map_err(|e| browser.error(&state, &e))?;
     let cookies = signed_in_cookies(browser.jar.clone(), &state, &issued);
@@ -297,10 +297,7 @@ pub async fn recover(
     browser.check_form(&state, &headers, &body.csrf).map_err(IntoResponse::into_response)?;
     let refused = |err: crate::domain::Error| crate::http::error::ApiError::from(err).into_response();
     let proof = proof.ok_or_else(|| refused(crate::domain::Error::DpopProofRequired))?;
-    let cookie_value = browser
-        .jar
-        .get(SESSION_COOKIE)
-        .map(|c| c.value().to_owned())
+    let cookie_value = super::cookie_value(&browser.jar, SESSION_COOKIE, state.pages.secure_cookies)
         .ok_or_else(|| refused(crate::domain::Error::InvalidToken))?;
     let issued = state.sessions.recover_browser(&cookie_value, &proof).await.map_err(refused)?;
     let cookies = signed_in_cookies(browser.jar.clone(), &state, &issued);

@@ -262,7 +262,8 @@ impl FromRequestParts<AppState> for Browser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let Ok(mut jar) = CookieJar::from_request_parts(parts, state).await;
-        let csrf_secret = match jar.get(CSRF_COOKIE).map(|c| c.value().to_owned()) {
+        let secure = state.pages.secure_cookies;
+        let csrf_secret = match cookie_value(&jar, CSRF_COOKIE, secure) {
             Some(secret) if secret.len() >= 32 => secret,
             _ => {
                 let mut random = [0u8; 32];
@@ -272,17 +273,38 @@ impl FromRequestParts<AppState> for Browser {
                 secret
             }
         };
-        let session = match jar.get(SESSION_COOKIE) {
-            Some(c) => state.sessions.authenticate_browser(c.value()).await.ok(),
+        let presented = cookie_value(&jar, SESSION_COOKIE, secure);
+        let session = match &presented {
+            Some(value) => state.sessions.authenticate_browser(value).await.ok(),
             None => None,
         };
-        let stale_session = session.is_none() && jar.get(SESSION_COOKIE).is_some();
+        let stale_session = session.is_none() && presented.is_some();
         Ok(Self { jar, csrf_secret, session, stale_session })
     }
 }
 
+/// The name a cookie goes by: over https with the `__Host-` prefix, which the browser keeps only
+/// for cookies this very host set (Secure, `Path=/`, no `Domain`), so a sibling subdomain cannot
+/// plant one.
+pub fn cookie_name(name: &'static str, secure: bool) -> std::borrow::Cow<'static, str> {
+    if secure {
+        format!("__Host-{name}").into()
+    } else {
+        name.into()
+    }
+}
+
+/// The value of one of keywarden's cookies, under the name it goes by.
+pub fn cookie_value(jar: &CookieJar, name: &'static str, secure: bool) -> Option<String> {
+    jar.get(&cookie_name(name, secure)).map(|c| c.value().to_owned())
+}
+
 pub fn cookie(name: &'static str, value: String, secure: bool, max_age_secs: Option<i64>) -> Cookie<'static> {
-    let mut cookie = Cookie::build((name, value)).path("/").http_only(true).same_site(SameSite::Lax).secure(secure);
+    let mut cookie = Cookie::build((cookie_name(name, secure), value))
+        .path("/")
+        .http_only(true)
+        .same_site(SameSite::Lax)
+        .secure(secure);
     if let Some(secs) = max_age_secs {
         cookie = cookie.max_age(time::Duration::seconds(secs));
     }
@@ -298,8 +320,8 @@ impl Browser {
     }
 
     /// The device token an earlier sign-in left in this browser.
-    pub fn device_token(&self) -> Option<String> {
-        self.jar.get(DEVICE_COOKIE).map(|c| c.value().to_owned())
+    pub fn device_token(&self, state: &AppState) -> Option<String> {
+        cookie_value(&self.jar, DEVICE_COOKIE, state.pages.secure_cookies)
     }
 
     /// The browser's cookies with the page session cookie removed, for sign-out.

@@ -87,7 +87,7 @@ pub async fn callback(
 ) -> Result<Response, Page> {
     let callback = Callback {
         state: query.state,
-        browser_state: browser.jar.get(STATE_COOKIE).map(|c| c.value().to_owned()),
+        browser_state: super::cookie_value(&browser.jar, STATE_COOKIE, state.pages.secure_cookies),
         code: query.code,
         error: query.error,
         iss: query.iss,
@@ -122,13 +122,13 @@ pub async fn callback(
     }
 }
 
-fn pending_token(browser: &Browser) -> Result<String, Error> {
-    browser.jar.get(PENDING_COOKIE).map(|c| c.value().to_owned()).ok_or(Error::InvalidSsoState)
+fn pending_token(state: &AppState, browser: &Browser) -> Result<String, Error> {
+    super::cookie_value(&browser.jar, PENDING_COOKIE, state.pages.secure_cookies).ok_or(Error::InvalidSsoState)
 }
 
 /// The page for a new upstream account: create an account, or sign in to link an existing one.
 pub async fn finish_form(State(state): State<AppState>, browser: Browser) -> Result<Page, Page> {
-    let token = pending_token(&browser).map_err(|e| failed(&state, &browser, &e))?;
+    let token = pending_token(&state, &browser).map_err(|e| failed(&state, &browser, &e))?;
     let view = state.sso.pending(&token).await.map_err(|e| failed(&state, &browser, &e))?;
     let email = view.email.clone().unwrap_or_default();
     Ok(finish_page(&state, &browser, &view, &view.suggested_username, &email, None, StatusCode::OK))
@@ -171,7 +171,7 @@ pub async fn finish(
     Form(form): Form<FinishForm>,
 ) -> Result<Response, Page> {
     browser.check_form(&state, &headers, &form.csrf)?;
-    let token = pending_token(&browser).map_err(|e| failed(&state, &browser, &e))?;
+    let token = pending_token(&state, &browser).map_err(|e| failed(&state, &browser, &e))?;
     let arrival = Arrival {
         address: address.map(|a| a.to_string()),
         user_agent,
@@ -207,7 +207,7 @@ pub async fn link_form(State(state): State<AppState>, browser: Browser) -> Resul
     let Some(who) = browser.session.clone() else {
         return Ok(Redirect::to("/signin?next=/sso/link").into_response());
     };
-    let token = pending_token(&browser).map_err(|e| failed(&state, &browser, &e))?;
+    let token = pending_token(&state, &browser).map_err(|e| failed(&state, &browser, &e))?;
     let view = state.sso.pending(&token).await.map_err(|e| failed(&state, &browser, &e))?;
     let profile = state.accounts.profile(&who.user_id).await.map_err(|e| browser.error(&state, &e))?;
     let fresh = state.freshness.is_fresh(&who).await.map_err(|e| browser.error(&state, &e))?;
@@ -229,7 +229,7 @@ pub async fn link(
     let Some(who) = browser.session.clone() else {
         return Ok(Redirect::to("/signin?next=/sso/link").into_response());
     };
-    let token = pending_token(&browser).map_err(|e| failed(&state, &browser, &e))?;
+    let token = pending_token(&state, &browser).map_err(|e| failed(&state, &browser, &e))?;
     let address = address.map(|a| a.to_string());
     let next =
         state.sso.link_pending(&token, &who, address.as_deref()).await.map_err(|e| failed(&state, &browser, &e))?;
