@@ -378,6 +378,12 @@ async fn purge_expired_tokens(store: DynStore) {
         if let Err(err) = store.purge_throttles(now_ms() - THROTTLE_RETENTION_MS).await {
             tracing::warn!(error = %err, "purging throttle counters failed");
         }
+        // Rules a day old are past every stateless access token's life; stored tokens are looked up.
+        match store.purge_revocation_rules(now_ms(), now_ms() - THROTTLE_RETENTION_MS).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "revocation rules that can no longer match a live token purged"),
+            Err(err) => tracing::warn!(error = %err, "purging revocation rules failed"),
+        }
         if let Err(err) = store.purge_alert_states(now_ms() - THROTTLE_RETENTION_MS).await {
             tracing::warn!(error = %err, "purging ended alert states failed");
         }

@@ -11,6 +11,7 @@ use super::core::Core;
 use super::error::{Error, Result};
 use super::revocation::{Revocation, Revocations, Scope, TokenFacts};
 use super::sessions::{Authenticated, TokenPolicy};
+use super::throttle::{Purpose, Subject, Throttle};
 use crate::mail::Notice;
 use crate::store::{DeviceRecord, DynStore};
 
@@ -34,6 +35,7 @@ pub struct Devices {
     audit: AuditLog,
     accounts: Accounts,
     policy: TokenPolicy,
+    throttle: Throttle,
 }
 
 impl Devices {
@@ -41,6 +43,7 @@ impl Devices {
         Self {
             store: core.store.clone(),
             revocations: core.revocations.clone(),
+            throttle: core.throttle.clone(),
             audit: core.audit.clone(),
             accounts,
             policy: core.policy,
@@ -157,6 +160,9 @@ impl Devices {
         keep_current: bool,
         address: Option<&str>,
     ) -> Result<()> {
+        // Each one writes a rule every node keeps and mails the owner: a stolen session may not
+        // repeat it without end.
+        self.throttle.count_attempt(Purpose::SignOutEverywhere, &[Subject::Account(&who.user_id)]).await?;
         let actor = Actor::User(who.user_id.clone());
         let (rule, stored, mut event) = self.revocations.prepare(Revocation {
             scope: Scope::User(who.user_id.clone()),

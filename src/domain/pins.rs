@@ -82,7 +82,13 @@ impl Pins {
     }
 
     /// A PIN for the device; its code is stored only as a keyed digest.
-    pub async fn create(&self, device: &DeviceInfo, strong: bool) -> Result<NewPin> {
+    /// A new PIN for `device`. Anyone may ask, so asking is counted per source address and per
+    /// client identifier: each PIN is a row we keep for its lifetime.
+    pub async fn create(&self, device: &DeviceInfo, strong: bool, address: Option<&str>) -> Result<NewPin> {
+        let client = (!device.client_id.is_empty()).then_some(device.client_id.as_str());
+        let subjects: Vec<Subject<'_>> =
+            address.map(Subject::Address).into_iter().chain(client.map(Subject::Client)).collect();
+        self.throttle.count_attempt(Purpose::PinCreation, &subjects).await?;
         let now = now_ms();
         // A code another live PIN has is drawn again (a four-character code space is small).
         for _ in 0..5 {

@@ -176,6 +176,14 @@ impl SecondFactors {
         &self.passkeys
     }
 
+    /// A challenge for passwordless sign-in. Anyone may ask, and each is a stored ceremony, so
+    /// asking is counted per source address.
+    pub async fn passkey_sign_in_options(&self, address: Option<&str>) -> Result<Ceremony> {
+        let subjects: Vec<_> = address.map(throttle::Subject::Address).into_iter().collect();
+        self.throttle.count_attempt(Purpose::PasskeyChallenge, &subjects).await?;
+        self.passkeys.discovery_options().await
+    }
+
     pub fn policy(&self) -> MfaPolicy {
         self.policy
     }

@@ -33,6 +33,14 @@ pub enum Purpose {
     PinPoll,
     /// Trips to an upstream sign-in provider (each writes a row).
     SsoStart,
+    /// PINs asked for by plex.tv-style devices (each writes a row; no account yet).
+    PinCreation,
+    /// Device authorization requests (RFC 8628; each writes a row).
+    DeviceAuthorization,
+    /// Passkey sign-in challenges (each writes a ceremony row).
+    PasskeyChallenge,
+    /// "Sign out of all devices" (each writes a revocation rule and mails the owner).
+    SignOutEverywhere,
 }
 
 impl Purpose {
@@ -44,7 +52,17 @@ impl Purpose {
             Self::LinkCode => "link",
             Self::PinPoll => "pin",
             Self::SsoStart => "sso",
+            Self::PinCreation => "pin_create",
+            Self::DeviceAuthorization => "device_authorization",
+            Self::PasskeyChallenge => "passkey_challenge",
+            Self::SignOutEverywhere => "signout_all",
         }
+    }
+
+    /// Whether what is counted is a thing made for the asker rather than a guess: such counters
+    /// have their own, larger, free allowance.
+    fn creates(self) -> bool {
+        matches!(self, Self::PinCreation | Self::DeviceAuthorization | Self::PasskeyChallenge | Self::SignOutEverywhere)
     }
 }
 
@@ -60,6 +78,9 @@ pub enum Subject<'a> {
     Address(&'a str),
     /// A device the account already knows, by device id.
     Device(&'a str),
+    /// A client's own name for itself (`X-Plex-Client-Identifier`): no secret, so it only ever
+    /// adds a counter, never replaces the address's.
+    Client(&'a str),
 }
 
 /// The counters a guess at one account's secret counts on: the source address's and the account's.
@@ -82,6 +103,11 @@ pub struct ThrottleSettings {
     pub max_delay_secs: i64,
     /// A counter without failures for this long starts again from zero.
     pub forget_after_secs: i64,
+    /// Things a stranger can have made (PINs, device codes, passkey challenges) per source
+    /// address before back-off starts.
+    pub address_free_creations: i64,
+    /// The same per client identifier, and sign-outs of all devices per account.
+    pub client_free_creations: i64,
 }
 
 impl Default for ThrottleSettings {
@@ -93,6 +119,8 @@ impl Default for ThrottleSettings {
             base_delay_secs: 1,
             max_delay_secs: 15 * 60,
             forget_after_secs: 3600,
+            address_free_creations: 60,
+            client_free_creations: 10,
         }
     }
 }
@@ -189,13 +217,16 @@ impl Throttle {
             Subject::Login(login) => format!("{purpose}:acct:login-{}", digest("login", &login.to_lowercase())),
             Subject::Address(address) => format!("{purpose}:addr:{}", digest("address", &address_counted(address))),
             Subject::Device(id) => format!("{purpose}:dev:{id}"),
+            Subject::Client(name) => format!("{purpose}:client:{}", digest("client", name)),
         }
     }
 
-    fn free_failures(&self, subject: Subject<'_>) -> i64 {
-        match subject {
-            Subject::Address(_) => self.settings.address_free_failures,
-            _ => self.settings.account_free_failures,
+    fn free_failures(&self, purpose: Purpose, subject: Subject<'_>) -> i64 {
+        match (purpose.creates(), subject) {
+            (true, Subject::Address(_)) => self.settings.address_free_creations,
+            (true, _) => self.settings.client_free_creations,
+            (false, Subject::Address(_)) => self.settings.address_free_failures,
+            (false, _) => self.settings.account_free_failures,
         }
     }
 
@@ -212,7 +243,7 @@ impl Throttle {
         let forget_before = now - self.settings.forget_after_secs * 1000;
         for subject in subjects {
             let key = self.key(purpose, *subject);
-            let free = self.free_failures(*subject).max(1);
+            let free = self.free_failures(purpose, *subject).max(1);
             let step = ThrottleStep { now, forget_before, free, hold_until: now + HOLD_MS };
             match self.store.throttle_reserve(&key, &step).await {
                 Ok(Some(count)) => attempt.counted.push(Counted {

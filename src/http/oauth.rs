@@ -265,10 +265,12 @@ impl WithClient for DeviceAuthorizationForm {
 pub async fn device_authorization(
     State(state): State<AppState>,
     headers: HeaderMap,
+    ClientAddress(address): ClientAddress,
     form: Result<Form<DeviceAuthorizationForm>, FormRejection>,
 ) -> Result<Response, OAuthError> {
     let (form, client, basic) = unpack(&headers, form)?;
-    let request = DeviceAuthorizationRequest { client, scope: form.scope, device_name: form.device_name };
+    let address = address.map(|a| a.to_string());
+    let request = DeviceAuthorizationRequest { client, scope: form.scope, device_name: form.device_name, address };
     let answer = state.oauth.device_authorization(request).await.map_err(|err| OAuthError { err, basic })?;
     Ok(Json(answer).into_response())
 }

@@ -163,9 +163,14 @@ pub async fn remove(
     responses(
         (status = 200, description = "A challenge for `navigator.credentials.get()` that any passkey of any account can answer", body = CeremonyResponse),
         (status = 409, description = "`passkeys_unavailable`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many challenges from this address; `Retry-After` says when to ask again", body = ErrorBody),
     ))]
-pub async fn sign_in_options(State(state): State<AppState>) -> Result<Json<CeremonyResponse>, ApiError> {
-    Ok(Json(state.factors.passkeys().discovery_options().await?.into()))
+pub async fn sign_in_options(
+    State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
+) -> Result<Json<CeremonyResponse>, ApiError> {
+    let address = address.map(|a| a.to_string());
+    Ok(Json(state.factors.passkey_sign_in_options(address.as_deref()).await?.into()))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

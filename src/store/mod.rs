@@ -870,6 +870,11 @@ pub trait Store: Send + Sync + 'static {
     async fn throttles_failing(&self, prefix: &str, since: i64) -> Result<(i64, i64), StoreError>;
     /// Drops counters neither failing nor blocking since `before`.
     async fn purge_throttles(&self, before: i64) -> Result<u64, StoreError>;
+    /// Drops revocation rules that no longer change any answer: those another rule of the same
+    /// scope covers (a later or equal cut-off, sparing nothing or the same session, no more
+    /// forgiving), and those older than `settled_before` that no unexpired stored token at `now`
+    /// falls under. Every node's cache stays correct without them (it holds the strongest rules).
+    async fn purge_revocation_rules(&self, now: i64, settled_before: i64) -> Result<u64, StoreError>;
     /// Drops alert states (a surge's hold, a sign-in code's mailing window) that ended before `before`.
     async fn purge_alert_states(&self, before: i64) -> Result<u64, StoreError>;
     /// Raises the state `kind` until `until` unless it is already raised at `now`; true when this

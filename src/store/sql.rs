@@ -1639,6 +1639,38 @@ macro_rules! impl_store_with_portable_sql {
                 Ok(done.rows_affected())
             }
 
+            async fn purge_revocation_rules(&self, now: i64, settled_before: i64) -> Result<u64, StoreError> {
+                let mut tx = self.writer.begin().await?;
+                let superseded = sqlx::query::<$db>(
+                    "DELETE FROM revocation_rules WHERE EXISTS (SELECT 1 FROM revocation_rules later \
+                     WHERE later.scope_kind = revocation_rules.scope_kind \
+                     AND later.scope_value = revocation_rules.scope_value \
+                     AND (later.except_session IS NULL OR later.except_session = revocation_rules.except_session) \
+                     AND later.recoverable <= revocation_rules.recoverable \
+                     AND (later.not_before > revocation_rules.not_before \
+                          OR (later.not_before = revocation_rules.not_before AND later.seq > revocation_rules.seq)))",
+                )
+                .execute(&mut *tx)
+                .await?;
+                let idle = sqlx::query::<$db>(
+                    "DELETE FROM revocation_rules WHERE not_before < $1 AND NOT EXISTS (\
+                     SELECT 1 FROM tokens t JOIN sessions s ON s.id = t.session_id \
+                     WHERE t.expires_at > $2 AND t.issued_at <= revocation_rules.not_before AND (\
+                       revocation_rules.scope_kind = 'global' \
+                       OR (revocation_rules.scope_kind = 'user' AND t.user_id = revocation_rules.scope_value) \
+                       OR (revocation_rules.scope_kind = 'device' AND s.device_id = revocation_rules.scope_value) \
+                       OR (revocation_rules.scope_kind = 'channel' AND s.channel = revocation_rules.scope_value) \
+                       OR (revocation_rules.scope_kind = 'user_channel' \
+                           AND t.user_id || '/' || s.channel = revocation_rules.scope_value)))",
+                )
+                .bind(settled_before)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                Ok(superseded.rows_affected() + idle.rows_affected())
+            }
+
             async fn purge_alert_states(&self, before: i64) -> Result<u64, StoreError> {
                 let done = sqlx::query::<$db>("DELETE FROM alert_states WHERE until < $1")
                     .bind(before)

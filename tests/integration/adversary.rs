@@ -26,6 +26,8 @@ crate::on_both_engines!(
     invented_request_methods_do_not_grow_metrics_or_memory,
     over_https_cookies_carry_the_host_prefix_and_a_planted_one_is_ignored,
     the_database_and_the_outbox_are_for_their_owner_only,
+    what_a_stranger_can_have_made_is_bounded_per_address_and_client,
+    revocation_rules_that_cannot_match_a_live_token_are_purged,
 );
 
 /// Moves every session's last proof of its person into the past: a token stolen a while ago.
@@ -594,4 +596,126 @@ async fn the_database_and_the_outbox_are_for_their_owner_only(engine: Engine) {
     if let (Engine::Postgres { admin_url }, Some((_, name))) = (&engine, &database) {
         crate::harness::drop_database(admin_url, name).await;
     }
+}
+
+async fn what_a_stranger_can_have_made_is_bounded_per_address_and_client(engine: Engine) {
+    use keywarden::domain::clients::ClientKind;
+    use keywarden::signing::SigningAlg;
+    let server = TestServer::start_with(engine, behind_proxy).await;
+    let (per_address, per_client) =
+        (server.config.throttle.address_free_creations as usize, server.config.throttle.client_free_creations as usize);
+    let pin_from = |address: String, client: String| {
+        let request = server
+            .http
+            .post(server.url("/api/v2/pins"))
+            .header("x-forwarded-for", address)
+            .header("X-Plex-Client-Identifier", client)
+            .header("X-Plex-Product", "Plex for Fire TV")
+            .header("accept", "application/json");
+        async move { Reply::from(request.send().await.expect("sent")).await }
+    };
+    // One address, a new client identifier each time (they are free to invent).
+    let pins = in_parallel(per_address + 40, |i| pin_from("198.51.100.7".into(), format!("stick-{i}"))).await;
+    let made = count(&pins, StatusCode::CREATED);
+    assert!(made <= per_address + 2, "{made} PINs from one address; its allowance is {per_address}");
+    assert!(count(&pins, StatusCode::TOO_MANY_REQUESTS) >= 38, "{:?}", statuses(&pins));
+    let refused = pins.iter().find(|r| r.status == StatusCode::TOO_MANY_REQUESTS).unwrap();
+    assert!(refused.headers.contains_key("retry-after"));
+    // One client identifier, from addresses of its own each time.
+    let pins = in_parallel(per_client + 20, |i| pin_from(format!("203.0.113.{i}"), "one-stick".into())).await;
+    let made = count(&pins, StatusCode::CREATED);
+    assert!(made <= per_client + 2, "{made} PINs for one client identifier; its allowance is {per_client}");
+
+    // Device codes and passkey challenges from one address.
+    crate::oidc::register(&server, "tv", ClientKind::Public, true, SigningAlg::Es256).await;
+    let codes = in_parallel(per_address + 30, |_| {
+        let request = server
+            .http
+            .post(server.url("/oauth/device_authorization"))
+            .header("x-forwarded-for", "198.51.100.8")
+            .form(&[("client_id", "tv"), ("scope", "openid")]);
+        async move { Reply::from(request.send().await.expect("sent")).await }
+    })
+    .await;
+    let made = count(&codes, StatusCode::OK);
+    assert!(made <= per_address + 2, "{made} device codes from one address: {:?}", statuses(&codes));
+    assert!(count(&codes, StatusCode::TOO_MANY_REQUESTS) >= 28);
+    let challenges = in_parallel(per_address + 30, |_| {
+        post_from(&server, "/api/v1/sessions/passkey/options", "198.51.100.9", None, json!({}))
+    })
+    .await;
+    let made = count(&challenges, StatusCode::OK);
+    assert!(made <= per_address + 2, "{made} passkey challenges from one address: {:?}", statuses(&challenges));
+    assert!(count(&challenges, StatusCode::TOO_MANY_REQUESTS) >= 28);
+
+    // "Sign out of all devices" (a rule and a mail each) is bounded per account.
+    server.sign_up("rhea", "rhea@example.com", "rhea's passphrase").await;
+    let rhea = server.sign_in("rhea", "rhea's passphrase", None).await;
+    let outs = in_parallel(per_client + 10, |i| {
+        let (server, token) = (&server, rhea.access.as_str());
+        async move {
+            let address = format!("10.9.0.{i}");
+            let body = json!({ "keep_current": true });
+            post_from(server, "/api/v1/sessions/revoke-all", &address, Some(token), body).await
+        }
+    })
+    .await;
+    let done = count(&outs, StatusCode::NO_CONTENT);
+    assert!(done <= per_client + 2, "{done} sign-outs of all devices: {:?}", statuses(&outs));
+    assert!(count(&outs, StatusCode::TOO_MANY_REQUESTS) >= 8);
+    server.stop().await;
+}
+
+async fn count_rows(engine: &Engine, url: &str, query: &str) -> i64 {
+    use sqlx::Connection;
+    match engine {
+        Engine::Sqlite => {
+            sqlx::query_scalar(query).fetch_one(&mut sqlx::SqliteConnection::connect(url).await.unwrap()).await.unwrap()
+        }
+        Engine::Postgres { .. } => {
+            sqlx::query_scalar(query).fetch_one(&mut sqlx::PgConnection::connect(url).await.unwrap()).await.unwrap()
+        }
+    }
+}
+
+async fn revocation_rules_that_cannot_match_a_live_token_are_purged(engine: Engine) {
+    let server = TestServer::start(engine.clone()).await;
+    server.sign_up("una", "una@example.com", "una's passphrase").await;
+    let laptop = server.sign_in("una", "una's passphrase", None).await;
+    let rules = "SELECT COUNT(*) FROM revocation_rules";
+    let mut dead = Vec::new();
+    for _ in 0..5 {
+        dead.push(server.sign_in("una", "una's passphrase", None).await);
+        let out = server
+            .post_with_token("/api/v1/sessions/revoke-all", &laptop.access, json!({ "keep_current": true }))
+            .await;
+        assert_eq!(out.status, StatusCode::NO_CONTENT, "{}", out.text);
+    }
+    let store = &server.running_state().store;
+    let now = keywarden::domain::clock::now_ms();
+    let before = count_rows(&engine, &server.database_url, rules).await;
+    assert!(before >= 5, "{before}");
+    // The last rule covers the four before it; the tokens they killed stay dead.
+    store.purge_revocation_rules(now, now - 86_400_000).await.unwrap();
+    assert_eq!(count_rows(&engine, &server.database_url, rules).await, before - 4);
+    for session in &dead {
+        server.me(&session.access).await.assert_error(StatusCode::UNAUTHORIZED, "token_revoked");
+    }
+    let restarted = server.restart_with(|_| {}).await;
+    for session in &dead {
+        restarted.me(&session.access).await.assert_error(StatusCode::UNAUTHORIZED, "token_revoked");
+    }
+    assert_eq!(restarted.me(&laptop.access).await.status, StatusCode::OK);
+
+    // Once every token it could match has expired, the last one goes too.
+    let url = restarted.database_url.clone();
+    let left = count_rows(&engine, &url, rules).await;
+    let store = &restarted.running_state().store;
+    store.purge_revocation_rules(now, now - 86_400_000).await.unwrap();
+    assert_eq!(count_rows(&engine, &url, rules).await, left, "young rules with live tokens stay");
+    crate::revocation::sql(&engine, &url, "UPDATE tokens SET expires_at = 1").await;
+    let later = now + 2 * 86_400_000;
+    store.purge_revocation_rules(later, later - 86_400_000).await.unwrap();
+    assert_eq!(count_rows(&engine, &url, rules).await, 0);
+    restarted.stop().await;
 }

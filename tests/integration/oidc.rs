@@ -54,7 +54,7 @@ fn challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
 
-async fn register(
+pub(crate) async fn register(
     server: &TestServer,
     id: &str,
     kind: ClientKind,

@@ -30,6 +30,8 @@ pub struct DeviceAuthorizationRequest {
     pub scope: Option<String>,
     /// What the device calls itself ("Living-room TV"); shown when its person approves it.
     pub device_name: Option<String>,
+    /// Where the request came from: anyone may ask, so asking is counted per address.
+    pub address: Option<String>,
 }
 
 /// RFC 8628 §3.2.
@@ -78,6 +80,9 @@ impl OAuth {
     /// RFC 8628 §3.1–3.2: a device code to poll with and a user code to show.
     pub async fn device_authorization(&self, request: DeviceAuthorizationRequest) -> Result<DeviceAuthorization> {
         let client = self.authenticate_client(&request.client).await?;
+        // Not per client too: a stranger could then stop every device of a public client at once.
+        let subjects: Vec<_> = request.address.as_deref().map(throttle::Subject::Address).into_iter().collect();
+        self.throttle.count_attempt(Purpose::DeviceAuthorization, &subjects).await?;
         let scope = Scope::parse(request.scope.as_deref().unwrap_or("openid"))?;
         let device_name = clean_device_name(request.device_name.as_deref(), &client)?;
         let device_code = TokenKind::DeviceCode.mint();

@@ -108,10 +108,12 @@ pub async fn sign_in_options(
     State(state): State<AppState>,
     browser: Browser,
     headers: HeaderMap,
+    ClientAddress(address): ClientAddress,
     Form(form): Form<CsrfOnly>,
 ) -> Result<Response, Response> {
     browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
-    Ok(ceremony_json(state.factors.passkeys().discovery_options().await))
+    let address = address.map(|a| a.to_string());
+    Ok(ceremony_json(state.factors.passkey_sign_in_options(address.as_deref()).await))
 }
 
 #[derive(Deserialize)]

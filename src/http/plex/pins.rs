@@ -45,11 +45,13 @@ fn pin_element(
 pub async fn create(
     State(state): State<AppState>,
     client: PlexClient,
+    ClientAddress(address): ClientAddress,
     Query(query): Query<CreateQuery>,
 ) -> Result<Response, PlexError> {
     let device = client.device()?;
     let strong = matches!(query.strong.as_deref(), Some("true" | "1"));
-    let pin = state.pins.create(&device, strong).await.map_err(|e| client.error(&e))?;
+    let address = address.map(|a| a.to_string());
+    let pin = state.pins.create(&device, strong, address.as_deref()).await.map_err(|e| client.error(&e))?;
     let element = pin_element(pin.id, Some(&pin.code), &pin.client_identifier, pin.created_at, pin.expires_at, None);
     Ok(client.format.answer(StatusCode::CREATED, &element))
 }
