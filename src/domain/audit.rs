@@ -67,6 +67,7 @@ pub mod kind {
     pub const SSO_UNLINKED: &str = "sso.unlinked";
     pub const PIN_LINKED: &str = "device.pin_linked";
     pub const DEVICE_KEY_REGISTERED: &str = "device.key_registered";
+    pub const DEVICE_KEY_REMOVED: &str = "device.key_removed";
     /// A throttle started backing off: too many wrong guesses for one account, address or device.
     pub const THROTTLED: &str = "throttle.blocked";
     /// A security alert (credential stuffing, a honeytoken used): also logged, counted and sent to admins.

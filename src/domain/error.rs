@@ -39,6 +39,8 @@ pub enum Error {
     PasswordResetRequired,
     #[error("no such device on this account")]
     DeviceNotFound,
+    #[error("no such credential on this account")]
+    CredentialNotFound,
     #[error("invalid DPoP proof: {0}")]
     InvalidDpopProof(&'static str),
     #[error("this token is bound to a key: present it as `Authorization: DPoP …` with a DPoP proof from that key")]
@@ -160,6 +162,7 @@ impl Error {
             Self::WrongPassword => "wrong_password",
             Self::PasswordResetRequired => "password_reset_required",
             Self::DeviceNotFound => "device_not_found",
+            Self::CredentialNotFound => "credential_not_found",
             Self::InvalidDpopProof(_) => "invalid_dpop_proof",
             Self::DpopProofRequired => "dpop_proof_required",
             Self::UseDpopNonce => "use_dpop_nonce",

@@ -19,6 +19,7 @@ pub mod oauth;
 pub mod passkeys;
 pub mod password;
 pub mod pins;
+pub mod recent_credentials;
 pub mod recovery;
 pub mod recovery_codes;
 pub mod revocation;

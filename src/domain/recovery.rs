@@ -17,6 +17,7 @@ use super::error::{Error, Result};
 use super::honeytokens;
 use super::identity::Email;
 use super::password;
+use super::recent_credentials::{CredentialKind, RecentCredential, RecentCredentials};
 use super::revocation::{Revocation, Scope};
 use super::sessions::Authenticated;
 use super::throttle::{self, Purpose, Subject};
@@ -183,6 +184,35 @@ impl Recovery {
         let keep = Some(who.session_id.clone());
         let change = self.change_for(&user, hash, sign_out_devices, keep, kind::PASSWORD_CHANGED, &actor, address);
         self.apply(&user, &email, change, sign_out_devices, address).await
+    }
+
+    /// The owner of a live reset link, which proves its mailbox without being spent.
+    async fn reset_link_owner(&self, token: &str) -> Result<UserRecord> {
+        if TokenKind::of(token) != Some(TokenKind::PasswordReset) {
+            return Err(Error::InvalidLink);
+        }
+        self.link_owner(&self.core.keyring.token_digests(token)).await?.ok_or(Error::InvalidLink)
+    }
+
+    /// What was added to the account in the last 30 days, for the reset page: the owner taking
+    /// the account back sees what a thief could have added.
+    pub async fn recent_credentials(&self, token: &str) -> Result<Vec<RecentCredential>> {
+        let user = self.reset_link_owner(token).await?;
+        RecentCredentials::new(self.core.store.clone(), self.core.audit.clone()).of(&user.id).await
+    }
+
+    /// Removes one of those, on the strength of the reset link (which stays usable).
+    pub async fn remove_recent_credential(
+        &self,
+        token: &str,
+        kind: CredentialKind,
+        id: &str,
+        address: Option<&str>,
+    ) -> Result<()> {
+        let user = self.reset_link_owner(token).await?;
+        RecentCredentials::new(self.core.store.clone(), self.core.audit.clone())
+            .remove(&user.id, kind, id, "password_reset", address)
+            .await
     }
 
     async fn link_owner(&self, digests: &[crate::keys::KeyedDigest]) -> Result<Option<UserRecord>> {

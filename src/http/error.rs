@@ -87,7 +87,9 @@ pub fn status_of(err: &Error) -> StatusCode {
         Error::InvalidSsoState => StatusCode::BAD_REQUEST,
         Error::SsoFailed(_) => StatusCode::UNAUTHORIZED,
         Error::SsoUnavailable => StatusCode::BAD_GATEWAY,
-        Error::DeviceNotFound | Error::PasskeyNotFound | Error::ClientNotFound => StatusCode::NOT_FOUND,
+        Error::DeviceNotFound | Error::CredentialNotFound | Error::PasskeyNotFound | Error::ClientNotFound => {
+            StatusCode::NOT_FOUND
+        }
         Error::InvalidLink | Error::InvalidCeremony => StatusCode::BAD_REQUEST,
         Error::WrongPassword | Error::PasswordResetRequired => StatusCode::FORBIDDEN,
         Error::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,

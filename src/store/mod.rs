@@ -838,6 +838,10 @@ pub trait Store: Send + Sync + 'static {
     /// holds that key id.
     async fn register_device_key(&self, key: &DeviceKeyRecord) -> Result<bool, StoreError>;
     async fn device_key(&self, kid: &str) -> Result<Option<DeviceKeyRecord>, StoreError>;
+    /// The account's registered device keys, newest first.
+    async fn device_keys_of(&self, user_id: &str) -> Result<Vec<DeviceKeyRecord>, StoreError>;
+    /// Forgets one of the account's device keys; false when it has no such key.
+    async fn remove_device_key(&self, user_id: &str, kid: &str) -> Result<bool, StoreError>;
     /// Moves a key's anchor to a newer token; false if the anchor changed meanwhile.
     async fn move_device_key_anchor(&self, kid: &str, from: &[u8], to: &[u8], at: i64) -> Result<bool, StoreError>;
 

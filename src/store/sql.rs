@@ -1396,6 +1396,25 @@ macro_rules! impl_store_with_portable_sql {
                 Ok(done.rows_affected() == 1)
             }
 
+            async fn device_keys_of(&self, user_id: &str) -> Result<Vec<DeviceKeyRecord>, StoreError> {
+                Ok(sqlx::query_as::<$db, DeviceKeyRecord>(
+                    "SELECT kid, user_id, device_id, jwk, anchor_digest, created_at, last_used_at FROM device_keys \
+                     WHERE user_id = $1 ORDER BY created_at DESC",
+                )
+                .bind(user_id)
+                .fetch_all(&self.reader)
+                .await?)
+            }
+
+            async fn remove_device_key(&self, user_id: &str, kid: &str) -> Result<bool, StoreError> {
+                let done = sqlx::query::<$db>("DELETE FROM device_keys WHERE user_id = $1 AND kid = $2")
+                    .bind(user_id)
+                    .bind(kid)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
             async fn device_key(&self, kid: &str) -> Result<Option<DeviceKeyRecord>, StoreError> {
                 Ok(sqlx::query_as::<$db, DeviceKeyRecord>(
                     "SELECT kid, user_id, device_id, jwk, anchor_digest, created_at, last_used_at FROM device_keys \

@@ -28,6 +28,8 @@ crate::on_both_engines!(
     the_database_and_the_outbox_are_for_their_owner_only,
     what_a_stranger_can_have_made_is_bounded_per_address_and_client,
     revocation_rules_that_cannot_match_a_live_token_are_purged,
+    the_reset_page_lists_what_a_thief_added_and_removes_it_in_one_click,
+    after_signing_out_everywhere_what_was_added_lately_is_listed_for_removal,
 );
 
 /// Moves every session's last proof of its person into the past: a token stolen a while ago.
@@ -718,4 +720,97 @@ async fn revocation_rules_that_cannot_match_a_live_token_are_purged(engine: Engi
     store.purge_revocation_rules(later, later - 86_400_000).await.unwrap();
     assert_eq!(count_rows(&engine, &url, rules).await, 0);
     restarted.stop().await;
+}
+
+async fn the_reset_page_lists_what_a_thief_added_and_removes_it_in_one_click(engine: Engine) {
+    use crate::pages::{browser, get, location, submit};
+    use crate::plex::{attribute, plex};
+    let server = TestServer::start(engine).await;
+    // A thief with fresh sessions (right after the owner signed in, say) adds a device key and an
+    // authenticator app of their own.
+    server.sign_up("tess", "tess@example.com", "tess's passphrase").await;
+    let client = reqwest::Client::new();
+    let signed_in = crate::plex::sign_in(&server, "tess", "tess's passphrase", "thief-box").await;
+    let token = attribute(&signed_in.text().await.unwrap(), "authToken");
+    let jwk = json!({ "jwk": { "kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo", "kid": "thief-key", "alg": "EdDSA" } });
+    let register = plex(&client, reqwest::Method::POST, server.url("/api/v2/auth/jwk"), "thief-box")
+        .header("X-Plex-Token", &token);
+    assert_eq!(register.json(&jwk).send().await.unwrap().status(), StatusCode::NO_CONTENT);
+    let session = server.sign_in("tess", "tess's passphrase", None).await;
+    let begun = server.post_with_token("/api/v1/mfa/totp", &session.access, json!({})).await;
+    let secret = crate::mfa::base32_decode(begun.json["secret"].as_str().unwrap());
+    let code = crate::mfa::app_code(&secret, 0);
+    let confirmed = server.post_with_token("/api/v1/mfa/totp/confirm", &session.access, json!({ "code": code })).await;
+    assert_eq!(confirmed.status, StatusCode::OK, "{}", confirmed.text);
+
+    // The owner asks for a reset; the page lists what was added, each with its own button.
+    server.post("/api/v1/password/reset-request", json!({ "email": "tess@example.com" })).await;
+    let link = server.wait_for_outbox(0, |m| m.token("kw_pr_").is_some()).await.token("kw_pr_").unwrap();
+    let page = format!("/reset/{link}");
+    let owner = browser();
+    let (status, html, _) = get(&owner, &server, &page).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("Authenticator app and its recovery codes") && html.contains("thief-key"), "{html}");
+    let remove = format!("{page}/remove");
+    let removed = submit(&owner, &server, &page, &remove, &[("kind", "authenticator_app"), ("id", "totp")]).await;
+    assert_eq!(removed.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&removed), format!("{page}?removed=1"));
+    let (_, html, _) = get(&owner, &server, &page).await;
+    assert!(html.contains("thief-key") && !html.contains("Authenticator app and its"), "{html}");
+    let removed = submit(&owner, &server, &page, &remove, &[("kind", "device_key"), ("id", "thief-key")]).await;
+    assert_eq!(removed.status(), StatusCode::SEE_OTHER);
+    let (_, html, _) = get(&owner, &server, &page).await;
+    assert!(html.contains("Nothing was added"), "{html}");
+    // Something not on the account, or of no known kind, is refused; a forged link too.
+    let again = submit(&owner, &server, &page, &remove, &[("kind", "authenticator_app"), ("id", "totp")]).await;
+    assert_eq!(again.status(), StatusCode::NOT_FOUND);
+    let odd = submit(&owner, &server, &page, &remove, &[("kind", "password"), ("id", "x")]).await;
+    assert_eq!(odd.status(), StatusCode::NOT_FOUND);
+    let forged = owner.get(server.url("/reset/kw_pr_forged")).send().await.unwrap();
+    assert_eq!(forged.status(), StatusCode::BAD_REQUEST);
+
+    // The link still sets the new password, and the password alone signs in again.
+    let reset = server
+        .post("/api/v1/password/reset", json!({ "token": link, "new_password": "tess's own new passphrase" }))
+        .await;
+    assert_eq!(reset.status, StatusCode::NO_CONTENT, "{}", reset.text);
+    server.sign_in("tess", "tess's own new passphrase", None).await;
+    server.stop().await;
+}
+
+async fn after_signing_out_everywhere_what_was_added_lately_is_listed_for_removal(engine: Engine) {
+    use crate::pages::{browser, get, location, submit};
+    let server = TestServer::start(engine).await;
+    let (thief, secret, _) = crate::mfa::enrol(&server, "vik").await;
+    // The owner, in a browser: password and code, then "Sign out of all devices" (keeping this one).
+    let laptop = browser();
+    let step =
+        submit(&laptop, &server, "/signin", "/signin", &[("login", "vik"), ("password", "vik's passphrase")]).await;
+    let step = step.text().await.unwrap();
+    let marker = "name=\"mfa_token\" value=\"";
+    let start = step.find(marker).expect("the second step") + marker.len();
+    let mfa_token: String = step[start..].chars().take_while(|c| *c != '"').collect();
+    let code = crate::mfa::app_code(&secret, 1);
+    let csrf = crate::pages::csrf(&step);
+    let form =
+        [("csrf", csrf.as_str()), ("mfa_token", mfa_token.as_str()), ("code", code.as_str()), ("next", "/security")];
+    let finished = laptop.post(server.url("/signin/mfa")).form(&form).send().await.unwrap();
+    assert_eq!(location(&finished), "/security");
+    let out = submit(&laptop, &server, "/security", "/security/signout-all", &[("keep_current", "true")]).await;
+    assert_eq!(location(&out), "/security?done=everywhere");
+    server.me(&thief.access).await.assert_error(StatusCode::UNAUTHORIZED, "token_revoked");
+    let (_, html, _) = get(&laptop, &server, "/security?done=everywhere").await;
+    assert!(html.contains("Added to your account lately") && html.contains("Authenticator app and its"), "{html}");
+    assert!(!get(&laptop, &server, "/security").await.1.contains("Added to your account lately"));
+
+    // One click removes it (the session proved itself with the code just now).
+    let page = "/security?done=everywhere";
+    let fields = [("kind", "authenticator_app"), ("id", "totp")];
+    let removed = submit(&laptop, &server, page, "/security/recent/remove", &fields).await;
+    assert_eq!(location(&removed), "/security?done=everywhere&removed=1");
+    let (_, html, _) = get(&laptop, &server, "/security?done=everywhere&removed=1").await;
+    assert!(html.contains("It was removed") && !html.contains("Authenticator app and its"), "{html}");
+    let signed_in = server.post("/api/v1/sessions", json!({ "login": "vik", "password": "vik's passphrase" })).await;
+    assert_eq!(signed_in.status, StatusCode::CREATED, "no second step is left: {}", signed_in.text);
+    server.stop().await;
 }

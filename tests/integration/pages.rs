@@ -328,15 +328,9 @@ async fn a_person_signs_up_verifies_and_signs_out_everywhere(engine: Engine) {
     assert_eq!(reset.status(), StatusCode::OK);
     assert!(reset.text().await.unwrap().contains("Every device was signed out"));
     assert_eq!(get(&laptop, &server, "/security").await.0, StatusCode::SEE_OTHER, "old sessions are gone");
-    let again = submit(
-        &phone,
-        &server,
-        &path,
-        &path,
-        &[("new_password", "x passphrase 2"), ("confirm_password", "x passphrase 2")],
-    )
-    .await;
-    assert_eq!(again.status(), StatusCode::BAD_REQUEST, "the link is spent");
+    let (status, again, _) = get(&phone, &server, &path).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "the link is spent");
+    assert!(again.contains("This link no longer works"), "{again}");
     let back =
         submit(&laptop, &server, "/signin", "/signin", &[("login", "fay"), ("password", "fay's new passphrase")]).await;
     assert_eq!(back.status(), StatusCode::SEE_OTHER);
@@ -363,7 +357,9 @@ async fn forms_are_protected_and_pages_hardened(engine: Engine) {
         "/static/keywarden.js",
     ] {
         let (status, _, headers) = get(&client, &server, path).await;
-        assert_eq!(status, StatusCode::OK, "{path}");
+        // A reset link is looked up first, to list what was added lately: an unknown one says so.
+        let expected = if path.starts_with("/reset/") { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+        assert_eq!(status, expected, "{path}");
         let csp = headers["content-security-policy"].to_str().unwrap();
         assert!(
             csp.contains("default-src 'none'")

@@ -221,7 +221,8 @@ async fn an_account_without_a_password_keeps_its_last_way_in_and_has_nothing_to_
     let (_, security, _) = get(&laptop, &downstream, "/security").await;
     assert!(security.contains("Sign out of all devices"));
     let out = submit(&laptop, &downstream, "/security", "/security/signout-all", &[]).await;
-    assert_eq!(location(&out), "/signin");
+    // Signed in again, the person sees what was added lately.
+    assert_eq!(location(&out), "/signin?next=%2Fsecurity%3Fdone%3Deverywhere");
     let gone = laptop.get(downstream.url("/security")).send().await.unwrap();
     assert_eq!(location(&gone), "/signin?next=/security");
     let back = sign_in_through_home(&downstream, &laptop, &at_upstream).await;

@@ -339,13 +339,67 @@ pub async fn reset_request(
     ))
 }
 
-pub async fn reset_form(State(state): State<AppState>, browser: Browser, Path(token): Path<String>) -> Page {
-    browser.render(
-        &state,
-        StatusCode::OK,
-        "reset_password.html",
-        context! { title => "Choose a new password", token => token },
-    )
+#[derive(Deserialize)]
+pub struct ResetQuery {
+    removed: Option<String>,
+}
+
+/// The reset form, and what was added to the account lately, each removable in one click.
+pub async fn reset_form(
+    State(state): State<AppState>,
+    browser: Browser,
+    Path(token): Path<String>,
+    Query(query): Query<ResetQuery>,
+) -> Page {
+    reset_page(&state, &browser, &token, StatusCode::OK, None, query.removed.is_some()).await
+}
+
+async fn reset_page(
+    state: &AppState,
+    browser: &Browser,
+    token: &str,
+    status: StatusCode,
+    error: Option<&str>,
+    removed: bool,
+) -> Page {
+    let recent = match state.recovery.recent_credentials(token).await {
+        Ok(recent) => recent,
+        Err(err) => return browser.error(state, &err),
+    };
+    let extra = context! {
+        title => "Choose a new password", token => token, error => error, recent => recent,
+        removed => removed, recent_days => crate::domain::recent_credentials::RECENT_DAYS,
+    };
+    browser.render(state, status, "reset_password.html", extra)
+}
+
+#[derive(Deserialize)]
+pub struct RemoveRecent {
+    csrf: String,
+    kind: String,
+    id: String,
+}
+
+/// Removes one of the recently added credentials listed on the reset page; the reset link, which
+/// proves the mailbox, authorises it and stays usable for the new password.
+pub async fn remove_recent_credential(
+    State(state): State<AppState>,
+    browser: Browser,
+    headers: HeaderMap,
+    ClientAddress(address): ClientAddress,
+    Path(token): Path<String>,
+    Form(form): Form<RemoveRecent>,
+) -> Result<Response, Page> {
+    browser.check_form(&state, &headers, &form.csrf)?;
+    let kind = crate::domain::recent_credentials::CredentialKind::parse(&form.kind)
+        .ok_or_else(|| browser.error(&state, &crate::domain::Error::CredentialNotFound))?;
+    let address = address.map(|a| a.to_string());
+    state
+        .recovery
+        .remove_recent_credential(&token, kind, &form.id, address.as_deref())
+        .await
+        .map_err(|e| browser.error(&state, &e))?;
+    Ok(Redirect::to(&format!("/reset/{token}?removed=1")).into_response())
 }
 
 #[derive(Deserialize)]
@@ -366,12 +420,9 @@ pub async fn reset(
     Form(form): Form<ResetForm>,
 ) -> Result<Page, Page> {
     browser.check_form(&state, &headers, &form.csrf)?;
-    let again = |error: &str, status: StatusCode| {
-        let extra = context! { title => "Choose a new password", token => token.clone(), error => error };
-        browser.render(&state, status, "reset_password.html", extra)
-    };
     if form.new_password != form.confirm_password {
-        return Err(again("The two passwords are not the same.", StatusCode::UNPROCESSABLE_ENTITY));
+        let error = Some("The two passwords are not the same.");
+        return Err(reset_page(&state, &browser, &token, StatusCode::UNPROCESSABLE_ENTITY, error, false).await);
     }
     let address = address.map(|a| a.to_string());
     let sign_out = form.sign_out_devices.is_some();
@@ -388,7 +439,10 @@ pub async fn reset(
             Some(("/signin", "Sign in")),
         )),
         Err(err @ crate::domain::Error::InvalidLink) => Err(browser.error(&state, &err)),
-        Err(err) => Err(again(&err.to_string(), crate::http::error::status_of(&err))),
+        Err(err) => {
+            let status = crate::http::error::status_of(&err);
+            Err(reset_page(&state, &browser, &token, status, Some(&err.to_string()), false).await)
+        }
     }
 }
 

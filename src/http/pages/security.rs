@@ -20,6 +20,7 @@ use crate::http::AppState;
 pub struct Notice {
     welcome: Option<String>,
     done: Option<String>,
+    removed: Option<String>,
 }
 
 /// The signed-in browser's session, or a redirect to sign in and come back. A session that must
@@ -66,9 +67,55 @@ pub async fn page(
         (_, Some("confirmed")) => Some("Thank you: you can now change how you sign in for a few minutes."),
         _ => None,
     };
-    render(&state, &browser, &who, StatusCode::OK, context! { message => message })
+    // After signing out everywhere, what was added lately, to undo what a thief may have added.
+    let recent = match notice.done.as_deref() {
+        Some("everywhere") => {
+            recent_credentials(&state).of(&who.user_id).await.map_err(|e| browser.error(&state, &e).into_response())?
+        }
+        _ => Vec::new(),
+    };
+    let extra = context! {
+        message => message, recent => recent, removed => notice.removed.is_some(),
+        recent_days => crate::domain::recent_credentials::RECENT_DAYS,
+    };
+    render(&state, &browser, &who, StatusCode::OK, extra).await.map_err(IntoResponse::into_response)
+}
+
+fn recent_credentials(state: &AppState) -> crate::domain::recent_credentials::RecentCredentials {
+    crate::domain::recent_credentials::RecentCredentials::new(state.store.clone(), state.audit.clone())
+}
+
+#[derive(Deserialize)]
+pub struct RemoveRecent {
+    csrf: String,
+    kind: String,
+    id: String,
+}
+
+/// Removes a credential listed after "Sign out of all devices". Like every removal it needs a fresh
+/// confirmation: the session asking may be the thief's.
+pub async fn remove_recent_credential(
+    State(state): State<AppState>,
+    browser: Browser,
+    headers: HeaderMap,
+    ClientAddress(address): ClientAddress,
+    Form(form): Form<RemoveRecent>,
+) -> Result<Response, Response> {
+    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
+    let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
+    let failed = |e: &Error| match e {
+        Error::StepUpRequired => confirm_first("/security?done=everywhere").into_response(),
+        other => browser.error(&state, other).into_response(),
+    };
+    state.freshness.require(&who).await.map_err(|e| failed(&e))?;
+    let kind = crate::domain::recent_credentials::CredentialKind::parse(&form.kind)
+        .ok_or_else(|| failed(&Error::CredentialNotFound))?;
+    let address = address.map(|a| a.to_string());
+    recent_credentials(&state)
+        .remove(&who.user_id, kind, &form.id, "security_page", address.as_deref())
         .await
-        .map_err(IntoResponse::into_response)
+        .map_err(|e| failed(&e))?;
+    Ok(Redirect::to("/security?done=everywhere&removed=1").into_response())
 }
 
 /// The security page with a notice (`message`) or a form's error (`error`) in `extra`.
@@ -191,6 +238,9 @@ fn describe_event(kind: &str) -> &str {
         "oauth.token_revoked" => "An app signed out",
         "sso.linked" => "A sign-in provider was linked",
         "sso.unlinked" => "A sign-in provider was unlinked",
+        "device.key_registered" => "A device registered its key",
+        "device.key_removed" => "A device key was removed",
+        "account.unproven_account_secured" => "Address confirmed: what was set up before was removed",
         other => other,
     }
 }
@@ -261,8 +311,9 @@ pub async fn sign_out_everywhere(
     if keep {
         return Ok(Redirect::to("/security?done=everywhere").into_response());
     }
+    // Signed in again, the person lands where what was added lately is listed.
     let cleared = browser.without_session(&state);
-    Ok((cleared, Redirect::to("/signin")).into_response())
+    Ok((cleared, Redirect::to("/signin?next=%2Fsecurity%3Fdone%3Deverywhere")).into_response())
 }
 
 #[derive(Deserialize)]
