@@ -93,6 +93,7 @@ pub struct RevokeAll {
     responses(
         (status = 204, description = "Signed out of all devices: every token of the account issued until now is dead (but this session's, with `keep_current`)"),
         (status = 401, description = "`missing_token`, `invalid_token`, `token_expired`, `token_revoked`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: signed out of all devices too often for now; see Retry-After", body = ErrorBody),
     ))]
 pub async fn revoke_all_sessions(
     State(state): State<AppState>,

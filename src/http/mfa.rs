@@ -67,6 +67,7 @@ pub struct TotpEnrolmentResponse {
     responses(
         (status = 201, description = "A new secret; it is not used until confirmed with a first code. Calling again replaces an unconfirmed secret.", body = TotpEnrolmentResponse),
         (status = 401, description = "`missing_token`, `invalid_token`, `token_expired`, `token_revoked`", body = ErrorBody),
+        (status = 403, description = "`step_up_required`: sign in again or POST /api/v1/sessions/step-up (with the second factor if the account has one) first; `email_not_verified`: prove the address with the mailed link first", body = ErrorBody),
         (status = 409, description = "`totp_already_enabled`", body = ErrorBody),
     ))]
 pub async fn begin_totp(
@@ -102,6 +103,7 @@ fn codes_response(codes: Vec<Zeroizing<String>>) -> Json<RecoveryCodesResponse> 
     responses(
         (status = 200, description = "The app is active; the recovery codes are shown once", body = RecoveryCodesResponse),
         (status = 401, description = "`invalid_code`, or a token problem", body = ErrorBody),
+        (status = 403, description = "`step_up_required`: sign in again or POST /api/v1/sessions/step-up (with the second factor if the account has one) first; `email_not_verified`: prove the address with the mailed link first", body = ErrorBody),
         (status = 409, description = "`totp_not_enrolled` (call POST /api/v1/mfa/totp first), `totp_already_enabled`", body = ErrorBody),
     ))]
 pub async fn confirm_totp(

@@ -54,6 +54,7 @@ pub struct PasskeyList {
     responses(
         (status = 200, description = "The caller's passkeys, oldest first", body = PasskeyList),
         (status = 401, description = "`missing_token`, `invalid_token`, `token_expired`, `token_revoked`", body = ErrorBody),
+        (status = 403, description = "`step_up_required`: sign in again or POST /api/v1/sessions/step-up (with the second factor if the account has one) first; `email_not_verified`: prove the address with the mailed link first", body = ErrorBody),
     ))]
 pub async fn list(
     State(state): State<AppState>,
@@ -66,6 +67,7 @@ pub async fn list(
 #[utoipa::path(post, path = "/api/v1/mfa/passkeys/options", tag = "mfa", security(("bearer" = [])),
     responses(
         (status = 200, description = "A challenge for `navigator.credentials.create()`; it works once, for `mfa.challenge_ttl_secs`", body = CeremonyResponse),
+        (status = 403, description = "`step_up_required`: sign in again or POST /api/v1/sessions/step-up (with the second factor if the account has one) first; `email_not_verified`: prove the address with the mailed link first", body = ErrorBody),
         (status = 409, description = "`passkeys_unavailable`: this server is not reached at a domain name", body = ErrorBody),
     ))]
 pub async fn registration_options(
@@ -145,7 +147,7 @@ pub async fn rename(
     params(("id" = String, Path, description = "The passkey's id")),
     responses(
         (status = 204, description = "Removed; with no second factor left, the recovery codes are removed too"),
-        (status = 403, description = "`step_up_required` for the last passkey: POST /api/v1/sessions/step-up first", body = ErrorBody),
+        (status = 403, description = "`step_up_required`: removing any passkey needs a fresh sign-in or step-up", body = ErrorBody),
         (status = 404, description = "`passkey_not_found`", body = ErrorBody),
     ))]
 pub async fn remove(

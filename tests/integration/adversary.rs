@@ -30,6 +30,7 @@ crate::on_both_engines!(
     revocation_rules_that_cannot_match_a_live_token_are_purged,
     the_reset_page_lists_what_a_thief_added_and_removes_it_in_one_click,
     after_signing_out_everywhere_what_was_added_lately_is_listed_for_removal,
+    a_stale_browser_session_approves_a_device_code_only_with_its_password,
 );
 
 /// Moves every session's last proof of its person into the past: a token stolen a while ago.
@@ -812,5 +813,62 @@ async fn after_signing_out_everywhere_what_was_added_lately_is_listed_for_remova
     assert!(html.contains("It was removed") && !html.contains("Authenticator app and its"), "{html}");
     let signed_in = server.post("/api/v1/sessions", json!({ "login": "vik", "password": "vik's passphrase" })).await;
     assert_eq!(signed_in.status, StatusCode::CREATED, "no second step is left: {}", signed_in.text);
+    server.stop().await;
+}
+
+async fn a_stale_browser_session_approves_a_device_code_only_with_its_password(engine: Engine) {
+    use crate::pages::{browser, get, submit};
+    use keywarden::domain::clients::ClientKind;
+    use keywarden::signing::SigningAlg;
+    let server = TestServer::start(engine.clone()).await;
+    crate::oidc::register(&server, "tv", ClientKind::Public, true, SigningAlg::Es256).await;
+    server.sign_up("dora", "dora@example.com", "dora's passphrase").await;
+    let laptop = browser();
+    let signed_in =
+        submit(&laptop, &server, "/signin", "/signin", &[("login", "dora"), ("password", "dora's passphrase")]).await;
+    assert_eq!(signed_in.status(), StatusCode::SEE_OTHER);
+    // The cookie was copied a while ago; the thief's TV shows a code.
+    age_sessions(&engine, &server).await;
+    let started = server
+        .http
+        .post(server.url("/oauth/device_authorization"))
+        .form(&[("client_id", "tv"), ("scope", "openid")])
+        .send()
+        .await
+        .unwrap();
+    let started: Value = started.json().await.unwrap();
+    let (user_code, device_code) =
+        (started["user_code"].as_str().unwrap().to_owned(), started["device_code"].as_str().unwrap().to_owned());
+    let page = format!("/link?code={user_code}");
+    let (status, html, _) = get(&laptop, &server, &page).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("id=\"link_password\""), "the confirmation asks for the password: {html}");
+
+    let approve = |password: &'static str| {
+        let fields = [("code", user_code.clone()), ("decision", "allow".to_owned()), ("password", password.to_owned())];
+        let (laptop, server, page) = (&laptop, &server, page.clone());
+        async move {
+            let fields: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            submit(laptop, server, &page, "/link/confirm", &fields).await.text().await.unwrap()
+        }
+    };
+    let poll = || async {
+        let form = [
+            ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+            ("device_code", device_code.as_str()),
+            ("client_id", "tv"),
+        ];
+        let answer = server.http.post(server.url("/oauth/token")).form(&form).send().await.unwrap();
+        answer.json::<Value>().await.unwrap()["error"].as_str().map(str::to_owned)
+    };
+    for password in ["", "not dora's password"] {
+        let refused = approve(password).await;
+        assert!(!refused.contains("Device linked"), "approved without the password: {refused}");
+        assert!(refused.contains("id=\"link_password\""), "the confirmation is shown again: {refused}");
+    }
+    let approved = approve("dora's passphrase").await;
+    assert!(approved.contains("Device linked"), "{approved}");
+    // Its first poll (none came before: polling faster than the interval would be `slow_down`).
+    assert_eq!(poll().await, None, "the TV gets its tokens");
     server.stop().await;
 }
