@@ -92,6 +92,7 @@ pub struct Accounts {
     /// Changing the address needs a fresh authentication.
     freshness: Freshness,
     revocations: Revocations,
+    throttle: super::throttle::Throttle,
 }
 
 /// The authenticated data bound to a user's sealed email: a ciphertext moved to another row fails to open.
@@ -114,6 +115,7 @@ impl Accounts {
             mailer: core.mailer.clone(),
             freshness: core.freshness.clone(),
             revocations: core.revocations.clone(),
+            throttle: core.throttle.clone(),
         }
     }
 
@@ -184,6 +186,18 @@ impl Accounts {
             created_at,
             email_verified_at: verified_at,
         }
+    }
+
+    /// Mails the verification link again (a new one; older ones die), for an account whose address
+    /// is not proven yet: until it is, nothing can be added to how it signs in. Counted per account.
+    pub async fn resend_verification(&self, who: &Authenticated) -> Result<()> {
+        let (user, email) = self.contact(&who.user_id).await?;
+        if user.email_verified_at.is_some() {
+            return Err(Error::EmailAlreadyVerified);
+        }
+        let subject = [super::throttle::Subject::Account(&user.id)];
+        self.throttle.count_attempt(super::throttle::Purpose::VerificationMail, &subject).await?;
+        self.send_verification(&user.id, &user.username, &email).await
     }
 
     /// Mails a single-use link that proves the address belongs to the account holder.

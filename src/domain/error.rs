@@ -94,6 +94,8 @@ pub enum Error {
     SecondFactorRequired,
     #[error("this is already the account's email address")]
     EmailUnchanged,
+    #[error("the account's email address is already confirmed")]
+    EmailAlreadyVerified,
     #[error("{0}")]
     InvalidClient(&'static str),
     #[error("a client with this id is already registered")]
@@ -184,6 +186,7 @@ impl Error {
             Self::MfaEnrolmentRequired => "mfa_enrolment_required",
             Self::SecondFactorRequired => "second_factor_required",
             Self::EmailUnchanged => "email_unchanged",
+            Self::EmailAlreadyVerified => "email_already_verified",
             Self::InvalidClient(_) => "invalid_client_metadata",
             Self::ClientIdTaken => "client_id_taken",
             Self::ClientNotFound => "client_not_found",

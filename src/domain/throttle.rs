@@ -41,6 +41,8 @@ pub enum Purpose {
     PasskeyChallenge,
     /// "Sign out of all devices" (each writes a revocation rule and mails the owner).
     SignOutEverywhere,
+    /// Verification links mailed again on request.
+    VerificationMail,
 }
 
 impl Purpose {
@@ -56,13 +58,21 @@ impl Purpose {
             Self::DeviceAuthorization => "device_authorization",
             Self::PasskeyChallenge => "passkey_challenge",
             Self::SignOutEverywhere => "signout_all",
+            Self::VerificationMail => "verify_mail",
         }
     }
 
     /// Whether what is counted is a thing made for the asker rather than a guess: such counters
     /// have their own, larger, free allowance.
     fn creates(self) -> bool {
-        matches!(self, Self::PinCreation | Self::DeviceAuthorization | Self::PasskeyChallenge | Self::SignOutEverywhere)
+        matches!(
+            self,
+            Self::PinCreation
+                | Self::DeviceAuthorization
+                | Self::PasskeyChallenge
+                | Self::SignOutEverywhere
+                | Self::VerificationMail
+        )
     }
 }
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, Caller, ClientAddress, OptionalCaller};
+use super::extract::{ApiJson, Caller, ClientAddress, EnrollingCaller, OptionalCaller};
 use super::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -30,6 +30,27 @@ pub async fn verify_email(
 ) -> Result<StatusCode, ApiError> {
     state.accounts.verify_email(&body.token, caller.as_ref()).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerificationSent {
+    /// Always `verification_sent`.
+    pub status: &'static str,
+}
+
+#[utoipa::path(post, path = "/api/v1/email/verification", tag = "accounts", security(("bearer" = [])),
+    responses(
+        (status = 202, description = "A new verification link (valid 48 hours) was mailed to the account's address; older links no longer work", body = VerificationSent),
+        (status = 401, description = "`missing_token`, `invalid_token`, `token_expired`, `token_revoked`", body = ErrorBody),
+        (status = 409, description = "`email_already_verified`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: asked too often; see Retry-After", body = ErrorBody),
+    ))]
+pub async fn resend_verification(
+    State(state): State<AppState>,
+    EnrollingCaller(who): EnrollingCaller,
+) -> Result<(StatusCode, Json<VerificationSent>), ApiError> {
+    state.accounts.resend_verification(&who).await?;
+    Ok((StatusCode::ACCEPTED, Json(VerificationSent { status: "verification_sent" })))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -51,7 +51,7 @@ pub fn status_of(err: &Error) -> StatusCode {
         | Error::InvalidPasskeyName
         | Error::EmailUnchanged
         | Error::InvalidClient(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        Error::UsernameTaken | Error::EmailTaken => StatusCode::CONFLICT,
+        Error::UsernameTaken | Error::EmailTaken | Error::EmailAlreadyVerified => StatusCode::CONFLICT,
         Error::InvalidCredentials
         | Error::InvalidToken
         | Error::TokenExpired

@@ -101,6 +101,7 @@ pub fn router(state: AppState, max_body_bytes: usize, hsts: bool) -> Router {
         .route("/me", get(api::me))
         .route("/email/verify", post(email::verify_email))
         .route("/email/change", post(email::change_email))
+        .route("/email/verification", post(email::resend_verification))
         .route("/password/change", post(passwords::change_password))
         .route("/password/reset-request", post(passwords::request_reset))
         .route("/password/reset", post(passwords::reset_password))

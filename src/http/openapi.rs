@@ -24,6 +24,7 @@ use super::{api, devices, email, mfa, passkeys, passwords};
         passwords::reset_password,
         email::verify_email,
         email::change_email,
+        email::resend_verification,
         mfa::factors,
         mfa::begin_totp,
         mfa::confirm_totp,

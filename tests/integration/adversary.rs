@@ -31,6 +31,7 @@ crate::on_both_engines!(
     the_reset_page_lists_what_a_thief_added_and_removes_it_in_one_click,
     after_signing_out_everywhere_what_was_added_lately_is_listed_for_removal,
     a_stale_browser_session_approves_a_device_code_only_with_its_password,
+    an_unproven_address_can_have_its_link_sent_again_a_bounded_number_of_times,
 );
 
 /// Moves every session's last proof of its person into the past: a token stolen a while ago.
@@ -870,5 +871,50 @@ async fn a_stale_browser_session_approves_a_device_code_only_with_its_password(e
     assert!(approved.contains("Device linked"), "{approved}");
     // Its first poll (none came before: polling faster than the interval would be `slow_down`).
     assert_eq!(poll().await, None, "the TV gets its tokens");
+    server.stop().await;
+}
+
+async fn an_unproven_address_can_have_its_link_sent_again_a_bounded_number_of_times(engine: Engine) {
+    let server = TestServer::start(engine).await;
+    server.sign_up_unverified("wren", "wren@example.com", "wren's passphrase").await;
+    let wren = server.sign_in("wren", "wren's passphrase", None).await;
+    let links = |server: &TestServer| {
+        server
+            .outbox()
+            .iter()
+            .filter(|m| m.to == ["wren@example.com"])
+            .filter_map(|m| m.token("kw_ev_"))
+            .collect::<Vec<_>>()
+    };
+    server.wait_for_outbox(0, |m| m.token("kw_ev_").is_some()).await;
+    let sent = server.post_with_token("/api/v1/email/verification", &wren.access, json!({})).await;
+    assert_eq!(
+        (sent.status, &sent.json["status"]),
+        (StatusCode::ACCEPTED, &json!("verification_sent")),
+        "{}",
+        sent.text
+    );
+    server.wait_for_outbox(1, |m| m.token("kw_ev_").is_some()).await;
+    let links = links(&server);
+    assert_eq!(links.len(), 2);
+    // The new link works; the first one died with it.
+    let old = server.post("/api/v1/email/verify", json!({ "token": links[0] })).await;
+    old.assert_error(StatusCode::BAD_REQUEST, "invalid_link");
+    let verified = server.post_with_token("/api/v1/email/verify", &wren.access, json!({ "token": links[1] })).await;
+    assert_eq!(verified.status, StatusCode::NO_CONTENT, "{}", verified.text);
+    server
+        .post_with_token("/api/v1/email/verification", &wren.access, json!({}))
+        .await
+        .assert_error(StatusCode::CONFLICT, "email_already_verified");
+
+    // Mailing links again is bounded per account, however fast it is asked for.
+    server.sign_up_unverified("xavi", "xavi@example.com", "xavi's passphrase").await;
+    let xavi = server.sign_in("xavi", "xavi's passphrase", None).await;
+    let free = server.config.throttle.client_free_creations as usize;
+    let replies =
+        in_parallel(free + 10, |_| server.post_with_token("/api/v1/email/verification", &xavi.access, json!({}))).await;
+    let sent = count(&replies, StatusCode::ACCEPTED);
+    assert!(sent <= free + 2, "{sent} links mailed again: {:?}", statuses(&replies));
+    assert!(count(&replies, StatusCode::TOO_MANY_REQUESTS) >= 8);
     server.stop().await;
 }

@@ -65,6 +65,7 @@ pub async fn page(
         (_, Some("sso-linked")) => Some("The sign-in provider was linked: you can now sign in with it."),
         (_, Some("sso-unlinked")) => Some("The sign-in provider was unlinked."),
         (_, Some("confirmed")) => Some("Thank you: you can now change how you sign in for a few minutes."),
+        (_, Some("verification-sent")) => Some("We sent a new link to your address; the earlier ones no longer work."),
         _ => None,
     };
     // After signing out everywhere, what was added lately, to undo what a thief may have added.
@@ -79,6 +80,19 @@ pub async fn page(
         recent_days => crate::domain::recent_credentials::RECENT_DAYS,
     };
     render(&state, &browser, &who, StatusCode::OK, extra).await.map_err(IntoResponse::into_response)
+}
+
+/// "Send the link again" for an address not yet proven; enrolment-only sessions may ask too.
+pub async fn resend_verification(
+    State(state): State<AppState>,
+    browser: Browser,
+    headers: HeaderMap,
+    Form(form): Form<super::CsrfOnly>,
+) -> Result<Response, Response> {
+    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
+    let who = signed_in_to_enrol(&browser).map_err(IntoResponse::into_response)?;
+    state.accounts.resend_verification(&who).await.map_err(|e| browser.error(&state, &e).into_response())?;
+    Ok(Redirect::to("/security?done=verification-sent").into_response())
 }
 
 fn recent_credentials(state: &AppState) -> crate::domain::recent_credentials::RecentCredentials {
