@@ -52,25 +52,43 @@ export function launchChromium() {
   });
 }
 
-/** The `count`-th token with this prefix in the server's outbox, waiting for it to arrive. */
-export async function linkFromOutbox(server, prefix, count = 1) {
+/** The messages in the server's outbox, oldest first: their headers, and their text with
+ * quoted-printable soft line breaks undone and base64 parts decoded (appended). */
+function outboxMessages(server) {
+  let names;
+  try {
+    names = readdirSync(join(server.dataDir, "outbox")).filter((n) => n.endsWith(".eml")).sort();
+  } catch {
+    return []; // no outbox yet
+  }
+  return names.map((name) => {
+    let raw = readFileSync(join(server.dataDir, "outbox", name), "latin1").replace(/=\r?\n/g, "");
+    const headers = raw.split(/\r?\n\r?\n/, 1)[0];
+    for (const block of raw.match(/(?:^[A-Za-z0-9+/=]{20,}\r?\n)+/gm) ?? []) {
+      raw += Buffer.from(block.replace(/\s/g, ""), "base64").toString("latin1");
+    }
+    return { headers, text: raw };
+  });
+}
+
+/** Waits until `pick(tokens)` finds one among the tokens with this prefix, one per message in
+ * outbox order (messages without one are left out). */
+async function waitForToken(server, prefix, accept, pick, what) {
   for (let i = 0; i < 200; i++) {
-    let found = [];
-    try {
-      for (const name of readdirSync(join(server.dataDir, "outbox")).filter((n) => n.endsWith(".eml")).sort()) {
-        // Undo quoted-printable soft line breaks, and decode base64 parts, before looking.
-        let raw = readFileSync(join(server.dataDir, "outbox", name), "latin1").replace(/=\r?\n/g, "");
-        for (const block of raw.match(/(?:^[A-Za-z0-9+/=]{20,}\r?\n)+/gm) ?? []) {
-          raw += Buffer.from(block.replace(/\s/g, ""), "base64").toString("latin1");
-        }
-        const match = raw.match(new RegExp(`${prefix}[A-Za-z0-9_-]{43}`));
-        if (match) found.push(match[0]);
-      }
-    } catch { /* no outbox yet */ }
-    if (found.length >= count) return found[count - 1];
+    const found = outboxMessages(server)
+      .filter(accept)
+      .map((m) => m.text.match(new RegExp(`${prefix}[A-Za-z0-9_-]{43}`))?.[0])
+      .filter(Boolean);
+    const token = pick(found);
+    if (token) return token;
     await new Promise((r) => setTimeout(r, 25));
   }
-  throw new Error(`no ${prefix} link in the outbox`);
+  throw new Error(`no ${prefix} link ${what}`);
+}
+
+/** The `count`-th token with this prefix in the server's outbox, waiting for it to arrive. */
+export function linkFromOutbox(server, prefix, count = 1) {
+  return waitForToken(server, prefix, () => true, (found) => found[count - 1], "in the outbox");
 }
 
 /** A screenshot of the current page at phone and desktop width. */
@@ -110,24 +128,9 @@ export function registerClient(server, id, ...flags) {
 }
 
 /** The newest token with this prefix mailed to `to`, waiting for it to arrive. */
-export async function linkMailedTo(server, prefix, to) {
-  for (let i = 0; i < 200; i++) {
-    let found;
-    try {
-      for (const name of readdirSync(join(server.dataDir, "outbox")).filter((n) => n.endsWith(".eml")).sort()) {
-        let raw = readFileSync(join(server.dataDir, "outbox", name), "latin1").replace(/=\r?\n/g, "");
-        const headers = raw.split(/\r?\n\r?\n/, 1)[0];
-        if (!new RegExp(`^To:.*${to.replace(/[.+]/g, "\\$&")}`, "im").test(headers)) continue;
-        for (const block of raw.match(/(?:^[A-Za-z0-9+/=]{20,}\r?\n)+/gm) ?? []) {
-          raw += Buffer.from(block.replace(/\s/g, ""), "base64").toString("latin1");
-        }
-        found = raw.match(new RegExp(`${prefix}[A-Za-z0-9_-]{43}`))?.[0] ?? found;
-      }
-    } catch { /* no outbox yet */ }
-    if (found) return found;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error(`no ${prefix} link mailed to ${to}`);
+export function linkMailedTo(server, prefix, to) {
+  const addressed = new RegExp(`^To:.*${to.replace(/[.+]/g, "\\$&")}`, "im");
+  return waitForToken(server, prefix, (m) => addressed.test(m.headers), (found) => found.at(-1), `mailed to ${to}`);
 }
 
 /** Proves the address `email` with the link mailed to it, as its owner would: in `page` when given

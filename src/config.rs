@@ -299,7 +299,7 @@ impl Config {
             return invalid("password_hashing is implausibly expensive (memory_kib <= 4194304, iterations <= 64)");
         }
         let t = &self.tokens;
-        if t.access_ttl_secs < 1 || t.access_ttl_secs > 24 * 3600 {
+        if t.access_ttl_secs < 1 || t.access_ttl_secs > crate::domain::sessions::MAX_ACCESS_TTL_SECS {
             return invalid(
                 "tokens.access_ttl_secs must be between 1 and 86400: access tokens are short-lived bearer tokens",
             );

@@ -18,6 +18,7 @@ use crate::domain::freshness::Freshness;
 use crate::domain::key_rotation::KeyRotation;
 use crate::domain::passkeys;
 use crate::domain::password::PasswordHasher;
+use crate::domain::recent_credentials::RecentCredentials;
 use crate::domain::sso::provider::Provider;
 use crate::domain::throttle::Throttle;
 use crate::domain::{
@@ -226,6 +227,7 @@ pub fn build_state(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> a
         freshness: core.freshness.clone(),
         devices: Devices::new(&core, accounts.clone()),
         recovery: Recovery::new(&core, accounts.clone(), provider_names),
+        recent_credentials: RecentCredentials::new(store.clone(), core.audit.clone()),
         sso,
         pins,
         device_keys,
@@ -378,8 +380,9 @@ async fn purge_expired_tokens(store: DynStore) {
         if let Err(err) = store.purge_throttles(now_ms() - THROTTLE_RETENTION_MS).await {
             tracing::warn!(error = %err, "purging throttle counters failed");
         }
-        // Rules a day old are past every stateless access token's life; stored tokens are looked up.
-        match store.purge_revocation_rules(now_ms(), now_ms() - THROTTLE_RETENTION_MS).await {
+        // Rules past every access token's life can go once no stored token falls under them.
+        let settled_before = now_ms() - crate::domain::sessions::MAX_ACCESS_TTL_SECS * 1000;
+        match store.purge_revocation_rules(now_ms(), settled_before).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(purged = n, "revocation rules that can no longer match a live token purged"),
             Err(err) => tracing::warn!(error = %err, "purging revocation rules failed"),

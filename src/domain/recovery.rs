@@ -35,11 +35,13 @@ pub struct Recovery {
     /// The configured sign-in providers, `(id, name)`, for telling an account without a password
     /// how it signs in.
     providers: Arc<Vec<(String, String)>>,
+    recent: RecentCredentials,
 }
 
 impl Recovery {
     pub fn new(core: &Core, accounts: Accounts, providers: Vec<(String, String)>) -> Self {
-        Self { core: core.clone(), accounts, providers: Arc::new(providers) }
+        let recent = RecentCredentials::new(core.store.clone(), core.audit.clone());
+        Self { core: core.clone(), accounts, providers: Arc::new(providers), recent }
     }
 
     async fn provider_names_of(&self, user_id: &str) -> Result<Vec<String>> {
@@ -198,7 +200,7 @@ impl Recovery {
     /// the account back sees what a thief could have added.
     pub async fn recent_credentials(&self, token: &str) -> Result<Vec<RecentCredential>> {
         let user = self.reset_link_owner(token).await?;
-        RecentCredentials::new(self.core.store.clone(), self.core.audit.clone()).of(&user.id).await
+        self.recent.of(&user.id).await
     }
 
     /// Removes one of those, on the strength of the reset link (which stays usable).
@@ -210,9 +212,7 @@ impl Recovery {
         address: Option<&str>,
     ) -> Result<()> {
         let user = self.reset_link_owner(token).await?;
-        RecentCredentials::new(self.core.store.clone(), self.core.audit.clone())
-            .remove(&user.id, kind, id, "password_reset", address)
-            .await
+        self.recent.remove(&user.id, kind, id, "password_reset", address).await
     }
 
     async fn link_owner(&self, digests: &[crate::keys::KeyedDigest]) -> Result<Option<UserRecord>> {

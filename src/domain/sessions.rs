@@ -48,6 +48,10 @@ pub struct TokenPolicy {
     pub refresh_reuse_grace_secs: i64,
 }
 
+/// The longest an access token may live (`tokens.access_ttl_secs`); a revocation rule older than
+/// this no longer has a stateless token to judge.
+pub const MAX_ACCESS_TTL_SECS: i64 = 24 * 3600;
+
 impl Default for TokenPolicy {
     fn default() -> Self {
         Self { access_ttl_secs: 15 * 60, refresh_ttl_secs: 30 * 24 * 3600, refresh_reuse_grace_secs: 10 }

@@ -58,6 +58,8 @@ pub struct AppState {
     pub freshness: Freshness,
     pub devices: Devices,
     pub recovery: Recovery,
+    /// What an account gained lately, listed after "Sign out of all devices".
+    pub recent_credentials: crate::domain::recent_credentials::RecentCredentials,
     pub revocations: Revocations,
     pub alerts: Alerts,
     pub audit: AuditLog,

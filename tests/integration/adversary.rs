@@ -34,6 +34,38 @@ crate::on_both_engines!(
     an_unproven_address_can_have_its_link_sent_again_a_bounded_number_of_times,
 );
 
+/// `keywarden serve` as a process of its own (so its memory and files are its own), on the
+/// engine's database: a new one on PostgreSQL, dropped again by `stop`.
+struct ServeProcess {
+    process: crate::process::Process,
+    base: String,
+    /// The PostgreSQL server's admin URL and the database made for this process.
+    database: Option<(String, String)>,
+}
+
+impl ServeProcess {
+    async fn start(engine: &Engine, dir: &std::path::Path, args: &[&str]) -> Self {
+        let (url, database) = match engine {
+            Engine::Sqlite => (None, None),
+            Engine::Postgres { admin_url } => {
+                let (url, name) = crate::harness::create_database(admin_url).await;
+                (Some(url), Some((admin_url.clone(), name)))
+            }
+        };
+        let env: Vec<(&str, &str)> = url.iter().map(|url| ("KEYWARDEN_DATABASE_URL", url.as_str())).collect();
+        let mut process = crate::process::Process::spawn_with(dir, args, &env);
+        let base = format!("http://{}", process.wait_until_listening());
+        Self { process, base, database }
+    }
+
+    async fn stop(self) {
+        let _ = self.process.terminate();
+        if let Some((admin_url, name)) = &self.database {
+            crate::harness::drop_database(admin_url, name).await;
+        }
+    }
+}
+
 /// Moves every session's last proof of its person into the past: a token stolen a while ago.
 async fn age_sessions(engine: &Engine, server: &TestServer) {
     crate::revocation::sql(engine, &server.database_url, "UPDATE sessions SET verified_at = 0").await;
@@ -485,13 +517,8 @@ async fn the_first_proof_of_an_address_removes_what_a_squatter_set_up(engine: En
 async fn invented_request_methods_do_not_grow_metrics_or_memory(engine: Engine) {
     // A process of its own, so that its memory is its own.
     let dir = tempfile::tempdir().unwrap();
-    let database = match &engine {
-        Engine::Sqlite => None,
-        Engine::Postgres { admin_url } => Some(crate::harness::create_database(admin_url).await),
-    };
-    let env: Vec<(&str, &str)> = database.iter().map(|(url, _)| ("KEYWARDEN_DATABASE_URL", url.as_str())).collect();
-    let mut process = crate::process::Process::spawn_with(dir.path(), &["serve", "--listen", "127.0.0.1:0"], &env);
-    let base = format!("http://{}", process.wait_until_listening());
+    let serving = ServeProcess::start(&engine, dir.path(), &["serve", "--listen", "127.0.0.1:0"]).await;
+    let (process, base) = (&serving.process, serving.base.clone());
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let metrics = || async { http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap() };
     let invented = |i: usize| {
@@ -520,10 +547,7 @@ async fn invented_request_methods_do_not_grow_metrics_or_memory(engine: Engine) 
     let grown = memory_after.saturating_sub(memory_before);
     assert!(grown < 8 * 1024, "resident memory grew by {grown} KiB");
     assert!(metrics().await.contains("method=\"other\""));
-    let _ = process.terminate();
-    if let (Engine::Postgres { admin_url }, Some((_, name))) = (&engine, &database) {
-        crate::harness::drop_database(admin_url, name).await;
-    }
+    serving.stop().await;
 }
 
 async fn over_https_cookies_carry_the_host_prefix_and_a_planted_one_is_ignored(engine: Engine) {
@@ -567,18 +591,13 @@ async fn over_https_cookies_carry_the_host_prefix_and_a_planted_one_is_ignored(e
 async fn the_database_and_the_outbox_are_for_their_owner_only(engine: Engine) {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let database = match &engine {
-        Engine::Sqlite => None,
-        Engine::Postgres { admin_url } => Some(crate::harness::create_database(admin_url).await),
-    };
-    let env: Vec<(&str, &str)> = database.iter().map(|(url, _)| ("KEYWARDEN_DATABASE_URL", url.as_str())).collect();
     let data = dir.path().join("data");
     let args = ["serve", "--listen", "127.0.0.1:0", "--data-dir", data.to_str().unwrap()];
-    let mut process = crate::process::Process::spawn_with(dir.path(), &args, &env);
-    let base = format!("http://{}", process.wait_until_listening());
+    let serving = ServeProcess::start(&engine, dir.path(), &args).await;
+    let (process, base) = (&serving.process, serving.base.clone());
     assert!(process.log().contains("holds live") || process.log().contains("hold live"), "{}", process.log());
     let mode = |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
-    if database.is_none() {
+    if matches!(engine, Engine::Sqlite) {
         assert_eq!(mode(&data.join("keywarden.db")), 0o600, "the SQLite database");
     }
     let account = json!({ "username": "olga", "email": "olga@example.com", "password": "olga's passphrase" });
@@ -596,10 +615,7 @@ async fn the_database_and_the_outbox_are_for_their_owner_only(engine: Engine) {
     let mail = mail.expect("the verification mail in the outbox");
     assert_eq!(mode(&mail), 0o600, "{}", mail.display());
     assert_eq!(mode(&outbox), 0o700);
-    let _ = process.terminate();
-    if let (Engine::Postgres { admin_url }, Some((_, name))) = (&engine, &database) {
-        crate::harness::drop_database(admin_url, name).await;
-    }
+    serving.stop().await;
 }
 
 async fn what_a_stranger_can_have_made_is_bounded_per_address_and_client(engine: Engine) {

@@ -218,7 +218,9 @@ impl TestServer {
     /// The messages in the file outbox (the test mail transport), oldest first, with their recipients.
     pub fn outbox(&self) -> Vec<crate::smtp::Received> {
         let Ok(entries) = std::fs::read_dir(self.data_dir().join("outbox")) else { return Vec::new() };
-        let mut paths: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+        // Only finished messages: the transport writes a hidden temporary file, then renames it.
+        let mut paths: Vec<_> =
+            entries.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "eml")).collect();
         paths.sort();
         paths
             .into_iter()

@@ -373,13 +373,6 @@ async fn reset_page(
     browser.render(state, status, "reset_password.html", extra)
 }
 
-#[derive(Deserialize)]
-pub struct RemoveRecent {
-    csrf: String,
-    kind: String,
-    id: String,
-}
-
 /// Removes one of the recently added credentials listed on the reset page; the reset link, which
 /// proves the mailbox, authorises it and stays usable for the new password.
 pub async fn remove_recent_credential(
@@ -388,7 +381,7 @@ pub async fn remove_recent_credential(
     headers: HeaderMap,
     ClientAddress(address): ClientAddress,
     Path(token): Path<String>,
-    Form(form): Form<RemoveRecent>,
+    Form(form): Form<super::security::RemoveRecent>,
 ) -> Result<Response, Page> {
     browser.check_form(&state, &headers, &form.csrf)?;
     let kind = crate::domain::recent_credentials::CredentialKind::parse(&form.kind)

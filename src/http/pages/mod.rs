@@ -59,6 +59,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("sso_link.html", include_str!("../../../templates/pages/sso_link.html")),
     ("confirm.html", include_str!("../../../templates/pages/confirm.html")),
     ("confirm_fields.html", include_str!("../../../templates/pages/confirm_fields.html")),
+    ("recent_credentials.html", include_str!("../../../templates/pages/recent_credentials.html")),
 ];
 
 const STYLESHEET: &str = include_str!("../../../static/keywarden.css");

@@ -71,7 +71,7 @@ pub async fn page(
     // After signing out everywhere, what was added lately, to undo what a thief may have added.
     let recent = match notice.done.as_deref() {
         Some("everywhere") => {
-            recent_credentials(&state).of(&who.user_id).await.map_err(|e| browser.error(&state, &e).into_response())?
+            state.recent_credentials.of(&who.user_id).await.map_err(|e| browser.error(&state, &e).into_response())?
         }
         _ => Vec::new(),
     };
@@ -95,15 +95,12 @@ pub async fn resend_verification(
     Ok(Redirect::to("/security?done=verification-sent").into_response())
 }
 
-fn recent_credentials(state: &AppState) -> crate::domain::recent_credentials::RecentCredentials {
-    crate::domain::recent_credentials::RecentCredentials::new(state.store.clone(), state.audit.clone())
-}
-
+/// The Remove button of a credential added lately (on `/security` and on the reset page).
 #[derive(Deserialize)]
 pub struct RemoveRecent {
-    csrf: String,
-    kind: String,
-    id: String,
+    pub(super) csrf: String,
+    pub(super) kind: String,
+    pub(super) id: String,
 }
 
 /// Removes a credential listed after "Sign out of all devices". Like every removal it needs a fresh
@@ -125,7 +122,8 @@ pub async fn remove_recent_credential(
     let kind = crate::domain::recent_credentials::CredentialKind::parse(&form.kind)
         .ok_or_else(|| failed(&Error::CredentialNotFound))?;
     let address = address.map(|a| a.to_string());
-    recent_credentials(&state)
+    state
+        .recent_credentials
         .remove(&who.user_id, kind, &form.id, "security_page", address.as_deref())
         .await
         .map_err(|e| failed(&e))?;
