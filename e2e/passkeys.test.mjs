@@ -129,7 +129,7 @@ test("register a passkey, sign in with it alone, use it after a password, remove
 
   // A while later (the session's proof is old), remove the last passkey, confirming with the
   // passkey itself (a step-up).
-  ageSessions(server);
+  await ageSessions(server);
   await page.reload();
   await page.getByRole("button", { name: "Confirm with a passkey and remove" }).click();
   await page.getByText("The passkey was removed.").waitFor();

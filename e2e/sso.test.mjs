@@ -235,7 +235,7 @@ test("linking a provider to an existing account takes its password, from /securi
   // Right after signing in, the link would go straight to the provider. A while later (the
   // session's proof is old) it takes the password again.
   assert.equal(await page.locator("#link1_password").count(), 0);
-  ageSessions(keywarden);
+  await ageSessions(keywarden);
   await page.reload();
 
   // A wrong password stops the link before anyone is sent to the provider.

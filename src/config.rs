@@ -19,6 +19,7 @@ use crate::domain::second_factors::MfaPolicy;
 use crate::domain::sessions::TokenPolicy;
 use crate::domain::sso::ProviderSettings;
 use crate::domain::throttle::ThrottleSettings;
+use crate::domain::validation_cache::CacheSettings;
 use crate::mail::MailConfig;
 use crate::theme::Theme;
 
@@ -128,6 +129,7 @@ pub struct Config {
     pub sso: SsoSettings,
     pub throttle: ThrottleSettings,
     pub alerts: AlertSettings,
+    pub validation_cache: CacheSettings,
 }
 
 /// The `[sso]` settings: upstream OpenID Connect providers people may sign in with.
@@ -238,6 +240,7 @@ impl Default for Config {
             sso: SsoSettings::default(),
             throttle: ThrottleSettings::default(),
             alerts: AlertSettings::default(),
+            validation_cache: CacheSettings::default(),
         }
     }
 }

@@ -21,11 +21,12 @@ use crate::domain::password::PasswordHasher;
 use crate::domain::recent_credentials::RecentCredentials;
 use crate::domain::sso::provider::Provider;
 use crate::domain::throttle::Throttle;
+use crate::domain::validation_cache::ValidationCache;
 use crate::domain::{
     Accounts, AuditLog, Core, DeviceKeys, Devices, OAuth, Pins, Recovery, Revocations, SecondFactors, Sessions, Sso,
 };
 use crate::http::pages::Pages;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, Services};
 use crate::keys::Keyring;
 use crate::mail::{Mailer, Transport, TransportKind};
 use crate::metrics::{AlertCounter, Metrics};
@@ -68,8 +69,10 @@ fn mail_transport(config: &Config) -> anyhow::Result<Transport> {
 const EXPIRED_TOKEN_RETENTION_MS: i64 = 7 * 24 * 3600 * 1000;
 /// Throttle counters are kept a day after their last failure or block.
 const THROTTLE_RETENTION_MS: i64 = 24 * 3600 * 1000;
+/// Invalidation log entries are kept this long, far past any cache entry's life.
+const INVALIDATION_RETENTION_MS: i64 = 3600 * 1000;
 /// How often each node looks at its key file.
-const KEYRING_POLL: Duration = Duration::from_secs(1);
+const KEYRING_POLL: Duration = Duration::from_millis(250);
 /// How often each node re-wraps a batch of values sealed under older keys.
 const REWRAP_EVERY: Duration = Duration::from_secs(5);
 
@@ -128,7 +131,14 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     background.push(tokio::spawn(purge_expired_tokens(store)));
     background.push(state.alerts.spawn_stuffing_watch());
     let key_file = std::env::var_os(KEYRING_ENV).is_none().then(|| config.key_file());
-    background.push(spawn_keyring_watch(key_file, state.store.clone(), state.keyring.clone(), state.signer.clone()));
+    let validations = state.revocations.validations().clone();
+    background.push(spawn_keyring_watch(
+        key_file,
+        state.store.clone(),
+        state.keyring.clone(),
+        state.signer.clone(),
+        validations,
+    ));
     background.push(KeyRotation::new(state.store.clone(), state.keyring.clone()).spawn(REWRAP_EVERY));
     tracing::info!(%addr, database = state.store.engine(), "keywarden is listening");
     Ok(RunningServer { addr, state, shutdown, serving, background })
@@ -139,7 +149,8 @@ pub fn build_core(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> an
     let hashing = &config.password_hashing;
     let hasher = Arc::new(PasswordHasher::new(keyring.clone(), hashing.cost(), hashing.admission())?);
     let audit = AuditLog::new(store.clone(), keyring.clone());
-    let revocations = Revocations::new(store.clone(), audit.clone());
+    let validations = ValidationCache::new(config.validation_cache);
+    let revocations = Revocations::new(store.clone(), audit.clone(), validations.clone());
     let mailer = Mailer::new(
         store.clone(),
         keyring.clone(),
@@ -168,6 +179,7 @@ pub fn build_core(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> an
         hasher,
         audit,
         revocations,
+        validations,
         mailer,
         policy: config.tokens,
         mfa: config.mfa,
@@ -220,14 +232,14 @@ pub fn build_state(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> a
         core.alerts.add_hook(Arc::new(Webhook::new(url, &config.product_name)?));
     }
     let sso = Sso::new(&core, accounts.clone(), sessions.clone(), providers, upstream, &config.public_url());
-    Ok(AppState {
+    Ok(AppState::new(Services {
         sessions,
         oauth,
         factors,
         freshness: core.freshness.clone(),
         devices: Devices::new(&core, accounts.clone()),
         recovery: Recovery::new(&core, accounts.clone(), provider_names),
-        recent_credentials: RecentCredentials::new(store.clone(), core.audit.clone()),
+        recent_credentials: RecentCredentials::new(store.clone(), core.audit.clone(), core.validations.clone()),
         sso,
         pins,
         device_keys,
@@ -246,7 +258,7 @@ pub fn build_state(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> a
         pages,
         token_policy: config.tokens,
         public_url: config.public_url.clone(),
-    })
+    }))
 }
 
 /// Loads the keyring from `KEYWARDEN_KEYRING` or the key file. Only a database without accounts
@@ -316,6 +328,7 @@ fn spawn_keyring_watch(
     store: DynStore,
     keyring: Arc<Keyring>,
     signer: Arc<Signer>,
+    validations: ValidationCache,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut last_text = match &path {
@@ -332,6 +345,8 @@ fn spawn_keyring_watch(
                         match changed_keyring(&text, store.as_ref()).await {
                             Ok(fresh) => {
                                 keyring.replace_with(fresh);
+                                // A retired token-hash key's digests must not be served from memory.
+                                validations.forget_everything();
                                 reloaded = true;
                                 tracing::info!(active = ?keyring.active_ids(), "key file reloaded");
                             }
@@ -386,6 +401,10 @@ async fn purge_expired_tokens(store: DynStore) {
             Ok(0) => {}
             Ok(n) => tracing::info!(purged = n, "revocation rules that can no longer match a live token purged"),
             Err(err) => tracing::warn!(error = %err, "purging revocation rules failed"),
+        }
+        // Every node has read these long ago; one that was cut off longer forgets its whole cache.
+        if let Err(err) = store.purge_invalidations(now_ms() - INVALIDATION_RETENTION_MS).await {
+            tracing::warn!(error = %err, "purging the invalidation log failed");
         }
         if let Err(err) = store.purge_alert_states(now_ms() - THROTTLE_RETENTION_MS).await {
             tracing::warn!(error = %err, "purging ended alert states failed");

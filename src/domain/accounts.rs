@@ -14,6 +14,7 @@ use super::password::{self, PasswordHasher, StoredHash};
 use super::revocation::{Revocation, Revocations, Scope};
 use super::sessions::Authenticated;
 use super::tokens::TokenKind;
+use super::validation_cache::{PlexFacts, ValidationCache};
 use crate::keys::{Keyring, Sealed};
 use crate::mail::{Mailer, Notice, Recipient};
 use crate::store::{DynStore, EmailChange, FirstProof, NewOneTimeToken, NewUser, RemovedOnFirstProof, UserRecord};
@@ -93,6 +94,7 @@ pub struct Accounts {
     freshness: Freshness,
     revocations: Revocations,
     throttle: super::throttle::Throttle,
+    validations: ValidationCache,
 }
 
 /// The authenticated data bound to a user's sealed email: a ciphertext moved to another row fails to open.
@@ -116,6 +118,7 @@ impl Accounts {
             freshness: core.freshness.clone(),
             revocations: core.revocations.clone(),
             throttle: core.throttle.clone(),
+            validations: core.validations.clone(),
         }
     }
 
@@ -274,6 +277,7 @@ impl Accounts {
             event: AuditLog::event(kind::UNPROVEN_ACCOUNT_SECURED, &actor, Some(user_id), address, json!({})),
         };
         let Some(removed) = self.store.secure_first_proof(&proof, &self.audit).await? else { return Ok(None) };
+        self.validations.forget_user(user_id);
         self.revocations.enforce_locally(&rule);
         if removed.credentials() > 0 || removed.sessions > 0 {
             tracing::info!(%user_id, ?removed, "address proven for the first time: what was set up before is removed");
@@ -301,6 +305,7 @@ impl Accounts {
         }
         let sealed = self.keyring.seal(email.as_str().as_bytes(), &pending_email_context(&user.id));
         self.store.set_pending_email(&user.id, &sealed.bytes, &sealed.key_id).await?;
+        self.validations.forget_user(&user.id);
         let token = TokenKind::EmailChange.mint();
         let digest = self.keyring.token_digest(&token);
         let now = now_ms();
@@ -349,6 +354,7 @@ impl Accounts {
             at: now,
         };
         self.store.change_email(&change).await.map_err(Error::from_conflict)?;
+        self.validations.forget_user(&user_id);
         tracing::info!(%user_id, "email address changed");
         let event =
             AuditLog::event(kind::EMAIL_CHANGED, &Actor::User(user_id.clone()), Some(&user_id), None, json!({}));
@@ -363,6 +369,7 @@ impl Accounts {
         if !self.store.set_role(user_id, role.as_str()).await? {
             return Err(Error::InvalidToken);
         }
+        self.validations.forget_user(user_id);
         let event = AuditLog::event(kind::ROLE_CHANGED, actor, Some(user_id), None, json!({ "role": role.as_str() }));
         self.audit.record(event).await?;
         Ok(())
@@ -390,7 +397,34 @@ impl Accounts {
         self.mailer.send(&Recipient { user_id, username: &user.username, email: &email }, notice).await
     }
 
+    /// What the account shows of itself, from this node's cache when it was read before and has not
+    /// changed since.
     pub async fn profile(&self, user_id: &str) -> Result<Profile> {
+        if let Some(profile) = self.validations.profile(user_id) {
+            return Ok(profile);
+        }
+        let ticket = self.validations.ticket();
+        let profile = self.read_profile(user_id).await?;
+        self.validations.remember_profile(ticket, &profile);
+        Ok(profile)
+    }
+
+    /// The account's numeric id and whether it has a second factor, as plex.tv-style clients read
+    /// them with every user element; cached like the profile.
+    pub async fn plex_facts(&self, user_id: &str) -> Result<PlexFacts> {
+        if let Some(facts) = self.validations.plex_facts(user_id) {
+            return Ok(facts);
+        }
+        let ticket = self.validations.ticket();
+        let facts = PlexFacts {
+            numeric_id: self.numeric_id(user_id).await?,
+            two_factor: self.freshness.has_second_factor(user_id).await?,
+        };
+        self.validations.remember_plex_facts(ticket, user_id, &facts);
+        Ok(facts)
+    }
+
+    async fn read_profile(&self, user_id: &str) -> Result<Profile> {
         let user = self.store.user_by_id(user_id).await?.ok_or(Error::TokenRevoked)?;
         let email = self.email_of(&user)?;
         let pending_email = self.pending_email_of(&user)?;

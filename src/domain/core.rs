@@ -10,6 +10,7 @@ use super::revocation::Revocations;
 use super::second_factors::MfaPolicy;
 use super::sessions::TokenPolicy;
 use super::throttle::Throttle;
+use super::validation_cache::ValidationCache;
 use crate::keys::Keyring;
 use crate::mail::Mailer;
 use crate::store::DynStore;
@@ -21,6 +22,8 @@ pub struct Core {
     pub hasher: Arc<PasswordHasher>,
     pub audit: AuditLog,
     pub revocations: Revocations,
+    /// Tokens and profiles already read, forgotten when they may be stale.
+    pub validations: ValidationCache,
     pub mailer: Mailer,
     pub policy: TokenPolicy,
     pub mfa: MfaPolicy,

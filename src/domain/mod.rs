@@ -29,6 +29,7 @@ pub mod sso;
 pub mod throttle;
 pub mod tokens;
 pub mod totp;
+pub mod validation_cache;
 
 pub use accounts::Accounts;
 pub use audit::AuditLog;

@@ -8,6 +8,7 @@ use serde_json::json;
 use super::audit::{kind, Actor, AuditLog};
 use super::clock::{human, now_ms};
 use super::error::{Error, Result};
+use super::validation_cache::ValidationCache;
 use crate::store::DynStore;
 
 /// How far back the list goes.
@@ -50,11 +51,12 @@ pub struct RecentCredential {
 pub struct RecentCredentials {
     store: DynStore,
     audit: AuditLog,
+    validations: ValidationCache,
 }
 
 impl RecentCredentials {
-    pub fn new(store: DynStore, audit: AuditLog) -> Self {
-        Self { store, audit }
+    pub fn new(store: DynStore, audit: AuditLog, validations: ValidationCache) -> Self {
+        Self { store, audit, validations }
     }
 
     /// The account's credentials added in the last [`RECENT_DAYS`], newest first.
@@ -112,6 +114,7 @@ impl RecentCredentials {
         if !removed {
             return Err(Error::CredentialNotFound);
         }
+        self.validations.forget_user(user_id);
         let details = json!({ "removed_from": from, "credential": details });
         let actor = Actor::User(user_id.to_owned());
         self.audit.record(AuditLog::event(event, &actor, Some(user_id), address, details)).await?;

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -16,7 +16,8 @@ use tokio::task::JoinHandle;
 use super::audit::{kind, Actor, AuditLog};
 use super::clock::now_ms;
 use super::error::Result;
-use crate::store::{DynStore, NewAuditEvent, NewRule, RuleRecord};
+use super::validation_cache::{Invalidation, ValidationCache};
+use crate::store::{DynStore, InvalidationRecord, NewAuditEvent, NewRule, RuleRecord};
 
 /// What a rule covers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -254,22 +255,51 @@ pub struct Revocation {
     pub address: Option<String>,
 }
 
-/// Writes revocation rules and keeps this node's cache of them current.
+/// How far back (by the database's clock) each read of the invalidation log reaches past the newest
+/// entry seen: on PostgreSQL an entry can commit after one with a higher sequence number.
+const INVALIDATION_OVERLAP_MS: i64 = 2_000;
+
+/// Where this node is in the invalidation log.
+#[derive(Debug, Default)]
+struct InvalidationCursor {
+    last_seq: i64,
+    last_at: i64,
+    /// Entries within the overlap already applied (sequence number → time), so a re-read does not
+    /// forget them again.
+    seen: HashMap<i64, i64>,
+}
+
+/// Writes revocation rules and keeps this node's view of dead tokens current: the rules, and what
+/// its validation cache must forget.
 #[derive(Clone)]
 pub struct Revocations {
     store: DynStore,
     audit: AuditLog,
     cache: RevocationCache,
     last_seq: Arc<AtomicI64>,
+    validations: ValidationCache,
+    cursor: Arc<Mutex<InvalidationCursor>>,
 }
 
 impl Revocations {
-    pub fn new(store: DynStore, audit: AuditLog) -> Self {
-        Self { store, audit, cache: RevocationCache::default(), last_seq: Arc::new(AtomicI64::new(0)) }
+    pub fn new(store: DynStore, audit: AuditLog, validations: ValidationCache) -> Self {
+        Self {
+            store,
+            audit,
+            cache: RevocationCache::default(),
+            last_seq: Arc::new(AtomicI64::new(0)),
+            validations,
+            cursor: Arc::default(),
+        }
     }
 
     pub fn cache(&self) -> &RevocationCache {
         &self.cache
+    }
+
+    /// The node's cache of validated tokens and profiles, which this keeps current.
+    pub fn validations(&self) -> &ValidationCache {
+        &self.validations
     }
 
     /// Writes one rule (one row, plus its audit event) and enforces it on this node at once.
@@ -322,7 +352,8 @@ impl Revocations {
         self.cache.check(token)
     }
 
-    /// Fetches rules added since the last sync (by any node or the admin CLI).
+    /// Fetches rules added since the last sync (by any node or the admin CLI), and forgets what
+    /// the invalidation log names since then.
     pub async fn sync(&self) -> Result<usize> {
         let from = (self.last_seq.load(Ordering::Acquire) - RESYNC_OVERLAP).max(0);
         let records = self.store.revocation_rules_after(from).await?;
@@ -331,7 +362,33 @@ impl Revocations {
         if let Some(last) = records.last() {
             self.last_seq.fetch_max(last.seq, Ordering::AcqRel);
         }
+        self.sync_invalidations().await?;
         Ok(rules.len())
+    }
+
+    /// Reads the invalidation log past this node's cursor and forgets what it names.
+    async fn sync_invalidations(&self) -> Result<usize> {
+        let (seq, at) = {
+            let cursor = self.cursor.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            (cursor.last_seq, cursor.last_at - INVALIDATION_OVERLAP_MS)
+        };
+        let records = self.store.invalidations_after(seq, at).await?;
+        let mut cursor = self.cursor.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut applied = 0;
+        for record in &records {
+            if cursor.seen.insert(record.seq, record.at).is_some() {
+                continue;
+            }
+            cursor.last_seq = cursor.last_seq.max(record.seq);
+            cursor.last_at = cursor.last_at.max(record.at);
+            if let Some(what) = invalidation_of(record) {
+                self.validations.forget(&what);
+                applied += 1;
+            }
+        }
+        let horizon = cursor.last_at - INVALIDATION_OVERLAP_MS;
+        cursor.seen.retain(|_, at| *at >= horizon);
+        Ok(applied)
     }
 
     /// Rebuilds the cache from every stored rule.
@@ -342,6 +399,7 @@ impl Revocations {
         if let Some(last) = records.last() {
             self.last_seq.fetch_max(last.seq, Ordering::AcqRel);
         }
+        self.sync_invalidations().await?;
         Ok(())
     }
 
@@ -353,6 +411,7 @@ impl Revocations {
         let this = self.clone();
         tasks.push(tokio::spawn(async move {
             let mut last_reload = tokio::time::Instant::now();
+            let mut failing = false;
             loop {
                 tokio::select! {
                     _ = wake.notified() => {}
@@ -364,12 +423,32 @@ impl Revocations {
                 } else {
                     this.sync().await.map(|_| ())
                 };
-                if let Err(err) = result {
-                    tracing::warn!(error = %err, "revocation sync failed; retrying");
+                match result {
+                    Err(err) => {
+                        failing = true;
+                        tracing::warn!(error = %err, "revocation sync failed; retrying");
+                    }
+                    // What was forgotten elsewhere meanwhile may be past the log's overlap.
+                    Ok(()) if failing => {
+                        failing = false;
+                        this.validations.forget_everything();
+                    }
+                    Ok(()) => {}
                 }
             }
         }));
         tasks
+    }
+}
+
+fn invalidation_of(record: &InvalidationRecord) -> Option<Invalidation> {
+    match record.kind.as_str() {
+        "session" => Some(Invalidation::Session(record.id.clone())),
+        "user" => Some(Invalidation::User(record.id.clone())),
+        other => {
+            tracing::error!(seq = record.seq, kind = other, "unknown invalidation ignored");
+            None
+        }
     }
 }
 

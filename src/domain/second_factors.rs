@@ -20,6 +20,7 @@ use super::recovery_codes;
 use super::sessions::Authenticated;
 use super::throttle::{self, Purpose, Throttle};
 use super::totp::{self, TotpSecret};
+use super::validation_cache::ValidationCache;
 use crate::keys::{Keyring, Sealed};
 use crate::mail::Notice;
 use crate::store::{DynStore, FactorChange, NewTotp, PasskeyRecord, RecoveryCodeDigest, StoreError, Verified};
@@ -149,6 +150,7 @@ pub struct SecondFactors {
     passkeys: Passkeys,
     throttle: Throttle,
     freshness: Freshness,
+    validations: ValidationCache,
 }
 
 /// The AEAD context of a user's TOTP secret: a sealed secret cannot be moved to another account.
@@ -169,6 +171,7 @@ impl SecondFactors {
             passkeys: Passkeys::new(core.store.clone(), core.webauthn.clone(), core.mfa.challenge_ttl_secs),
             throttle: core.throttle.clone(),
             freshness: core.freshness.clone(),
+            validations: core.validations.clone(),
         }
     }
 
@@ -294,6 +297,7 @@ impl SecondFactors {
         // made any fresher: the code proves the new app, not the person (a thief's app proves the
         // thief), so what comes next on this account needs a step-up with a factor.
         self.store.end_enrolment_restriction(&who.user_id).await?;
+        self.validations.forget_user(&who.user_id);
         self.record(kind::TOTP_ENABLED, &who.user_id, address, json!({})).await?;
         self.notify(&who.user_id, "totp_enabled", address, codes.len()).await?;
         Ok(codes)
@@ -310,6 +314,7 @@ impl SecondFactors {
         if !self.store.remove_totp(&who.user_id).await? {
             return Err(Error::TotpNotEnrolled);
         }
+        self.validations.forget_user(&who.user_id);
         self.record(kind::TOTP_DISABLED, &who.user_id, address, json!({})).await?;
         self.notify(&who.user_id, "totp_disabled", address, passkeys_left).await
     }
@@ -418,6 +423,7 @@ impl SecondFactors {
         }
         let verified = Verified { at: now_ms(), second_factor: has_factor };
         self.store.mark_session_verified(&who.session_id, verified).await?;
+        self.validations.forget_session(&who.session_id);
         self.record(kind::STEPPED_UP, &who.user_id, address, json!({ "session_id": who.session_id })).await?;
         Ok(Authenticated { verified_at: verified.at, verified_second_factor: verified.second_factor, ..who.clone() })
     }
@@ -483,6 +489,7 @@ impl SecondFactors {
         // Creating the passkey proves the authenticator, not the person (a thief's passkey proves
         // the thief): the session is not made any fresher.
         self.store.end_enrolment_restriction(&who.user_id).await?;
+        self.validations.forget_user(&who.user_id);
         let details = json!({ "passkey_id": record.id, "name": record.name });
         self.record(kind::PASSKEY_ADDED, &who.user_id, address, details).await?;
         let remaining = if codes_set { codes.len() } else { 0 };
@@ -522,6 +529,7 @@ impl SecondFactors {
             // It was listed a moment ago: the store kept it as the account's last way to sign in.
             return Err(Error::LastSignInMethod);
         }
+        self.validations.forget_user(&who.user_id);
         self.record(kind::PASSKEY_REMOVED, &who.user_id, address, json!({ "passkey_id": id })).await?;
         let factors_left = listed.len() - 1 + usize::from(totp);
         self.notify(&who.user_id, "passkey_removed", address, factors_left).await
@@ -540,6 +548,7 @@ impl SecondFactors {
     /// passkeys and the recovery codes, after the operator checked who is asking. The owner is told.
     pub async fn reset_for_owner(&self, user_id: &str, actor: &Actor, reason: &str) -> Result<u64> {
         let removed = self.store.clear_second_factors(user_id).await?;
+        self.validations.forget_user(user_id);
         let details = json!({ "removed": removed, "reason": reason });
         self.audit.record(AuditLog::event(kind::SECOND_FACTORS_RESET, actor, Some(user_id), None, details)).await?;
         self.notify(user_id, "factors_reset", None, 0).await?;
@@ -550,6 +559,7 @@ impl SecondFactors {
     /// its own (the incident notice tells the owner to enrol again).
     pub async fn clear_for_incident(&self, user_id: &str, actor: &Actor, reason: &str) -> Result<u64> {
         let removed = self.store.clear_second_factors(user_id).await?;
+        self.validations.forget_user(user_id);
         let details = json!({ "removed": removed, "reason": reason });
         self.audit.record(AuditLog::event(kind::SECOND_FACTORS_RESET, actor, Some(user_id), None, details)).await?;
         Ok(removed)

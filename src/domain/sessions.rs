@@ -26,6 +26,7 @@ use super::revocation::{Revocations, TokenFacts};
 use super::second_factors::{Factor, SecondFactors};
 use super::throttle::{self, Purpose, Subject, Throttle};
 use super::tokens::TokenKind;
+use super::validation_cache::ValidationCache;
 use crate::keys::Keyring;
 use crate::mail::Notice;
 use crate::store::{
@@ -274,6 +275,7 @@ pub struct Sessions {
     factors: SecondFactors,
     throttle: Throttle,
     alerts: Alerts,
+    validations: ValidationCache,
 }
 
 const FIELD_MAX: usize = 128;
@@ -382,6 +384,7 @@ impl Sessions {
             factors,
             throttle: core.throttle.clone(),
             alerts: core.alerts.clone(),
+            validations: core.validations.clone(),
         }
     }
 
@@ -568,6 +571,7 @@ impl Sessions {
     pub async fn mark_verified(&self, who: &Authenticated, address: Option<&str>, provider: &str) -> Result<()> {
         let verified = Verified { at: now_ms(), second_factor: false };
         self.store.mark_session_verified(&who.session_id, verified).await?;
+        self.validations.forget_session(&who.session_id);
         let details = json!({ "session_id": who.session_id, "provider": provider });
         let event =
             AuditLog::event(kind::STEPPED_UP, &Actor::User(who.user_id.clone()), Some(&who.user_id), address, details);
@@ -920,6 +924,7 @@ impl Sessions {
         }
         // An OAuth client whose session this was hears of it by back-channel logout.
         self.store.end_session_and_tell(&record.session_id, now).await?;
+        self.validations.forget_session(&record.session_id);
         tracing::warn!(user_id = %record.user_id, session_id = %record.session_id, "refresh token reused: session revoked");
         let details = json!({ "session_id": record.session_id, "device_id": record.device_id });
         let event = AuditLog::event(kind::REFRESH_TOKEN_REUSED, &Actor::System, Some(&record.user_id), None, details);
@@ -947,6 +952,7 @@ impl Sessions {
         if !self.store.recover_session(&recovery).await? {
             return Err(Error::TokenRevoked);
         }
+        self.validations.forget_session(&record.session_id);
         tracing::info!(user_id = %record.user_id, old_session_id = %record.session_id, %session_id, "session recovered by its DPoP key");
         let details = json!({ "old_session_id": record.session_id, "session_id": session_id, "device_id": record.device_id, "channel": record.channel });
         let event = AuditLog::event(
@@ -988,6 +994,7 @@ impl Sessions {
     /// Ends the caller's session: its access and refresh tokens stop working at once.
     pub async fn sign_out(&self, who: &Authenticated, address: Option<&str>) -> Result<()> {
         self.store.revoke_session(&who.session_id, now_ms()).await?;
+        self.validations.forget_session(&who.session_id);
         tracing::info!(user_id = %who.user_id, session_id = %who.session_id, "signed out");
         let details = json!({ "session_id": who.session_id, "device_id": who.device_id });
         let event =
@@ -1008,14 +1015,28 @@ impl Sessions {
         self.find_stored(token, kind).await
     }
 
-    /// Looks a token up by its keyed digest under every token-hash key, whatever its shape.
+    /// Looks a token up by its keyed digest under every token-hash key, whatever its shape: from
+    /// this node's cache when it was read before (refresh tokens, whose every use changes them,
+    /// always from the database).
     async fn find_stored(&self, token: &str, kind: TokenKind) -> Result<TokenRecord> {
-        for candidate in self.keyring.token_digests(token) {
+        let candidates = self.keyring.token_digests(token);
+        let cached = kind != TokenKind::Refresh;
+        if cached {
+            let hit = candidates.iter().find_map(|c| self.validations.token(&c.digest));
+            if let Some(record) = hit.filter(|r| r.kind == kind.as_str()) {
+                return Ok(record);
+            }
+        }
+        let ticket = self.validations.ticket();
+        for candidate in candidates {
             let Some(record) = self.store.token_by_digest(&candidate.digest).await? else { continue };
             // The look-up already matched on the digest; the constant-time re-check guards against
             // an engine that compares loosely (for example a collation or a truncated index).
             let same: bool = record.digest.ct_eq(&candidate.digest).into();
             if same && record.kind == kind.as_str() {
+                if cached {
+                    self.validations.remember_token(ticket, &record);
+                }
                 return Ok(record);
             }
         }

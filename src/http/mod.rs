@@ -44,9 +44,27 @@ use crate::metrics::{Metrics, RequestLabels};
 use crate::signing::Signer;
 use crate::store::DynStore;
 
-/// What every handler can reach.
+/// What every handler can reach: one shared handle, so a request (and each layer and extractor that
+/// takes the state) costs one reference count, not a copy of every service.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// The node's services, built once at start.
+pub struct Services {
     pub accounts: Accounts,
     pub sessions: Sessions,
     pub oauth: OAuth,

@@ -499,6 +499,16 @@ pub struct NewRule {
     pub created_at: i64,
 }
 
+/// One entry of the invalidation log: a session (`kind = "session"`) or an account (`"user"`) that
+/// caches may no longer believe, written by database triggers.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct InvalidationRecord {
+    pub seq: i64,
+    pub kind: String,
+    pub id: String,
+    pub at: i64,
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RuleRecord {
     pub seq: i64,
@@ -649,6 +659,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<i64, StoreError>;
     /// Rules with a sequence number above `seq`, in order.
     async fn revocation_rules_after(&self, seq: i64) -> Result<Vec<RuleRecord>, StoreError>;
+    /// Entries of the invalidation log with a sequence number above `seq`, or written (by the
+    /// database's clock) at or after `at`, in order: rows may commit out of sequence order.
+    async fn invalidations_after(&self, seq: i64, at: i64) -> Result<Vec<InvalidationRecord>, StoreError>;
+    /// Drops invalidation log entries written before `before`; returns how many.
+    async fn purge_invalidations(&self, before: i64) -> Result<u64, StoreError>;
 
     /// Appends one event to the audit log; returns its sequence number.
     async fn append_audit(&self, event: &NewAuditEvent, sealer: &dyn AuditSealer) -> Result<i64, StoreError>;

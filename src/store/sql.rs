@@ -507,6 +507,24 @@ macro_rules! impl_store_with_portable_sql {
                 .await?)
             }
 
+            async fn invalidations_after(&self, seq: i64, at: i64) -> Result<Vec<InvalidationRecord>, StoreError> {
+                Ok(sqlx::query_as::<$db, InvalidationRecord>(
+                    "SELECT seq, kind, id, at FROM cache_invalidations WHERE seq > $1 OR at >= $2 ORDER BY seq",
+                )
+                .bind(seq)
+                .bind(at)
+                .fetch_all(&self.reader)
+                .await?)
+            }
+
+            async fn purge_invalidations(&self, before: i64) -> Result<u64, StoreError> {
+                let done = sqlx::query::<$db>("DELETE FROM cache_invalidations WHERE at < $1")
+                    .bind(before)
+                    .execute(&self.writer)
+                    .await?;
+                Ok(done.rows_affected())
+            }
+
             async fn append_audit(&self, event: &NewAuditEvent, sealer: &dyn AuditSealer) -> Result<i64, StoreError> {
                 let mut tx = self.writer.begin().await?;
                 let seq = append_audit!($db, &mut *tx, event, sealer);

@@ -13,8 +13,8 @@ use super::sql::{
 };
 use super::{
     AuditRecord, AuditSealer, CeremonyRecord, ClientRecord, DeviceCodeRecord, DeviceKeyRecord, DeviceRecord,
-    EmailChange, FactorChange, FirstProof, KeyColumn, LogoutJob, MfaChallengeRecord, NewAuditEvent, NewCeremony,
-    NewMfaChallenge, NewOneTimeToken, NewRule, NewToken, NewTotp, NewUser, OAuthCodeRecord, PasskeyRecord,
+    EmailChange, FactorChange, FirstProof, InvalidationRecord, KeyColumn, LogoutJob, MfaChallengeRecord, NewAuditEvent,
+    NewCeremony, NewMfaChallenge, NewOneTimeToken, NewRule, NewToken, NewTotp, NewUser, OAuthCodeRecord, PasskeyRecord,
     PasswordChange, PlexPinRecord, QueuedMail, RemovedOnFirstProof, RuleRecord, SealedColumn, SealedRow, SessionRecord,
     SessionRecovery, SessionStart, SsoFlowRecord, SsoIdentityRecord, SsoPendingRecord, StoreError, ThrottleRecord,
     ThrottleStep, TokenRecord, TotpRecord, UserRecord, Verified,

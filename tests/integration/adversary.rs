@@ -69,6 +69,7 @@ impl ServeProcess {
 /// Moves every session's last proof of its person into the past: a token stolen a while ago.
 async fn age_sessions(engine: &Engine, server: &TestServer) {
     crate::revocation::sql(engine, &server.database_url, "UPDATE sessions SET verified_at = 0").await;
+    server.catch_up().await;
 }
 
 /// Behind a trusted proxy on loopback, `X-Forwarded-For` names the client.
@@ -463,7 +464,11 @@ async fn an_unproven_address_gets_no_new_credential(engine: Engine) {
 
 async fn the_first_proof_of_an_address_removes_what_a_squatter_set_up(engine: Engine) {
     let server = TestServer::start(engine.clone()).await;
-    let sql = |statement: &'static str| crate::revocation::sql(&engine, &server.database_url, statement);
+    let (engine_ref, server_ref) = (&engine, &server);
+    let sql = |statement: &'static str| async move {
+        crate::revocation::sql(engine_ref, &server_ref.database_url, statement).await;
+        server_ref.catch_up().await;
+    };
     for (name, email) in [("squat-a", "owner-a@example.com"), ("squat-b", "owner-b@example.com")] {
         // Accounts a squatter set up before this rule (an older release let unproven ones add factors).
         server.sign_up_unverified(name, email, "the squatter's passphrase").await;

@@ -101,6 +101,18 @@ impl TestServer {
         &self.running.as_ref().expect("server running").state
     }
 
+    /// Makes the node read the revocation rules and the invalidation log now, as it does within
+    /// 250 ms by itself: for tests that change the database behind its back.
+    pub async fn catch_up(&self) {
+        self.running_state().revocations.sync().await.expect("sync");
+    }
+
+    /// Another node on this server's database and key file, with caches of its own: what one node
+    /// learns must reach it.
+    pub async fn another_node(&self) -> RunningServer {
+        server::start(&self.config).await.expect("second node starts")
+    }
+
     /// Stops the server and starts it again on the same database and key file, with `tweak` applied.
     pub async fn restart_with(mut self, tweak: impl FnOnce(&mut Config)) -> Self {
         if let Some(running) = self.running.take() {

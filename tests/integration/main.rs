@@ -35,3 +35,4 @@ mod smtp;
 mod sso;
 mod story;
 mod throttling;
+mod validation_cache;

@@ -162,6 +162,7 @@ async fn recovery_codes_and_step_up(engine: Engine) {
 
     // Sensitive actions need a fresh check; a session that proved itself long ago must step up.
     crate::revocation::sql(&engine, &server.database_url, "UPDATE sessions SET verified_at = 0").await;
+    server.catch_up().await;
     server
         .post_with_token("/api/v1/mfa/recovery-codes", &first.access, json!({}))
         .await

@@ -139,6 +139,7 @@ async fn an_email_change_needs_a_step_up_and_the_new_mailbox(engine: Engine) {
 
     // A session that proved itself long ago must step up first (with the password: no factor).
     crate::revocation::sql(&engine, &server.database_url, "UPDATE sessions SET verified_at = 0").await;
+    server.catch_up().await;
     let change = |email: &str| json!({ "new_email": email });
     server
         .post_with_token("/api/v1/email/change", &yuri.access, change("yuri@new.example"))

@@ -190,6 +190,7 @@ impl OAuth {
             return Ok(());
         }
         self.store.revoke_session(&record.session_id, now_ms()).await?;
+        self.revocations.validations().forget_session(&record.session_id);
         let details = json!({ "client_id": client.id, "session_id": record.session_id });
         let actor = Actor::Client(client.id.clone());
         self.audit

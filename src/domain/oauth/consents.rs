@@ -39,6 +39,7 @@ impl OAuth {
         for session in self.store.sessions_of(&who.user_id).await? {
             if session.channel == client_id {
                 self.store.end_session_and_tell(&session.id, now).await?;
+                self.revocations.validations().forget_session(&session.id);
                 ended += 1;
             }
         }

@@ -252,6 +252,7 @@ impl OAuth {
     async fn code_reused(&self, record: &OAuthCodeRecord, address: Option<&str>) -> Result<()> {
         if let Some(session_id) = &record.session_id {
             self.store.end_session_and_tell(session_id, now_ms()).await?;
+            self.revocations.validations().forget_session(session_id);
         }
         tracing::warn!(user_id = %record.user_id, client_id = %record.client_id, "authorization code reused: its session was revoked");
         let details = json!({ "client_id": record.client_id, "session_id": record.session_id });

@@ -121,6 +121,7 @@ impl OAuth {
         let session = self.store.sessions_of(&claims.sub).await?.into_iter().find(|s| s.id == claims.sid);
         if session.is_some_and(|s| s.channel == client.id) {
             self.store.revoke_session(&claims.sid, now_ms()).await?;
+            self.revocations.validations().forget_session(&claims.sid);
             tracing::info!(user_id = %claims.sub, client_id = %client.id, session_id = %claims.sid, "signed out by the client");
         }
         Ok(EndedSession { user_id: claims.sub, client_name: client.name, redirect })

@@ -11,6 +11,7 @@ use super::xml::Element;
 use super::{PlexClient, PlexError};
 use crate::domain::second_factors::Factor;
 use crate::domain::sessions::{FinishSignIn, Issue, SignIn};
+use crate::domain::validation_cache::PlexFacts;
 use crate::domain::Error;
 use crate::http::extract::{ClientAddress, UserAgent};
 use crate::http::AppState;
@@ -107,8 +108,7 @@ pub async fn ping(State(state): State<AppState>, client: PlexClient) -> Result<R
 /// elements (`subscription`, `profile`, …) they expect to find even when empty.
 async fn user_element(state: &AppState, user_id: &str, token: &str) -> Result<Element, Error> {
     let profile = state.accounts.profile(user_id).await?;
-    let two_factor = state.factors.has_second_factor(user_id).await?;
-    let numeric_id = state.accounts.numeric_id(user_id).await?;
+    let PlexFacts { numeric_id, two_factor } = state.accounts.plex_facts(user_id).await?;
     Ok(Element::new("user")
         .attr("id", numeric_id)
         .attr("uuid", &profile.id)
