@@ -12,6 +12,7 @@ pub mod breach_response;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod fixture;
 pub mod http;
 pub mod keys;
 pub mod mail;

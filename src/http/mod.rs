@@ -24,6 +24,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, patch, post};
 use axum::Router;
 use ipnet::IpNet;
+use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -143,10 +144,22 @@ pub fn router(state: AppState, max_body_bytes: usize, hsts: bool) -> Router {
         .route("/metrics", get(ops::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
-    pages::hardening(router, hsts)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(middleware::from_fn_with_state(state.clone(), record_latency))
-        .layer(middleware::from_fn_with_state(state.clone(), offer_dpop_nonce))
+    // One layer for the whole stack: axum wraps (and clones, per request) each route in every
+    // `Router::layer`, so nine layers would cost nine boxed services per request.
+    let hsts = hsts.then(|| {
+        SetResponseHeaderLayer::overriding(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        )
+    });
+    let layers = ServiceBuilder::new()
+        .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+        // Token responses must not be cached (RFC 6749 §5.1); nothing here is worth caching anyway.
+        .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error").into_response()
+        }))
         .layer(
             // Spans name the route template, never the raw URI or headers, which may carry tokens.
             TraceLayer::new_for_http()
@@ -158,14 +171,17 @@ pub fn router(state: AppState, max_body_bytes: usize, hsts: bool) -> Router {
                 .on_request(())
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
-        .layer(CatchPanicLayer::custom(|_| {
-            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error").into_response()
-        }))
-        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
-        // Token responses must not be cached (RFC 6749 §5.1); nothing here is worth caching anyway.
-        .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
-        .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
-        .with_state(state)
+        .layer(middleware::from_fn_with_state(state.clone(), offer_dpop_nonce))
+        .layer(middleware::from_fn_with_state(state.clone(), record_latency))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        // Pages may not be framed, sniffed or loaded over plain HTTP once seen over https.
+        .option_layer(hsts)
+        .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")))
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(pages::CONTENT_SECURITY_POLICY),
+        ));
+    router.layer(layers).with_state(state)
 }
 
 async fn record_latency(State(state): State<AppState>, request: Request, next: Next) -> Response {

@@ -136,6 +136,36 @@ pub struct NewToken {
     pub expires_at: i64,
 }
 
+/// Rows written as they are, without the checks, audit events or mail of the paths that normally
+/// write them: how `keywarden::fixture` fills a benchmark or capacity-test database.
+#[derive(Debug, Clone, Default)]
+pub struct BulkRows {
+    pub users: Vec<NewUser>,
+    pub devices: Vec<BulkDevice>,
+    pub sessions: Vec<BulkSession>,
+    pub tokens: Vec<NewToken>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BulkDevice {
+    pub id: String,
+    pub user_id: String,
+    pub client_identifier: String,
+    pub product: String,
+    pub platform: String,
+    pub name: String,
+    pub seen_at: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct BulkSession {
+    pub id: String,
+    pub user_id: String,
+    pub device_id: String,
+    pub channel: String,
+    pub created_at: i64,
+}
+
 /// Everything one sign-in writes, in one transaction: the device, the session and its first tokens.
 #[derive(Debug, Clone)]
 pub struct SessionStart {
@@ -662,6 +692,8 @@ pub trait Store: Send + Sync + 'static {
     /// Entries of the invalidation log with a sequence number above `seq`, or written (by the
     /// database's clock) at or after `at`, in order: rows may commit out of sequence order.
     async fn invalidations_after(&self, seq: i64, at: i64) -> Result<Vec<InvalidationRecord>, StoreError>;
+    /// Writes `rows` in one transaction (see [`BulkRows`]).
+    async fn bulk_load(&self, rows: &BulkRows) -> Result<(), StoreError>;
     /// Drops invalidation log entries written before `before`; returns how many.
     async fn purge_invalidations(&self, before: i64) -> Result<u64, StoreError>;
 

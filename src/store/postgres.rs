@@ -13,7 +13,7 @@ use super::sql::{
     replace_recovery_codes, sso_identity_select, user_select,
 };
 use super::{
-    AuditRecord, AuditSealer, CeremonyRecord, ClientRecord, DeviceCodeRecord, DeviceKeyRecord, DeviceRecord,
+    AuditRecord, AuditSealer, BulkRows, CeremonyRecord, ClientRecord, DeviceCodeRecord, DeviceKeyRecord, DeviceRecord,
     EmailChange, FactorChange, FirstProof, InvalidationRecord, KeyColumn, LogoutJob, MfaChallengeRecord, NewAuditEvent,
     NewCeremony, NewMfaChallenge, NewOneTimeToken, NewRule, NewToken, NewTotp, NewUser, OAuthCodeRecord, PasskeyRecord,
     PasswordChange, PlexPinRecord, QueuedMail, RemovedOnFirstProof, RuleRecord, SealedColumn, SealedRow, SessionRecord,

@@ -517,6 +517,90 @@ macro_rules! impl_store_with_portable_sql {
                 .await?)
             }
 
+            async fn bulk_load(&self, rows: &BulkRows) -> Result<(), StoreError> {
+                // Several rows per statement, within both engines' limit on bound parameters.
+                const PARAMETERS: usize = 30_000;
+                let mut tx = self.writer.begin().await?;
+                for chunk in rows.users.chunks(PARAMETERS / 12) {
+                    sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO users (id, username, username_key, email_sealed, email_key_id, email_index, \
+                         email_index_key_id, password_hash, password_pepper_id, created_at, updated_at, email_verified_at) ",
+                    )
+                    .push_values(chunk, |mut row, user| {
+                        row.push_bind(&user.id)
+                            .push_bind(&user.username)
+                            .push_bind(&user.username_key)
+                            .push_bind(&user.email_sealed)
+                            .push_bind(&user.email_key_id)
+                            .push_bind(&user.email_index)
+                            .push_bind(&user.email_index_key_id)
+                            .push_bind(&user.password_hash)
+                            .push_bind(&user.password_pepper_id)
+                            .push_bind(user.created_at)
+                            .push_bind(user.created_at)
+                            .push_bind(user.email_verified_at);
+                    })
+                    .build()
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                for chunk in rows.devices.chunks(PARAMETERS / 9) {
+                    sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO devices (id, user_id, client_identifier, product, platform, name, \
+                         first_seen_at, last_seen_at, last_address) ",
+                    )
+                    .push_values(chunk, |mut row, device| {
+                        row.push_bind(&device.id)
+                            .push_bind(&device.user_id)
+                            .push_bind(&device.client_identifier)
+                            .push_bind(&device.product)
+                            .push_bind(&device.platform)
+                            .push_bind(&device.name)
+                            .push_bind(device.seen_at)
+                            .push_bind(device.seen_at)
+                            .push_bind(None::<String>);
+                    })
+                    .build()
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                for chunk in rows.sessions.chunks(PARAMETERS / 6) {
+                    sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO sessions (id, user_id, device_id, channel, created_at, last_used_at) ",
+                    )
+                    .push_values(chunk, |mut row, session| {
+                        row.push_bind(&session.id)
+                            .push_bind(&session.user_id)
+                            .push_bind(&session.device_id)
+                            .push_bind(&session.channel)
+                            .push_bind(session.created_at)
+                            .push_bind(session.created_at);
+                    })
+                    .build()
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                for chunk in rows.tokens.chunks(PARAMETERS / 7) {
+                    sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO tokens (digest, digest_key_id, kind, session_id, user_id, issued_at, expires_at) ",
+                    )
+                    .push_values(chunk, |mut row, token| {
+                        row.push_bind(&token.digest)
+                            .push_bind(&token.digest_key_id)
+                            .push_bind(token.kind)
+                            .push_bind(&token.session_id)
+                            .push_bind(&token.user_id)
+                            .push_bind(token.issued_at)
+                            .push_bind(token.expires_at);
+                    })
+                    .build()
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(())
+            }
+
             async fn purge_invalidations(&self, before: i64) -> Result<u64, StoreError> {
                 let done = sqlx::query::<$db>("DELETE FROM cache_invalidations WHERE at < $1")
                     .bind(before)

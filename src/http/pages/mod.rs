@@ -23,7 +23,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use minijinja::{context, Environment, Value};
 use rand::RngCore;
-use tower_http::set_header::SetResponseHeaderLayer;
 
 use super::AppState;
 use crate::config::PagesConfig;
@@ -37,7 +36,9 @@ pub const DEVICE_COOKIE: &str = "kw_device";
 pub const DEVICE_COOKIE_MAX_AGE_SECS: i64 = 400 * 24 * 3600;
 
 /// No inline script or style, nothing from elsewhere, no framing (issue 4 §3).
-const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+/// Sent with every answer (see `http::router`): a page may widen `form-action` to the one client it
+/// is about to send the browser back to.
+pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
      connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 const TEMPLATES: &[(&str, &str)] = &[
@@ -155,25 +156,6 @@ pub fn router() -> Router<AppState> {
         .route("/security/sso/{provider}/link", post(sso::link_provider))
         .route("/security/sso/{provider}/reauth", post(sso::reauth))
         .route("/security/sso/identities/{id}/unlink", post(sso::unlink))
-}
-
-/// The headers that keep every answer, page or not, from being framed, scripted from elsewhere
-/// or pinned to plain HTTP (issue 4 §3).
-pub fn hardening<S: Clone + Send + Sync + 'static>(router: Router<S>, hsts: bool) -> Router<S> {
-    let mut router = router
-        // A page may widen `form-action` to the one client it is about to send the browser back to.
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")));
-    if hsts {
-        router = router.layer(SetResponseHeaderLayer::overriding(
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
-        ));
-    }
-    router
 }
 
 /// Whether the request comes from a browser that wants a page rather than JSON.

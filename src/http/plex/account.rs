@@ -109,7 +109,7 @@ pub async fn ping(State(state): State<AppState>, client: PlexClient) -> Result<R
 async fn user_element(state: &AppState, user_id: &str, token: &str) -> Result<Element, Error> {
     let profile = state.accounts.profile(user_id).await?;
     let PlexFacts { numeric_id, two_factor } = state.accounts.plex_facts(user_id).await?;
-    Ok(Element::new("user")
+    Ok(Element::with_capacity("user", 32)
         .attr("id", numeric_id)
         .attr("uuid", &profile.id)
         .attr("username", &profile.username)

@@ -3,7 +3,7 @@
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 /// An element with attributes and children, in the order they were added.
 #[derive(Debug, Clone, Default)]
@@ -17,6 +17,11 @@ pub struct Element {
 impl Element {
     pub fn new(name: &'static str) -> Self {
         Self { name, ..Self::default() }
+    }
+
+    /// An element that will have about `attributes` attributes (the user element has thirty).
+    pub fn with_capacity(name: &'static str, attributes: usize) -> Self {
+        Self { name, attributes: Vec::with_capacity(attributes), ..Self::default() }
     }
 
     pub fn attr(mut self, name: &'static str, value: impl ToString) -> Self {
@@ -87,26 +92,45 @@ impl Element {
     /// The JSON form: attributes as fields, children grouped under their element name (a list when
     /// the element is a list, such as `MediaContainer` or `resources`).
     pub fn to_json(&self) -> Value {
-        let mut object = Map::new();
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// Written straight to the response body, without an intermediate `serde_json::Value`: plex.tv
+/// clients fetch the user element on every start and every ping.
+impl serde::Serialize for Element {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
         for (name, value) in &self.attributes {
-            object.insert((*name).to_owned(), Value::String(value.clone()));
+            map.serialize_entry(name, value)?;
         }
-        for child in &self.children {
-            match object.get_mut(child.name) {
-                Some(Value::Array(list)) => list.push(child.to_json()),
-                Some(existing) => {
-                    let first = existing.take();
-                    *existing = Value::Array(vec![first, child.to_json()]);
-                }
-                None => {
-                    object.insert(child.name.to_owned(), child.to_json());
-                }
+        for (at, child) in self.children.iter().enumerate() {
+            if self.children[..at].iter().any(|earlier| earlier.name == child.name) {
+                continue;
+            }
+            if self.children[at + 1..].iter().any(|c| c.name == child.name) {
+                map.serialize_entry(child.name, &Siblings { children: &self.children[at..], name: child.name })?;
+            } else {
+                map.serialize_entry(child.name, child)?;
             }
         }
         if let Some(text) = &self.text {
-            object.insert("text".to_owned(), Value::String(text.clone()));
+            map.serialize_entry("text", text)?;
         }
-        Value::Object(object)
+        map.end()
+    }
+}
+
+/// The children of one name, written as a list.
+struct Siblings<'a> {
+    children: &'a [Element],
+    name: &'static str,
+}
+
+impl serde::Serialize for Siblings<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.children.iter().filter(|c| c.name == self.name))
     }
 }
 
@@ -146,7 +170,15 @@ impl Format {
 
     pub fn answer(self, status: StatusCode, element: &Element) -> Response {
         match self {
-            Self::Json => (status, axum::Json(element.to_json())).into_response(),
+            Self::Json => {
+                // Sized for a user element at once, rather than grown from axum's 128 bytes.
+                let mut body = Vec::with_capacity(2048);
+                match serde_json::to_writer(&mut body, element) {
+                    Ok(()) => (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body)
+                        .into_response(),
+                    Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                }
+            }
             Self::Xml => (
                 status,
                 [(header::CONTENT_TYPE, HeaderValue::from_static("application/xml; charset=utf-8"))],
