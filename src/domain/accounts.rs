@@ -84,7 +84,18 @@ impl Role {
 }
 
 #[derive(Clone)]
-pub struct Accounts {
+pub struct Accounts(std::sync::Arc<AccountsParts>);
+
+impl std::ops::Deref for Accounts {
+    type Target = AccountsParts;
+
+    fn deref(&self) -> &AccountsParts {
+        &self.0
+    }
+}
+
+/// What every handle to the account service shares.
+pub struct AccountsParts {
     store: DynStore,
     keyring: Arc<Keyring>,
     hasher: Arc<PasswordHasher>,
@@ -109,7 +120,7 @@ pub(crate) fn pending_email_context(user_id: &str) -> Vec<u8> {
 
 impl Accounts {
     pub fn new(core: &Core) -> Self {
-        Self {
+        Self(std::sync::Arc::new(AccountsParts {
             store: core.store.clone(),
             keyring: core.keyring.clone(),
             hasher: core.hasher.clone(),
@@ -119,7 +130,7 @@ impl Accounts {
             revocations: core.revocations.clone(),
             throttle: core.throttle.clone(),
             validations: core.validations.clone(),
-        }
+        }))
     }
 
     pub async fn register(&self, registration: Registration, address: Option<&str>) -> Result<Account> {

@@ -139,7 +139,18 @@ pub struct AddedPasskey {
 }
 
 #[derive(Clone)]
-pub struct SecondFactors {
+pub struct SecondFactors(std::sync::Arc<SecondFactorsParts>);
+
+impl std::ops::Deref for SecondFactors {
+    type Target = SecondFactorsParts;
+
+    fn deref(&self) -> &SecondFactorsParts {
+        &self.0
+    }
+}
+
+/// What every handle to the second-factor service shares.
+pub struct SecondFactorsParts {
     store: DynStore,
     keyring: Arc<Keyring>,
     hasher: Arc<PasswordHasher>,
@@ -160,7 +171,7 @@ pub(crate) fn secret_context(user_id: &str) -> Vec<u8> {
 
 impl SecondFactors {
     pub fn new(core: &Core, accounts: Accounts) -> Self {
-        Self {
+        Self(std::sync::Arc::new(SecondFactorsParts {
             store: core.store.clone(),
             keyring: core.keyring.clone(),
             hasher: core.hasher.clone(),
@@ -172,7 +183,7 @@ impl SecondFactors {
             throttle: core.throttle.clone(),
             freshness: core.freshness.clone(),
             validations: core.validations.clone(),
-        }
+        }))
     }
 
     pub fn passkeys(&self) -> &Passkeys {

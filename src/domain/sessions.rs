@@ -264,7 +264,18 @@ impl From<TokenRecord> for Authenticated {
 }
 
 #[derive(Clone)]
-pub struct Sessions {
+pub struct Sessions(std::sync::Arc<SessionsParts>);
+
+impl std::ops::Deref for Sessions {
+    type Target = SessionsParts;
+
+    fn deref(&self) -> &SessionsParts {
+        &self.0
+    }
+}
+
+/// What every handle to the session service shares.
+pub struct SessionsParts {
     store: DynStore,
     keyring: Arc<Keyring>,
     hasher: Arc<PasswordHasher>,
@@ -373,7 +384,7 @@ fn describe_user_agent(agent: &str) -> (&'static str, &'static str) {
 
 impl Sessions {
     pub fn new(core: &Core, accounts: Accounts, factors: SecondFactors) -> Self {
-        Self {
+        Self(std::sync::Arc::new(SessionsParts {
             store: core.store.clone(),
             keyring: core.keyring.clone(),
             hasher: core.hasher.clone(),
@@ -385,7 +396,7 @@ impl Sessions {
             throttle: core.throttle.clone(),
             alerts: core.alerts.clone(),
             validations: core.validations.clone(),
-        }
+        }))
     }
 
     /// Password sign-in. Unknown accounts and wrong passwords fail identically and in about the

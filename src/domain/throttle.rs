@@ -202,7 +202,18 @@ impl Counted {
 }
 
 #[derive(Clone)]
-pub struct Throttle {
+pub struct Throttle(std::sync::Arc<ThrottleParts>);
+
+impl std::ops::Deref for Throttle {
+    type Target = ThrottleParts;
+
+    fn deref(&self) -> &ThrottleParts {
+        &self.0
+    }
+}
+
+/// What every handle to the throttle shares.
+pub struct ThrottleParts {
     store: DynStore,
     keyring: std::sync::Arc<Keyring>,
     audit: AuditLog,
@@ -211,7 +222,7 @@ pub struct Throttle {
 
 impl Throttle {
     pub fn new(store: DynStore, keyring: std::sync::Arc<Keyring>, audit: AuditLog, settings: ThrottleSettings) -> Self {
-        Self { store, keyring, audit, settings }
+        Self(std::sync::Arc::new(ThrottleParts { store, keyring, audit, settings }))
     }
 
     /// The counter's key. Login names and addresses are personal data: they are stored as keyed

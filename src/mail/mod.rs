@@ -264,7 +264,18 @@ struct Sealable {
 }
 
 #[derive(Clone)]
-pub struct Mailer {
+pub struct Mailer(std::sync::Arc<MailerParts>);
+
+impl std::ops::Deref for Mailer {
+    type Target = MailerParts;
+
+    fn deref(&self) -> &MailerParts {
+        &self.0
+    }
+}
+
+/// What every handle to the mailer shares.
+pub struct MailerParts {
     store: DynStore,
     keyring: Arc<Keyring>,
     audit: AuditLog,
@@ -299,7 +310,7 @@ impl Mailer {
     ) -> anyhow::Result<Self> {
         let from: Mailbox =
             config.from.parse().map_err(|e| anyhow::anyhow!("invalid mail.from {:?}: {e}", config.from))?;
-        Ok(Self {
+        Ok(Self(std::sync::Arc::new(MailerParts {
             store,
             keyring,
             audit,
@@ -309,7 +320,7 @@ impl Mailer {
             public_url: public_url.trim_end_matches('/').to_owned(),
             retry_base: Duration::from_secs(config.retry_base_secs.max(1)),
             queued: Arc::new(Notify::new()),
-        })
+        })))
     }
 
     /// A link into keywarden's own pages.
