@@ -196,6 +196,21 @@ async fn a_forced_reset_by_the_operator_reaches_every_node(engine: Engine) {
     nodes.stop().await;
 }
 
+async fn a_first_proof_of_the_address_that_ends_sessions_reaches_every_node(engine: Engine) {
+    // Someone signed up with another's address; the owner's verification link removes whatever
+    // they set up (second factors, passkeys, device keys) and ends every session of the account.
+    let nodes = Nodes::start(engine).await;
+    let server = &nodes.server;
+    server.sign_up_unverified("sqt", "sqt@example.com", "a long passphrase").await;
+    let squatter = server.sign_in("sqt", "a long passphrase", None).await;
+    nodes.warm(&squatter.access).await;
+    let link = server.wait_for_outbox(0, |m| m.token("kw_ev_").is_some()).await.token("kw_ev_").unwrap();
+    let since = Instant::now();
+    assert_eq!(server.post("/api/v1/email/verify", json!({ "token": link })).await.status, StatusCode::NO_CONTENT);
+    nodes.refused_everywhere(&squatter.access, Some(&server.base), since).await;
+    nodes.stop().await;
+}
+
 async fn a_session_ended_in_the_database_reaches_every_node(engine: Engine) {
     // An operator ending a session with SQL, outside keywarden: the database's trigger tells every node.
     let nodes = Nodes::start(engine).await;
@@ -354,6 +369,7 @@ crate::on_both_engines!(
     a_password_change_reaches_every_node,
     a_password_reset_reaches_every_node,
     a_forced_reset_by_the_operator_reaches_every_node,
+    a_first_proof_of_the_address_that_ends_sessions_reaches_every_node,
     a_session_ended_in_the_database_reaches_every_node,
     a_retired_token_key_reaches_every_node,
     an_account_change_reaches_every_nodes_profiles,
