@@ -452,24 +452,20 @@ async fn bench_engine(
         .against(Baseline::Axum(Generator::InProcess)),
     );
 
-    // Refreshes: each worker follows its own session's chain of refresh tokens.
-    let chains: Arc<Vec<Mutex<String>>> =
-        Arc::new(samples.iter().rev().take(CONNECTIONS).map(|s| Mutex::new(s.refresh_token.to_string())).collect());
-    let which = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // Refreshes: each request takes a session's latest refresh token from the pool and puts back
+    // its successor, so no two requests present the same one; every refresh must succeed.
+    let pool: Arc<Mutex<Vec<String>>> =
+        Arc::new(Mutex::new(samples.iter().rev().take(CONNECTIONS * 2).map(|s| s.refresh_token.to_string()).collect()));
     let (h, url) = (http.clone(), format!("{base}/api/v1/token/refresh"));
     rows.push(
         measure(format!("[{engine}] token refreshes ({size})"), CONNECTIONS, move || {
-            let (h, url, chains, which) = (h.clone(), url.clone(), chains.clone(), which.clone());
+            let (h, url, pool) = (h.clone(), url.clone(), pool.clone());
             async move {
-                let chain = &chains[which.fetch_add(1, Ordering::Relaxed) % chains.len()];
-                let current = chain.lock().unwrap().clone();
+                let Some(current) = pool.lock().unwrap().pop() else { return false };
                 let reply = h.post(&url).json(&json!({ "refresh_token": current })).send().await.unwrap();
-                if reply.status() != 200 {
-                    // Another worker holds this chain's newer token (the chains are shared round-robin).
-                    return true;
-                }
+                assert_eq!(reply.status(), 200, "a fixture session refreshes");
                 let body: Value = reply.json().await.unwrap();
-                *chain.lock().unwrap() = body["refresh_token"].as_str().unwrap().to_owned();
+                pool.lock().unwrap().push(body["refresh_token"].as_str().unwrap().to_owned());
                 true
             }
         })
