@@ -149,8 +149,7 @@ pub fn build_core(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> an
     let hashing = &config.password_hashing;
     let hasher = Arc::new(PasswordHasher::new(keyring.clone(), hashing.cost(), hashing.admission())?);
     let audit = AuditLog::new(store.clone(), keyring.clone());
-    let validations = ValidationCache::new(config.validation_cache);
-    let revocations = Revocations::new(store.clone(), audit.clone(), validations.clone());
+    let revocations = Revocations::new(store.clone(), audit.clone(), ValidationCache::new(config.validation_cache));
     let mailer = Mailer::new(
         store.clone(),
         keyring.clone(),
@@ -179,7 +178,6 @@ pub fn build_core(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> an
         hasher,
         audit,
         revocations,
-        validations,
         mailer,
         policy: config.tokens,
         mfa: config.mfa,
@@ -239,7 +237,7 @@ pub fn build_state(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> a
         freshness: core.freshness.clone(),
         devices: Devices::new(&core, accounts.clone()),
         recovery: Recovery::new(&core, accounts.clone(), provider_names),
-        recent_credentials: RecentCredentials::new(store.clone(), core.audit.clone(), core.validations.clone()),
+        recent_credentials: RecentCredentials::new(store.clone(), core.audit.clone(), core.validations().clone()),
         sso,
         pins,
         device_keys,

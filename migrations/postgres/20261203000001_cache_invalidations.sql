@@ -6,36 +6,19 @@ CREATE TABLE cache_invalidations (
     seq  BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     kind TEXT NOT NULL,    -- 'session' or 'user'
     id   TEXT NOT NULL,
-    at   BIGINT NOT NULL   -- the database's clock, Unix ms
+    -- The database's clock, Unix ms.
+    at   BIGINT NOT NULL DEFAULT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT
 );
 CREATE INDEX cache_invalidations_at_idx ON cache_invalidations (at);
 
-CREATE FUNCTION keywarden_invalidate(what TEXT, id TEXT) RETURNS void AS $$
+-- One trigger function for every table: `keywarden_row_changed(KIND, COLUMN)` logs the changed
+-- row's COLUMN (the new row's, or the deleted one's) as an invalidation of KIND.
+CREATE FUNCTION keywarden_row_changed() RETURNS trigger AS $$
 BEGIN
-    INSERT INTO cache_invalidations (kind, id, at)
-    VALUES (what, id, (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT);
+    INSERT INTO cache_invalidations (kind, id)
+    VALUES (TG_ARGV[0], COALESCE(to_jsonb(NEW), to_jsonb(OLD)) ->> TG_ARGV[1]);
     -- The same payload in one transaction is delivered once.
     PERFORM pg_notify('keywarden_revocations', 'invalidation');
-END;
-$$ LANGUAGE plpgsql;
-
-CREATE FUNCTION keywarden_session_changed() RETURNS trigger AS $$
-BEGIN
-    PERFORM keywarden_invalidate('session', COALESCE(NEW.id, OLD.id));
-    RETURN NULL;
-END;
-$$ LANGUAGE plpgsql;
-
-CREATE FUNCTION keywarden_user_changed() RETURNS trigger AS $$
-BEGIN
-    PERFORM keywarden_invalidate('user', COALESCE(NEW.id, OLD.id));
-    RETURN NULL;
-END;
-$$ LANGUAGE plpgsql;
-
-CREATE FUNCTION keywarden_factor_changed() RETURNS trigger AS $$
-BEGIN
-    PERFORM keywarden_invalidate('user', COALESCE(NEW.user_id, OLD.user_id));
     RETURN NULL;
 END;
 $$ LANGUAGE plpgsql;
@@ -47,30 +30,24 @@ CREATE TRIGGER sessions_invalidate AFTER UPDATE OF revoked_at, verified_at, veri
       OR OLD.verified_second_factor IS DISTINCT FROM NEW.verified_second_factor
       OR OLD.enrolment_only IS DISTINCT FROM NEW.enrolment_only OR OLD.client_id IS DISTINCT FROM NEW.client_id
       OR OLD.scope IS DISTINCT FROM NEW.scope OR OLD.dpop_jkt IS DISTINCT FROM NEW.dpop_jkt)
-    EXECUTE FUNCTION keywarden_session_changed();
+    EXECUTE FUNCTION keywarden_row_changed('session', 'id');
 CREATE TRIGGER sessions_deleted_invalidate AFTER DELETE ON sessions
-    FOR EACH ROW EXECUTE FUNCTION keywarden_session_changed();
+    FOR EACH ROW EXECUTE FUNCTION keywarden_row_changed('session', 'id');
+
+-- A token's life changed (an operator shortening it, a plex.tv token kept alive by use).
+CREATE TRIGGER tokens_invalidate AFTER UPDATE OF expires_at ON tokens
+    FOR EACH ROW WHEN (OLD.expires_at IS DISTINCT FROM NEW.expires_at)
+    EXECUTE FUNCTION keywarden_row_changed('session', 'session_id');
 
 -- Anything about an account: its profile, role, password, or the account itself.
 CREATE TRIGGER users_invalidate AFTER UPDATE OR DELETE ON users
-    FOR EACH ROW EXECUTE FUNCTION keywarden_user_changed();
+    FOR EACH ROW EXECUTE FUNCTION keywarden_row_changed('user', 'id');
 
 -- Whether an account has a second factor (plex.tv's user element says so).
 CREATE TRIGGER totp_invalidate AFTER INSERT OR DELETE ON totp_factors
-    FOR EACH ROW EXECUTE FUNCTION keywarden_factor_changed();
+    FOR EACH ROW EXECUTE FUNCTION keywarden_row_changed('user', 'user_id');
 CREATE TRIGGER totp_confirmed_invalidate AFTER UPDATE OF confirmed_at ON totp_factors
     FOR EACH ROW WHEN (OLD.confirmed_at IS DISTINCT FROM NEW.confirmed_at)
-    EXECUTE FUNCTION keywarden_factor_changed();
+    EXECUTE FUNCTION keywarden_row_changed('user', 'user_id');
 CREATE TRIGGER passkeys_invalidate AFTER INSERT OR DELETE ON passkeys
-    FOR EACH ROW EXECUTE FUNCTION keywarden_factor_changed();
-
--- A token's life changed (an operator shortening it, a plex.tv token kept alive by use).
-CREATE FUNCTION keywarden_token_changed() RETURNS trigger AS $$
-BEGIN
-    PERFORM keywarden_invalidate('session', NEW.session_id);
-    RETURN NULL;
-END;
-$$ LANGUAGE plpgsql;
-CREATE TRIGGER tokens_invalidate AFTER UPDATE OF expires_at ON tokens
-    FOR EACH ROW WHEN (OLD.expires_at IS DISTINCT FROM NEW.expires_at)
-    EXECUTE FUNCTION keywarden_token_changed();
+    FOR EACH ROW EXECUTE FUNCTION keywarden_row_changed('user', 'user_id');

@@ -6,7 +6,8 @@ CREATE TABLE cache_invalidations (
     seq  INTEGER PRIMARY KEY AUTOINCREMENT,
     kind TEXT NOT NULL,    -- 'session' or 'user'
     id   TEXT NOT NULL,
-    at   INTEGER NOT NULL  -- the database's clock, Unix ms
+    -- The database's clock, Unix ms.
+    at   INTEGER NOT NULL DEFAULT (CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))
 );
 CREATE INDEX cache_invalidations_at_idx ON cache_invalidations (at);
 
@@ -17,59 +18,49 @@ CREATE TRIGGER sessions_invalidate AFTER UPDATE OF revoked_at, verified_at, veri
       OR OLD.verified_second_factor IS NOT NEW.verified_second_factor OR OLD.enrolment_only IS NOT NEW.enrolment_only
       OR OLD.client_id IS NOT NEW.client_id OR OLD.scope IS NOT NEW.scope OR OLD.dpop_jkt IS NOT NEW.dpop_jkt
 BEGIN
-    INSERT INTO cache_invalidations (kind, id, at)
-    VALUES ('session', NEW.id, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
+    INSERT INTO cache_invalidations (kind, id) VALUES ('session', NEW.id);
 END;
 CREATE TRIGGER sessions_deleted_invalidate AFTER DELETE ON sessions
 BEGIN
-    INSERT INTO cache_invalidations (kind, id, at)
-    VALUES ('session', OLD.id, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
-END;
-
--- Anything about an account: its profile, role, password, or the account itself.
-CREATE TRIGGER users_invalidate AFTER UPDATE ON users
-BEGIN
-    INSERT INTO cache_invalidations (kind, id, at)
-    VALUES ('user', NEW.id, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
-END;
-CREATE TRIGGER users_deleted_invalidate AFTER DELETE ON users
-BEGIN
-    INSERT INTO cache_invalidations (kind, id, at)
-    VALUES ('user', OLD.id, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
-END;
-
--- Whether an account has a second factor (plex.tv's user element says so).
-CREATE TRIGGER totp_added_invalidate AFTER INSERT ON totp_factors
-BEGIN
-    INSERT INTO cache_invalidations (kind, id, at)
-    VALUES ('user', NEW.user_id, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
-END;
-CREATE TRIGGER totp_confirmed_invalidate AFTER UPDATE OF confirmed_at ON totp_factors
-    WHEN OLD.confirmed_at IS NOT NEW.confirmed_at
-BEGIN
-    INSERT INTO cache_invalidations (kind, id, at)
-    VALUES ('user', NEW.user_id, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
-END;
-CREATE TRIGGER totp_removed_invalidate AFTER DELETE ON totp_factors
-BEGIN
-    INSERT INTO cache_invalidations (kind, id, at)
-    VALUES ('user', OLD.user_id, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
-END;
-CREATE TRIGGER passkey_added_invalidate AFTER INSERT ON passkeys
-BEGIN
-    INSERT INTO cache_invalidations (kind, id, at)
-    VALUES ('user', NEW.user_id, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
-END;
-CREATE TRIGGER passkey_removed_invalidate AFTER DELETE ON passkeys
-BEGIN
-    INSERT INTO cache_invalidations (kind, id, at)
-    VALUES ('user', OLD.user_id, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
+    INSERT INTO cache_invalidations (kind, id) VALUES ('session', OLD.id);
 END;
 
 -- A token's life changed (an operator shortening it, a plex.tv token kept alive by use).
 CREATE TRIGGER tokens_invalidate AFTER UPDATE OF expires_at ON tokens
     WHEN OLD.expires_at IS NOT NEW.expires_at
 BEGIN
-    INSERT INTO cache_invalidations (kind, id, at)
-    VALUES ('session', NEW.session_id, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER));
+    INSERT INTO cache_invalidations (kind, id) VALUES ('session', NEW.session_id);
+END;
+
+-- Anything about an account: its profile, role, password, or the account itself.
+CREATE TRIGGER users_invalidate AFTER UPDATE ON users
+BEGIN
+    INSERT INTO cache_invalidations (kind, id) VALUES ('user', NEW.id);
+END;
+CREATE TRIGGER users_deleted_invalidate AFTER DELETE ON users
+BEGIN
+    INSERT INTO cache_invalidations (kind, id) VALUES ('user', OLD.id);
+END;
+
+-- Whether an account has a second factor (plex.tv's user element says so).
+CREATE TRIGGER totp_added_invalidate AFTER INSERT ON totp_factors
+BEGIN
+    INSERT INTO cache_invalidations (kind, id) VALUES ('user', NEW.user_id);
+END;
+CREATE TRIGGER totp_confirmed_invalidate AFTER UPDATE OF confirmed_at ON totp_factors
+    WHEN OLD.confirmed_at IS NOT NEW.confirmed_at
+BEGIN
+    INSERT INTO cache_invalidations (kind, id) VALUES ('user', NEW.user_id);
+END;
+CREATE TRIGGER totp_removed_invalidate AFTER DELETE ON totp_factors
+BEGIN
+    INSERT INTO cache_invalidations (kind, id) VALUES ('user', OLD.user_id);
+END;
+CREATE TRIGGER passkey_added_invalidate AFTER INSERT ON passkeys
+BEGIN
+    INSERT INTO cache_invalidations (kind, id) VALUES ('user', NEW.user_id);
+END;
+CREATE TRIGGER passkey_removed_invalidate AFTER DELETE ON passkeys
+BEGIN
+    INSERT INTO cache_invalidations (kind, id) VALUES ('user', OLD.user_id);
 END;

@@ -129,7 +129,7 @@ impl Accounts {
             freshness: core.freshness.clone(),
             revocations: core.revocations.clone(),
             throttle: core.throttle.clone(),
-            validations: core.validations.clone(),
+            validations: core.validations().clone(),
         }))
     }
 

@@ -22,8 +22,6 @@ pub struct Core {
     pub hasher: Arc<PasswordHasher>,
     pub audit: AuditLog,
     pub revocations: Revocations,
-    /// Tokens and profiles already read, forgotten when they may be stale.
-    pub validations: ValidationCache,
     pub mailer: Mailer,
     pub policy: TokenPolicy,
     pub mfa: MfaPolicy,
@@ -37,4 +35,12 @@ pub struct Core {
     pub product: String,
     /// The WebAuthn relying party; `None` when passkeys cannot work on this server.
     pub webauthn: Option<Arc<webauthn_rs::Webauthn>>,
+}
+
+impl Core {
+    /// Tokens and profiles already read, forgotten when they may be stale (kept current by the
+    /// revocations, which read the invalidation log).
+    pub fn validations(&self) -> &ValidationCache {
+        self.revocations.validations()
+    }
 }

@@ -40,7 +40,7 @@ pub struct Recovery {
 
 impl Recovery {
     pub fn new(core: &Core, accounts: Accounts, providers: Vec<(String, String)>) -> Self {
-        let recent = RecentCredentials::new(core.store.clone(), core.audit.clone(), core.validations.clone());
+        let recent = RecentCredentials::new(core.store.clone(), core.audit.clone(), core.validations().clone());
         Self { core: core.clone(), accounts, providers: Arc::new(providers), recent }
     }
 
@@ -275,7 +275,7 @@ impl Recovery {
         address: Option<&str>,
     ) -> Result<()> {
         self.core.store.change_password(&change, &self.core.audit).await?;
-        self.core.validations.forget_user(&user.id);
+        self.core.validations().forget_user(&user.id);
         if let Some(rule) = &rule {
             self.core.revocations.enforce_locally(rule);
         }

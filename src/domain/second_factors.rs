@@ -182,7 +182,7 @@ impl SecondFactors {
             passkeys: Passkeys::new(core.store.clone(), core.webauthn.clone(), core.mfa.challenge_ttl_secs),
             throttle: core.throttle.clone(),
             freshness: core.freshness.clone(),
-            validations: core.validations.clone(),
+            validations: core.validations().clone(),
         }))
     }
 
@@ -232,7 +232,7 @@ impl SecondFactors {
 
     /// Whether the account has a second factor (an authenticator app or a passkey).
     pub async fn has_second_factor(&self, user_id: &str) -> Result<bool> {
-        Ok(self.totp_active(user_id).await? || self.passkeys.count(user_id).await? > 0)
+        self.freshness.has_second_factor(user_id).await
     }
 
     async fn totp_active(&self, user_id: &str) -> Result<bool> {

@@ -395,7 +395,7 @@ impl Sessions {
             factors,
             throttle: core.throttle.clone(),
             alerts: core.alerts.clone(),
-            validations: core.validations.clone(),
+            validations: core.validations().clone(),
         }))
     }
 

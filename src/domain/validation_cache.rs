@@ -98,21 +98,16 @@ const TOMBSTONE_MARGIN: Duration = Duration::from_secs(60);
 /// Tombstones held at most before the node forgets everything instead (see `floor`).
 const MAX_TOMBSTONES: u64 = 4_000_000;
 
-/// A string's heap share of an entry's weight.
-fn text(value: &str) -> usize {
-    value.len()
-}
-
 fn token_bytes(digest: &[u8], record: &TokenRecord) -> usize {
-    let optional = |value: &Option<String>| value.as_deref().map_or(0, text);
+    let optional = |value: &Option<String>| value.as_ref().map_or(0, String::len);
     std::mem::size_of::<Stamped<TokenRecord>>()
         + 2 * digest.len()
-        + text(&record.digest_key_id)
-        + text(&record.kind)
-        + text(&record.session_id)
-        + text(&record.user_id)
-        + text(&record.device_id)
-        + text(&record.channel)
+        + record.digest_key_id.len()
+        + record.kind.len()
+        + record.session_id.len()
+        + record.user_id.len()
+        + record.device_id.len()
+        + record.channel.len()
         + optional(&record.dpop_jkt)
         + optional(&record.client_id)
         + optional(&record.scope)
@@ -120,10 +115,10 @@ fn token_bytes(digest: &[u8], record: &TokenRecord) -> usize {
 
 fn profile_bytes(user_id: &str, profile: &super::accounts::Profile) -> usize {
     std::mem::size_of::<Stamped<super::accounts::Profile>>()
-        + 2 * text(user_id)
-        + text(&profile.username)
-        + text(&profile.email)
-        + profile.pending_email.as_deref().map_or(0, text)
+        + 2 * user_id.len()
+        + profile.username.len()
+        + profile.email.len()
+        + profile.pending_email.as_ref().map_or(0, String::len)
 }
 
 /// A cache bounded in bytes and, by giving each entry at least its share of the bytes, in entries.
@@ -303,6 +298,7 @@ impl ValidationCache {
     pub fn entries(&self) -> u64 {
         self.inner.tokens.run_pending_tasks();
         self.inner.profiles.run_pending_tasks();
+        self.inner.plex_facts.run_pending_tasks();
         self.inner.tokens.entry_count() + self.inner.profiles.entry_count() + self.inner.plex_facts.entry_count()
     }
 

@@ -3,7 +3,6 @@
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::Value;
 
 /// An element with attributes and children, in the order they were added.
 #[derive(Debug, Clone, Default)]
@@ -88,16 +87,12 @@ impl Element {
         out.push('\n');
         out
     }
-
-    /// The JSON form: attributes as fields, children grouped under their element name (a list when
-    /// the element is a list, such as `MediaContainer` or `resources`).
-    pub fn to_json(&self) -> Value {
-        serde_json::to_value(self).unwrap_or(Value::Null)
-    }
 }
 
-/// Written straight to the response body, without an intermediate `serde_json::Value`: plex.tv
-/// clients fetch the user element on every start and every ping.
+/// The JSON form: attributes as fields, children grouped under their element name (a list when the
+/// element is a list, such as `MediaContainer` or `resources`). Written straight to the response
+/// body, without an intermediate `serde_json::Value`: plex.tv clients fetch the user element on
+/// every start and every ping.
 impl serde::Serialize for Element {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
@@ -176,7 +171,11 @@ impl Format {
                 match serde_json::to_writer(&mut body, element) {
                     Ok(()) => (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body)
                         .into_response(),
-                    Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                    Err(err) => {
+                        tracing::error!(error = %err, "cannot write a plex.tv element as JSON");
+                        super::PlexError::new(self, StatusCode::INTERNAL_SERVER_ERROR, 1000, "internal error")
+                            .into_response()
+                    }
                 }
             }
             Self::Xml => (
@@ -208,6 +207,9 @@ mod tests {
             .attr("size", 2)
             .child(Element::new("Device").attr("id", "a"))
             .child(Element::new("Device").attr("id", "b"));
-        assert_eq!(list.to_json(), serde_json::json!({ "size": "2", "Device": [{ "id": "a" }, { "id": "b" }] }));
+        assert_eq!(
+            serde_json::to_value(&list).unwrap(),
+            serde_json::json!({ "size": "2", "Device": [{ "id": "a" }, { "id": "b" }] })
+        );
     }
 }
