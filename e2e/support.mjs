@@ -9,7 +9,14 @@ import { createRequire } from "node:module";
 import { chromium } from "playwright-core";
 
 export const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-const binary = join(root, "target", "debug", "keywarden");
+/** Where cargo put the debug binary: `CARGO_TARGET_DIR`, a `build.target-dir` in cargo's config or
+ * the checkout's `target/`, as `cargo metadata` reports it (`KEYWARDEN_BIN` overrides). */
+function findBinary() {
+  if (process.env.KEYWARDEN_BIN) return process.env.KEYWARDEN_BIN;
+  const metadata = execFileSync("cargo", ["metadata", "--format-version", "1", "--no-deps"], { cwd: root, encoding: "utf8" });
+  return join(JSON.parse(metadata).target_directory, "debug", "keywarden");
+}
+const binary = findBinary();
 const shots = join(root, "test-artifacts", "screenshots");
 export const sizes = { phone: { width: 390, height: 844 }, desktop: { width: 1280, height: 900 } };
 

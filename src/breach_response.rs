@@ -19,6 +19,7 @@ use crate::domain::clock::{now_ms, rfc3339};
 use crate::domain::honeytokens;
 use crate::domain::revocation::Scope;
 use crate::keys::{KeyPurpose, Keyring};
+use crate::progress::Progress;
 
 /// Which accounts the response is for.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -115,13 +116,6 @@ pub fn plan_path(key_file: &Path, id: &str) -> PathBuf {
     key_file.with_file_name(format!("breach-response-{id}.json"))
 }
 
-fn progress(label: &str, done: usize, total: usize) {
-    let width = 30;
-    let filled = (done * width).checked_div(total).unwrap_or(width).min(width);
-    eprint!("\r{label:<22} [{}{}] {done}/{total}", "#".repeat(filled), " ".repeat(width - filled));
-    let _ = std::io::stderr().flush();
-}
-
 impl Console {
     /// Makes the plan: resolves the affected accounts (decoys are never part of it).
     pub async fn plan_breach_response(&self, options: Options) -> anyhow::Result<Plan> {
@@ -187,6 +181,7 @@ impl Console {
                     self.revoke(Scope::Global, None, Some(reason.clone()), true).await?;
                 }
                 (revoke, Affected::Listed(ids)) => {
+                    let mut progress = Progress::new("revoking");
                     for (i, id) in ids.iter().enumerate() {
                         let user = id.clone();
                         let scope = match revoke {
@@ -194,9 +189,9 @@ impl Console {
                             channel => Scope::UserChannel { user, channel: channel.to_owned() },
                         };
                         self.revoke(scope, None, Some(reason.clone()), true).await?;
-                        progress("revoking", i + 1, ids.len());
+                        progress.update(i + 1, ids.len());
                     }
-                    eprintln!();
+                    progress.finish();
                 }
                 (channel, Affected::All) => {
                     self.revoke(Scope::Channel(channel.to_owned()), None, Some(reason.clone()), true).await?;
@@ -226,6 +221,7 @@ impl Console {
             .append(true)
             .open(&journal_path)
             .with_context(|| format!("cannot write {}", journal_path.display()))?;
+        let mut progress = Progress::new("accounts");
         while plan.users_done < total {
             let id = plan.users[plan.users_done].clone();
             if handled.contains(&id) {
@@ -248,9 +244,9 @@ impl Console {
             if plan.users_done % PLAN_SAVE_EVERY == 0 {
                 plan.save(path)?;
             }
-            progress("accounts", plan.users_done, total);
+            progress.update(plan.users_done, total);
         }
-        eprintln!();
+        progress.finish();
         plan.finished = true;
         plan.save(path)?;
         let details = json!({ "plan": plan.id, "accounts": total, "keys_rotated": plan.options.rotate_keys });
@@ -271,12 +267,13 @@ impl Console {
             eprintln!("new keys active: {:?}", self.keyring.active_ids());
         }
         if !plan.rewrapped {
+            let mut progress = Progress::new("re-wrapping");
             self.rewrap_all(500, |done, _, total| {
                 let total = usize::try_from(total).unwrap_or_default();
-                progress("re-wrapping", usize::try_from(done).unwrap_or_default().min(total), total);
+                progress.update(usize::try_from(done).unwrap_or_default().min(total), total);
             })
             .await?;
-            eprintln!();
+            progress.finish();
             plan.rewrapped = true;
             plan.save(path)?;
         }

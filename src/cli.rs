@@ -637,12 +637,14 @@ async fn keys(console: &Console, config: &Config, action: KeysAction) -> anyhow:
             }
         }
         KeysAction::Rewrap { batch } => {
+            let mut progress = crate::progress::Progress::new("re-wrapping");
             let (done, remaining) = console
-                .rewrap_all(batch.clamp(1, 10_000), |done, remaining, total| {
-                    eprint!("\rre-wrapping: {done} done, {remaining} remaining of {total}   ");
+                .rewrap_all(batch.clamp(1, 10_000), |done, _remaining, total| {
+                    let total = usize::try_from(total).unwrap_or_default();
+                    progress.update(usize::try_from(done).unwrap_or_default().min(total), total);
                 })
                 .await?;
-            eprintln!();
+            progress.finish();
             println!("{done} value(s) re-wrapped under the active keys; {remaining} remaining");
             if remaining > 0 {
                 anyhow::bail!("{remaining} value(s) could not be re-wrapped yet (is the new key active?)");

@@ -20,7 +20,9 @@ use crate::domain::sessions::TokenPolicy;
 use crate::domain::sso::ProviderSettings;
 use crate::domain::throttle::ThrottleSettings;
 use crate::domain::validation_cache::CacheSettings;
+use crate::http::serve::HttpSettings;
 use crate::mail::MailConfig;
+use crate::store::DatabaseSettings;
 use crate::theme::Theme;
 
 /// Environment variables with the prefix that are not configuration keys.
@@ -130,6 +132,10 @@ pub struct Config {
     pub throttle: ThrottleSettings,
     pub alerts: AlertSettings,
     pub validation_cache: CacheSettings,
+    /// How long the request path waits for the database, and how stale revocation rules may be.
+    pub database: DatabaseSettings,
+    /// Timeouts, sizes and the connection cap that keep stalled clients from holding the server.
+    pub http: HttpSettings,
 }
 
 /// The `[sso]` settings: upstream OpenID Connect providers people may sign in with.
@@ -241,6 +247,8 @@ impl Default for Config {
             throttle: ThrottleSettings::default(),
             alerts: AlertSettings::default(),
             validation_cache: CacheSettings::default(),
+            database: DatabaseSettings::default(),
+            http: HttpSettings::default(),
         }
     }
 }
@@ -325,6 +333,14 @@ impl Config {
         }
         if !(1..=20).contains(&m.max_code_attempts) {
             return invalid("mfa.max_code_attempts must be between 1 and 20");
+        }
+        self.http.validate().map_err(|e| ConfigError::Invalid(e.to_owned()))?;
+        let d = &self.database;
+        if d.acquire_timeout_ms == 0 || d.acquire_timeout_ms > 60_000 || d.statement_timeout_ms > 600_000 {
+            return invalid(
+                "database.acquire_timeout_ms must be 1 to 60000 and database.statement_timeout_ms at most 600000 \
+                 (0: unbounded)",
+            );
         }
         self.pages.theme()?;
         self.pages.redirect_origins()?;

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod mail;
 pub mod metrics;
 pub mod outbound;
+pub mod progress;
 pub mod server;
 pub mod signing;
 pub mod store;

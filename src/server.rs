@@ -99,7 +99,7 @@ impl RunningServer {
 /// Opens the database, applies migrations, loads (or on first start generates) the keyring,
 /// and starts serving on the configured address.
 pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
-    let store = store::open(&config.database_url()).await.context("cannot open the database")?;
+    let store = store::open_with(&config.database_url(), &config.database).await.context("cannot open the database")?;
     store.migrate().await.context("cannot apply database migrations")?;
     let keyring = open_keyring(config, store.as_ref()).await?;
     let listener =
@@ -115,16 +115,14 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     state.oauth.clients().sync_configured(&config.oauth.clients).await.context("invalid [[oauth.clients]]")?;
     // Every rule must be in memory before the first request is served.
     state.revocations.reload().await.context("cannot load revocation rules")?;
-    let syncing = state.revocations.spawn_sync(REVOCATION_POLL, REVOCATION_RELOAD);
-    let app = http::router(state.clone(), config.max_body_bytes, config.public_url().starts_with("https://"));
+    let staleness_limit = Duration::from_millis(config.database.staleness_limit_ms);
+    let syncing = state.revocations.spawn_sync(REVOCATION_POLL, REVOCATION_RELOAD, staleness_limit);
+    let https = config.public_url().starts_with("https://");
+    let app = http::router(state.clone(), config.max_body_bytes, &config.http, https);
     let (shutdown, stopped) = oneshot::channel::<()>();
-    let serving = tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let serving = tokio::spawn(http::serve::serve(listener, app, config.http, async {
+        let _ = stopped.await;
+    }));
     let mut background = syncing;
     background.push(state.mailer.spawn_delivery(mail_transport(config)?, MAIL_POLL));
     background.push(backchannel::spawn_delivery(store.clone(), state.oauth.clone(), LOGOUT_POLL)?);

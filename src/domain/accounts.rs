@@ -473,7 +473,14 @@ impl Accounts {
     pub(crate) async fn find_by_email(&self, email: &Email) -> Result<Option<UserRecord>> {
         let store = &self.store;
         let look_up = |index: Vec<u8>| async move { store.user_by_email_index(&index).await };
-        Ok(self.keyring.find_by_blind_index(email.as_str(), look_up).await?)
+        if let Some(found) = self.keyring.find_by_blind_index(email.as_str(), look_up).await? {
+            return Ok(Some(found));
+        }
+        // Accounts stored before domains were normalised (international domains) under the old form.
+        match email.legacy_form() {
+            Some(legacy) => Ok(self.keyring.find_by_blind_index(legacy, look_up).await?),
+            None => Ok(None),
+        }
     }
 
     pub(crate) async fn find_by_login(&self, login: &Login) -> Result<Option<UserRecord>> {

@@ -140,7 +140,7 @@ impl Clients {
         }
         self.store.create_client(&record).await.map_err(|e| match e {
             StoreError::Conflict(_) => Error::ClientIdTaken,
-            other => Error::Store(other),
+            other => Error::from(other),
         })?;
         let details = json!({ "client_id": record.id, "kind": record.kind, "first_party": first_party });
         self.audit.record(AuditLog::event(kind::CLIENT_REGISTERED, actor, None, None, details)).await?;

@@ -135,8 +135,10 @@ pub enum Error {
     RateLimited { retry_after_secs: u64 },
     #[error("the server is busy; try again shortly")]
     Overloaded { retry_after_secs: u64 },
+    #[error("the database does not answer; try again in a moment")]
+    DatabaseUnavailable,
     #[error("internal error")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error("internal error")]
     Keyring(#[from] KeyringError),
     #[error("internal error")]
@@ -205,6 +207,7 @@ impl Error {
             Self::NoPassword => "no_password",
             Self::RateLimited { .. } => "rate_limited",
             Self::Overloaded { .. } => "overloaded",
+            Self::DatabaseUnavailable => "database_unavailable",
             Self::Store(_) | Self::Keyring(_) | Self::Internal(_) => "internal_error",
         }
     }
@@ -212,6 +215,12 @@ impl Error {
     /// Failures of keywarden itself rather than of the request; they are logged, never shown.
     pub fn is_internal(&self) -> bool {
         matches!(self, Self::Store(_) | Self::Keyring(_) | Self::Internal(_))
+    }
+
+    /// The server could not serve now (busy, or its database out of reach): nothing was learnt
+    /// about the request, which may succeed when retried.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Overloaded { .. } | Self::DatabaseUnavailable)
     }
 
     /// An OAuth protocol error with its registered code and a human description.
@@ -227,6 +236,34 @@ impl Error {
         }
     }
 }
+
+impl From<StoreError> for Error {
+    fn from(err: StoreError) -> Self {
+        match err {
+            // What went wrong is the same for every request meanwhile: it is logged once per
+            // interval (`Outages`), not with each answer.
+            StoreError::Unavailable(cause) => {
+                crate::domain::outages::database_unavailable(&cause);
+                Self::DatabaseUnavailable
+            }
+            other => Self::Store(other),
+        }
+    }
+}
+
+impl Error {
+    /// Seconds a client should wait before retrying, for the errors that have an answer to that.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::Overloaded { retry_after_secs } | Self::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            Self::DatabaseUnavailable => Some(DATABASE_RETRY_AFTER_SECS),
+            _ => None,
+        }
+    }
+}
+
+/// The wait suggested while the database does not answer: recovery is automatic and quick.
+pub const DATABASE_RETRY_AFTER_SECS: u64 = 2;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

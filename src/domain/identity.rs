@@ -1,15 +1,31 @@
 //! Email addresses and usernames: validation and the normal forms used for uniqueness and look-up.
 
+use unicode_normalization::UnicodeNormalization;
+use unicode_security::MixedScript;
+
 use super::error::{Error, Result};
 
-/// A syntactically valid email address in normal form (trimmed, lower-case).
+/// A syntactically valid email address in normal form: the local part in NFC and lower case, the
+/// domain as UTS #46 makes it (ASCII, punycode for international names), so that `ｅxample.com`,
+/// `Example.COM` and `example.com` are one address and look-alikes from mixed scripts are refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Email(String);
+pub struct Email {
+    normal: String,
+    /// The normal form before issue 19 (trimmed, lower-cased), when it differs: accounts stored
+    /// under it (international domains) are still found by it.
+    legacy: Option<String>,
+}
 
 impl Email {
     pub fn parse(raw: &str) -> Result<Self> {
-        let email = raw.trim().to_lowercase();
-        let (local, domain) = email.rsplit_once('@').ok_or(Error::InvalidEmail)?;
+        let trimmed = raw.trim();
+        let (local, domain) = trimmed.rsplit_once('@').ok_or(Error::InvalidEmail)?;
+        let local = local.nfc().collect::<String>().to_lowercase();
+        let domain = idna::domain_to_ascii(domain).map_err(|_| Error::InvalidEmail)?;
+        let (unicode, errors) = idna::domain_to_unicode(&domain);
+        if errors.is_err() || unicode.split('.').any(|label| !label.is_single_script()) {
+            return Err(Error::InvalidEmail);
+        }
         let local_ok = !local.is_empty()
             && local.len() <= 64
             && !local.contains('@')
@@ -24,23 +40,29 @@ impl Email {
                     && label.len() <= 63
                     && !label.starts_with('-')
                     && !label.ends_with('-')
-                    && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
             });
-        if local_ok && domain_ok && email.len() <= 254 {
-            Ok(Self(email))
-        } else {
-            Err(Error::InvalidEmail)
+        let normal = format!("{local}@{domain}");
+        if !(local_ok && domain_ok && normal.len() <= 254) {
+            return Err(Error::InvalidEmail);
         }
+        let legacy = Some(trimmed.to_lowercase()).filter(|old| *old != normal);
+        Ok(Self { normal, legacy })
+    }
+
+    /// The form accounts were stored under before domains were normalised, if it differs.
+    pub fn legacy_form(&self) -> Option<&str> {
+        self.legacy.as_deref()
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.normal
     }
 
     /// The address with its local part hidden but its first character (`n•••@example.com`), for
     /// telling an owner where their account is moving without spelling out the new mailbox.
     pub fn masked(&self) -> String {
-        let (local, domain) = self.0.rsplit_once('@').unwrap_or((&self.0, ""));
+        let (local, domain) = self.normal.rsplit_once('@').unwrap_or((&self.normal, ""));
         let first: String = local.chars().take(1).collect();
         format!("{first}•••@{domain}")
     }
@@ -108,6 +130,23 @@ mod tests {
         {
             assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn look_alike_addresses_are_one_address_or_refused() {
+        let plain = Email::parse("bob@example.com").unwrap();
+        assert_eq!(Email::parse("bob@ｅxample.com").unwrap().as_str(), plain.as_str(), "fullwidth");
+        assert_eq!(Email::parse("bob@EXAMPLE.com").unwrap().as_str(), plain.as_str());
+        assert!(Email::parse("bob@ex\u{0430}mple.com").is_err(), "Latin with a Cyrillic а");
+        let unicode = Email::parse("bob@bücher.de").unwrap();
+        assert_eq!(unicode.as_str(), "bob@xn--bcher-kva.de");
+        assert_eq!(Email::parse("bob@xn--bcher-kva.de").unwrap().as_str(), unicode.as_str(), "punycode");
+        assert_eq!(unicode.legacy_form(), Some("bob@bücher.de"), "still found as stored before");
+        assert_eq!(Email::parse("bob@bu\u{0308}cher.de").unwrap().as_str(), unicode.as_str(), "decomposed ü");
+        let composed = Email::parse("ren\u{00e9}@example.com").unwrap();
+        assert_eq!(Email::parse("rene\u{0301}@example.com").unwrap().as_str(), composed.as_str(), "decomposed é");
+        assert_eq!(plain.legacy_form(), None);
+        assert!(Email::parse("ivan@пример.рф").is_ok(), "a single-script international domain");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod identity;
 pub mod key_rotation;
 pub mod known_devices;
 pub mod oauth;
+pub mod outages;
 pub mod passkeys;
 pub mod password;
 pub mod pins;

@@ -4,8 +4,8 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 use unicode_normalization::UnicodeNormalization;
@@ -28,7 +28,11 @@ pub fn normalise(password: &str) -> Zeroizing<String> {
 }
 
 /// Checks a new password: length only, no composition rules, not common, not the account's own name.
+/// Length is counted on the normalised form that is hashed (U+FDFA is one character typed and
+/// eighteen hashed), so both bounds hold for what is stored.
 pub fn check_new(password: &str, username: &str, email: &str) -> Result<()> {
+    let normalised = normalise(password);
+    let password = normalised.as_str();
     let chars = password.chars().count();
     if chars < MIN_LEN {
         return Err(Error::PasswordTooShort(MIN_LEN));
@@ -114,6 +118,7 @@ pub struct PasswordHasher {
     verifications: AtomicU64,
     /// Verified against when the account does not exist, so that costs the same time (P5).
     dummy: StoredHash,
+    memory: Arc<WorkingMemory>,
 }
 
 impl PasswordHasher {
@@ -121,7 +126,13 @@ impl PasswordHasher {
         let params = cost.params()?;
         let (pepper_id, pepper) = keyring.active_pepper();
         let random = SaltString::generate(&mut rand::rngs::OsRng);
-        let dummy = StoredHash { phc: hash_blocking(&pepper, &params, random.as_str())?, pepper_id: pepper_id.clone() };
+        let memory = Arc::new(WorkingMemory::default());
+        let mut blocks = memory.take(params.block_count());
+        let dummy = StoredHash {
+            phc: hash_blocking(&pepper, &params, random.as_str(), &mut blocks)?,
+            pepper_id: pepper_id.clone(),
+        };
+        memory.put(blocks, admission.max_concurrent.max(1));
         Ok(Self {
             running: Semaphore::new(admission.max_concurrent.max(1)),
             keyring,
@@ -132,6 +143,7 @@ impl PasswordHasher {
             waiting: AtomicUsize::new(0),
             verifications: AtomicU64::new(0),
             dummy,
+            memory,
         })
     }
 
@@ -154,7 +166,8 @@ impl PasswordHasher {
         let (stored_pepper_id, pepper) = self.keyring.active_pepper();
         let password = Zeroizing::new(password.to_owned());
         let params = self.params.clone();
-        let phc = self.run(move || hash_blocking(&pepper, &params, &password)).await?;
+        let blocks = params.block_count();
+        let phc = self.run(blocks, move |memory| hash_blocking(&pepper, &params, &password, memory)).await?;
         Ok(StoredHash { phc, pepper_id: stored_pepper_id })
     }
 
@@ -172,7 +185,8 @@ impl PasswordHasher {
         };
         let phc = target.phc.clone();
         let password = Zeroizing::new(password.to_owned());
-        let matches = self.run(move || Ok(verify_blocking(&pepper, &phc, &password))).await?;
+        let blocks = blocks_of(&phc, &self.params);
+        let matches = self.run(blocks, move |memory| Ok(verify_blocking(&pepper, &phc, &password, memory))).await?;
         self.verifications.fetch_add(1, Ordering::Relaxed);
         let outdated =
             real && (target.pepper_id != self.keyring.active_pepper().0 || !self.has_current_params(&target.phc));
@@ -193,10 +207,16 @@ impl PasswordHasher {
 
     /// Runs one hash computation if it can be admitted; refuses at once when the queue is full,
     /// so a flood of sign-ins degrades to quick 503s instead of unbounded latency and memory.
-    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    /// The work gets working memory of at least `blocks` argon2 blocks, reused across hashes.
+    async fn run<T: Send + 'static>(
+        &self,
+        blocks: usize,
+        work: impl FnOnce(&mut [Block]) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let capacity = self.admission.max_concurrent.max(1) + self.admission.max_waiting;
         if self.admitted.fetch_add(1, Ordering::SeqCst) >= capacity {
             self.admitted.fetch_sub(1, Ordering::SeqCst);
+            super::outages::overloaded();
             return Err(Error::Overloaded { retry_after_secs: self.admission.retry_after_secs });
         }
         let _admitted = Release(&self.admitted);
@@ -204,7 +224,16 @@ impl PasswordHasher {
         let permit = self.running.acquire().await;
         self.waiting.fetch_sub(1, Ordering::Relaxed);
         let _permit = permit.map_err(|_| Error::Internal("hash semaphore closed".into()))?;
-        tokio::task::spawn_blocking(work).await.map_err(|e| Error::Internal(format!("hash task failed: {e}")))?
+        let memory = self.memory.clone();
+        let keep = self.admission.max_concurrent.max(1);
+        tokio::task::spawn_blocking(move || {
+            let mut blocks = memory.take(blocks);
+            let result = work(&mut blocks);
+            memory.put(blocks, keep);
+            result
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("hash task failed: {e}")))?
     }
 }
 
@@ -221,19 +250,88 @@ fn argon2id<'k>(pepper: &'k [u8], params: Params) -> Result<Argon2<'k>> {
         .map_err(|e| Error::Internal(format!("argon2 setup failed: {e}")))
 }
 
-fn hash_blocking(pepper: &[u8], params: &Params, password: &str) -> Result<String> {
-    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+/// argon2's working memory (`memory_kib` per hash), kept between hashes instead of allocated for
+/// each: at most one array per hashing slot ever exists. Allocated per hash on whichever blocking
+/// thread ran it, the arrays stayed in each thread's allocator arena, and a sign-in flood grew the
+/// process by hundreds of megabytes that were never returned.
+#[derive(Default)]
+struct WorkingMemory(std::sync::Mutex<Vec<Vec<Block>>>);
+
+impl WorkingMemory {
+    /// An array of at least `blocks` blocks, for one hash; give it back with `put`.
+    fn take(&self, blocks: usize) -> Vec<Block> {
+        let spare = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).pop();
+        let mut memory = spare.unwrap_or_default();
+        if memory.len() < blocks {
+            // A stored hash with a larger cost than the current one (the cost was lowered).
+            memory.resize(blocks, Block::default());
+        }
+        memory
+    }
+
+    fn put(&self, memory: Vec<Block>, keep: usize) {
+        let mut spares = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if spares.len() < keep {
+            spares.push(memory);
+        }
+    }
+}
+
+/// One argon2id computation into reused memory: the raw output for `salt`.
+fn compute(
+    pepper: &[u8],
+    params: &Params,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+    memory: &mut [Block],
+) -> Result<()> {
     argon2id(pepper, params.clone())?
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
+        .hash_password_into_with_memory(password, salt, out, memory)
         .map_err(|e| Error::Internal(format!("argon2 hashing failed: {e}")))
 }
 
+fn hash_blocking(pepper: &[u8], params: &Params, password: &str, memory: &mut [Block]) -> Result<String> {
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    let mut salt_bytes = [0u8; 64];
+    let salt_bytes = salt.decode_b64(&mut salt_bytes).map_err(|e| Error::Internal(format!("salt: {e}")))?;
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    compute(pepper, params, password.as_bytes(), salt_bytes, &mut out, memory)?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(|e| Error::Internal(format!("argon2 params: {e}")))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(|e| Error::Internal(format!("argon2 output: {e}")))?),
+    };
+    Ok(phc.to_string())
+}
+
 /// The PHC string carries its own parameters; the pepper is the part a stolen database lacks.
-fn verify_blocking(pepper: &[u8], phc: &str, password: &str) -> bool {
+fn verify_blocking(pepper: &[u8], phc: &str, password: &str, memory: &mut [Block]) -> bool {
     let Ok(parsed) = PasswordHash::new(phc) else { return false };
-    let Ok(argon) = argon2id(pepper, Params::default()) else { return false };
-    argon.verify_password(password.as_bytes(), &parsed).is_ok()
+    let (Some(expected), Some(salt)) = (parsed.hash, parsed.salt) else { return false };
+    let Ok(params) = Params::try_from(&parsed) else { return false };
+    if parsed.algorithm != Algorithm::Argon2id.ident() || parsed.version.is_some_and(|v| v != u32::from(Version::V0x13))
+    {
+        return false;
+    }
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt_bytes) = salt.decode_b64(&mut salt_bytes) else { return false };
+    let mut out = vec![0u8; expected.len()];
+    if compute(pepper, &params, password.as_bytes(), salt_bytes, &mut out, memory).is_err() {
+        return false;
+    }
+    bool::from(subtle::ConstantTimeEq::ct_eq(out.as_slice(), expected.as_bytes()))
+}
+
+/// How many argon2 blocks (1 KiB each) a stored hash needs; the current cost when it cannot be read.
+fn blocks_of(phc: &str, current: &Params) -> usize {
+    PasswordHash::new(phc)
+        .ok()
+        .and_then(|parsed| Params::try_from(&parsed).ok())
+        .unwrap_or_else(|| current.clone())
+        .block_count()
 }
 
 #[cfg(test)]
@@ -246,9 +344,41 @@ mod tests {
     }
 
     #[test]
+    fn hashes_in_reused_memory_are_the_argon2_crates_own() {
+        use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+        let pepper = b"pepper-pepper-pepper-pepper-32by";
+        let params = HashCost::INSECURE_TEST_ONLY.params().unwrap();
+        let memory = WorkingMemory::default();
+        let mut blocks = memory.take(params.block_count());
+        let ours = hash_blocking(pepper, &params, "open sesame", &mut blocks).unwrap();
+        let argon = argon2id(pepper, params.clone()).unwrap();
+        assert!(argon.verify_password(b"open sesame", &PasswordHash::new(&ours).unwrap()).is_ok());
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        let theirs = argon.hash_password(b"open sesame", &salt).unwrap().to_string();
+        // The same array serves the next hash, and hashes with another cost.
+        assert!(verify_blocking(pepper, &theirs, "open sesame", &mut blocks));
+        assert!(!verify_blocking(pepper, &theirs, "open sesamE", &mut blocks));
+        assert!(!verify_blocking(b"another-pepper-another-pepper-32", &theirs, "open sesame", &mut blocks));
+        let costlier = Params::new(128, 1, 1, None).unwrap();
+        let bigger = argon2id(pepper, costlier.clone()).unwrap().hash_password(b"x y z", &salt).unwrap().to_string();
+        memory.put(blocks, 1);
+        let mut grown = memory.take(blocks_of(&bigger, &params));
+        assert_eq!(grown.len(), costlier.block_count(), "the kept array grows for a costlier stored hash");
+        assert!(verify_blocking(pepper, &bigger, "x y z", &mut grown));
+        memory.put(grown, 1);
+        memory.put(vec![Block::default()], 1);
+        assert_eq!(memory.0.lock().unwrap().len(), 1, "no more arrays kept than hashing slots");
+    }
+
+    #[test]
     fn the_policy_counts_characters_and_refuses_common_passwords() {
         assert!(matches!(check_new("short", "alice", "a@x.io"), Err(Error::PasswordTooShort(8))));
         assert!(matches!(check_new(&"é".repeat(257), "alice", "a@x.io"), Err(Error::PasswordTooLong(256))));
+        // U+FDFA is one character as typed and eighteen once normalised (NFKC), as it is hashed.
+        let ligature = "\u{FDFA}";
+        assert_eq!(normalise(ligature).chars().count(), 18);
+        assert!(check_new(&ligature.repeat(7), "alice", "a@x.io").is_ok(), "126 characters as hashed");
+        assert!(matches!(check_new(&ligature.repeat(15), "alice", "a@x.io"), Err(Error::PasswordTooLong(256))));
         assert!(matches!(check_new("Password1", "alice", "a@x.io"), Err(Error::PasswordTooCommon)));
         assert!(matches!(check_new("alice-the-great", "alice-the-great", "a@x.io"), Err(Error::PasswordTooCommon)));
         assert!(check_new("correct horse battery staple", "alice", "a@x.io").is_ok());
@@ -268,7 +398,9 @@ mod tests {
         assert!(ok.matches && !ok.outdated);
         let other = hasher(Arc::new(Keyring::generate()));
         assert!(!other.verify(Some(&stored), "correct horse").await.unwrap().matches);
-        assert!(!verify_blocking(b"", &stored.phc, "correct horse"), "verified without the pepper");
+        let mut memory =
+            vec![Block::default(); blocks_of(&stored.phc, &HashCost::INSECURE_TEST_ONLY.params().unwrap())];
+        assert!(!verify_blocking(b"", &stored.phc, "correct horse", &mut memory), "verified without the pepper");
     }
 
     #[tokio::test]
@@ -276,7 +408,9 @@ mod tests {
         let ring = Arc::new(Keyring::generate());
         let (pepper_id, pepper) = ring.active_pepper();
         let weaker = Params::new(32, 1, 1, None).unwrap();
-        let stored = StoredHash { phc: hash_blocking(&pepper, &weaker, "pw-12345678").unwrap(), pepper_id };
+        let mut memory = vec![Block::default(); weaker.block_count()];
+        let stored =
+            StoredHash { phc: hash_blocking(&pepper, &weaker, "pw-12345678", &mut memory).unwrap(), pepper_id };
         let v = hasher(ring).verify(Some(&stored), "pw-12345678").await.unwrap();
         assert!(v.matches && v.outdated);
     }

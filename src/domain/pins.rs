@@ -85,6 +85,10 @@ impl Pins {
     /// A new PIN for `device`. Anyone may ask, so asking is counted per source address and per
     /// client identifier: each PIN is a row we keep for its lifetime.
     pub async fn create(&self, device: &DeviceInfo, strong: bool, address: Option<&str>) -> Result<NewPin> {
+        let shown = [&device.client_id, &device.name, &device.product, &device.platform];
+        if shown.iter().any(|field| field.chars().any(|c| c.is_control() || super::sessions::is_layout_control(c))) {
+            return Err(Error::InvalidDevice("device names and products must be printable characters"));
+        }
         let client = (!device.client_id.is_empty()).then_some(device.client_id.as_str());
         let subjects: Vec<Subject<'_>> =
             address.map(Subject::Address).into_iter().chain(client.map(Subject::Client)).collect();

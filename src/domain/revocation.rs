@@ -6,9 +6,9 @@
 //! notification and by polling, and a full reload now and then repairs anything missed.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -269,6 +269,37 @@ struct InvalidationCursor {
     seen: HashMap<i64, i64>,
 }
 
+/// How current this node's view of the rules is: a node cut off from the database cannot learn of
+/// new rules, so past a limit it must stop trusting what it holds (P3: a revocation reaches every
+/// node within a second, or that node refuses to answer).
+#[derive(Debug)]
+struct Currency {
+    started: Instant,
+    /// Milliseconds after `started` at which the last successful read of the rules began.
+    synced_at_ms: AtomicU64,
+    /// 0 until the node keeps its view current (`spawn_sync`); the operator's commands never do.
+    limit_ms: AtomicU64,
+}
+
+impl Default for Currency {
+    fn default() -> Self {
+        Self { started: Instant::now(), synced_at_ms: AtomicU64::new(0), limit_ms: AtomicU64::new(0) }
+    }
+}
+
+impl Currency {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// How long ago the rules were last known current, if that is past the limit.
+    fn staleness(&self) -> Option<Duration> {
+        let limit = self.limit_ms.load(Ordering::Relaxed);
+        let age = self.now_ms().saturating_sub(self.synced_at_ms.load(Ordering::Acquire));
+        (limit > 0 && age > limit).then(|| Duration::from_millis(age))
+    }
+}
+
 /// Writes revocation rules and keeps this node's view of dead tokens current: the rules, and what
 /// its validation cache must forget.
 #[derive(Clone)]
@@ -279,6 +310,7 @@ pub struct Revocations {
     last_seq: Arc<AtomicI64>,
     validations: ValidationCache,
     cursor: Arc<Mutex<InvalidationCursor>>,
+    currency: Arc<Currency>,
 }
 
 impl Revocations {
@@ -290,6 +322,23 @@ impl Revocations {
             last_seq: Arc::new(AtomicI64::new(0)),
             validations,
             cursor: Arc::default(),
+            currency: Arc::default(),
+        }
+    }
+
+    /// Whether this node's rules are current enough to validate tokens from memory.
+    pub fn is_current(&self) -> bool {
+        self.currency.staleness().is_none()
+    }
+
+    /// Refuses to vouch for any token while the rules may have missed a revocation.
+    pub fn ensure_current(&self) -> Result<()> {
+        match self.currency.staleness() {
+            None => Ok(()),
+            Some(stale_for) => {
+                super::outages::revocations_stale(stale_for);
+                Err(super::Error::DatabaseUnavailable)
+            }
         }
     }
 
@@ -355,6 +404,7 @@ impl Revocations {
     /// Fetches rules added since the last sync (by any node or the admin CLI), and forgets what
     /// the invalidation log names since then.
     pub async fn sync(&self) -> Result<usize> {
+        let began = self.currency.now_ms();
         let from = (self.last_seq.load(Ordering::Acquire) - RESYNC_OVERLAP).max(0);
         let records = self.store.revocation_rules_after(from).await?;
         let rules: Vec<Rule> = records.iter().filter_map(rule_of).collect();
@@ -363,6 +413,7 @@ impl Revocations {
             self.last_seq.fetch_max(last.seq, Ordering::AcqRel);
         }
         self.sync_invalidations().await?;
+        self.currency.synced_at_ms.fetch_max(began, Ordering::AcqRel);
         Ok(rules.len())
     }
 
@@ -393,6 +444,7 @@ impl Revocations {
 
     /// Rebuilds the cache from every stored rule.
     pub async fn reload(&self) -> Result<()> {
+        let began = self.currency.now_ms();
         let records = self.store.revocation_rules_after(0).await?;
         let rules: Vec<Rule> = records.iter().filter_map(rule_of).collect();
         self.cache.replace(&rules);
@@ -400,12 +452,17 @@ impl Revocations {
             self.last_seq.fetch_max(last.seq, Ordering::AcqRel);
         }
         self.sync_invalidations().await?;
+        self.currency.synced_at_ms.fetch_max(began, Ordering::AcqRel);
         Ok(())
     }
 
     /// Keeps the cache current: at once when the store signals a new rule, every `poll` otherwise,
     /// and with a full reload every `reload_every`, so a missed signal cannot keep a token alive.
-    pub fn spawn_sync(&self, poll: Duration, reload_every: Duration) -> Vec<JoinHandle<()>> {
+    /// From then on, a node whose last successful sync began more than `staleness_limit` ago
+    /// validates no token (`Error::DatabaseUnavailable`) until a sync succeeds; zero turns that off.
+    pub fn spawn_sync(&self, poll: Duration, reload_every: Duration, staleness_limit: Duration) -> Vec<JoinHandle<()>> {
+        let limit_ms = u64::try_from(staleness_limit.as_millis()).unwrap_or(u64::MAX);
+        self.currency.limit_ms.store(limit_ms, Ordering::Relaxed);
         let wake = Arc::new(Notify::new());
         let mut tasks: Vec<JoinHandle<()>> = self.store.watch_revocations(wake.clone()).into_iter().collect();
         let this = self.clone();
@@ -425,12 +482,15 @@ impl Revocations {
                 };
                 match result {
                     Err(err) => {
+                        if !failing {
+                            tracing::warn!(error = %err, "revocation sync failed; retrying");
+                        }
                         failing = true;
-                        tracing::warn!(error = %err, "revocation sync failed; retrying");
                     }
                     // What was forgotten elsewhere meanwhile may be past the log's overlap.
                     Ok(()) if failing => {
                         failing = false;
+                        tracing::info!("revocation sync works again");
                         this.validations.forget_everything();
                     }
                     Ok(()) => {}

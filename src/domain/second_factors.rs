@@ -495,7 +495,7 @@ impl SecondFactors {
         };
         let codes_set = self.store.add_passkey(&record, &first_codes).await.map_err(|e| match e {
             StoreError::Conflict(_) => Error::PasskeyAlreadyRegistered,
-            other => Error::Store(other),
+            other => Error::from(other),
         })?;
         // Creating the passkey proves the authenticator, not the person (a thief's passkey proves
         // the thief): the session is not made any fresher.

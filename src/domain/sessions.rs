@@ -306,9 +306,18 @@ const LINKED: &str = "linked";
 pub const MAILED_CODE: &str = "email";
 const SIGN_IN_CODE_WINDOW_MS: i64 = 10 * 60 * 1000;
 
+/// Characters that are not control characters yet still rearrange or break what is shown around
+/// them: bidirectional overrides and isolates (U+202A–U+202E, U+2066–U+2069, marks U+200E/F, U+061C)
+/// can make a device list or a mail read backwards, and line and paragraph separators (U+2028/9)
+/// break lines like CR/LF.
+pub(crate) fn is_layout_control(c: char) -> bool {
+    matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
+}
+
 fn clean_field(value: &str, required: bool, what: &'static str) -> Result<String> {
     let value = value.trim();
-    if (required && value.is_empty()) || value.chars().count() > FIELD_MAX || value.chars().any(char::is_control) {
+    let unprintable = value.chars().any(|c| c.is_control() || is_layout_control(c));
+    if (required && value.is_empty()) || value.chars().count() > FIELD_MAX || unprintable {
         return Err(Error::InvalidDevice(what));
     }
     Ok(value.to_owned())
@@ -1065,6 +1074,9 @@ impl Sessions {
         }
         if record.expires_at <= now_ms() {
             return Liveness::Dead(Error::TokenExpired);
+        }
+        if let Err(stale) = self.revocations.ensure_current() {
+            return Liveness::Dead(stale);
         }
         // A token is judged by its session's start, not its own issue: a node that had not loaded
         // a new rule yet may have rotated or minted tokens of a revoked session after the cut-off.

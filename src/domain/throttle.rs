@@ -353,7 +353,7 @@ impl Throttle {
     ) -> Result<()> {
         match outcome {
             Ok(_) => self.succeeded(attempt).await,
-            Err(err) if err.is_internal() || matches!(err, Error::Overloaded { .. }) => self.abandoned(attempt).await,
+            Err(err) if err.is_internal() || err.is_unavailable() => self.abandoned(attempt).await,
             Err(_) => self.failed(attempt, user_id, address).await,
         }
     }

@@ -33,6 +33,31 @@ impl ApiError {
         Self { status, code, message: message.into(), retry_after_secs: None, extra: None }
     }
 
+    /// Tells the client when to try again.
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
+    }
+
+    pub fn unsupported_media_type() -> Self {
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as `Content-Type: application/json`",
+        )
+    }
+
+    /// A body that could not be read: too large, too slow, or cut off.
+    pub fn from_body(rejection: axum::extract::rejection::BytesRejection) -> Self {
+        if body_timed_out(&rejection) {
+            Self::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", "the request body took too long to arrive")
+        } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is too large")
+        } else {
+            Self::new(StatusCode::BAD_REQUEST, "invalid_request", "the request body could not be read")
+        }
+    }
+
     pub fn missing_token() -> Self {
         Self::new(StatusCode::UNAUTHORIZED, "missing_token", "send an access token as `Authorization: Bearer …`")
     }
@@ -92,7 +117,7 @@ pub fn status_of(err: &Error) -> StatusCode {
         }
         Error::InvalidLink | Error::InvalidCeremony => StatusCode::BAD_REQUEST,
         Error::WrongPassword | Error::PasswordResetRequired => StatusCode::FORBIDDEN,
-        Error::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        Error::Overloaded { .. } | Error::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::InvalidUserCode => StatusCode::BAD_REQUEST,
         Error::Store(_) | Error::Keyring(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -106,10 +131,7 @@ impl From<Error> for ApiError {
             // Details go to the log only; they never carry secrets (tokens and emails are not in errors).
             tracing::error!(error = %InternalDetail(&err), "internal error");
         }
-        let retry_after_secs = match err {
-            Error::Overloaded { retry_after_secs } | Error::RateLimited { retry_after_secs } => Some(retry_after_secs),
-            _ => None,
-        };
+        let retry_after_secs = err.retry_after_secs();
         let extra = match &err {
             Error::MfaRequired { mfa_token, methods, webauthn_options } => {
                 let mut fields = serde_json::Map::new();
@@ -147,17 +169,23 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::JsonSyntaxError(_) => {
                 Self::new(StatusCode::BAD_REQUEST, "malformed_json", "the request body is not valid JSON")
             }
-            JsonRejection::MissingJsonContentType(_) => Self::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send the body as `Content-Type: application/json`",
-            ),
-            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "the request body is too large")
-            }
+            JsonRejection::MissingJsonContentType(_) => Self::unsupported_media_type(),
+            JsonRejection::BytesRejection(e) => Self::from_body(e),
             other => Self::new(StatusCode::BAD_REQUEST, "invalid_request", other.body_text()),
         }
     }
+}
+
+/// Whether reading a body failed because its next piece did not arrive in time (`[http]`).
+pub fn body_timed_out(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(err) = cause {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = err.source();
+    }
+    false
 }
 
 impl IntoResponse for ApiError {

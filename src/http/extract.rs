@@ -3,9 +3,9 @@
 use std::net::{IpAddr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, OriginalUri};
-use axum::http::header::{AUTHORIZATION, HOST, USER_AGENT};
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, HOST, USER_AGENT};
 use axum::http::request::Parts;
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 
 use super::error::ApiError;
 use super::AppState;
@@ -14,10 +14,39 @@ use crate::domain::sessions::{Authenticated, Presentation};
 use crate::domain::Error;
 use crate::metrics::Outcome;
 
-/// `axum::Json`, but malformed bodies are answered in keywarden's error format.
-#[derive(Debug, FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// `axum::Json`, but malformed bodies are answered in keywarden's error format, and a body must be
+/// a JSON object: serde reads a struct from an array too, so `[]` would pass for `{}`.
+#[derive(Debug)]
 pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(request.headers()) {
+            return Err(ApiError::unsupported_media_type());
+        }
+        let bytes = axum::body::Bytes::from_request(request, state).await.map_err(ApiError::from_body)?;
+        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes).map_err(ApiError::from)?;
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                "the request body must be a JSON object",
+            ));
+        }
+        Ok(Self(value))
+    }
+}
+
+/// `application/json` or any `application/…+json`, as axum's `Json` accepts.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(content_type) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
 
 /// The holder of a valid access token, presented as `Bearer` or, for key-bound tokens, as `DPoP`
 /// with a proof. A session that may only enrol a second factor is refused (`mfa_enrolment_required`).

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod devices;
+pub mod dialect;
 pub mod email;
 pub mod error;
 pub mod extract;
@@ -13,6 +14,7 @@ pub mod pages;
 pub mod passkeys;
 pub mod passwords;
 pub mod plex;
+pub mod serve;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -27,6 +29,7 @@ use ipnet::IpNet;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
@@ -97,7 +100,7 @@ pub struct Services {
     pub public_url: Option<String>,
 }
 
-pub fn router(state: AppState, max_body_bytes: usize, hsts: bool) -> Router {
+pub fn router(state: AppState, max_body_bytes: usize, http: &serve::HttpSettings, hsts: bool) -> Router {
     let api = Router::new()
         .route("/accounts", post(api::create_account))
         .route("/sessions", post(api::create_session))
@@ -152,11 +155,14 @@ pub fn router(state: AppState, max_body_bytes: usize, hsts: bool) -> Router {
             HeaderValue::from_static("max-age=31536000; includeSubDomains"),
         )
     });
+    let limits =
+        dialect::Limits { max_body_bytes, max_uri_bytes: http.max_uri_bytes, max_header_bytes: http.max_header_bytes };
     let layers = ServiceBuilder::new()
         .layer(SetResponseHeaderLayer::if_not_present(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
         // Token responses must not be cached (RFC 6749 §5.1); nothing here is worth caching anyway.
         .layer(SetResponseHeaderLayer::if_not_present(header::CACHE_CONTROL, HeaderValue::from_static("no-store")))
         .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(middleware::from_fn_with_state((state.clone(), limits), dialect::speak))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error").into_response()
         }))
@@ -169,8 +175,12 @@ pub fn router(state: AppState, max_body_bytes: usize, hsts: bool) -> Router {
                     tracing::info_span!("request", method, route)
                 })
                 .on_request(())
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                .on_response(DefaultOnResponse::new().level(Level::INFO))
+                // A 5xx is logged where its cause is known, once per interval for outages
+                // (`domain::outages`), not as an ERROR line per answer.
+                .on_failure(()),
         )
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, http.request_timeout()))
         .layer(middleware::from_fn_with_state(state.clone(), offer_dpop_nonce))
         .layer(middleware::from_fn_with_state(state.clone(), record_latency))
         .layer(DefaultBodyLimit::max(max_body_bytes))

@@ -43,7 +43,7 @@ impl IntoResponse for OAuthError {
                 tracing::error!(error = %e, "internal error at an OAuth endpoint");
                 (StatusCode::INTERNAL_SERVER_ERROR, "server_error")
             }
-            Error::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
+            e if e.is_unavailable() => (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable"),
             Error::InvalidDpopProof(_) | Error::DpopProofRequired => (StatusCode::BAD_REQUEST, "invalid_dpop_proof"),
             Error::UseDpopNonce => (StatusCode::BAD_REQUEST, "use_dpop_nonce"),
             Error::InvalidClientCredentials => (StatusCode::UNAUTHORIZED, "invalid_client"),
@@ -52,6 +52,9 @@ impl IntoResponse for OAuthError {
         };
         let description = if status.is_server_error() { "internal error".to_owned() } else { self.err.to_string() };
         let mut response = (status, Json(json!({ "error": code, "error_description": description }))).into_response();
+        if let Some(secs) = self.err.retry_after_secs() {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if status == StatusCode::UNAUTHORIZED {
             let challenge = if self.basic { "Basic realm=\"keywarden\"" } else { "Bearer realm=\"keywarden\"" };
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));

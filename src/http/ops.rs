@@ -1,5 +1,7 @@
 //! Operational endpoints: liveness, readiness, Prometheus metrics and the OpenAPI document.
 
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -16,13 +18,27 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// The process can serve: its database answers.
+/// A readiness probe answers within a second (load balancers time out soon after), whatever the database does.
+const READINESS_DEADLINE: Duration = Duration::from_millis(900);
+
+/// The process can serve: its database answers, and its revocation rules are current.
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    match state.store.ping().await {
-        Ok(()) => Ok(Json(json!({ "status": "ready", "database": state.store.engine() }))),
-        Err(err) => {
-            tracing::warn!(error = %err, "readiness check failed");
-            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the database does not answer"))
+    let not_ready = |why: &str| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why)
+            .retry_after(crate::domain::error::DATABASE_RETRY_AFTER_SECS)
+    };
+    match tokio::time::timeout(READINESS_DEADLINE, state.store.ping()).await {
+        Ok(Ok(())) if state.revocations.is_current() => {
+            Ok(Json(json!({ "status": "ready", "database": state.store.engine() })))
+        }
+        Ok(Ok(())) => Err(not_ready("the revocation rules are not current yet")),
+        Ok(Err(err)) => {
+            crate::domain::outages::database_unavailable(&err);
+            Err(not_ready("the database does not answer"))
+        }
+        Err(_) => {
+            crate::domain::outages::database_unavailable(&"no answer to a readiness ping within 900 ms");
+            Err(not_ready("the database does not answer"))
         }
     }
 }

@@ -22,11 +22,78 @@ pub enum StoreError {
     #[error("{0} is already taken")]
     Conflict(UniqueField),
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+    /// The database did not answer in time or the connection to it failed: the request may
+    /// succeed when retried, and the client is told so (`503 database_unavailable`).
+    #[error("database unavailable: {0}")]
+    Unavailable(sqlx::Error),
     #[error("migration failed: {0}")]
     Migration(#[from] sqlx::migrate::MigrateError),
     #[error("unsupported database URL {0:?}: use sqlite:… or postgres://…")]
     UnsupportedUrl(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(err: sqlx::Error) -> Self {
+        if is_unavailability(&err) {
+            Self::Unavailable(err)
+        } else {
+            Self::Database(err)
+        }
+    }
+}
+
+/// Whether a failure says the database is out of reach (down, cut off, too slow) rather than that
+/// the statement was wrong: only these are worth a retry.
+fn is_unavailability(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_) => true,
+        sqlx::Error::WorkerCrashed | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            if code.len() == 5 {
+                // PostgreSQL's SQLSTATE: connection exceptions (08…), statement_timeout (57014),
+                // shutdowns and start-up (57P01-57P03), too many connections (53300).
+                code.starts_with("08") || matches!(&*code, "57014" | "57P01" | "57P02" | "57P03" | "53300")
+            } else {
+                // SQLite's (extended) result code: busy or locked past the busy timeout.
+                code.parse::<i32>().is_ok_and(|c| matches!(c & 0xff, 5 | 6))
+            }
+        }
+        _ => false,
+    }
+}
+
+/// How long the request path waits for the database before giving up (the `[database]` settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// Waiting for a free (or new) connection, in milliseconds.
+    pub acquire_timeout_ms: u64,
+    /// One statement on the request path, in milliseconds (PostgreSQL's `statement_timeout`,
+    /// SQLite's busy timeout). Maintenance (purges, migrations, bulk loads) is not bounded by it.
+    pub statement_timeout_ms: u64,
+    /// How long a node keeps validating tokens from memory after its last successful look at the
+    /// revocation rules; past it, it answers `503 database_unavailable` rather than risk accepting
+    /// a revoked token. The default is the one-second promise plus the poll interval.
+    pub staleness_limit_ms: u64,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self { acquire_timeout_ms: 2_000, statement_timeout_ms: 2_000, staleness_limit_ms: 1_250 }
+    }
+}
+
+impl DatabaseSettings {
+    /// No bound on statements: for the operator's commands, which may scan whole tables.
+    pub fn unbounded() -> Self {
+        Self { statement_timeout_ms: 0, acquire_timeout_ms: 30_000, ..Self::default() }
+    }
+
+    fn acquire_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.acquire_timeout_ms)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1057,12 +1124,18 @@ pub struct ThrottleStep {
 
 pub type DynStore = Arc<dyn Store>;
 
-/// Opens the store a URL names (`sqlite:…` or `postgres://…`), creating an SQLite file if needed.
+/// Opens the store a URL names (`sqlite:…` or `postgres://…`), creating an SQLite file if needed,
+/// for the operator's commands: statements are not time-bounded.
 pub async fn open(url: &str) -> Result<DynStore, StoreError> {
+    open_with(url, &DatabaseSettings::unbounded()).await
+}
+
+/// Opens the store with the request path's time bounds.
+pub async fn open_with(url: &str, settings: &DatabaseSettings) -> Result<DynStore, StoreError> {
     if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::open(url).await?))
+        Ok(Arc::new(SqliteStore::open(url, settings).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresStore::open(url).await?))
+        Ok(Arc::new(PostgresStore::open(url, settings).await?))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_owned()))
     }
@@ -1072,7 +1145,7 @@ pub async fn open(url: &str) -> Result<DynStore, StoreError> {
 fn conflict_or_database(err: sqlx::Error) -> StoreError {
     match unique_field(&err) {
         Some(field) => StoreError::Conflict(field),
-        None => StoreError::Database(err),
+        None => StoreError::from(err),
     }
 }
 

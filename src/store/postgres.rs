@@ -1,9 +1,10 @@
 //! The PostgreSQL engine, for several keywarden nodes sharing one database.
 
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
@@ -13,12 +14,13 @@ use super::sql::{
     replace_recovery_codes, sso_identity_select, user_select,
 };
 use super::{
-    AuditRecord, AuditSealer, BulkRows, CeremonyRecord, ClientRecord, DeviceCodeRecord, DeviceKeyRecord, DeviceRecord,
-    EmailChange, FactorChange, FirstProof, InvalidationRecord, KeyColumn, LogoutJob, MfaChallengeRecord, NewAuditEvent,
-    NewCeremony, NewMfaChallenge, NewOneTimeToken, NewRule, NewToken, NewTotp, NewUser, OAuthCodeRecord, PasskeyRecord,
-    PasswordChange, PlexPinRecord, QueuedMail, RemovedOnFirstProof, RuleRecord, SealedColumn, SealedRow, SessionRecord,
-    SessionRecovery, SessionStart, SsoFlowRecord, SsoIdentityRecord, SsoPendingRecord, StoreError, ThrottleRecord,
-    ThrottleStep, TokenRecord, TotpRecord, UserRecord, Verified,
+    AuditRecord, AuditSealer, BulkRows, CeremonyRecord, ClientRecord, DatabaseSettings, DeviceCodeRecord,
+    DeviceKeyRecord, DeviceRecord, EmailChange, FactorChange, FirstProof, InvalidationRecord, KeyColumn, LogoutJob,
+    MfaChallengeRecord, NewAuditEvent, NewCeremony, NewMfaChallenge, NewOneTimeToken, NewRule, NewToken, NewTotp,
+    NewUser, OAuthCodeRecord, PasskeyRecord, PasswordChange, PlexPinRecord, QueuedMail, RemovedOnFirstProof,
+    RuleRecord, SealedColumn, SealedRow, SessionRecord, SessionRecovery, SessionStart, SsoFlowRecord,
+    SsoIdentityRecord, SsoPendingRecord, StoreError, ThrottleRecord, ThrottleStep, TokenRecord, TotpRecord, UserRecord,
+    Verified,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
@@ -26,17 +28,34 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres")
 pub struct PostgresStore {
     reader: PgPool,
     writer: PgPool,
+    /// Purges, migrations and bulk loads: not bounded by the request path's statement timeout.
+    maintenance: PgPool,
 }
 
 impl PostgresStore {
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let pool = PgPoolOptions::new().max_connections(16).connect(url).await?;
+    pub async fn open(url: &str, settings: &DatabaseSettings) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)?;
+        let bounded = match settings.statement_timeout_ms {
+            0 => options.clone(),
+            ms => options.clone().options([("statement_timeout", ms.to_string())]),
+        };
         // PostgreSQL serialises conflicting writes itself: readers and writers share one pool.
-        Ok(Self { reader: pool.clone(), writer: pool })
+        // Connections are made as needed, so a node starts (and recovers) whatever the database.
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(settings.acquire_timeout())
+            .connect_with(bounded)
+            .await?;
+        let maintenance = PgPoolOptions::new()
+            .max_connections(2)
+            .min_connections(0)
+            .acquire_timeout(settings.acquire_timeout())
+            .connect_lazy_with(options);
+        Ok(Self { reader: pool.clone(), writer: pool, maintenance })
     }
 
     async fn run_migrations(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.writer).await?;
+        MIGRATOR.run(&self.maintenance).await?;
         Ok(())
     }
 }

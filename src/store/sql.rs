@@ -520,7 +520,7 @@ macro_rules! impl_store_with_portable_sql {
             async fn bulk_load(&self, rows: &BulkRows) -> Result<(), StoreError> {
                 // Several rows per statement, within both engines' limit on bound parameters.
                 const PARAMETERS: usize = 30_000;
-                let mut tx = self.writer.begin().await?;
+                let mut tx = self.maintenance.begin().await?;
                 for chunk in rows.users.chunks(PARAMETERS / 12) {
                     sqlx::QueryBuilder::<$db>::new(
                         "INSERT INTO users (id, username, username_key, email_sealed, email_key_id, email_index, \
@@ -604,7 +604,7 @@ macro_rules! impl_store_with_portable_sql {
             async fn purge_invalidations(&self, before: i64) -> Result<u64, StoreError> {
                 let done = sqlx::query::<$db>("DELETE FROM cache_invalidations WHERE at < $1")
                     .bind(before)
-                    .execute(&self.writer)
+                    .execute(&self.maintenance)
                     .await?;
                 Ok(done.rows_affected())
             }
@@ -980,43 +980,43 @@ macro_rules! impl_store_with_portable_sql {
             async fn purge_expired_tokens(&self, before: i64) -> Result<u64, StoreError> {
                 let done = sqlx::query::<$db>("DELETE FROM tokens WHERE expires_at < $1")
                     .bind(before)
-                    .execute(&self.writer)
+                    .execute(&self.maintenance)
                     .await?;
                 let challenges = sqlx::query::<$db>("DELETE FROM mfa_challenges WHERE expires_at < $1")
                     .bind(before)
-                    .execute(&self.writer)
+                    .execute(&self.maintenance)
                     .await?;
                 let ceremonies = sqlx::query::<$db>("DELETE FROM webauthn_ceremonies WHERE expires_at < $1")
                     .bind(before)
-                    .execute(&self.writer)
+                    .execute(&self.maintenance)
                     .await?;
                 let codes = sqlx::query::<$db>("DELETE FROM oauth_codes WHERE expires_at < $1")
                     .bind(before)
-                    .execute(&self.writer)
+                    .execute(&self.maintenance)
                     .await?;
                 sqlx::query::<$db>("DELETE FROM plex_pins WHERE expires_at < $1")
                     .bind(before)
-                    .execute(&self.writer)
+                    .execute(&self.maintenance)
                     .await?;
                 sqlx::query::<$db>("DELETE FROM sso_flows WHERE expires_at < $1")
                     .bind(before)
-                    .execute(&self.writer)
+                    .execute(&self.maintenance)
                     .await?;
                 sqlx::query::<$db>("DELETE FROM sso_pending WHERE expires_at < $1")
                     .bind(before)
-                    .execute(&self.writer)
+                    .execute(&self.maintenance)
                     .await?;
                 sqlx::query::<$db>("DELETE FROM client_assertions WHERE expires_at < $1")
                     .bind(before)
-                    .execute(&self.writer)
+                    .execute(&self.maintenance)
                     .await?;
                 sqlx::query::<$db>("DELETE FROM backchannel_logouts WHERE delivered_at < $1")
                     .bind(before)
-                    .execute(&self.writer)
+                    .execute(&self.maintenance)
                     .await?;
                 sqlx::query::<$db>("DELETE FROM oauth_device_codes WHERE expires_at < $1")
                     .bind(before)
-                    .execute(&self.writer)
+                    .execute(&self.maintenance)
                     .await?;
                 Ok(done.rows_affected() + challenges.rows_affected() + ceremonies.rows_affected() + codes.rows_affected())
             }
@@ -1755,13 +1755,13 @@ macro_rules! impl_store_with_portable_sql {
             async fn purge_throttles(&self, before: i64) -> Result<u64, StoreError> {
                 let done = sqlx::query::<$db>("DELETE FROM throttles WHERE last_failure_at < $1 AND blocked_until < $1")
                     .bind(before)
-                    .execute(&self.writer)
+                    .execute(&self.maintenance)
                     .await?;
                 Ok(done.rows_affected())
             }
 
             async fn purge_revocation_rules(&self, now: i64, settled_before: i64) -> Result<u64, StoreError> {
-                let mut tx = self.writer.begin().await?;
+                let mut tx = self.maintenance.begin().await?;
                 let superseded = sqlx::query::<$db>(
                     "DELETE FROM revocation_rules WHERE EXISTS (SELECT 1 FROM revocation_rules later \
                      WHERE later.scope_kind = revocation_rules.scope_kind \
@@ -1795,7 +1795,7 @@ macro_rules! impl_store_with_portable_sql {
             async fn purge_alert_states(&self, before: i64) -> Result<u64, StoreError> {
                 let done = sqlx::query::<$db>("DELETE FROM alert_states WHERE until < $1")
                     .bind(before)
-                    .execute(&self.writer)
+                    .execute(&self.maintenance)
                     .await?;
                 Ok(done.rows_affected())
             }

@@ -12,12 +12,13 @@ use super::sql::{
     replace_recovery_codes, sso_identity_select, user_select,
 };
 use super::{
-    AuditRecord, AuditSealer, BulkRows, CeremonyRecord, ClientRecord, DeviceCodeRecord, DeviceKeyRecord, DeviceRecord,
-    EmailChange, FactorChange, FirstProof, InvalidationRecord, KeyColumn, LogoutJob, MfaChallengeRecord, NewAuditEvent,
-    NewCeremony, NewMfaChallenge, NewOneTimeToken, NewRule, NewToken, NewTotp, NewUser, OAuthCodeRecord, PasskeyRecord,
-    PasswordChange, PlexPinRecord, QueuedMail, RemovedOnFirstProof, RuleRecord, SealedColumn, SealedRow, SessionRecord,
-    SessionRecovery, SessionStart, SsoFlowRecord, SsoIdentityRecord, SsoPendingRecord, StoreError, ThrottleRecord,
-    ThrottleStep, TokenRecord, TotpRecord, UserRecord, Verified,
+    AuditRecord, AuditSealer, BulkRows, CeremonyRecord, ClientRecord, DatabaseSettings, DeviceCodeRecord,
+    DeviceKeyRecord, DeviceRecord, EmailChange, FactorChange, FirstProof, InvalidationRecord, KeyColumn, LogoutJob,
+    MfaChallengeRecord, NewAuditEvent, NewCeremony, NewMfaChallenge, NewOneTimeToken, NewRule, NewToken, NewTotp,
+    NewUser, OAuthCodeRecord, PasskeyRecord, PasswordChange, PlexPinRecord, QueuedMail, RemovedOnFirstProof,
+    RuleRecord, SealedColumn, SealedRow, SessionRecord, SessionRecovery, SessionStart, SsoFlowRecord,
+    SsoIdentityRecord, SsoPendingRecord, StoreError, ThrottleRecord, ThrottleStep, TokenRecord, TotpRecord, UserRecord,
+    Verified,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
@@ -27,16 +28,24 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 pub struct SqliteStore {
     reader: SqlitePool,
     writer: SqlitePool,
+    /// The writer again: SQLite has one, and maintenance waits its turn like any write.
+    maintenance: SqlitePool,
 }
 
 impl SqliteStore {
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
+    pub async fn open(url: &str, settings: &DatabaseSettings) -> Result<Self, StoreError> {
+        // Another process (a second node, the admin CLI) may hold the write lock; past the
+        // statement bound the request is told to retry.
+        let busy = match settings.statement_timeout_ms {
+            0 => Duration::from_secs(10),
+            ms => Duration::from_millis(ms),
+        };
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(busy);
         let io = |e| StoreError::Database(sqlx::Error::Io(e));
         let file = options.get_filename();
         if let Some(dir) = file.parent() {
@@ -47,9 +56,17 @@ impl SqliteStore {
         if file != Path::new(":memory:") && !file.exists() {
             create_owner_only(file).map_err(io)?;
         }
-        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await?;
-        let reader = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
-        Ok(Self { reader, writer })
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(settings.acquire_timeout())
+            .connect_with(options.clone())
+            .await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(settings.acquire_timeout())
+            .connect_with(options)
+            .await?;
+        Ok(Self { reader, maintenance: writer.clone(), writer })
     }
 
     async fn run_migrations(&self) -> Result<(), StoreError> {

@@ -16,6 +16,7 @@ mod devices;
 mod dpop;
 mod dpop_client;
 mod enumeration;
+mod faults;
 mod honeytokens;
 mod key_rotation;
 mod mail;

@@ -501,7 +501,7 @@ impl Sso {
         let identity = self.identity_record(provider, claims, &who.user_id, now_ms());
         self.store.link_sso_identity(&identity).await.map_err(|e| match e {
             StoreError::Conflict(_) => Error::SsoIdentityTaken,
-            other => Error::Store(other),
+            other => Error::from(other),
         })?;
         tracing::info!(user_id = %who.user_id, provider, "sign-in provider linked");
         self.tell_owner(who, provider, true, address).await
@@ -651,7 +651,11 @@ impl Sso {
             .await
             .map_err(|e| unreachable(provider, &e))?;
         if !reply.ok() {
-            return Err(Error::SsoFailed(format!("the code exchange was refused ({})", reply.oauth_error())));
+            // Usually keywarden's own settings (a wrong or expired client secret: `invalid_client`),
+            // which the operator must hear of; the provider's words hold no secret of ours.
+            let refusal = reply.oauth_error();
+            tracing::warn!(provider = %provider.id, status = reply.status, error = %refusal, "the sign-in provider refused the code exchange");
+            return Err(Error::SsoFailed(format!("the code exchange was refused ({refusal})")));
         }
         let id_token = reply
             .body

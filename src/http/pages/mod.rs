@@ -89,6 +89,19 @@ impl Pages {
         Ok(Self { env, product: product.to_owned(), secure_cookies, stylesheet, redirect_origins })
     }
 
+    /// A message page for a request no handler saw (refused by the HTTP layer): no session, no forms.
+    pub fn bare_message(&self, status: StatusCode, heading: &str, body: &str) -> Response {
+        let context = context! {
+            product => self.product.clone(), csrf => "", signed_in => false,
+            title => heading, heading => heading, body => body, link => Value::from(()),
+        };
+        let html = self.env.get_template("message.html").and_then(|t| t.render(context)).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "page template failed");
+            "<!doctype html><title>Error</title><p>Something went wrong.</p>".to_owned()
+        });
+        Page { status, html, jar: Box::default(), form_target: None, retry_after: None }.into_response()
+    }
+
     /// Where to send a browser after it signs in: a path on this site, or a URL on a configured
     /// origin; anything else (`//host`, other schemes, backslash tricks) goes to `/security`.
     pub fn safe_next(&self, next: &str) -> String {
@@ -199,8 +212,8 @@ impl Page {
 
     /// Says when to try again (`Retry-After`) if `err` is one that has an answer to that.
     pub fn retry_after_of(mut self, err: &Error) -> Self {
-        if let Error::RateLimited { retry_after_secs } | Error::Overloaded { retry_after_secs } = err {
-            self.retry_after = Some(*retry_after_secs);
+        if let Some(secs) = err.retry_after_secs() {
+            self.retry_after = Some(secs);
         }
         self
     }
@@ -244,7 +257,9 @@ pub struct Browser {
 }
 
 impl FromRequestParts<AppState> for Browser {
-    type Rejection = std::convert::Infallible;
+    /// Only when the session cannot be checked now (the database is out of reach): a friendly
+    /// "try again" page, rather than treating a signed-in person as signed out.
+    type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let Ok(mut jar) = CookieJar::from_request_parts(parts, state).await;
@@ -261,7 +276,21 @@ impl FromRequestParts<AppState> for Browser {
         };
         let presented = cookie_value(&jar, SESSION_COOKIE, secure);
         let session = match &presented {
-            Some(value) => state.sessions.authenticate_browser(value).await.ok(),
+            Some(value) => match state.sessions.authenticate_browser(value).await {
+                Ok(session) => Some(session),
+                Err(err) if err.is_unavailable() => {
+                    let mut page = state.pages.bare_message(
+                        super::error::status_of(&err),
+                        "Please try again in a moment",
+                        &err.to_string(),
+                    );
+                    if let Some(secs) = err.retry_after_secs() {
+                        page.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                    }
+                    return Err(page);
+                }
+                Err(_) => None,
+            },
             None => None,
         };
         let stale_session = session.is_none() && presented.is_some();
@@ -371,6 +400,7 @@ impl Browser {
         let (heading, link) = match err {
             Error::InvalidLink => ("This link no longer works", Some(("/reset", "Ask for a new link"))),
             Error::Overloaded { .. } => ("We are very busy", None),
+            Error::DatabaseUnavailable => ("Please try again in a moment", None),
             e if e.is_internal() => ("Something went wrong", None),
             _ => ("That did not work", Some(("/security", "Back"))),
         };

@@ -121,10 +121,7 @@ impl PlexClient {
             Error::StepUpRequired => "This needs a recent sign-in: sign in again, then retry".into(),
             other => other.to_string(),
         };
-        let retry_after_secs = match err {
-            Error::RateLimited { retry_after_secs } | Error::Overloaded { retry_after_secs } => Some(*retry_after_secs),
-            _ => None,
-        };
+        let retry_after_secs = err.retry_after_secs();
         PlexError { retry_after_secs, ..PlexError::new(self.format, status, code, &message) }
     }
 }
