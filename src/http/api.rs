@@ -16,7 +16,9 @@ use crate::metrics::Outcome;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateAccount {
+    #[schema(format = Email, min_length = 3, max_length = 254)]
     pub email: String,
+    #[schema(min_length = 3, max_length = 32)]
     pub username: String,
     #[schema(format = Password, min_length = 8, max_length = 256)]
     pub password: String,
@@ -50,12 +52,16 @@ pub async fn create_account(
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct DeviceBody {
     /// A stable identifier of this client instance, chosen by the client.
+    #[schema(min_length = 1, max_length = 128)]
     pub client_id: String,
     #[serde(default)]
+    #[schema(max_length = 128)]
     pub product: String,
     #[serde(default)]
+    #[schema(max_length = 128)]
     pub platform: String,
     #[serde(default)]
+    #[schema(max_length = 128)]
     pub name: String,
 }
 
@@ -68,8 +74,9 @@ impl From<DeviceBody> for DeviceInfo {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateSession {
     /// Email address or username.
+    #[schema(min_length = 1, max_length = 254)]
     pub login: String,
-    #[schema(format = Password)]
+    #[schema(format = Password, min_length = 1)]
     pub password: String,
     pub device: Option<DeviceBody>,
     /// The `device_token` an earlier sign-in on this device returned: while someone is guessing
@@ -152,6 +159,7 @@ pub async fn create_session(
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RefreshRequest {
+    #[schema(min_length = 1)]
     pub refresh_token: String,
 }
 

@@ -14,6 +14,7 @@ use super::AppState;
 pub struct VerifyEmail {
     /// The `kw_ev_…` token from the link mailed at sign-up, or the `kw_ec_…` token from the link
     /// mailed to a new address.
+    #[schema(min_length = 1)]
     pub token: String,
 }
 
@@ -55,6 +56,7 @@ pub async fn resend_verification(
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ChangeEmail {
+    #[schema(format = Email, min_length = 3, max_length = 254)]
     pub new_email: String,
 }
 

@@ -85,6 +85,7 @@ pub async fn begin_totp(
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CodeRequest {
     /// Six digits from the authenticator app.
+    #[schema(min_length = 1, max_length = 64)]
     pub code: String,
 }
 
@@ -150,6 +151,7 @@ pub async fn regenerate_recovery_codes(
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct FinishSignInRequest {
     /// The `mfa_token` from the `mfa_required` answer of POST /api/v1/sessions.
+    #[schema(min_length = 1)]
     pub mfa_token: String,
     /// Six digits from the authenticator app.
     #[serde(default)]

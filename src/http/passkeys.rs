@@ -79,8 +79,10 @@ pub async fn registration_options(
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct AddPasskeyRequest {
+    #[schema(min_length = 1)]
     pub ceremony_id: String,
     /// What the person calls it ("Work laptop"), 1 to 64 characters.
+    #[schema(min_length = 1, max_length = 64)]
     pub name: String,
     /// The `PublicKeyCredential` from `navigator.credentials.create()`, binary fields in base64url.
     #[schema(value_type = Object)]
@@ -121,6 +123,7 @@ pub async fn add(
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RenamePasskeyRequest {
+    #[schema(min_length = 1, max_length = 64)]
     pub name: String,
 }
 
@@ -177,6 +180,7 @@ pub async fn sign_in_options(
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PasskeySignInRequest {
+    #[schema(min_length = 1)]
     pub ceremony_id: String,
     /// The `PublicKeyCredential` from `navigator.credentials.get()`, binary fields in base64url.
     #[schema(value_type = Object)]

@@ -12,9 +12,9 @@ use super::AppState;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ChangePassword {
-    #[schema(format = Password)]
+    #[schema(format = Password, min_length = 1)]
     pub current_password: String,
-    #[schema(format = Password)]
+    #[schema(format = Password, min_length = 8, max_length = 256)]
     pub new_password: String,
     /// Sign out every other device (the one making this request stays signed in).
     #[serde(default)]
@@ -45,6 +45,7 @@ pub async fn change_password(
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ResetRequest {
+    #[schema(format = Email, min_length = 3, max_length = 254)]
     pub email: String,
 }
 
@@ -74,8 +75,9 @@ fn signed_out_by_default() -> bool {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ResetPassword {
     /// The `kw_pr_…` token from the emailed link.
+    #[schema(min_length = 1)]
     pub token: String,
-    #[schema(format = Password)]
+    #[schema(format = Password, min_length = 8, max_length = 256)]
     pub new_password: String,
     /// "Sign out connected devices after password change"; on unless set to false.
     #[serde(default = "signed_out_by_default")]

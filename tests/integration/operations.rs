@@ -49,6 +49,15 @@ async fn health_readiness_metrics_and_openapi(engine: Engine) {
         assert!(openapi["paths"][path][method].is_object(), "OpenAPI lacks {method} {path}");
     }
     assert!(openapi["components"]["schemas"]["ErrorBody"].is_object());
+    // Every status the server can answer is documented, the HTTP layer's refusals included.
+    let responses = |path: &str, method: &str| openapi["paths"][path][method]["responses"].clone();
+    for status in ["400", "408", "413", "415", "422", "503"] {
+        assert!(responses("/api/v1/accounts", "post")[status].is_object(), "POST /accounts lacks {status}");
+    }
+    for status in ["401", "414", "431", "503"] {
+        assert!(responses("/api/v1/me", "get")[status].is_object(), "GET /me lacks {status}");
+    }
+    assert!(responses("/api/v1/security-events", "get")["400"].is_object(), "a query that does not parse");
     assert_eq!(get("/api/v1/me").await.unwrap().status(), StatusCode::UNAUTHORIZED);
     server.stop().await;
 }
