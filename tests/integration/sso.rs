@@ -106,6 +106,29 @@ async fn sign_in_through_home(downstream: &TestServer, at_home: &Client, at_upst
     trip(downstream, at_home, at_upstream, start).await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_code_exchange_is_a_warning_for_the_operator() {
+    let engine = Engine::Sqlite;
+    crate::harness::warnings_logged();
+    let (upstream, downstream) = pair(engine.clone()).await;
+    // The operator's copy of the client secret is wrong (rotated at the provider, say).
+    let downstream =
+        downstream.restart_with(|c| c.sso.providers[0].client_secret = Some("not-the-secret-7f3a".into())).await;
+    let at_upstream = upstream_person(&upstream, "wren").await;
+    let laptop = browser();
+    let back = sign_in_through_home(&downstream, &laptop, &at_upstream).await;
+    assert!(back.status().is_client_error(), "the person sees a refusal, not a sign-in");
+    let logged = crate::harness::warnings_logged();
+    let line = logged
+        .lines()
+        .find(|l| l.contains("the sign-in provider refused the code exchange") && l.contains("provider=home"))
+        .unwrap_or_else(|| panic!("no WARN line for the refused exchange:\n{logged}"));
+    assert!(line.contains("WARN") && line.contains("invalid_client"), "{line}");
+    assert!(!logged.contains("not-the-secret-7f3a"), "the secret never reaches the log");
+    downstream.stop().await;
+    upstream.stop().await;
+}
+
 async fn an_upstream_account_creates_an_account_then_signs_in_to_it(engine: Engine) {
     let (upstream, downstream) = pair(engine.clone()).await;
     let at_upstream = upstream_person(&upstream, "ada").await;
