@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use crate::harness::{create_database, drop_database, Engine, TestServer};
+use crate::harness::{create_database, drop_database, Engine, Reply, TestServer};
 
 /// A TCP proxy in front of PostgreSQL that can be cut (every connection dropped, new ones refused
 /// at once) and mended, as a network partition or a database restart looks to a node.
@@ -120,21 +120,25 @@ async fn with_the_database_gone_every_surface_answers_503_quickly_and_recovers_b
     let bound = Duration::from_millis(2_900);
 
     let (me, took) = timed(server.me(&tokens.access)).await;
+    eprintln!("database cut off: /api/v1/me answered in {took:?}");
     me.assert_error(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable");
     assert!(me.headers.contains_key("retry-after") && took < bound, "{took:?}");
 
     let sign_in = json!({ "login": "dana", "password": "correct horse battery staple",
                           "device": { "client_id": "tv-1", "product": "TV", "platform": "tvOS", "name": "TV" } });
     let (reply, took) = timed(server.post("/api/v1/sessions", sign_in.clone())).await;
+    eprintln!("database cut off: sign-in answered in {took:?}");
     reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable");
     assert!(reply.headers.contains_key("retry-after") && took < bound, "{took:?}");
 
     let (reply, took) = timed(server.refresh(&tokens.refresh)).await;
+    eprintln!("database cut off: refresh answered in {took:?}");
     reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable");
     assert!(took < bound, "{took:?}");
 
     let (ready, took) = timed(server.http.get(server.url("/readyz")).send()).await;
     let ready = ready.unwrap();
+    eprintln!("database cut off: /readyz answered in {took:?}");
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(took < Duration::from_secs(1), "readiness answers within a second: {took:?}");
 
@@ -145,10 +149,12 @@ async fn with_the_database_gone_every_surface_answers_503_quickly_and_recovers_b
     assert!(html.contains("try again in a moment"), "{html}");
 
     partition.mend();
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let mended = Instant::now();
+    let deadline = mended + Duration::from_secs(5);
     loop {
         let me = server.me(&tokens.access).await;
         if me.status == StatusCode::OK {
+            eprintln!("database back: served again after {:?}", mended.elapsed());
             break;
         }
         assert!(Instant::now() < deadline, "no recovery after the database came back: {}", me.text);
@@ -311,6 +317,21 @@ async fn a_declared_body_over_the_limit_is_refused_before_it_is_read() {
     server.stop().await;
 }
 
+/// A POST with exactly this content type and body.
+async fn post_raw(
+    server: &TestServer,
+    path: &str,
+    token: Option<&str>,
+    content_type: &str,
+    body: &'static str,
+) -> Reply {
+    let mut request = server.http.post(server.url(path)).header("content-type", content_type).body(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    Reply::from(request.send().await.unwrap()).await
+}
+
 /// Sends raw bytes and returns the status line and body of the answer.
 async fn raw(server: &TestServer, request: &[u8]) -> (String, String) {
     let mut stream = TcpStream::connect(server.base.trim_start_matches("http://")).await.unwrap();
@@ -334,36 +355,15 @@ async fn the_frameworks_refusals_are_answered_in_each_surfaces_own_words() {
     reply.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
     let long = format!("/api/v1/me?pad={}", "a".repeat(10_000));
     server.get_with_token(&long, &tokens.access).await.assert_error(StatusCode::URI_TOO_LONG, "uri_too_long");
-    let reply = crate::harness::Reply::from(
+    let reply = Reply::from(
         server.http.get(server.url("/api/v1/me")).header("x-pad", "b".repeat(20_000)).send().await.unwrap(),
     )
     .await;
     reply.assert_error(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large");
-    let reply = crate::harness::Reply::from(
-        server
-            .http
-            .post(server.url("/api/v1/sessions/revoke-all"))
-            .bearer_auth(&tokens.access)
-            .header("content-type", "application/json")
-            .body("[]")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let reply = post_raw(&server, "/api/v1/sessions/revoke-all", Some(&tokens.access), "application/json", "[]").await;
     reply.assert_error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
     assert_eq!(server.me(&tokens.access).await.status, StatusCode::OK, "`[]` signed nothing out");
-    let reply = crate::harness::Reply::from(
-        server
-            .http
-            .post(server.url("/api/v1/accounts"))
-            .header("content-type", "text/plain")
-            .body("{}")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let reply = post_raw(&server, "/api/v1/accounts", None, "text/plain", "{}").await;
     reply.assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
 
     // The pages: an HTML page, whatever the framework refused.
@@ -399,17 +399,7 @@ async fn the_frameworks_refusals_are_answered_in_each_surfaces_own_words() {
     assert!(body.contains("<errors>") && body.contains("<error "), "{body}");
 
     // OAuth's machine endpoints: RFC 6749's error shape.
-    let reply = crate::harness::Reply::from(
-        server
-            .http
-            .post(server.url("/oauth/token"))
-            .header("content-type", "application/json")
-            .body("{}")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let reply = post_raw(&server, "/oauth/token", None, "application/json", "{}").await;
     assert!(reply.status.is_client_error(), "{}", reply.text);
     assert!(reply.json["error"].is_string() && reply.json["error_description"].is_string(), "{}", reply.text);
     server.stop().await;
