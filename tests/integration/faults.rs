@@ -1,7 +1,7 @@
 //! Faults around the server: the database cut off, clients that stall, requests that declare too
 //! much, and input the web framework refuses before any handler runs (issue 19).
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,50 +13,65 @@ use tokio::task::JoinSet;
 
 use crate::harness::{create_database, drop_database, Engine, Reply, TestServer};
 
-/// A TCP proxy in front of PostgreSQL that can be cut (every connection dropped, new ones refused
-/// at once) and mended, as a network partition or a database restart looks to a node.
+/// A TCP proxy in front of PostgreSQL that can be cut (every connection dropped, new ones closed at
+/// once, as a database restart looks), stalled (every connection held open with nothing passing, as
+/// a network black hole looks) and mended.
 struct Partition {
     addr: std::net::SocketAddr,
-    open: Arc<AtomicBool>,
-    cut: Arc<tokio::sync::Notify>,
+    /// `OPEN`, `CUT` or `STALLED`.
+    mode: Arc<AtomicU8>,
+    changed: Arc<tokio::sync::Notify>,
     task: tokio::task::JoinHandle<()>,
 }
+
+const OPEN: u8 = 0;
+const CUT: u8 = 1;
+const STALLED: u8 = 2;
 
 impl Partition {
     async fn in_front_of(upstream: String) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let open = Arc::new(AtomicBool::new(true));
-        let cut = Arc::new(tokio::sync::Notify::new());
-        let (is_open, on_cut) = (open.clone(), cut.clone());
+        let mode = Arc::new(AtomicU8::new(OPEN));
+        let changed = Arc::new(tokio::sync::Notify::new());
+        let (now, on_change) = (mode.clone(), changed.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut client, _)) = listener.accept().await else { continue };
-                if !is_open.load(Ordering::SeqCst) {
-                    drop(client);
-                    continue;
-                }
-                let upstream = upstream.clone();
-                let on_cut = on_cut.clone();
+                let (now, on_change, upstream) = (now.clone(), on_change.clone(), upstream.clone());
                 tokio::spawn(async move {
+                    match now.load(Ordering::SeqCst) {
+                        CUT => return,
+                        STALLED => return std::future::pending::<()>().await,
+                        _ => {}
+                    }
                     let Ok(mut server) = TcpStream::connect(&upstream).await else { return };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        () = on_cut.notified() => {}
+                        () = on_change.notified() => {}
+                    }
+                    if now.load(Ordering::SeqCst) == STALLED {
+                        // Both ends stay open; nothing passes.
+                        std::future::pending::<()>().await;
                     }
                 });
             }
         });
-        Self { addr, open, cut, task }
+        Self { addr, mode, changed, task }
     }
 
     fn cut(&self) {
-        self.open.store(false, Ordering::SeqCst);
-        self.cut.notify_waiters();
+        self.mode.store(CUT, Ordering::SeqCst);
+        self.changed.notify_waiters();
+    }
+
+    fn stall(&self) {
+        self.mode.store(STALLED, Ordering::SeqCst);
+        self.changed.notify_waiters();
     }
 
     fn mend(&self) {
-        self.open.store(true, Ordering::SeqCst);
+        self.mode.store(OPEN, Ordering::SeqCst);
     }
 }
 
@@ -161,6 +176,37 @@ async fn with_the_database_gone_every_surface_answers_503_quickly_and_recovers_b
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(server.post("/api/v1/sessions", sign_in).await.status, StatusCode::CREATED);
+    drop_test_database(server, &admin_url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_database_black_holed_requests_give_up_within_the_bound() {
+    let Some(admin_url) = postgres_admin_url() else { return };
+    let (server, partition) = node_behind_partition(&admin_url).await;
+    server.sign_up("ike", "ike@example.com", "correct horse battery staple").await;
+    let tokens = server.sign_in("ike", "correct horse battery staple", None).await;
+
+    partition.stall();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sign_in = json!({ "login": "ike", "password": "correct horse battery staple" });
+    let (reply, took) = timed(server.post("/api/v1/sessions", sign_in.clone())).await;
+    eprintln!("database black-holed: sign-in answered in {took:?}");
+    reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable");
+    assert!(reply.headers.contains_key("retry-after"));
+    assert!(took < Duration::from_millis(2_900), "acquire_timeout_ms (2 s) bounds the wait: {took:?}");
+    let (reply, took) = timed(server.refresh(&tokens.refresh)).await;
+    reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable");
+    assert!(took < Duration::from_millis(2_900), "{took:?}");
+    let (ready, took) = timed(server.http.get(server.url("/readyz")).send()).await;
+    assert_eq!(ready.unwrap().status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(took < Duration::from_secs(1), "{took:?}");
+
+    partition.mend();
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while server.post("/api/v1/sessions", sign_in.clone()).await.status != StatusCode::CREATED {
+        assert!(Instant::now() < deadline, "no recovery after the network came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     drop_test_database(server, &admin_url).await;
 }
 
