@@ -476,11 +476,13 @@ impl Accounts {
         if let Some(found) = self.keyring.find_by_blind_index(email.as_str(), look_up).await? {
             return Ok(Some(found));
         }
-        // Accounts stored before domains were normalised (international domains) under the old form.
-        match email.legacy_form() {
-            Some(legacy) => Ok(self.keyring.find_by_blind_index(legacy, look_up).await?),
-            None => Ok(None),
+        // Accounts stored before domains were normalised (international domains) under an old form.
+        for legacy in email.legacy_forms() {
+            if let Some(found) = self.keyring.find_by_blind_index(legacy, look_up).await? {
+                return Ok(Some(found));
+            }
         }
+        Ok(None)
     }
 
     pub(crate) async fn find_by_login(&self, login: &Login) -> Result<Option<UserRecord>> {

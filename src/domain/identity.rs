@@ -11,9 +11,10 @@ use super::error::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email {
     normal: String,
-    /// The normal form before issue 19 (trimmed, lower-cased), when it differs: accounts stored
-    /// under it (international domains) are still found by it.
-    legacy: Option<String>,
+    /// The forms accounts were stored under before domains were normalised (trimmed and
+    /// lower-cased, as typed and with the domain in Unicode), where they differ: such accounts
+    /// (international domains) are still found by them.
+    legacy: Vec<String>,
 }
 
 impl Email {
@@ -46,13 +47,16 @@ impl Email {
         if !(local_ok && domain_ok && normal.len() <= 254) {
             return Err(Error::InvalidEmail);
         }
-        let legacy = Some(trimmed.to_lowercase()).filter(|old| *old != normal);
+        let raw_local = trimmed.rsplit_once('@').map_or("", |(local, _)| local).to_lowercase();
+        let mut legacy = vec![trimmed.to_lowercase(), format!("{raw_local}@{}", unicode.to_lowercase())];
+        legacy.dedup();
+        legacy.retain(|old| *old != normal);
         Ok(Self { normal, legacy })
     }
 
-    /// The form accounts were stored under before domains were normalised, if it differs.
-    pub fn legacy_form(&self) -> Option<&str> {
-        self.legacy.as_deref()
+    /// The forms accounts were stored under before domains were normalised, where they differ.
+    pub fn legacy_forms(&self) -> &[String] {
+        &self.legacy
     }
 
     pub fn as_str(&self) -> &str {
@@ -141,11 +145,13 @@ mod tests {
         let unicode = Email::parse("bob@bücher.de").unwrap();
         assert_eq!(unicode.as_str(), "bob@xn--bcher-kva.de");
         assert_eq!(Email::parse("bob@xn--bcher-kva.de").unwrap().as_str(), unicode.as_str(), "punycode");
-        assert_eq!(unicode.legacy_form(), Some("bob@bücher.de"), "still found as stored before");
+        assert_eq!(unicode.legacy_forms(), ["bob@bücher.de"], "still found as stored before");
+        let typed_in_punycode = Email::parse("Bob@xn--bcher-kva.de").unwrap();
+        assert_eq!(typed_in_punycode.legacy_forms(), ["bob@bücher.de"], "and by its punycode spelling");
         assert_eq!(Email::parse("bob@bu\u{0308}cher.de").unwrap().as_str(), unicode.as_str(), "decomposed ü");
         let composed = Email::parse("ren\u{00e9}@example.com").unwrap();
         assert_eq!(Email::parse("rene\u{0301}@example.com").unwrap().as_str(), composed.as_str(), "decomposed é");
-        assert_eq!(plain.legacy_form(), None);
+        assert!(plain.legacy_forms().is_empty());
         assert!(Email::parse("ivan@пример.рф").is_ok(), "a single-script international domain");
     }
 

@@ -498,3 +498,30 @@ async fn input_that_looks_like_something_else_is_one_thing_or_refused() {
         .assert_error(StatusCode::UNPROCESSABLE_ENTITY, "password_too_long");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_stored_before_domains_were_normalised_is_still_found() {
+    let server = TestServer::start(Engine::Sqlite).await;
+    let created = server
+        .post(
+            "/api/v1/accounts",
+            json!({ "email": "old@bücher.de", "username": "oldie", "password": "a long and fine passphrase" }),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    // As it was stored before issue 19: indexed under the address as typed, lower-cased.
+    let legacy = server.running_state().keyring.blind_index("old@bücher.de");
+    let hex: String = legacy.digest.iter().map(|b| format!("{b:02x}")).collect();
+    let update = format!("UPDATE users SET email_index = X'{hex}' WHERE username = 'oldie'");
+    crate::revocation::sql(&Engine::Sqlite, &server.database_url, &update).await;
+
+    for login in ["old@bücher.de", "OLD@BÜCHER.DE", "old@xn--bcher-kva.de"] {
+        let sign_in = json!({ "login": login, "password": "a long and fine passphrase" });
+        assert_eq!(server.post("/api/v1/sessions", sign_in).await.status, StatusCode::CREATED, "{login}");
+    }
+    for email in ["old@bücher.de", "old@xn--bcher-kva.de"] {
+        let again = json!({ "email": email, "username": "oldie2", "password": "a long and fine passphrase" });
+        server.post("/api/v1/accounts", again).await.assert_error(StatusCode::CONFLICT, "email_taken");
+    }
+    server.stop().await;
+}
