@@ -142,7 +142,8 @@ async fn each_key_rotates_while_sign_ins_and_validations_run(engine: Engine) {
     // ...or at once with `keys rewrap`, which shows its progress and can run again safely.
     let rewrap = server.admin(&["keys", "rewrap", "--batch", "2"]);
     assert!(rewrap.status.success(), "{}", String::from_utf8_lossy(&rewrap.stderr));
-    assert!(String::from_utf8_lossy(&rewrap.stderr).contains("remaining"), "progress is shown");
+    let progress = String::from_utf8_lossy(&rewrap.stderr);
+    assert!(progress.contains("re-wrapping: ") && !progress.contains('\r'), "progress lines are shown: {progress}");
     assert!(String::from_utf8_lossy(&rewrap.stdout).contains("; 0 remaining"));
     let rewrapped = status(&server);
     assert_eq!(rows(&rewrapped, "data", &old_of("data")), 0);
