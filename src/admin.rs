@@ -201,7 +201,8 @@ impl Console {
                 Err(_) => Ok(None),
             };
         }
-        Ok(self.user(key).await.ok())
+        // A database that does not answer is an error, never "no such account".
+        self.user_if_any(key).await
     }
 
     /// Writes one revocation rule; returns a line describing it. Channel and global revocations
@@ -237,13 +238,17 @@ impl Console {
 
     /// Finds an account by id or username.
     pub async fn user(&self, id_or_username: &str) -> anyhow::Result<UserRecord> {
-        if let Some(user) = self.store.user_by_id(id_or_username).await? {
-            return Ok(user);
-        }
-        match self.store.user_by_username_key(&id_or_username.to_ascii_lowercase()).await? {
+        match self.user_if_any(id_or_username).await? {
             Some(user) => Ok(user),
             None => bail!("no account with id or username {id_or_username:?}"),
         }
+    }
+
+    async fn user_if_any(&self, id_or_username: &str) -> anyhow::Result<Option<UserRecord>> {
+        if let Some(user) = self.store.user_by_id(id_or_username).await? {
+            return Ok(Some(user));
+        }
+        Ok(self.store.user_by_username_key(&id_or_username.to_ascii_lowercase()).await?)
     }
 
     fn email(&self, user: &UserRecord) -> String {

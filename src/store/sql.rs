@@ -5,6 +5,20 @@
 //! queries with concrete types instead. Everything here must be valid on SQLite and PostgreSQL
 //! alike: `$n` placeholders, `ON CONFLICT … DO UPDATE`, `RETURNING`, integers, text and bytes only.
 
+/// Every short-lived row past its life, one statement per table, each counted in the purge's total.
+pub(super) const EXPIRED_ROWS: &[&str] = &[
+    "DELETE FROM tokens WHERE expires_at < $1",
+    "DELETE FROM mfa_challenges WHERE expires_at < $1",
+    "DELETE FROM webauthn_ceremonies WHERE expires_at < $1",
+    "DELETE FROM oauth_codes WHERE expires_at < $1",
+    "DELETE FROM plex_pins WHERE expires_at < $1",
+    "DELETE FROM sso_flows WHERE expires_at < $1",
+    "DELETE FROM sso_pending WHERE expires_at < $1",
+    "DELETE FROM client_assertions WHERE expires_at < $1",
+    "DELETE FROM backchannel_logouts WHERE delivered_at < $1",
+    "DELETE FROM oauth_device_codes WHERE expires_at < $1",
+];
+
 /// Implements `Store` for `$store`, which must have `reader` and `writer` pools of database `$db`
 /// and an inherent `run_migrations` method. Extra items are engine-specific trait methods.
 macro_rules! impl_store_with_portable_sql {
@@ -978,47 +992,11 @@ macro_rules! impl_store_with_portable_sql {
             }
 
             async fn purge_expired_tokens(&self, before: i64) -> Result<u64, StoreError> {
-                let done = sqlx::query::<$db>("DELETE FROM tokens WHERE expires_at < $1")
-                    .bind(before)
-                    .execute(&self.maintenance)
-                    .await?;
-                let challenges = sqlx::query::<$db>("DELETE FROM mfa_challenges WHERE expires_at < $1")
-                    .bind(before)
-                    .execute(&self.maintenance)
-                    .await?;
-                let ceremonies = sqlx::query::<$db>("DELETE FROM webauthn_ceremonies WHERE expires_at < $1")
-                    .bind(before)
-                    .execute(&self.maintenance)
-                    .await?;
-                let codes = sqlx::query::<$db>("DELETE FROM oauth_codes WHERE expires_at < $1")
-                    .bind(before)
-                    .execute(&self.maintenance)
-                    .await?;
-                sqlx::query::<$db>("DELETE FROM plex_pins WHERE expires_at < $1")
-                    .bind(before)
-                    .execute(&self.maintenance)
-                    .await?;
-                sqlx::query::<$db>("DELETE FROM sso_flows WHERE expires_at < $1")
-                    .bind(before)
-                    .execute(&self.maintenance)
-                    .await?;
-                sqlx::query::<$db>("DELETE FROM sso_pending WHERE expires_at < $1")
-                    .bind(before)
-                    .execute(&self.maintenance)
-                    .await?;
-                sqlx::query::<$db>("DELETE FROM client_assertions WHERE expires_at < $1")
-                    .bind(before)
-                    .execute(&self.maintenance)
-                    .await?;
-                sqlx::query::<$db>("DELETE FROM backchannel_logouts WHERE delivered_at < $1")
-                    .bind(before)
-                    .execute(&self.maintenance)
-                    .await?;
-                sqlx::query::<$db>("DELETE FROM oauth_device_codes WHERE expires_at < $1")
-                    .bind(before)
-                    .execute(&self.maintenance)
-                    .await?;
-                Ok(done.rows_affected() + challenges.rows_affected() + ceremonies.rows_affected() + codes.rows_affected())
+                let mut purged = 0;
+                for statement in super::sql::EXPIRED_ROWS {
+                    purged += sqlx::query::<$db>(statement).bind(before).execute(&self.maintenance).await?.rows_affected();
+                }
+                Ok(purged)
             }
 
             async fn mark_session_verified(&self, session_id: &str, verified: Verified) -> Result<(), StoreError> {

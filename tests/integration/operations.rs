@@ -7,7 +7,11 @@ use sqlx::Connection;
 
 use crate::harness::{Engine, TestServer};
 
-crate::on_both_engines!(health_readiness_metrics_and_openapi, outdated_password_hashes_are_upgraded_at_sign_in);
+crate::on_both_engines!(
+    health_readiness_metrics_and_openapi,
+    outdated_password_hashes_are_upgraded_at_sign_in,
+    the_purge_counts_every_expired_row_it_deletes
+);
 
 async fn health_readiness_metrics_and_openapi(engine: Engine) {
     let expected_engine = match engine {
@@ -96,4 +100,44 @@ async fn stored_hash(engine: &Engine, url: &str) -> String {
     }
     .unwrap();
     hash
+}
+
+/// The purge reports what it removed from every table it cleans, not from some of them.
+async fn the_purge_counts_every_expired_row_it_deletes(engine: Engine) {
+    let server = TestServer::start(engine.clone()).await;
+    server.sign_up("kim", "kim@example.com", "kim's passphrase").await;
+    server.sign_in("kim", "kim's passphrase", None).await;
+    let pin = server
+        .http
+        .post(server.url("/api/v2/pins"))
+        .header("accept", "application/json")
+        .header("x-plex-client-identifier", "purge-tv")
+        .header("x-plex-product", "Plex for TV")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pin.status(), StatusCode::CREATED);
+    // Everything short-lived expires: the session's tokens and the PIN (not only tokens).
+    let url = &server.database_url;
+    crate::revocation::sql(&engine, url, "UPDATE tokens SET expires_at = 1").await;
+    crate::revocation::sql(&engine, url, "UPDATE plex_pins SET expires_at = 1").await;
+    let expired = |table: &str| format!("SELECT COUNT(*) FROM {table} WHERE expires_at = 1");
+    let (tokens, pins) =
+        (count_of(&engine, url, &expired("tokens")).await, count_of(&engine, url, &expired("plex_pins")).await);
+    assert!(tokens > 0 && pins == 1, "{tokens} tokens, {pins} PINs");
+    let purged = server.running_state().store.purge_expired_tokens(2).await.unwrap();
+    assert_eq!(purged, u64::try_from(tokens + pins).unwrap(), "every deleted row is counted, the PIN too");
+    assert_eq!(count_of(&engine, url, &expired("plex_pins")).await, 0);
+    server.stop().await;
+}
+
+async fn count_of(engine: &Engine, url: &str, query: &str) -> i64 {
+    match engine {
+        Engine::Sqlite => {
+            sqlx::query_scalar(query).fetch_one(&mut sqlx::SqliteConnection::connect(url).await.unwrap()).await.unwrap()
+        }
+        Engine::Postgres { .. } => {
+            sqlx::query_scalar(query).fetch_one(&mut sqlx::PgConnection::connect(url).await.unwrap()).await.unwrap()
+        }
+    }
 }
