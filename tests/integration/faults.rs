@@ -118,6 +118,7 @@ async fn timed<T>(work: impl std::future::Future<Output = T>) -> (T, Duration) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(keywarden_postgres_tests), ignore = "needs PostgreSQL: set KEYWARDEN_TEST_POSTGRES_URL")]
 async fn with_the_database_gone_every_surface_answers_503_quickly_and_recovers_by_itself() {
     let Some(admin_url) = postgres_admin_url() else { return };
     let (server, partition) = node_behind_partition(&admin_url).await;
@@ -180,6 +181,7 @@ async fn with_the_database_gone_every_surface_answers_503_quickly_and_recovers_b
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(keywarden_postgres_tests), ignore = "needs PostgreSQL: set KEYWARDEN_TEST_POSTGRES_URL")]
 async fn with_the_database_black_holed_requests_give_up_within_the_bound() {
     let Some(admin_url) = postgres_admin_url() else { return };
     let (server, partition) = node_behind_partition(&admin_url).await;
@@ -211,6 +213,7 @@ async fn with_the_database_black_holed_requests_give_up_within_the_bound() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(keywarden_postgres_tests), ignore = "needs PostgreSQL: set KEYWARDEN_TEST_POSTGRES_URL")]
 async fn a_node_cut_off_from_the_database_never_vouches_for_a_token_revoked_elsewhere() {
     let Some(admin_url) = postgres_admin_url() else { return };
     let (direct, _) = create_database(&admin_url).await;
@@ -527,6 +530,7 @@ async fn an_account_stored_before_domains_were_normalised_is_still_found() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(keywarden_postgres_tests), ignore = "needs PostgreSQL: set KEYWARDEN_TEST_POSTGRES_URL")]
 async fn an_operators_list_is_not_read_as_unknown_accounts_when_the_database_is_gone() {
     let Some(admin_url) = postgres_admin_url() else { return };
     let (server, partition) = node_behind_partition(&admin_url).await;

@@ -37,6 +37,7 @@ async fn until_refused(http: &reqwest::Client, base: &str, token: &str, since: I
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(keywarden_postgres_tests), ignore = "needs PostgreSQL: set KEYWARDEN_TEST_POSTGRES_URL")]
 async fn a_revocation_through_one_node_is_enforced_by_the_other_within_a_second() {
     let Some(Engine::Postgres { admin_url }) = Engine::postgres() else { return };
     let (database_url, name) = create_database(&admin_url).await;
