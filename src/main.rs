@@ -4,5 +4,5 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    keywarden::cli::run().await
+    keywarden::ops::cli::run().await
 }

@@ -9,7 +9,6 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::backchannel;
 use crate::config::{Config, HashProfile};
 use crate::domain::alerts::{Alerts, MailAdmins};
 use crate::domain::clock::now_ms;
@@ -27,13 +26,14 @@ use crate::domain::{
 };
 use crate::http::pages::Pages;
 use crate::http::{self, AppState, Services};
+use crate::keys::signing::Signer;
 use crate::keys::Keyring;
 use crate::mail::{Mailer, Transport, TransportKind};
-use crate::metrics::{AlertCounter, Metrics};
-use crate::signing::Signer;
+use crate::obs::metrics::{AlertCounter, Metrics};
+use crate::outbound::backchannel;
+use crate::outbound::upstream::HttpUpstream;
+use crate::outbound::webhook::Webhook;
 use crate::store::{self, DynStore, Store};
-use crate::upstream::HttpUpstream;
-use crate::webhook::Webhook;
 
 /// The variable that may hold the whole keyring instead of a key file (for secret managers).
 pub const KEYRING_ENV: &str = "KEYWARDEN_KEYRING";

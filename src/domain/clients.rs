@@ -15,8 +15,8 @@ use super::clock::now_ms;
 use super::error::{Error, Result};
 use super::sessions::{CHANNEL_DEVICE, CHANNEL_WEB};
 use super::tokens::TokenKind;
+use crate::keys::signing::SigningAlg;
 use crate::keys::Keyring;
-use crate::signing::SigningAlg;
 use crate::store::{ClientRecord, DynStore, StoreError};
 
 /// Whether a client can keep a secret.

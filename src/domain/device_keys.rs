@@ -19,8 +19,8 @@ use super::core::Core;
 use super::error::{Error, Result};
 use super::freshness::Freshness;
 use super::sessions::{Authenticated, Sessions};
+use crate::keys::signing::{Signer, SigningAlg};
 use crate::keys::Keyring;
-use crate::signing::{Signer, SigningAlg};
 use crate::store::{DeviceKeyRecord, DynStore};
 
 /// How long a token minted here works (plex.tv's are a week; clients refresh a day before the end).

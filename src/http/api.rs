@@ -12,7 +12,7 @@ use super::extract::{ApiJson, ClientAddress, EnrollingCaller, TokenRequestProof,
 use super::AppState;
 use crate::domain::accounts::Registration;
 use crate::domain::sessions::{DeviceInfo, Issue, IssuedTokens, SignIn};
-use crate::metrics::Outcome;
+use crate::obs::metrics::Outcome;
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateAccount {

@@ -12,7 +12,7 @@ use super::AppState;
 use crate::domain::dpop::{Expected, Proof};
 use crate::domain::sessions::{Authenticated, Presentation};
 use crate::domain::Error;
-use crate::metrics::Outcome;
+use crate::obs::metrics::Outcome;
 
 /// `axum::Json`, but malformed bodies are answered in keywarden's error format, and a body must be
 /// a JSON object: serde reads a struct from an array too, so `[]` would pass for `{}`.

@@ -16,7 +16,7 @@ use super::AppState;
 use crate::domain::passkeys::Assertion;
 use crate::domain::second_factors::{Factor, FactorStatus, StepUp};
 use crate::domain::sessions::FinishSignIn;
-use crate::metrics::Outcome;
+use crate::obs::metrics::Outcome;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct FactorsResponse {

@@ -42,10 +42,10 @@ use crate::domain::sessions::TokenPolicy;
 use crate::domain::{
     Accounts, AuditLog, DeviceKeys, Devices, OAuth, Pins, Recovery, Revocations, SecondFactors, Sessions, Sso,
 };
+use crate::keys::signing::Signer;
 use crate::keys::Keyring;
 use crate::mail::Mailer;
-use crate::metrics::{Metrics, RequestLabels};
-use crate::signing::Signer;
+use crate::obs::metrics::{Metrics, RequestLabels};
 use crate::store::DynStore;
 
 /// What every handler can reach: one shared handle, so a request (and each layer and extractor that
@@ -171,7 +171,7 @@ pub fn router(state: AppState, max_body_bytes: usize, http: &serve::HttpSettings
             TraceLayer::new_for_http()
                 .make_span_with(|request: &Request| {
                     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str());
-                    let method = crate::metrics::method_label(request.method());
+                    let method = crate::obs::metrics::method_label(request.method());
                     tracing::info_span!("request", method, route)
                 })
                 .on_request(())
@@ -196,7 +196,7 @@ pub fn router(state: AppState, max_body_bytes: usize, http: &serve::HttpSettings
 
 async fn record_latency(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = crate::metrics::method_label(request.method());
+    let method = crate::obs::metrics::method_label(request.method());
     let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     let response = next.run(request).await;
     let labels = RequestLabels { method, route, status: response.status().as_u16() };

@@ -20,7 +20,7 @@ use crate::domain::oauth::{
 };
 use crate::domain::sessions::Authenticated;
 use crate::domain::Error;
-use crate::signing::SigningAlg;
+use crate::keys::signing::SigningAlg;
 
 /// An error in the shape RFC 6749 §5.2 gives every OAuth endpoint.
 #[derive(Debug)]

@@ -13,7 +13,7 @@ use super::extract::{ApiJson, Caller, ClientAddress, EnrollingCaller, TokenReque
 use super::AppState;
 use crate::domain::passkeys::{Assertion, Ceremony, PasskeyView};
 use crate::domain::sessions::{DeviceInfo, Issue, PasskeySignIn};
-use crate::metrics::Outcome;
+use crate::obs::metrics::Outcome;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct CeremonyResponse {

@@ -625,7 +625,7 @@ async fn the_database_and_the_outbox_are_for_their_owner_only(engine: Engine) {
 
 async fn what_a_stranger_can_have_made_is_bounded_per_address_and_client(engine: Engine) {
     use keywarden::domain::clients::ClientKind;
-    use keywarden::signing::SigningAlg;
+    use keywarden::keys::signing::SigningAlg;
     let server = TestServer::start_with(engine, behind_proxy).await;
     let (per_address, per_client) =
         (server.config.throttle.address_free_creations as usize, server.config.throttle.client_free_creations as usize);
@@ -841,7 +841,7 @@ async fn after_signing_out_everywhere_what_was_added_lately_is_listed_for_remova
 async fn a_stale_browser_session_approves_a_device_code_only_with_its_password(engine: Engine) {
     use crate::pages::{browser, get, submit};
     use keywarden::domain::clients::ClientKind;
-    use keywarden::signing::SigningAlg;
+    use keywarden::keys::signing::SigningAlg;
     let server = TestServer::start(engine.clone()).await;
     crate::oidc::register(&server, "tv", ClientKind::Public, true, SigningAlg::Es256).await;
     server.sign_up("dora", "dora@example.com", "dora's passphrase").await;

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use keywarden::domain::audit::Actor;
 use keywarden::domain::clients::{ClientKind, NewClient};
 use keywarden::domain::Clients;
-use keywarden::signing::SigningAlg;
+use keywarden::keys::signing::SigningAlg;
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
 use sha2::{Digest, Sha256};

@@ -7,7 +7,7 @@ use keywarden::domain::audit::Actor;
 use keywarden::domain::clients::{ClientKind, NewClient};
 use keywarden::domain::sso::ProviderSettings;
 use keywarden::domain::Clients;
-use keywarden::signing::SigningAlg;
+use keywarden::keys::signing::SigningAlg;
 use reqwest::{Client, StatusCode};
 use serde_json::json;
 

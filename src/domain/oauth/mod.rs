@@ -34,8 +34,8 @@ use super::freshness::Freshness;
 use super::revocation::Revocations;
 use super::sessions::{Sessions, TokenPolicy};
 use super::throttle::Throttle;
+use crate::keys::signing::Signer;
 use crate::keys::Keyring;
-use crate::signing::Signer;
 use crate::store::DynStore;
 
 /// The scopes keywarden understands; anything else in a request is `invalid_scope`.

@@ -12,7 +12,7 @@ use crate::domain::clients::Client;
 use crate::domain::clock::now_ms;
 use crate::domain::error::{Error, Result};
 use crate::domain::revocation::TokenFacts;
-use crate::signing::SigningAlg;
+use crate::keys::signing::SigningAlg;
 
 /// RFC 9068 §2.2, for a token whose subject is the client itself.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,4 +1,4 @@
-//! What keywarden asks of a provider over the network. `crate::upstream` answers it with HTTP;
+//! What keywarden asks of a provider over the network. `crate::outbound::upstream` answers it with HTTP;
 //! the domain decides what to send and what to believe.
 
 use async_trait::async_trait;

@@ -260,7 +260,7 @@ pub async fn sign_in(
         }
         Err(err) => Err(err),
     };
-    state.metrics.sign_ins.get_or_create(&crate::metrics::Outcome::of(&signed, "success")).inc();
+    state.metrics.sign_ins.get_or_create(&crate::obs::metrics::Outcome::of(&signed, "success")).inc();
     match signed {
         Ok(issued) => {
             let cookies = signed_in_cookies(browser.jar.clone(), &state, &issued);

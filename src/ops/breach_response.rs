@@ -13,13 +13,13 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::admin::{AccountResponse, Console, IncidentText};
 use crate::domain::audit::{kind, AuditLog};
 use crate::domain::clock::{now_ms, rfc3339};
 use crate::domain::honeytokens;
 use crate::domain::revocation::Scope;
 use crate::keys::{KeyPurpose, Keyring};
-use crate::progress::Progress;
+use crate::ops::admin::{AccountResponse, Console, IncidentText};
+use crate::ops::progress::Progress;
 
 /// Which accounts the response is for.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -7,15 +7,16 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use crate::admin::{Console, IncidentText};
 use crate::config::{Config, Flags};
 use crate::domain::clients::{ClientKind, NewClient};
 use crate::domain::revocation::Scope;
 use crate::domain::tokens::TokenKind;
+use crate::keys::signing::SigningAlg;
 use crate::keys::{KeyPurpose, Keyring};
+use crate::obs::telemetry;
+use crate::ops::admin::{Console, IncidentText};
 use crate::server::{self, KEYRING_ENV};
-use crate::signing::SigningAlg;
-use crate::{store, telemetry};
+use crate::store;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -542,7 +543,7 @@ fn print_accounts(users: &[serde_json::Value], json: bool) -> anyhow::Result<()>
 }
 
 async fn breach_response(console: &Console, config: &Config, args: BreachArgs) -> anyhow::Result<()> {
-    use crate::breach_response::{plan_path, Affected, Options, Plan};
+    use crate::ops::breach_response::{plan_path, Affected, Options, Plan};
     let key_file = config.key_file();
     let (mut plan, path) = match args.resume {
         Some(path) => (Plan::load(&path)?, path),
@@ -637,7 +638,7 @@ async fn keys(console: &Console, config: &Config, action: KeysAction) -> anyhow:
             }
         }
         KeysAction::Rewrap { batch } => {
-            let mut progress = crate::progress::Progress::new("re-wrapping");
+            let mut progress = crate::ops::progress::Progress::new("re-wrapping");
             let (done, remaining) = console
                 .rewrap_all(batch.clamp(1, 10_000), |done, _remaining, total| {
                     let total = usize::try_from(total).unwrap_or_default();

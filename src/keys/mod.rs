@@ -5,6 +5,8 @@
 //! the id of the key that protected it, so a key can be rotated without downtime: new values use the
 //! active key, older ones stay readable while their key is still in the ring.
 
+pub mod signing;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Write;

@@ -1,5 +1,9 @@
-//! The HTTP client keywarden's own outbound calls share: sign-in providers, back-channel logout
-//! notices and alert webhooks.
+//! Every call keywarden makes out: the shared HTTP client, sign-in providers (`upstream`),
+//! back-channel logout notices (`backchannel`) and alert webhooks (`webhook`).
+
+pub mod backchannel;
+pub mod upstream;
+pub mod webhook;
 
 use std::time::Duration;
 

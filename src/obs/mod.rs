@@ -1,0 +1,4 @@
+//! Observability: Prometheus metrics and the log and trace set-up.
+
+pub mod metrics;
+pub mod telemetry;
