@@ -43,7 +43,6 @@ pub async fn create_account(
     ApiJson(body): ApiJson<CreateAccount>,
 ) -> Result<(StatusCode, Json<AccountCreated>), ApiError> {
     let registration = Registration { email: body.email, username: body.username, password: body.password };
-    let address = address.map(|a| a.to_string());
     let account = state.accounts.register(registration, address.as_deref()).await?;
     Ok((StatusCode::CREATED, Json(AccountCreated { id: account.id, username: account.username })))
 }
@@ -146,7 +145,7 @@ pub async fn create_session(
         login: body.login,
         password: Zeroizing::new(body.password),
         device: body.device.map(DeviceInfo::from),
-        address: address.map(|a| a.to_string()),
+        address,
         user_agent,
         dpop,
         issue: Issue::TokenPair,
@@ -188,7 +187,6 @@ pub async fn delete_current_session(
     EnrollingCaller(who): EnrollingCaller,
     ClientAddress(address): ClientAddress,
 ) -> Result<StatusCode, ApiError> {
-    let address = address.map(|a| a.to_string());
     state.sessions.sign_out(&who, address.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -76,7 +76,6 @@ pub async fn delete_device(
     ClientAddress(address): ClientAddress,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let address = address.map(|a| a.to_string());
     state.devices.sign_out_device(&who, &id, address.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -101,7 +100,6 @@ pub async fn revoke_all_sessions(
     ClientAddress(address): ClientAddress,
     ApiJson(body): ApiJson<RevokeAll>,
 ) -> Result<StatusCode, ApiError> {
-    let address = address.map(|a| a.to_string());
     state.devices.sign_out_everywhere(&who, body.keep_current, address.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -80,7 +80,6 @@ pub async fn change_email(
     ClientAddress(address): ClientAddress,
     ApiJson(body): ApiJson<ChangeEmail>,
 ) -> Result<(StatusCode, Json<ChangeEmailAccepted>), ApiError> {
-    let address = address.map(|a| a.to_string());
     state.accounts.request_email_change(&who, &body.new_email, address.as_deref()).await?;
     Ok((StatusCode::ACCEPTED, Json(ChangeEmailAccepted { status: "confirmation_sent" })))
 }

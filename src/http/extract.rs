@@ -174,9 +174,10 @@ impl FromRequestParts<AppState> for TokenRequestProof {
     }
 }
 
-/// Where a request came from: the peer address, or the client named by a trusted proxy.
+/// Where a request came from, as the domain records it: the peer address, or the client named by
+/// a trusted proxy.
 #[derive(Debug, Clone)]
-pub struct ClientAddress(pub Option<IpAddr>);
+pub struct ClientAddress(pub Option<String>);
 
 impl FromRequestParts<AppState> for ClientAddress {
     type Rejection = std::convert::Infallible;
@@ -197,7 +198,7 @@ impl FromRequestParts<AppState> for ClientAddress {
                 }
             }
         }
-        Ok(Self(Some(client)))
+        Ok(Self(Some(client.to_string())))
     }
 }
 

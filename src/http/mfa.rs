@@ -75,7 +75,6 @@ pub async fn begin_totp(
     EnrollingCaller(who): EnrollingCaller,
     ClientAddress(address): ClientAddress,
 ) -> Result<(StatusCode, Json<TotpEnrolmentResponse>), ApiError> {
-    let address = address.map(|a| a.to_string());
     let enrolment = state.factors.begin_totp(&who, address.as_deref()).await?;
     let body =
         TotpEnrolmentResponse { secret: enrolment.secret.to_string(), otpauth_uri: enrolment.otpauth_uri.to_string() };
@@ -113,7 +112,6 @@ pub async fn confirm_totp(
     ClientAddress(address): ClientAddress,
     ApiJson(body): ApiJson<CodeRequest>,
 ) -> Result<Json<RecoveryCodesResponse>, ApiError> {
-    let address = address.map(|a| a.to_string());
     Ok(codes_response(state.factors.confirm_totp(&who, &body.code, address.as_deref()).await?))
 }
 
@@ -128,7 +126,6 @@ pub async fn disable_totp(
     Caller(who): Caller,
     ClientAddress(address): ClientAddress,
 ) -> Result<StatusCode, ApiError> {
-    let address = address.map(|a| a.to_string());
     state.factors.disable_totp(&who, address.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -144,7 +141,6 @@ pub async fn regenerate_recovery_codes(
     Caller(who): Caller,
     ClientAddress(address): ClientAddress,
 ) -> Result<Json<RecoveryCodesResponse>, ApiError> {
-    let address = address.map(|a| a.to_string());
     Ok(codes_response(state.factors.regenerate_recovery_codes(&who, address.as_deref()).await?))
 }
 
@@ -181,7 +177,7 @@ pub async fn finish_sign_in(
 ) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
     let passkey = body.webauthn_response.map(|c| Assertion { ceremony_id: None, credential: Box::new(c) });
     let factor = Factor::from_fields(body.code, body.recovery_code, passkey)?;
-    let finish = FinishSignIn { mfa_token: body.mfa_token, factor, address: address.map(|a| a.to_string()), dpop };
+    let finish = FinishSignIn { mfa_token: body.mfa_token, factor, address, dpop };
     let result = state.sessions.finish_sign_in(finish).await;
     state.metrics.sign_ins.get_or_create(&Outcome::of(&result, "success")).inc();
     Ok((StatusCode::CREATED, Json(result?.into())))
@@ -235,7 +231,6 @@ pub async fn step_up(
         }
         None => StepUp::Factor(Factor::from_fields(body.code, body.recovery_code, passkey)?),
     };
-    let address = address.map(|a| a.to_string());
     state.factors.step_up(&who, proof, address.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

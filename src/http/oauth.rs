@@ -243,7 +243,7 @@ pub async fn token(
         device_code: form.device_code,
         client,
         dpop,
-        address: address.map(|a| a.to_string()),
+        address,
     };
     let response = state.oauth.token(request).await.map_err(|err| OAuthError { err, basic })?;
     Ok((StatusCode::OK, [(header::PRAGMA, "no-cache")], Json(response)).into_response())
@@ -272,7 +272,6 @@ pub async fn device_authorization(
     form: Result<Form<DeviceAuthorizationForm>, FormRejection>,
 ) -> Result<Response, OAuthError> {
     let (form, client, basic) = unpack(&headers, form)?;
-    let address = address.map(|a| a.to_string());
     let request = DeviceAuthorizationRequest { client, scope: form.scope, device_name: form.device_name, address };
     let answer = state.oauth.device_authorization(request).await.map_err(|err| OAuthError { err, basic })?;
     Ok(Json(answer).into_response())
@@ -314,7 +313,6 @@ pub async fn revoke(
 ) -> Result<Response, OAuthError> {
     let (form, client, basic) = unpack(&headers, form)?;
     let token = form.token.ok_or_else(|| Error::oauth("invalid_request", "token is missing"))?;
-    let address = address.map(|a| a.to_string());
     state.oauth.revoke(&client, &token, address.as_deref()).await.map_err(|err| OAuthError { err, basic })?;
     Ok(StatusCode::OK.into_response())
 }

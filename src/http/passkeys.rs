@@ -112,7 +112,6 @@ pub async fn add(
     ClientAddress(address): ClientAddress,
     ApiJson(body): ApiJson<AddPasskeyRequest>,
 ) -> Result<(StatusCode, Json<AddedPasskeyResponse>), ApiError> {
-    let address = address.map(|a| a.to_string());
     let added = state
         .factors
         .add_passkey(&who, &body.ceremony_id, &body.name, &body.webauthn_response, address.as_deref())
@@ -142,7 +141,6 @@ pub async fn rename(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<RenamePasskeyRequest>,
 ) -> Result<Json<PasskeyResponse>, ApiError> {
-    let address = address.map(|a| a.to_string());
     Ok(Json(state.factors.rename_passkey(&who, &id, &body.name, address.as_deref()).await?.into()))
 }
 
@@ -159,7 +157,6 @@ pub async fn remove(
     ClientAddress(address): ClientAddress,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let address = address.map(|a| a.to_string());
     state.factors.remove_passkey(&who, &id, address.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -174,7 +171,6 @@ pub async fn sign_in_options(
     State(state): State<AppState>,
     ClientAddress(address): ClientAddress,
 ) -> Result<Json<CeremonyResponse>, ApiError> {
-    let address = address.map(|a| a.to_string());
     Ok(Json(state.factors.passkey_sign_in_options(address.as_deref()).await?.into()))
 }
 
@@ -205,7 +201,7 @@ pub async fn sign_in(
     let request = PasskeySignIn {
         assertion: Assertion { ceremony_id: Some(body.ceremony_id), credential: Box::new(body.webauthn_response) },
         device: body.device.map(DeviceInfo::from),
-        address: address.map(|a| a.to_string()),
+        address,
         user_agent,
         dpop,
         issue: Issue::TokenPair,

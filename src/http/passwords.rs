@@ -35,7 +35,6 @@ pub async fn change_password(
     ClientAddress(address): ClientAddress,
     ApiJson(body): ApiJson<ChangePassword>,
 ) -> Result<StatusCode, ApiError> {
-    let address = address.map(|a| a.to_string());
     state
         .recovery
         .change(&who, &body.current_password, &body.new_password, body.sign_out_devices, address.as_deref())
@@ -64,7 +63,7 @@ pub async fn request_reset(
     ClientAddress(address): ClientAddress,
     ApiJson(body): ApiJson<ResetRequest>,
 ) -> Result<(StatusCode, Json<Accepted>), ApiError> {
-    state.recovery.request_reset(&body.email, address.map(|a| a.to_string())).await?;
+    state.recovery.request_reset(&body.email, address).await?;
     Ok((StatusCode::ACCEPTED, Json(Accepted { status: "accepted" })))
 }
 
@@ -96,7 +95,6 @@ pub async fn reset_password(
     ClientAddress(address): ClientAddress,
     ApiJson(body): ApiJson<ResetPassword>,
 ) -> Result<StatusCode, ApiError> {
-    let address = address.map(|a| a.to_string());
     state.recovery.reset(&body.token, &body.new_password, body.sign_out_devices, address.as_deref()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

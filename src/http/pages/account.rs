@@ -90,7 +90,7 @@ pub async fn signin(
         login: form.login.clone(),
         password: Zeroizing::new(form.password),
         device: None,
-        address: address.map(|a| a.to_string()),
+        address,
         user_agent,
         dpop: form_proof(&state, &headers, "/signin", &form.dpop),
         issue: Issue::BrowserCookie,
@@ -189,8 +189,7 @@ pub async fn signin_mfa(
         None => None,
     };
     let factor = Factor::from_fields(form.code.clone(), form.recovery_code.clone(), passkey).map_err(|e| again(&e))?;
-    let finish =
-        FinishSignIn { mfa_token: form.mfa_token.clone(), factor, address: address.map(|a| a.to_string()), dpop: None };
+    let finish = FinishSignIn { mfa_token: form.mfa_token.clone(), factor, address, dpop: None };
     match state.sessions.finish_sign_in(finish).await {
         Ok(issued) => {
             let cookies = signed_in_cookies(browser.jar.clone(), &state, &issued);
@@ -236,7 +235,6 @@ pub async fn signup(
     Form(form): Form<SignupForm>,
 ) -> Result<Response, Page> {
     browser.check_form(&state, &headers, &form.csrf)?;
-    let address = address.map(|a| a.to_string());
     let registration =
         Registration { email: form.email.clone(), username: form.username.clone(), password: form.password.clone() };
     if let Err(err) = state.accounts.register(registration, address.as_deref()).await {
@@ -271,7 +269,6 @@ pub async fn signout(
 ) -> Result<Response, Page> {
     browser.check_form(&state, &headers, &form.csrf)?;
     if let Some(session) = &browser.session {
-        let address = address.map(|a| a.to_string());
         state.sessions.sign_out(session, address.as_deref()).await.map_err(|e| browser.error(&state, &e))?;
     }
     let cleared = browser.without_session(&state);
@@ -325,11 +322,7 @@ pub async fn reset_request(
     Form(form): Form<ResetRequestForm>,
 ) -> Result<Page, Page> {
     browser.check_form(&state, &headers, &form.csrf)?;
-    state
-        .recovery
-        .request_reset(&form.email, address.map(|a| a.to_string()))
-        .await
-        .map_err(|e| browser.error(&state, &e))?;
+    state.recovery.request_reset(&form.email, address).await.map_err(|e| browser.error(&state, &e))?;
     Ok(browser.message(
         &state,
         StatusCode::ACCEPTED,
@@ -386,7 +379,6 @@ pub async fn remove_recent_credential(
     browser.check_form(&state, &headers, &form.csrf)?;
     let kind = crate::domain::recent_credentials::CredentialKind::parse(&form.kind)
         .ok_or_else(|| browser.error(&state, &crate::domain::Error::CredentialNotFound))?;
-    let address = address.map(|a| a.to_string());
     state
         .recovery
         .remove_recent_credential(&token, kind, &form.id, address.as_deref())
@@ -417,7 +409,6 @@ pub async fn reset(
         let error = Some("The two passwords are not the same.");
         return Err(reset_page(&state, &browser, &token, StatusCode::UNPROCESSABLE_ENTITY, error, false).await);
     }
-    let address = address.map(|a| a.to_string());
     let sign_out = form.sign_out_devices.is_some();
     match state.recovery.reset(&token, &form.new_password, sign_out, address.as_deref()).await {
         Ok(()) => Ok(browser.message(

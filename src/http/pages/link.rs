@@ -142,7 +142,7 @@ pub async fn form(
         Err(redirect) => return redirect.into_response(),
     };
     match code {
-        Some(code) => look_up(&state, &browser, who, code, address.map(|a| a.to_string()).as_deref()).await,
+        Some(code) => look_up(&state, &browser, who, code, address.as_deref()).await,
         None => entry_page(&state, &browser, "", None),
     }
 }
@@ -176,7 +176,7 @@ pub async fn find(
         Ok(who) => who,
         Err(redirect) => return redirect.into_response(),
     };
-    look_up(&state, &browser, who, &form.code, address.map(|a| a.to_string()).as_deref()).await
+    look_up(&state, &browser, who, &form.code, address.as_deref()).await
 }
 
 /// `POST /link/confirm`: "Link this device" or "Cancel".
@@ -195,7 +195,6 @@ pub async fn confirm(
         Err(redirect) => return redirect.into_response(),
     };
     let approve = form.decision == "allow";
-    let address = address.map(|a| a.to_string());
     let stepped_up = match step_up_proof(&form.factor_code, &form.password, "", "") {
         Ok(Some(proof)) if approve => state.factors.step_up(who, proof, address.as_deref()).await,
         Ok(_) => Ok(who.clone()),

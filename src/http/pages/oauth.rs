@@ -136,7 +136,6 @@ pub async fn decide(
     let Some(who) = &browser.session else {
         return Redirect::to(&sign_in_then_return(&form.request, &valid)).into_response();
     };
-    let address = address.map(|a| a.to_string());
     match state.oauth.decide(&valid, who, form.decision == "allow", address.as_deref()).await {
         Ok(response) => Redirect::to(&response.location()).into_response(),
         Err(err) => browser.error(&state, &err).into_response(),
@@ -184,7 +183,6 @@ pub async fn end_session(
     };
     let mut jar = browser.jar.clone();
     if let Some(who) = browser.session.as_ref().filter(|who| who.user_id == ended.user_id) {
-        let address = address.map(|a| a.to_string());
         if let Err(err) = state.sessions.sign_out(who, address.as_deref()).await {
             return browser.error(&state, &err).into_response();
         }

@@ -112,7 +112,6 @@ pub async fn sign_in_options(
     Form(form): Form<CsrfOnly>,
 ) -> Result<Response, Response> {
     browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
-    let address = address.map(|a| a.to_string());
     Ok(ceremony_json(state.factors.passkey_sign_in_options(address.as_deref()).await))
 }
 
@@ -137,7 +136,6 @@ pub async fn add(
 ) -> Result<Response, Response> {
     browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
     let who = signed_in_to_enrol(&browser).map_err(IntoResponse::into_response)?;
-    let address = address.map(|a| a.to_string());
     let added = match parse(&form.webauthn_response) {
         Ok(credential) => {
             state.factors.add_passkey(&who, &form.ceremony_id, &form.name, &credential, address.as_deref()).await
@@ -170,7 +168,6 @@ pub async fn rename(
 ) -> Result<Response, Response> {
     browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
     let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
-    let address = address.map(|a| a.to_string());
     match state.factors.rename_passkey(&who, &id, &form.name, address.as_deref()).await {
         Ok(_) => Ok(Redirect::to("/security?done=passkey-renamed").into_response()),
         Err(err) => Err(refuse(&state, &browser, &who, "passkey_error", &err).await),
@@ -201,7 +198,6 @@ pub async fn remove(
 ) -> Result<Response, Response> {
     browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
     let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
-    let address = address.map(|a| a.to_string());
     let fresh =
         stepped_up(&state, &who, &form.code, "", &form.ceremony_id, &form.webauthn_response, address.as_deref());
     let removed = match fresh.await {
@@ -251,7 +247,7 @@ pub async fn sign_in(
             let request = PasskeySignIn {
                 assertion: Assertion { ceremony_id: Some(form.ceremony_id), credential: Box::new(credential) },
                 device: None,
-                address: address.map(|a| a.to_string()),
+                address,
                 user_agent,
                 dpop: form_proof(&state, &headers, "/signin/passkey", &form.dpop),
                 issue: Issue::BrowserCookie,

@@ -121,7 +121,6 @@ pub async fn remove_recent_credential(
     state.freshness.require(&who).await.map_err(|e| failed(&e))?;
     let kind = crate::domain::recent_credentials::CredentialKind::parse(&form.kind)
         .ok_or_else(|| failed(&Error::CredentialNotFound))?;
-    let address = address.map(|a| a.to_string());
     state
         .recent_credentials
         .remove(&who.user_id, kind, &form.id, "security_page", address.as_deref())
@@ -268,7 +267,6 @@ pub async fn withdraw_app(
 ) -> Result<Response, Response> {
     browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
     let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
-    let address = address.map(|a| a.to_string());
     state
         .oauth
         .withdraw(&who, &client_id, address.as_deref())
@@ -288,7 +286,6 @@ pub async fn sign_out_device(
     // The form is checked first, so a forged post is refused as such whatever the session.
     browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
     let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
-    let address = address.map(|a| a.to_string());
     state
         .devices
         .sign_out_device(&who, &id, address.as_deref())
@@ -314,7 +311,6 @@ pub async fn sign_out_everywhere(
     browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
     let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
     let keep = form.keep_current.is_some();
-    let address = address.map(|a| a.to_string());
     state
         .devices
         .sign_out_everywhere(&who, keep, address.as_deref())
@@ -354,7 +350,6 @@ pub async fn change_password(
             refuse_with(&state, &browser, &who, "password_error", StatusCode::UNPROCESSABLE_ENTITY, error).await
         );
     }
-    let address = address.map(|a| a.to_string());
     let sign_out = form.sign_out_devices.is_some();
     let changed =
         state.recovery.change(&who, &form.current_password, &form.new_password, sign_out, address.as_deref()).await;
@@ -469,7 +464,6 @@ pub async fn confirm(
 ) -> Result<Response, Response> {
     browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
     let who = signed_in_to_enrol(&browser).map_err(IntoResponse::into_response)?;
-    let address = address.map(|a| a.to_string());
     let proof = step_up_proof(&form.code, &form.password, &form.ceremony_id, &form.webauthn_response);
     let stepped = match proof {
         Ok(Some(proof)) => state.factors.step_up(&who, proof, address.as_deref()).await,
@@ -526,7 +520,6 @@ pub async fn begin_totp(
 ) -> Result<Page, Response> {
     browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
     let who = signed_in_to_enrol(&browser).map_err(IntoResponse::into_response)?;
-    let address = address.map(|a| a.to_string());
     match state.factors.begin_totp(&who, address.as_deref()).await {
         Ok(enrolment) => Ok(setup_page(&state, &browser, &enrolment, StatusCode::OK, None)),
         Err(err) => Err(refuse(&state, &browser, &who, "factor_error", &err).await),
@@ -551,7 +544,6 @@ pub async fn confirm_totp(
 ) -> Result<Page, Response> {
     browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
     let who = signed_in_to_enrol(&browser).map_err(IntoResponse::into_response)?;
-    let address = address.map(|a| a.to_string());
     match state.factors.confirm_totp(&who, &form.code, address.as_deref()).await {
         Ok(codes) => Ok(recovery_codes_page(&state, &browser, &codes)),
         Err(err @ (Error::InvalidCode | Error::CodeAlreadyUsed)) => {
@@ -584,7 +576,6 @@ pub async fn manage_totp(
 ) -> Result<Response, Response> {
     browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
     let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
-    let address = address.map(|a| a.to_string());
     let stepped_up = match Factor::guess(&form.code) {
         Ok(factor) => state.factors.step_up(&who, StepUp::Factor(factor), address.as_deref()).await,
         Err(err) => Err(err),
@@ -638,7 +629,6 @@ pub async fn change_email(
 ) -> Result<Response, Response> {
     browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
     let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
-    let address = address.map(|a| a.to_string());
     let (code, password) = (&form.code, &form.password);
     let fresh =
         stepped_up(&state, &who, code, password, &form.ceremony_id, &form.webauthn_response, address.as_deref());

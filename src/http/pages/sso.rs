@@ -39,7 +39,6 @@ pub async fn start(
     Query(query): Query<StartQuery>,
     ClientAddress(address): ClientAddress,
 ) -> Result<Response, Page> {
-    let address = address.map(|a| a.to_string());
     state.sso.count_trip(address.as_deref()).await.map_err(|e| failed(&state, &browser, &e).retry_after_of(&e))?;
     let next = state.pages.safe_next(query.next.as_deref().unwrap_or("/security"));
     let departure = state.sso.depart(&provider, Purpose::SignIn, None, &next).await;
@@ -93,7 +92,7 @@ pub async fn callback(
         iss: query.iss,
     };
     let arrival = Arrival {
-        address: address.map(|a| a.to_string()),
+        address,
         user_agent,
         // A redirect from the provider is a plain navigation: no proof can come with it.
         dpop: None,
@@ -172,12 +171,8 @@ pub async fn finish(
 ) -> Result<Response, Page> {
     browser.check_form(&state, &headers, &form.csrf)?;
     let token = pending_token(&state, &browser).map_err(|e| failed(&state, &browser, &e))?;
-    let arrival = Arrival {
-        address: address.map(|a| a.to_string()),
-        user_agent,
-        dpop: form_proof(&state, &headers, "/sso/finish", &form.dpop),
-        current: None,
-    };
+    let arrival =
+        Arrival { address, user_agent, dpop: form_proof(&state, &headers, "/sso/finish", &form.dpop), current: None };
     match state.sso.create_account(&token, &form.username, &form.email, arrival).await {
         Ok((issued, next)) => {
             let jar = signed_in_cookies(browser.jar.clone().remove(forget_pending(&state)), &state, &issued);
@@ -230,7 +225,6 @@ pub async fn link(
         return Ok(Redirect::to("/signin?next=/sso/link").into_response());
     };
     let token = pending_token(&state, &browser).map_err(|e| failed(&state, &browser, &e))?;
-    let address = address.map(|a| a.to_string());
     let next =
         state.sso.link_pending(&token, &who, address.as_deref()).await.map_err(|e| failed(&state, &browser, &e))?;
     let jar = browser.jar.clone().remove(forget_pending(&state));
@@ -274,7 +268,6 @@ pub async fn link_provider(
 ) -> Result<Response, Response> {
     browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
     let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
-    let address = address.map(|a| a.to_string());
     let departure = match confirmed(&state, &who, &form, address.as_deref()).await {
         Ok(fresh) => state.sso.depart(&provider, Purpose::Link, Some(&fresh), "/security?done=sso-linked").await,
         Err(err) => Err(err),
@@ -313,7 +306,6 @@ pub async fn unlink(
 ) -> Result<Response, Response> {
     browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
     let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
-    let address = address.map(|a| a.to_string());
     let unlinked = match confirmed(&state, &who, &form, address.as_deref()).await {
         Ok(fresh) => state.sso.unlink(&fresh, &id, address.as_deref()).await,
         Err(err) => Err(err),

@@ -37,7 +37,6 @@ pub async fn sign_in(
     Form(form): Form<SignInForm>,
 ) -> Result<Response, PlexError> {
     let device = client.device()?;
-    let address = address.map(|a| a.to_string());
     let request = SignIn {
         login: form.login,
         password: Zeroizing::new(form.password),
@@ -93,7 +92,6 @@ pub async fn sign_out(
     ClientAddress(address): ClientAddress,
 ) -> Result<Response, PlexError> {
     let who = client.signed_in(&state).await?;
-    let address = address.map(|a| a.to_string());
     state.sessions.sign_out(&who, address.as_deref()).await.map_err(|e| client.error(&e))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -30,7 +30,6 @@ pub async fn register(
         return Err(client.error(&crate::domain::Error::InvalidDevice("send {\"jwk\": {…}} as JSON")));
     };
     let token = client.token.clone().unwrap_or_default();
-    let address = address.map(|a| a.to_string());
     state.device_keys.register(&who, &token, &body.jwk, address.as_deref()).await.map_err(|e| client.error(&e))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -50,7 +50,6 @@ pub async fn remove(
 ) -> Result<Response, PlexError> {
     let who = client.signed_in(&state).await?;
     let id = id.strip_suffix(".xml").unwrap_or(&id);
-    let address = address.map(|a| a.to_string());
     state.devices.sign_out_device(&who, id, address.as_deref()).await.map_err(|e| client.error(&e))?;
     Ok(client.format.answer(StatusCode::OK, &Element::new("MediaContainer").attr("size", 0)))
 }

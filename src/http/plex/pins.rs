@@ -50,7 +50,6 @@ pub async fn create(
 ) -> Result<Response, PlexError> {
     let device = client.device()?;
     let strong = matches!(query.strong.as_deref(), Some("true" | "1"));
-    let address = address.map(|a| a.to_string());
     let pin = state.pins.create(&device, strong, address.as_deref()).await.map_err(|e| client.error(&e))?;
     let element = pin_element(pin.id, Some(&pin.code), &pin.client_identifier, pin.created_at, pin.expires_at, None);
     Ok(client.format.answer(StatusCode::CREATED, &element))
@@ -67,7 +66,6 @@ pub async fn poll(
         return Err(client.error(&Error::PinNotFound));
     };
     let id: i64 = id.parse().map_err(|_| client.error(&Error::PinNotFound))?;
-    let address = address.map(|a| a.to_string());
     let pin = state.pins.poll(id, &identifier, address).await.map_err(|e| client.error(&e))?;
     let token = pin.auth_token.as_ref().map(|t| t.as_str());
     let element = pin_element(pin.id, None, &pin.client_identifier, pin.created_at, pin.expires_at, token);
@@ -88,7 +86,6 @@ pub async fn link(
     Form(form): Form<LinkForm>,
 ) -> Result<Response, PlexError> {
     let who = client.signed_in(&state).await?;
-    let address = address.map(|a| a.to_string());
     state.pins.approve(&who, &form.code, address.as_deref()).await.map_err(|e| client.error(&e))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
