@@ -560,7 +560,7 @@ async fn bench_revocation(engine: &str, admin_url: Option<&str>) -> Vec<Row> {
     );
 
     // A million live tokens on the web channel, written straight into the database.
-    let now = keywarden::domain::clock::now_ms();
+    let now = keywarden::clock::now_ms();
     let user = account.id.as_str();
     let bulk = match admin_url {
         None => format!(

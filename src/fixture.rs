@@ -52,7 +52,7 @@ pub async fn populate(
     let mut samples = Vec::new();
     let mut written = 0;
     while written < spec.accounts {
-        let now = crate::domain::clock::now_ms();
+        let now = crate::clock::now_ms();
         let end = (written + BATCH).min(spec.accounts);
         let mut rows = BulkRows::default();
         for n in written..end {

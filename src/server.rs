@@ -9,9 +9,9 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::clock::now_ms;
 use crate::config::{Config, HashProfile};
 use crate::domain::alerts::{Alerts, MailAdmins};
-use crate::domain::clock::now_ms;
 use crate::domain::dpop::DpopVerifier;
 use crate::domain::freshness::Freshness;
 use crate::domain::key_rotation::KeyRotation;

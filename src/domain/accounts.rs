@@ -5,7 +5,6 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::audit::{kind, Actor, AuditLog};
-use super::clock::now_ms;
 use super::core::Core;
 use super::error::{Error, Result};
 use super::freshness::Freshness;
@@ -15,6 +14,7 @@ use super::revocation::{Revocation, Revocations, Scope};
 use super::sessions::Authenticated;
 use super::tokens::TokenKind;
 use super::validation_cache::{PlexFacts, ValidationCache};
+use crate::clock::now_ms;
 use crate::keys::{Keyring, Sealed};
 use crate::mail::{Mailer, Notice, Recipient};
 use crate::store::{DynStore, EmailChange, FirstProof, NewOneTimeToken, NewUser, RemovedOnFirstProof, UserRecord};

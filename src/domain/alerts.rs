@@ -9,9 +9,9 @@ use serde_json::{json, Value};
 
 use super::accounts::Accounts;
 use super::audit::{kind, Actor, AuditLog};
-use super::clock::now_ms;
 use super::error::Result;
 use super::throttle::{account_prefix, address_prefix, Purpose};
+use crate::clock::now_ms;
 use crate::mail::Notice;
 use crate::store::DynStore;
 

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::clock::now_ms;
 use super::error::Result;
+use crate::clock::now_ms;
 use crate::keys::Keyring;
 use crate::store::{AuditRecord, AuditSealer, DynStore, NewAuditEvent};
 
@@ -191,7 +191,7 @@ impl AuditLog {
             .into_iter()
             .map(|r| SecurityEvent {
                 seq: r.seq,
-                at: super::clock::rfc3339(r.at),
+                at: crate::clock::rfc3339(r.at),
                 kind: r.kind,
                 address: r.address,
                 details: serde_json::from_str(&r.details).unwrap_or(Value::Null),

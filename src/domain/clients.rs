@@ -11,10 +11,10 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::audit::{kind, Actor, AuditLog};
-use super::clock::now_ms;
 use super::error::{Error, Result};
 use super::sessions::{CHANNEL_DEVICE, CHANNEL_WEB};
 use super::tokens::TokenKind;
+use crate::clock::now_ms;
 use crate::keys::signing::SigningAlg;
 use crate::keys::Keyring;
 use crate::store::{ClientRecord, DynStore, StoreError};

@@ -6,12 +6,12 @@ use serde_json::json;
 
 use super::accounts::Accounts;
 use super::audit::{kind, Actor, AuditLog};
-use super::clock::now_ms;
 use super::core::Core;
 use super::error::{Error, Result};
 use super::revocation::{Revocation, Revocations, Scope, TokenFacts};
 use super::sessions::{Authenticated, TokenPolicy};
 use super::throttle::{Purpose, Subject, Throttle};
+use crate::clock::now_ms;
 use crate::mail::Notice;
 use crate::store::{DeviceRecord, DynStore};
 

@@ -15,8 +15,8 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::clock::now_ms;
 use super::error::{Error, Result};
+use crate::clock::now_ms;
 use crate::keys::Keyring;
 
 /// Asymmetric algorithms accepted for proofs (RFC 9449 §4.2: never `none` or a MAC).

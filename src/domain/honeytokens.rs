@@ -16,12 +16,12 @@ use zeroize::Zeroizing;
 
 use super::accounts::Accounts;
 use super::alerts::{Alert, Alerts, Severity, HONEYTOKEN_USED};
-use super::clock::now_ms;
 use super::core::Core;
 use super::error::Result;
 use super::identity::{Email, Username};
 use super::sessions::{is_browser_app, CHANNEL_DEVICE, CHANNEL_WEB};
 use super::tokens::TokenKind;
+use crate::clock::now_ms;
 use crate::keys::{hex, Keyring};
 use crate::store::{DeviceSighting, NewToken, SessionStart, Verified};
 

@@ -48,7 +48,7 @@ impl KeyRotation {
 
     /// Every key of every purpose with the live rows it protects (signing keys protect no rows).
     pub async fn usage(&self) -> Result<Vec<KeyUsage>> {
-        let now = super::clock::now_ms();
+        let now = crate::clock::now_ms();
         let mut usage = Vec::new();
         for purpose in KeyPurpose::ALL {
             let (ids, next) = self.keyring.key_ids(purpose);
@@ -84,7 +84,7 @@ impl KeyRotation {
     pub async fn remaining(&self) -> Result<i64> {
         let data = self.keyring.active_id(KeyPurpose::Data);
         let index = self.keyring.active_id(KeyPurpose::BlindIndex);
-        let now = super::clock::now_ms();
+        let now = crate::clock::now_ms();
         let mut remaining = 0;
         for column in KEY_COLUMNS {
             let active = match (column.purpose, column.table) {

@@ -4,7 +4,6 @@ pub mod accounts;
 pub mod alerts;
 pub mod audit;
 pub mod clients;
-pub mod clock;
 pub mod core;
 pub mod device_keys;
 pub mod devices;

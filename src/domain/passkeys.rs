@@ -12,8 +12,8 @@ use webauthn_rs::prelude::{
     RegisterPublicKeyCredential, Url, Uuid, Webauthn, WebauthnBuilder, WebauthnError,
 };
 
-use super::clock::now_ms;
 use super::error::{Error, Result};
+use crate::clock::now_ms;
 use crate::store::{DynStore, NewCeremony, PasskeyRecord};
 
 /// Adding a passkey to a signed-in account.

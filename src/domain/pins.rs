@@ -6,12 +6,12 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::audit::{kind, Actor, AuditLog};
-use super::clock::now_ms;
 use super::core::Core;
 use super::error::{Error, Result};
 use super::freshness::Freshness;
 use super::sessions::{Authenticated, DeviceInfo, Sessions};
 use super::throttle::{self, Purpose, Subject, Throttle};
+use crate::clock::now_ms;
 use crate::keys::Keyring;
 use crate::store::{DynStore, PlexPinRecord, StoreError};
 use std::sync::Arc;

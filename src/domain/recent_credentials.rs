@@ -6,9 +6,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::audit::{kind, Actor, AuditLog};
-use super::clock::{human, now_ms};
 use super::error::{Error, Result};
 use super::validation_cache::ValidationCache;
+use crate::clock::{human, now_ms};
 use crate::store::DynStore;
 
 /// How far back the list goes.

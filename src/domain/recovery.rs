@@ -11,7 +11,6 @@ use zeroize::Zeroizing;
 
 use super::accounts::Accounts;
 use super::audit::{kind, Actor, AuditLog};
-use super::clock::now_ms;
 use super::core::Core;
 use super::error::{Error, Result};
 use super::honeytokens;
@@ -22,6 +21,7 @@ use super::revocation::{Revocation, Scope};
 use super::sessions::Authenticated;
 use super::throttle::{self, Purpose, Subject};
 use super::tokens::TokenKind;
+use crate::clock::now_ms;
 use crate::mail::{Notice, Recipient};
 use crate::store::{NewOneTimeToken, PasswordChange, UserRecord};
 

@@ -14,9 +14,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::audit::{kind, Actor, AuditLog};
-use super::clock::now_ms;
 use super::error::Result;
 use super::validation_cache::{Invalidation, ValidationCache};
+use crate::clock::now_ms;
 use crate::store::{DynStore, InvalidationRecord, NewAuditEvent, NewRule, RuleRecord};
 
 /// What a rule covers.
@@ -382,7 +382,7 @@ impl Revocations {
         let details = serde_json::json!({
             "scope": rule.scope.kind(),
             "value": rule.scope.value(),
-            "issued_before": super::clock::rfc3339(rule.not_before),
+            "issued_before": crate::clock::rfc3339(rule.not_before),
             "except_session": rule.except_session,
             "recoverable": rule.recoverable,
             "reason": revocation.reason,

@@ -10,7 +10,6 @@ use zeroize::Zeroizing;
 
 use super::accounts::{Accounts, Role};
 use super::audit::{kind, Actor, AuditLog};
-use super::clock::now_ms;
 use super::core::Core;
 use super::error::{Error, Result};
 use super::freshness::Freshness;
@@ -21,6 +20,7 @@ use super::sessions::Authenticated;
 use super::throttle::{self, Purpose, Throttle};
 use super::totp::{self, TotpSecret};
 use super::validation_cache::ValidationCache;
+use crate::clock::now_ms;
 use crate::keys::{Keyring, Sealed};
 use crate::mail::Notice;
 use crate::store::{DynStore, FactorChange, NewTotp, PasskeyRecord, RecoveryCodeDigest, StoreError, Verified};

@@ -13,7 +13,6 @@ use serde_json::json;
 use super::accounts::{Accounts, Role};
 use super::alerts::Alerts;
 use super::audit::{kind, Actor, AuditLog};
-use super::clock::now_ms;
 use super::core::Core;
 use super::dpop::Proof;
 use super::error::{Error, Result};
@@ -27,6 +26,7 @@ use super::second_factors::{Factor, SecondFactors};
 use super::throttle::{self, Purpose, Subject, Throttle};
 use super::tokens::TokenKind;
 use super::validation_cache::ValidationCache;
+use crate::clock::now_ms;
 use crate::keys::Keyring;
 use crate::mail::Notice;
 use crate::store::{

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::audit::{kind, Actor, AuditLog};
-use super::clock::now_ms;
 use super::error::{Error, Result};
+use crate::clock::now_ms;
 use crate::keys::{hex, Keyring};
 use crate::store::{DynStore, ThrottleStep};
 

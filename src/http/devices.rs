@@ -9,8 +9,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, Caller, ClientAddress};
 use super::AppState;
+use crate::clock::rfc3339;
 use crate::domain::audit::SecurityEvent;
-use crate::domain::clock::rfc3339;
 use crate::domain::devices::DeviceView;
 
 #[derive(Debug, Serialize, ToSchema)]

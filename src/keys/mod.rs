@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use crate::domain::clock::now_ms;
+use crate::clock::now_ms;
 
 type HmacSha256 = Hmac<Sha256>;
 

@@ -22,8 +22,8 @@ use tokio::task::JoinHandle;
 
 use self::templates::Templates;
 pub use self::transport::{Security, SmtpConfig, Transport};
+use crate::clock::{now_ms, rfc3339};
 use crate::domain::audit::{Actor, AuditLog};
-use crate::domain::clock::{now_ms, rfc3339};
 use crate::domain::{Error, Result};
 use crate::keys::{Keyring, Sealed};
 use crate::store::{DynStore, QueuedMail};

@@ -8,10 +8,10 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use serde_json::json;
 
+use crate::clock::rfc3339;
 use crate::config::Config;
 use crate::domain::accounts::Role;
 use crate::domain::audit::{kind, Actor, AuditLog};
-use crate::domain::clock::rfc3339;
 use crate::domain::honeytokens::{Decoy, Honeytokens};
 use crate::domain::identity::Email;
 use crate::domain::key_rotation::{KeyRotation, KeyUsage};
@@ -320,7 +320,7 @@ impl Console {
                 })
             })
             .collect();
-        let now = crate::domain::clock::now_ms();
+        let now = crate::clock::now_ms();
         let devices: Vec<_> = devices
             .iter()
             .map(|d| {

@@ -13,8 +13,8 @@ use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::clock::{now_ms, rfc3339};
 use crate::domain::audit::{kind, AuditLog};
-use crate::domain::clock::{now_ms, rfc3339};
 use crate::domain::honeytokens;
 use crate::domain::revocation::Scope;
 use crate::keys::{KeyPurpose, Keyring};

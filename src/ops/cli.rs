@@ -610,7 +610,7 @@ async fn keys(console: &Console, config: &Config, action: KeysAction) -> anyhow:
         KeysAction::Rotate { key, activate_in } => {
             let purpose = key.purpose();
             let secs = i64::try_from(activate_in).context("--activate-in is too large")?;
-            let active_from = crate::domain::clock::now_ms() + secs * 1000;
+            let active_from = crate::clock::now_ms() + secs * 1000;
             let id = console.rotate_keys(&path, &[purpose], active_from).await?.swap_remove(0);
             println!("new {} key {id} written to {}; active in {activate_in} s", purpose.name(), path.display());
             println!("copy the file to every other node now: running servers reload it within seconds");

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use crate::domain::clock::now_ms;
+use crate::clock::now_ms;
 use crate::domain::OAuth;
 use crate::store::{DynStore, LogoutJob};
 

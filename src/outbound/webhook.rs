@@ -5,8 +5,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::json;
 
+use crate::clock::{now_ms, rfc3339};
 use crate::domain::alerts::{Alert, AlertHook};
-use crate::domain::clock::{now_ms, rfc3339};
 
 pub struct Webhook {
     http: reqwest::Client,

@@ -717,7 +717,7 @@ async fn revocation_rules_that_cannot_match_a_live_token_are_purged(engine: Engi
         assert_eq!(out.status, StatusCode::NO_CONTENT, "{}", out.text);
     }
     let store = &server.running_state().store;
-    let now = keywarden::domain::clock::now_ms();
+    let now = keywarden::clock::now_ms();
     let before = count_rows(&engine, &server.database_url, rules).await;
     assert!(before >= 5, "{before}");
     // The last rule covers the four before it; the tokens they killed stay dead.

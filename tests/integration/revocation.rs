@@ -138,7 +138,7 @@ async fn revoking_a_channel_with_100_000_live_tokens_is_one_write(engine: Engine
 }
 
 fn browser_now() -> i64 {
-    keywarden::domain::clock::now_ms()
+    keywarden::clock::now_ms()
 }
 
 /// Polls until the token is refused; returns how long that took. Fails after one second.

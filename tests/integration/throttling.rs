@@ -21,7 +21,7 @@ async fn ended_alert_states_and_idle_counters_are_purged_and_live_ones_kept(engi
     let store = &server.running_state().store;
     // Younger than the server's own purge keeps (a day), so only the calls below remove them.
     let hour_ms = 3600 * 1000;
-    let now = keywarden::domain::clock::now_ms();
+    let now = keywarden::clock::now_ms();
     assert!(store.raise_alert_state("sign_in_code:ended", now - 3 * hour_ms, now - 2 * hour_ms).await.unwrap());
     assert!(store.raise_alert_state("sign_in_code:live", now, now + 600_000).await.unwrap());
     let attempt = |now| keywarden::store::ThrottleStep { now, forget_before: 0, free: 5, hold_until: now + 60_000 };

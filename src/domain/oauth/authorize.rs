@@ -5,9 +5,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{OAuth, Scope};
+use crate::clock::now_ms;
 use crate::domain::audit::{kind, Actor, AuditLog};
 use crate::domain::clients::Client;
-use crate::domain::clock::now_ms;
 use crate::domain::error::{Error, Result};
 use crate::domain::sessions::{Authenticated, DeviceInfo};
 use crate::domain::tokens::TokenKind;

@@ -8,8 +8,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use super::{invalid_client, OAuth};
+use crate::clock::now_ms;
 use crate::domain::clients::Client;
-use crate::domain::clock::now_ms;
 use crate::domain::error::{Error, Result};
 
 /// `client_assertion_type` for a JWT (RFC 7523 §2.2).

@@ -4,8 +4,8 @@
 use serde_json::json;
 
 use super::{OAuth, Scope};
+use crate::clock::now_ms;
 use crate::domain::audit::{kind, Actor, AuditLog};
-use crate::domain::clock::now_ms;
 use crate::domain::error::{Error, Result};
 use crate::domain::sessions::Authenticated;
 

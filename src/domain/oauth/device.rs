@@ -7,9 +7,9 @@ use zeroize::Zeroizing;
 
 use super::grants::{Issue, Redemption, TokenRequest, TokenResponse};
 use super::{ClientCredentials, OAuth, Scope};
+use crate::clock::now_ms;
 use crate::domain::audit::{kind, Actor, AuditLog};
 use crate::domain::clients::Client;
-use crate::domain::clock::now_ms;
 use crate::domain::error::{Error, Result};
 use crate::domain::sessions::Authenticated;
 use crate::domain::throttle::{self, Purpose};

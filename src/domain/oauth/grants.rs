@@ -10,9 +10,9 @@ use zeroize::Zeroizing;
 
 use super::authorize::{pkce_shaped, CodeGrant};
 use super::{ClientCredentials, OAuth, Scope};
+use crate::clock::now_ms;
 use crate::domain::audit::{kind, Actor, AuditLog};
 use crate::domain::clients::Client;
-use crate::domain::clock::now_ms;
 use crate::domain::dpop::Proof;
 use crate::domain::error::{Error, Result};
 use crate::domain::tokens::TokenKind;

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::OAuth;
-use crate::domain::clock::now_ms;
+use crate::clock::now_ms;
 use crate::domain::error::{Error, Result};
 use crate::store::LogoutJob;
 

@@ -10,7 +10,7 @@ use minijinja::context;
 use serde::Deserialize;
 
 use super::{Browser, Page};
-use crate::domain::clock::now_ms;
+use crate::clock::now_ms;
 use crate::domain::oauth::{AuthorizationRequest, AuthorizeError, EndSessionRequest, Next, ValidRequest};
 use crate::domain::Error;
 use crate::http::extract::ClientAddress;

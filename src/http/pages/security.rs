@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::passkeys::{step_up_proof, stepped_up};
 use super::{Browser, CsrfOnly, Page};
-use crate::domain::clock::human;
+use crate::clock::human;
 use crate::domain::second_factors::{Factor, StepUp, TotpEnrolment};
 use crate::domain::sessions::Authenticated;
 use crate::domain::Error;

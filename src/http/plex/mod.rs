@@ -40,7 +40,7 @@ pub fn router() -> Router<AppState> {
 
 /// A time as plex.tv writes it in ISO form: `2026-11-24T06:20:01Z`, whole seconds.
 pub(super) fn iso_time(ms: i64) -> String {
-    crate::domain::clock::rfc3339(ms - ms.rem_euclid(1000))
+    crate::clock::rfc3339(ms - ms.rem_euclid(1000))
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -27,7 +27,7 @@ fn pin_element(
     expires_at: i64,
     token: Option<&str>,
 ) -> Element {
-    let now = crate::domain::clock::now_ms();
+    let now = crate::clock::now_ms();
     Element::new("pin")
         .attr("id", id)
         .opt("code", code)

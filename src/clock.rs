@@ -1,4 +1,4 @@
-//! Wall-clock time as Unix milliseconds, the unit every stored time uses.
+//! Wall-clock time as Unix milliseconds, the unit every stored time uses; a leaf any layer may use.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
