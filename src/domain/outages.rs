@@ -5,7 +5,7 @@
 //! then at most one line per interval says how many more there were.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 /// At most one line per kind of trouble in this interval.
@@ -17,12 +17,11 @@ struct Window {
     unlogged: u64,
 }
 
-static WINDOWS: Mutex<Option<HashMap<&'static str, Window>>> = Mutex::new(None);
+static WINDOWS: LazyLock<Mutex<HashMap<&'static str, Window>>> = LazyLock::new(Mutex::default);
 
 /// Whether this occurrence of `kind` is to be logged now, and how many were left unlogged before it.
 fn admit(kind: &'static str, now: Instant) -> Option<u64> {
     let mut windows = WINDOWS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let windows = windows.get_or_insert_with(HashMap::new);
     match windows.get_mut(kind) {
         Some(window) if now.duration_since(window.logged_at) < INTERVAL => {
             window.unlogged += 1;

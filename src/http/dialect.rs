@@ -116,7 +116,7 @@ impl Refusal {
                     _ => "That did not work",
                 };
                 let body = "The form or link was not what this page expects. Go back, reload the page and try again.";
-                state.pages.bare_message(self.status, heading, body)
+                state.pages.bare_message(self.status, heading, body).into_response()
             }
         }
     }

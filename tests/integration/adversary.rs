@@ -691,18 +691,6 @@ async fn what_a_stranger_can_have_made_is_bounded_per_address_and_client(engine:
     server.stop().await;
 }
 
-async fn count_rows(engine: &Engine, url: &str, query: &str) -> i64 {
-    use sqlx::Connection;
-    match engine {
-        Engine::Sqlite => {
-            sqlx::query_scalar(query).fetch_one(&mut sqlx::SqliteConnection::connect(url).await.unwrap()).await.unwrap()
-        }
-        Engine::Postgres { .. } => {
-            sqlx::query_scalar(query).fetch_one(&mut sqlx::PgConnection::connect(url).await.unwrap()).await.unwrap()
-        }
-    }
-}
-
 async fn revocation_rules_that_cannot_match_a_live_token_are_purged(engine: Engine) {
     let server = TestServer::start(engine.clone()).await;
     server.sign_up("una", "una@example.com", "una's passphrase").await;
@@ -718,11 +706,11 @@ async fn revocation_rules_that_cannot_match_a_live_token_are_purged(engine: Engi
     }
     let store = &server.running_state().store;
     let now = keywarden::clock::now_ms();
-    let before = count_rows(&engine, &server.database_url, rules).await;
+    let before = crate::harness::count_rows(&engine, &server.database_url, rules).await;
     assert!(before >= 5, "{before}");
     // The last rule covers the four before it; the tokens they killed stay dead.
     store.purge_revocation_rules(now, now - 86_400_000).await.unwrap();
-    assert_eq!(count_rows(&engine, &server.database_url, rules).await, before - 4);
+    assert_eq!(crate::harness::count_rows(&engine, &server.database_url, rules).await, before - 4);
     for session in &dead {
         server.me(&session.access).await.assert_error(StatusCode::UNAUTHORIZED, "token_revoked");
     }
@@ -734,14 +722,14 @@ async fn revocation_rules_that_cannot_match_a_live_token_are_purged(engine: Engi
 
     // Once every token it could match has expired, the last one goes too.
     let url = restarted.database_url.clone();
-    let left = count_rows(&engine, &url, rules).await;
+    let left = crate::harness::count_rows(&engine, &url, rules).await;
     let store = &restarted.running_state().store;
     store.purge_revocation_rules(now, now - 86_400_000).await.unwrap();
-    assert_eq!(count_rows(&engine, &url, rules).await, left, "young rules with live tokens stay");
+    assert_eq!(crate::harness::count_rows(&engine, &url, rules).await, left, "young rules with live tokens stay");
     crate::revocation::sql(&engine, &url, "UPDATE tokens SET expires_at = 1").await;
     let later = now + 2 * 86_400_000;
     store.purge_revocation_rules(later, later - 86_400_000).await.unwrap();
-    assert_eq!(count_rows(&engine, &url, rules).await, 0);
+    assert_eq!(crate::harness::count_rows(&engine, &url, rules).await, 0);
     restarted.stop().await;
 }
 

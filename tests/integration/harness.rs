@@ -391,3 +391,15 @@ pub fn warnings_logged() -> String {
     });
     String::from_utf8_lossy(&logs.lock().unwrap()).into_owned()
 }
+
+/// One number an SQL query over the server's database gives (a row count, say), read from outside.
+pub async fn count_rows(engine: &Engine, url: &str, query: &str) -> i64 {
+    match engine {
+        Engine::Sqlite => {
+            sqlx::query_scalar(query).fetch_one(&mut sqlx::SqliteConnection::connect(url).await.unwrap()).await.unwrap()
+        }
+        Engine::Postgres { .. } => {
+            sqlx::query_scalar(query).fetch_one(&mut sqlx::PgConnection::connect(url).await.unwrap()).await.unwrap()
+        }
+    }
+}

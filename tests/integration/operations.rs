@@ -122,22 +122,13 @@ async fn the_purge_counts_every_expired_row_it_deletes(engine: Engine) {
     crate::revocation::sql(&engine, url, "UPDATE tokens SET expires_at = 1").await;
     crate::revocation::sql(&engine, url, "UPDATE plex_pins SET expires_at = 1").await;
     let expired = |table: &str| format!("SELECT COUNT(*) FROM {table} WHERE expires_at = 1");
-    let (tokens, pins) =
-        (count_of(&engine, url, &expired("tokens")).await, count_of(&engine, url, &expired("plex_pins")).await);
+    let (tokens, pins) = (
+        crate::harness::count_rows(&engine, url, &expired("tokens")).await,
+        crate::harness::count_rows(&engine, url, &expired("plex_pins")).await,
+    );
     assert!(tokens > 0 && pins == 1, "{tokens} tokens, {pins} PINs");
     let purged = server.running_state().store.purge_expired_tokens(2).await.unwrap();
     assert_eq!(purged, u64::try_from(tokens + pins).unwrap(), "every deleted row is counted, the PIN too");
-    assert_eq!(count_of(&engine, url, &expired("plex_pins")).await, 0);
+    assert_eq!(crate::harness::count_rows(&engine, url, &expired("plex_pins")).await, 0);
     server.stop().await;
-}
-
-async fn count_of(engine: &Engine, url: &str, query: &str) -> i64 {
-    match engine {
-        Engine::Sqlite => {
-            sqlx::query_scalar(query).fetch_one(&mut sqlx::SqliteConnection::connect(url).await.unwrap()).await.unwrap()
-        }
-        Engine::Postgres { .. } => {
-            sqlx::query_scalar(query).fetch_one(&mut sqlx::PgConnection::connect(url).await.unwrap()).await.unwrap()
-        }
-    }
 }

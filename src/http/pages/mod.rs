@@ -90,7 +90,7 @@ impl Pages {
     }
 
     /// A message page for a request no handler saw (refused by the HTTP layer): no session, no forms.
-    pub fn bare_message(&self, status: StatusCode, heading: &str, body: &str) -> Response {
+    pub fn bare_message(&self, status: StatusCode, heading: &str, body: &str) -> Page {
         let context = context! {
             product => self.product.clone(), csrf => "", signed_in => false,
             title => heading, heading => heading, body => body, link => Value::from(()),
@@ -99,7 +99,7 @@ impl Pages {
             tracing::error!(error = %e, "page template failed");
             "<!doctype html><title>Error</title><p>Something went wrong.</p>".to_owned()
         });
-        Page { status, html, jar: Box::default(), form_target: None, retry_after: None }.into_response()
+        Page { status, html, jar: Box::default(), form_target: None, retry_after: None }
     }
 
     /// Where to send a browser after it signs in: a path on this site, or a URL on a configured
@@ -279,15 +279,9 @@ impl FromRequestParts<AppState> for Browser {
             Some(value) => match state.sessions.authenticate_browser(value).await {
                 Ok(session) => Some(session),
                 Err(err) if err.is_unavailable() => {
-                    let mut page = state.pages.bare_message(
-                        super::error::status_of(&err),
-                        "Please try again in a moment",
-                        &err.to_string(),
-                    );
-                    if let Some(secs) = err.retry_after_secs() {
-                        page.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
-                    }
-                    return Err(page);
+                    let status = super::error::status_of(&err);
+                    let page = state.pages.bare_message(status, "Please try again in a moment", &err.to_string());
+                    return Err(page.retry_after_of(&err).into_response());
                 }
                 Err(_) => None,
             },
