@@ -6,20 +6,8 @@ use std::time::Duration;
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 
-use super::sql::{
-    append_audit, audit_select, client_select, device_code_select, impl_store_with_portable_sql, insert_client,
-    insert_rule, insert_session_start, insert_sso_identity, insert_token, insert_user, passkey_select, plex_pin_select,
-    replace_recovery_codes, sso_identity_select, user_select,
-};
-use super::{
-    AuditRecord, AuditSealer, BulkRows, CeremonyRecord, ClientRecord, DatabaseSettings, DeviceCodeRecord,
-    DeviceKeyRecord, DeviceRecord, EmailChange, FactorChange, FirstProof, InvalidationRecord, KeyColumn, LogoutJob,
-    MfaChallengeRecord, NewAuditEvent, NewCeremony, NewMfaChallenge, NewOneTimeToken, NewRule, NewToken, NewTotp,
-    NewUser, OAuthCodeRecord, PasskeyRecord, PasswordChange, PlexPinRecord, QueuedMail, RemovedOnFirstProof,
-    RuleRecord, SealedColumn, SealedRow, SessionRecord, SessionRecovery, SessionStart, SsoFlowRecord,
-    SsoIdentityRecord, SsoPendingRecord, StoreError, ThrottleRecord, ThrottleStep, TokenRecord, TotpRecord, UserRecord,
-    Verified,
-};
+use super::sql::impl_store_with_portable_sql;
+use super::{BulkRows, DatabaseSettings, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
 
