@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::domain::alerts::AlertSettings;
 use crate::domain::oauth::OAuthSettings;
 use crate::domain::password::{Admission, HashCost};
-use crate::domain::second_factors::MfaPolicy;
-use crate::domain::sessions::TokenPolicy;
+use crate::domain::policy::MfaPolicy;
+use crate::domain::policy::TokenPolicy;
 use crate::domain::sso::ProviderSettings;
 use crate::domain::throttle::ThrottleSettings;
 use crate::domain::validation_cache::CacheSettings;
@@ -310,7 +310,7 @@ impl Config {
             return invalid("password_hashing is implausibly expensive (memory_kib <= 4194304, iterations <= 64)");
         }
         let t = &self.tokens;
-        if t.access_ttl_secs < 1 || t.access_ttl_secs > crate::domain::sessions::MAX_ACCESS_TTL_SECS {
+        if t.access_ttl_secs < 1 || t.access_ttl_secs > crate::domain::policy::MAX_ACCESS_TTL_SECS {
             return invalid(
                 "tokens.access_ttl_secs must be between 1 and 86400: access tokens are short-lived bearer tokens",
             );

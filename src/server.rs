@@ -11,7 +11,8 @@ use tokio::task::JoinHandle;
 
 use crate::clock::now_ms;
 use crate::config::{Config, HashProfile};
-use crate::domain::alerts::{Alerts, MailAdmins};
+use crate::domain::alert_mail::MailAdmins;
+use crate::domain::alerts::Alerts;
 use crate::domain::dpop::DpopVerifier;
 use crate::domain::freshness::Freshness;
 use crate::domain::key_rotation::KeyRotation;
@@ -392,7 +393,7 @@ async fn purge_expired_tokens(store: DynStore) {
             tracing::warn!(error = %err, "purging throttle counters failed");
         }
         // Rules past every access token's life can go once no stored token falls under them.
-        let settled_before = now_ms() - crate::domain::sessions::MAX_ACCESS_TTL_SECS * 1000;
+        let settled_before = now_ms() - crate::domain::policy::MAX_ACCESS_TTL_SECS * 1000;
         match store.purge_revocation_rules(now_ms(), settled_before).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(purged = n, "revocation rules that can no longer match a live token purged"),

@@ -5,16 +5,18 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::audit::{kind, Actor, AuditLog};
+use super::caller::Authenticated;
 use super::core::Core;
 use super::error::{Error, Result};
 use super::freshness::Freshness;
 use super::identity::{Email, Login, Username};
 use super::password::{self, PasswordHasher, StoredHash};
 use super::revocation::{Revocation, Revocations, Scope};
-use super::sessions::Authenticated;
 use super::tokens::TokenKind;
 use super::validation_cache::{PlexFacts, ValidationCache};
 use crate::clock::now_ms;
+use crate::domain::profile::Profile;
+use crate::domain::profile::Role;
 use crate::keys::{Keyring, Sealed};
 use crate::mail::{Mailer, Notice, Recipient};
 use crate::store::{DynStore, EmailChange, FirstProof, NewOneTimeToken, NewUser, RemovedOnFirstProof, UserRecord};
@@ -35,52 +37,6 @@ pub struct Registration {
 pub struct Account {
     pub id: String,
     pub username: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Profile {
-    pub id: String,
-    pub username: String,
-    pub email: String,
-    pub email_verified: bool,
-    pub role: Role,
-    /// A new address waiting for its confirmation link.
-    pub pending_email: Option<String>,
-    /// False for an account that signs in only through a provider or with a passkey.
-    pub has_password: bool,
-    /// When the account was created (Unix ms).
-    pub created_at: i64,
-}
-
-/// What an account may administer. Roles are granted with `keywarden admin users set-role`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    #[default]
-    User,
-    Admin,
-}
-
-impl Role {
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "user" => Some(Self::User),
-            "admin" => Some(Self::Admin),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::User => "user",
-            Self::Admin => "admin",
-        }
-    }
-
-    /// The role stored on an account; an unknown value grants nothing.
-    pub fn of(user: &UserRecord) -> Self {
-        Self::parse(&user.role).unwrap_or_default()
-    }
 }
 
 #[derive(Clone)]

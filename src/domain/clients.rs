@@ -11,8 +11,8 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 use super::audit::{kind, Actor, AuditLog};
+use super::device_info::{CHANNEL_DEVICE, CHANNEL_WEB};
 use super::error::{Error, Result};
-use super::sessions::{CHANNEL_DEVICE, CHANNEL_WEB};
 use super::tokens::TokenKind;
 use crate::clock::now_ms;
 use crate::keys::signing::SigningAlg;

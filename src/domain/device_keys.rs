@@ -14,10 +14,11 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
 use super::audit::{kind, Actor, AuditLog};
+use super::caller::Authenticated;
 use super::core::Core;
 use super::error::{Error, Result};
 use super::freshness::Freshness;
-use super::sessions::{Authenticated, Sessions};
+use super::sessions::Sessions;
 use crate::clock::now_ms;
 use crate::keys::signing::{Signer, SigningAlg};
 use crate::keys::Keyring;

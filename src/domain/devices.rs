@@ -6,10 +6,11 @@ use serde_json::json;
 
 use super::accounts::Accounts;
 use super::audit::{kind, Actor, AuditLog};
+use super::caller::Authenticated;
 use super::core::Core;
 use super::error::{Error, Result};
+use super::policy::TokenPolicy;
 use super::revocation::{Revocation, Revocations, Scope, TokenFacts};
-use super::sessions::{Authenticated, TokenPolicy};
 use super::throttle::{Purpose, Subject, Throttle};
 use crate::clock::now_ms;
 use crate::mail::Notice;

@@ -9,8 +9,8 @@
 //! linked by PIN, a session silently recovered after a leak, an OAuth client's session) is never
 //! fresh; refreshing a session does not make it fresh either.
 
+use super::caller::Authenticated;
 use super::error::{Error, Result};
-use super::sessions::Authenticated;
 use crate::clock::now_ms;
 use crate::store::DynStore;
 

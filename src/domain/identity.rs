@@ -123,6 +123,14 @@ impl Login {
     }
 }
 
+/// Characters that are not control characters yet still rearrange or break what is shown around
+/// them: bidirectional overrides and isolates (U+202A–U+202E, U+2066–U+2069, marks U+200E/F, U+061C)
+/// can make a device list or a mail read backwards, and line and paragraph separators (U+2028/9)
+/// break lines like CR/LF.
+pub(crate) fn is_layout_control(c: char) -> bool {
+    matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,10 +1,14 @@
 //! What keywarden means, free of HTTP and SQL: accounts, passwords, devices, sessions and tokens.
 
 pub mod accounts;
+pub mod alert_mail;
 pub mod alerts;
 pub mod audit;
+pub mod caller;
 pub mod clients;
 pub mod core;
+pub mod decoys;
+pub mod device_info;
 pub mod device_keys;
 pub mod devices;
 pub mod dpop;
@@ -19,6 +23,8 @@ pub mod outages;
 pub mod passkeys;
 pub mod password;
 pub mod pins;
+pub mod policy;
+pub mod profile;
 pub mod recent_credentials;
 pub mod recovery;
 pub mod recovery_codes;

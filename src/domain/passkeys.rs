@@ -89,7 +89,7 @@ pub struct Passkeys {
 /// A person's name for a passkey ("Work laptop"): 1 to 64 printable characters.
 pub fn clean_name(name: &str) -> Result<String> {
     let name = name.trim();
-    let unprintable = name.chars().any(|c| c.is_control() || super::sessions::is_layout_control(c));
+    let unprintable = name.chars().any(|c| c.is_control() || super::identity::is_layout_control(c));
     if name.is_empty() || name.chars().count() > NAME_MAX || unprintable {
         return Err(Error::InvalidPasskeyName);
     }

@@ -6,10 +6,12 @@ use serde_json::json;
 use zeroize::Zeroizing;
 
 use super::audit::{kind, Actor, AuditLog};
+use super::caller::Authenticated;
 use super::core::Core;
+use super::device_info::DeviceInfo;
 use super::error::{Error, Result};
 use super::freshness::Freshness;
-use super::sessions::{Authenticated, DeviceInfo, Sessions};
+use super::sessions::Sessions;
 use super::throttle::{self, Purpose, Subject, Throttle};
 use crate::clock::now_ms;
 use crate::keys::Keyring;
@@ -86,7 +88,7 @@ impl Pins {
     /// client identifier: each PIN is a row we keep for its lifetime.
     pub async fn create(&self, device: &DeviceInfo, strong: bool, address: Option<&str>) -> Result<NewPin> {
         let shown = [&device.client_id, &device.name, &device.product, &device.platform];
-        if shown.iter().any(|field| field.chars().any(|c| c.is_control() || super::sessions::is_layout_control(c))) {
+        if shown.iter().any(|field| field.chars().any(|c| c.is_control() || super::identity::is_layout_control(c))) {
             return Err(Error::InvalidDevice("device names and products must be printable characters"));
         }
         let client = (!device.client_id.is_empty()).then_some(device.client_id.as_str());

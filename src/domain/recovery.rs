@@ -11,6 +11,7 @@ use zeroize::Zeroizing;
 
 use super::accounts::Accounts;
 use super::audit::{kind, Actor, AuditLog};
+use super::caller::Authenticated;
 use super::core::Core;
 use super::error::{Error, Result};
 use super::honeytokens;
@@ -18,7 +19,6 @@ use super::identity::Email;
 use super::password;
 use super::recent_credentials::{CredentialKind, RecentCredential, RecentCredentials};
 use super::revocation::{Revocation, Scope};
-use super::sessions::Authenticated;
 use super::throttle::{self, Purpose, Subject};
 use super::tokens::TokenKind;
 use crate::clock::now_ms;

@@ -8,65 +8,24 @@ use std::sync::Arc;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::accounts::{Accounts, Role};
+use super::accounts::Accounts;
 use super::audit::{kind, Actor, AuditLog};
+use super::caller::Authenticated;
 use super::core::Core;
 use super::error::{Error, Result};
 use super::freshness::Freshness;
 use super::passkeys::{self, Assertion, Ceremony, PasskeyView, Passkeys};
 use super::password::{self, PasswordHasher};
+use super::profile::Role;
 use super::recovery_codes;
-use super::sessions::Authenticated;
 use super::throttle::{self, Purpose, Throttle};
 use super::totp::{self, TotpSecret};
 use super::validation_cache::ValidationCache;
 use crate::clock::now_ms;
+use crate::domain::policy::MfaPolicy;
 use crate::keys::{Keyring, Sealed};
 use crate::mail::Notice;
 use crate::store::{DynStore, FactorChange, NewTotp, PasskeyRecord, RecoveryCodeDigest, StoreError, Verified};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MfaPolicy {
-    /// How recent a second-factor (or password) check must be for sensitive actions.
-    pub step_up_secs: i64,
-    /// How long a password sign-in waits for its second factor.
-    pub challenge_ttl_secs: i64,
-    /// Wrong codes one sign-in attempt may send before it must start again.
-    pub max_code_attempts: i64,
-    /// Which accounts must have a second factor.
-    pub require: Requirement,
-}
-
-impl Default for MfaPolicy {
-    fn default() -> Self {
-        Self { step_up_secs: 300, challenge_ttl_secs: 300, max_code_attempts: 5, require: Requirement::None }
-    }
-}
-
-/// The operator's rule for second factors (`mfa.require`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Requirement {
-    /// Second factors are the account owner's choice.
-    #[default]
-    None,
-    /// Every account must enrol one.
-    All,
-    /// Accounts with the `admin` role must enrol one.
-    Admins,
-}
-
-impl MfaPolicy {
-    /// Whether an account of this role must have a second factor.
-    pub fn requires_second_factor(&self, role: Role) -> bool {
-        match self.require {
-            Requirement::None => false,
-            Requirement::All => true,
-            Requirement::Admins => role == Role::Admin,
-        }
-    }
-}
 
 /// A second factor as a person or client presents it.
 #[derive(Debug, Clone)]

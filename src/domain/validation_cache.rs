@@ -67,7 +67,7 @@ pub struct PlexFacts {
 struct Inner {
     enabled: bool,
     tokens: Cache<Vec<u8>, Arc<Stamped<TokenRecord>>>,
-    profiles: Cache<String, Arc<Stamped<super::accounts::Profile>>>,
+    profiles: Cache<String, Arc<Stamped<super::profile::Profile>>>,
     plex_facts: Cache<String, Arc<Stamped<PlexFacts>>>,
     ended_sessions: Cache<String, u64>,
     changed_users: Cache<String, u64>,
@@ -113,8 +113,8 @@ fn token_bytes(digest: &[u8], record: &TokenRecord) -> usize {
         + optional(&record.scope)
 }
 
-fn profile_bytes(user_id: &str, profile: &super::accounts::Profile) -> usize {
-    std::mem::size_of::<Stamped<super::accounts::Profile>>()
+fn profile_bytes(user_id: &str, profile: &super::profile::Profile) -> usize {
+    std::mem::size_of::<Stamped<super::profile::Profile>>()
         + 2 * user_id.len()
         + profile.username.len()
         + profile.email.len()
@@ -220,11 +220,11 @@ impl ValidationCache {
         }
     }
 
-    pub fn profile(&self, user_id: &str) -> Option<super::accounts::Profile> {
+    pub fn profile(&self, user_id: &str) -> Option<super::profile::Profile> {
         self.by_user(&self.inner.profiles, user_id)
     }
 
-    pub fn remember_profile(&self, ticket: Ticket, profile: &super::accounts::Profile) {
+    pub fn remember_profile(&self, ticket: Ticket, profile: &super::profile::Profile) {
         self.remember_by_user(&self.inner.profiles, ticket, &profile.id, profile);
     }
 

@@ -11,7 +11,8 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, ClientAddress, EnrollingCaller, TokenRequestProof, UserAgent};
 use super::AppState;
 use crate::domain::accounts::Registration;
-use crate::domain::sessions::{DeviceInfo, Issue, IssuedTokens, SignIn};
+use crate::domain::device_info::DeviceInfo;
+use crate::domain::sessions::{Issue, IssuedTokens, SignIn};
 use crate::obs::metrics::Outcome;
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -9,8 +9,8 @@ use axum::http::{HeaderMap, StatusCode};
 
 use super::error::ApiError;
 use super::AppState;
+use crate::domain::caller::{Authenticated, Presentation};
 use crate::domain::dpop::{Expected, Proof};
-use crate::domain::sessions::{Authenticated, Presentation};
 use crate::domain::Error;
 use crate::obs::metrics::Outcome;
 

@@ -38,7 +38,7 @@ use crate::domain::alerts::Alerts;
 use crate::domain::dpop::DpopVerifier;
 use crate::domain::freshness::Freshness;
 use crate::domain::password::PasswordHasher;
-use crate::domain::sessions::TokenPolicy;
+use crate::domain::policy::TokenPolicy;
 use crate::domain::{
     Accounts, AuditLog, DeviceKeys, Devices, OAuth, Pins, Recovery, Revocations, SecondFactors, Sessions, Sso,
 };

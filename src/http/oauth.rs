@@ -14,11 +14,11 @@ use serde_json::{json, Value};
 
 use super::extract::{caller_with, Audience, ClientAddress, TokenRequestProof};
 use super::AppState;
+use crate::domain::caller::Authenticated;
 use crate::domain::oauth::{
     ClientCredentials, DeviceAuthorizationRequest, TokenRequest, ASSERTION_ALGS, DEVICE_CODE_GRANT,
     JWT_BEARER_ASSERTION, SCOPES_SUPPORTED,
 };
-use crate::domain::sessions::Authenticated;
 use crate::domain::Error;
 use crate::keys::signing::SigningAlg;
 

@@ -11,8 +11,9 @@ use super::api::{DeviceBody, TokenResponse};
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiJson, Caller, ClientAddress, EnrollingCaller, TokenRequestProof, UserAgent};
 use super::AppState;
+use crate::domain::device_info::DeviceInfo;
 use crate::domain::passkeys::{Assertion, Ceremony, PasskeyView};
-use crate::domain::sessions::{DeviceInfo, Issue, PasskeySignIn};
+use crate::domain::sessions::{Issue, PasskeySignIn};
 use crate::obs::metrics::Outcome;
 
 #[derive(Debug, Serialize, ToSchema)]

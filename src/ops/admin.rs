@@ -10,14 +10,14 @@ use serde_json::json;
 
 use crate::clock::rfc3339;
 use crate::config::Config;
-use crate::domain::accounts::Role;
 use crate::domain::audit::{kind, Actor, AuditLog};
-use crate::domain::honeytokens::{Decoy, Honeytokens};
+use crate::domain::decoys::{Decoy, Decoys};
 use crate::domain::identity::Email;
 use crate::domain::key_rotation::{KeyRotation, KeyUsage};
+use crate::domain::policy::TokenPolicy;
+use crate::domain::profile::Role;
 use crate::domain::recovery::RESET_TTL_MINUTES;
 use crate::domain::revocation::{Revocation, Revocations, Scope};
-use crate::domain::sessions::TokenPolicy;
 use crate::domain::{Accounts, Clients, Recovery, SecondFactors};
 use crate::keys::{KeyPurpose, Keyring};
 use crate::mail::Notice;
@@ -37,7 +37,7 @@ pub struct Console {
     revocations: Revocations,
     factors: SecondFactors,
     clients: Clients,
-    honeytokens: Honeytokens,
+    honeytokens: Decoys,
     key_rotation: KeyRotation,
 }
 
@@ -94,7 +94,7 @@ impl Console {
         let recovery = Recovery::new(&core, accounts.clone(), providers);
         let factors = SecondFactors::new(&core, accounts.clone());
         let clients = Clients::new(store.clone(), keyring.clone(), audit.clone());
-        let honeytokens = Honeytokens::new(&core, accounts.clone());
+        let honeytokens = Decoys::new(&core, accounts.clone());
         let key_rotation = KeyRotation::new(store.clone(), keyring.clone());
         Ok(Self {
             store,

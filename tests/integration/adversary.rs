@@ -386,8 +386,7 @@ async fn a_leaked_plex_token_cannot_approve_a_pin_or_register_a_device_key(engin
 }
 
 async fn an_enrolment_only_session_is_fresh_for_its_first_factor_only(engine: Engine) {
-    let server =
-        TestServer::start_with(engine, |c| c.mfa.require = keywarden::domain::second_factors::Requirement::All).await;
+    let server = TestServer::start_with(engine, |c| c.mfa.require = keywarden::domain::policy::Requirement::All).await;
     server.sign_up("nia", "nia@example.com", "nia's passphrase").await;
     let limited = server.sign_in("nia", "nia's passphrase", None).await;
     // Right after its password, the limited session enrols the account's first factor…

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::harness::{Engine, TestServer, Tokens};
 use crate::mfa::{app_code, base32_decode, wait_for_mail};
-use keywarden::domain::second_factors::Requirement;
+use keywarden::domain::policy::Requirement;
 
 crate::on_both_engines!(
     every_account_must_enrol_before_anything_else,

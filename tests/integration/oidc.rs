@@ -428,8 +428,7 @@ async fn codes_are_single_use_bound_to_their_client_redirect_and_verifier(engine
 }
 
 async fn bad_authorization_requests_are_refused_without_redirecting_to_strangers(engine: Engine) {
-    let server =
-        TestServer::start_with(engine, |c| c.mfa.require = keywarden::domain::second_factors::Requirement::All).await;
+    let server = TestServer::start_with(engine, |c| c.mfa.require = keywarden::domain::policy::Requirement::All).await;
     register(&server, "forum", ClientKind::Confidential, false, SigningAlg::Es256).await;
     let anonymous = browser();
 

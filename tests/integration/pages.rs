@@ -15,8 +15,7 @@ crate::on_both_engines!(
 );
 
 async fn pages_hold_a_required_enrolment_then_change_the_email(engine: Engine) {
-    let server =
-        TestServer::start_with(engine, |c| c.mfa.require = keywarden::domain::second_factors::Requirement::All).await;
+    let server = TestServer::start_with(engine, |c| c.mfa.require = keywarden::domain::policy::Requirement::All).await;
     server.sign_up("nils", "nils@example.com", "nils's passphrase").await;
     let laptop = browser();
     let signed_in = submit(

@@ -7,9 +7,10 @@ use serde_json::json;
 use super::{OAuth, Scope};
 use crate::clock::now_ms;
 use crate::domain::audit::{kind, Actor, AuditLog};
+use crate::domain::caller::Authenticated;
 use crate::domain::clients::Client;
+use crate::domain::device_info::DeviceInfo;
 use crate::domain::error::{Error, Result};
-use crate::domain::sessions::{Authenticated, DeviceInfo};
 use crate::domain::tokens::TokenKind;
 use crate::store::OAuthCodeRecord;
 

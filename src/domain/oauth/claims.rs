@@ -7,9 +7,9 @@ use serde_json::json;
 use super::{ClientCredentials, OAuth, Scope};
 use crate::clock::now_ms;
 use crate::domain::audit::{kind, Actor, AuditLog};
+use crate::domain::caller::Authenticated;
 use crate::domain::clients::Client;
 use crate::domain::error::{Error, Result};
-use crate::domain::sessions::Authenticated;
 use crate::domain::tokens::TokenKind;
 use crate::store::TokenRecord;
 

@@ -6,8 +6,8 @@ use serde_json::json;
 use super::{OAuth, Scope};
 use crate::clock::now_ms;
 use crate::domain::audit::{kind, Actor, AuditLog};
+use crate::domain::caller::Authenticated;
 use crate::domain::error::{Error, Result};
-use crate::domain::sessions::Authenticated;
 
 /// An app the person allowed, as `/security` lists it.
 #[derive(Debug, Clone, serde::Serialize)]

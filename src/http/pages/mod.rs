@@ -26,7 +26,7 @@ use rand::RngCore;
 
 use super::AppState;
 use crate::config::PagesConfig;
-use crate::domain::sessions::Authenticated;
+use crate::domain::caller::Authenticated;
 use crate::domain::Error;
 
 pub const SESSION_COOKIE: &str = "kw_session";

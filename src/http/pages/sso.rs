@@ -13,7 +13,7 @@ use super::account::{form_proof, second_step_page, signed_in_cookies};
 use super::passkeys::stepped_up;
 use super::security::{refuse, signed_in};
 use super::{cookie, Browser, Page};
-use crate::domain::sessions::Authenticated;
+use crate::domain::caller::Authenticated;
 use crate::domain::sso::{Arrival, Callback, Departure, Outcome, Purpose};
 use crate::domain::Error;
 use crate::http::extract::{ClientAddress, UserAgent};

@@ -17,7 +17,8 @@ use axum::Router;
 
 use self::xml::{Element, Format};
 use super::AppState;
-use crate::domain::sessions::{Authenticated, DeviceInfo};
+use crate::domain::caller::Authenticated;
+use crate::domain::device_info::DeviceInfo;
 use crate::domain::Error;
 
 pub fn router() -> Router<AppState> {
