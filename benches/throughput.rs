@@ -373,7 +373,7 @@ async fn bench_engine(
     };
     let mut last_report = Instant::now();
     let fixture_started = Instant::now();
-    let samples = fixture::populate(&state, spec, |done, elapsed| {
+    let samples = fixture::populate(&running, spec, |done, elapsed| {
         if last_report.elapsed() > Duration::from_secs(15) {
             last_report = Instant::now();
             eprintln!("[{engine}] fixture: {done} of {accounts} accounts in {:.0} s", elapsed.as_secs_f64());

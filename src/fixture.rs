@@ -12,7 +12,7 @@ use zeroize::Zeroizing;
 use crate::domain::identity::{Email, Username};
 use crate::domain::tokens::TokenKind;
 use crate::domain::Result;
-use crate::http::AppState;
+use crate::server::RunningServer;
 use crate::store::{BulkDevice, BulkRows, BulkSession, NewToken};
 
 /// What to write.
@@ -42,10 +42,11 @@ const BATCH: usize = 5_000;
 /// Writes `spec` into the node's database; returns the sampled sessions. `progress` hears the
 /// number of accounts written after each batch.
 pub async fn populate(
-    state: &AppState,
+    node: &RunningServer,
     spec: FixtureSpec,
     mut progress: impl FnMut(usize, std::time::Duration),
 ) -> Result<Vec<SampledSession>> {
+    let (state, store) = (&node.state, &node.store);
     let started = Instant::now();
     let hash = state.hasher.hash(FIXTURE_PASSWORD).await?;
     let policy = state.token_policy;
@@ -108,7 +109,7 @@ pub async fn populate(
             }
             rows.users.push(user);
         }
-        state.store.bulk_load(&rows).await?;
+        store.bulk_load(&rows).await?;
         written = end;
         progress(written, started.elapsed());
     }

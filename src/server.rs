@@ -18,6 +18,7 @@ use crate::domain::freshness::Freshness;
 use crate::domain::key_rotation::KeyRotation;
 use crate::domain::passkeys;
 use crate::domain::password::PasswordHasher;
+use crate::domain::readiness::Readiness;
 use crate::domain::recent_credentials::RecentCredentials;
 use crate::domain::sso::provider::Provider;
 use crate::domain::throttle::Throttle;
@@ -81,6 +82,8 @@ const REWRAP_EVERY: Duration = Duration::from_secs(5);
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub state: AppState,
+    /// The node's database, for its background jobs (and for tests that look behind the services).
+    pub store: DynStore,
     shutdown: oneshot::Sender<()>,
     serving: JoinHandle<std::io::Result<()>>,
     background: Vec<JoinHandle<()>>,
@@ -127,20 +130,20 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     let mut background = syncing;
     background.push(state.mailer.spawn_delivery(mail_transport(config)?, MAIL_POLL));
     background.push(backchannel::spawn_delivery(store.clone(), state.oauth.clone(), LOGOUT_POLL)?);
-    background.push(tokio::spawn(purge_expired_tokens(store)));
+    background.push(tokio::spawn(purge_expired_tokens(store.clone())));
     background.push(state.alerts.spawn_stuffing_watch());
     let key_file = std::env::var_os(KEYRING_ENV).is_none().then(|| config.key_file());
     let validations = state.revocations.validations().clone();
     background.push(spawn_keyring_watch(
         key_file,
-        state.store.clone(),
+        store.clone(),
         state.keyring.clone(),
         state.signer.clone(),
         validations,
     ));
-    background.push(KeyRotation::new(state.store.clone(), state.keyring.clone()).spawn(REWRAP_EVERY));
-    tracing::info!(%addr, database = state.store.engine(), "keywarden is listening");
-    Ok(RunningServer { addr, state, shutdown, serving, background })
+    background.push(KeyRotation::new(store.clone(), state.keyring.clone()).spawn(REWRAP_EVERY));
+    tracing::info!(%addr, database = store.engine(), "keywarden is listening");
+    Ok(RunningServer { addr, state, store, shutdown, serving, background })
 }
 
 /// The domain's shared parts, as configured: hashing, audit, revocation rules and mail.
@@ -152,7 +155,7 @@ pub fn build_core(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> an
     let mailer = Mailer::new(
         store.clone(),
         keyring.clone(),
-        audit.clone(),
+        Arc::new(audit.clone()),
         &config.mail,
         &config.product_name,
         &config.public_url(),
@@ -241,11 +244,11 @@ pub fn build_state(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> a
         pins,
         device_keys,
         accounts,
+        readiness: Readiness::new(store, core.revocations.clone()),
         revocations: core.revocations,
         alerts: core.alerts,
         audit: core.audit,
         mailer: core.mailer,
-        store,
         hasher,
         metrics,
         trusted_proxies: Arc::new(config.trusted_proxies.clone()),

@@ -186,7 +186,7 @@ impl Accounts {
         self.store.issue_one_time_token(&stored, true).await?;
         let link = self.mailer.url(&format!("/verify-email/{}", token.as_str()));
         let to = Recipient { user_id, username, email };
-        self.mailer.send(&to, Notice::VerifyEmail { link, hours: VERIFICATION_TTL_HOURS }).await
+        Ok(self.mailer.send(&to, Notice::VerifyEmail { link, hours: VERIFICATION_TTL_HOURS }).await?)
     }
 
     /// Spends an emailed link: a sign-up's verification marks the address verified, a change's
@@ -298,7 +298,7 @@ impl Accounts {
         self.mailer.send(&to_new, Notice::ConfirmEmailChange { link, hours: EMAIL_CHANGE_TTL_HOURS }).await?;
         let to_current = Recipient { user_id: &user.id, username: &user.username, email: &current };
         let notice = Notice::EmailChangeRequested { new_email: email.masked(), address: address.map(str::to_owned) };
-        self.mailer.send(&to_current, notice).await
+        Ok(self.mailer.send(&to_current, notice).await?)
     }
 
     /// Spends a change's link: the pending address replaces the current one, verified by the link.
@@ -328,7 +328,7 @@ impl Accounts {
         self.audit.record(event).await?;
         let masked = Email::parse(&new).map(|e| e.masked()).unwrap_or_default();
         let to_old = Recipient { user_id: &user.id, username: &user.username, email: &old };
-        self.mailer.send(&to_old, Notice::EmailChanged { new_email: masked }).await
+        Ok(self.mailer.send(&to_old, Notice::EmailChanged { new_email: masked }).await?)
     }
 
     /// Grants or withdraws a role (an operator's action, audited).
@@ -361,7 +361,7 @@ impl Accounts {
             return Ok(());
         }
         let (user, email) = self.contact(user_id).await?;
-        self.mailer.send(&Recipient { user_id, username: &user.username, email: &email }, notice).await
+        Ok(self.mailer.send(&Recipient { user_id, username: &user.username, email: &email }, notice).await?)
     }
 
     /// What the account shows of itself, from this node's cache when it was read before and has not

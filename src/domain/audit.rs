@@ -12,7 +12,8 @@ use serde_json::Value;
 use super::error::Result;
 use crate::clock::now_ms;
 use crate::keys::Keyring;
-use crate::store::{AuditRecord, AuditSealer, DynStore, NewAuditEvent};
+use crate::mail::DeliveryLog;
+use crate::store::{AuditRecord, AuditSealer, DynStore, NewAuditEvent, QueuedMail};
 
 /// Event kinds, stable strings that reports and alerts match on.
 pub mod kind {
@@ -49,6 +50,7 @@ pub mod kind {
     pub const ROLE_CHANGED: &str = "account.role_changed";
     pub const EMAIL_CHANGE_REQUESTED: &str = "account.email_change_requested";
     pub const EMAIL_CHANGED: &str = "account.email_changed";
+    pub const MAIL_SENT: &str = "mail.sent";
     pub const CLIENT_REGISTERED: &str = "oauth.client_registered";
     pub const CLIENT_REMOVED: &str = "oauth.client_removed";
     pub const CLIENT_SECRET_ROTATED: &str = "oauth.client_secret_rotated";
@@ -154,6 +156,17 @@ impl AuditSealer for AuditLog {
     fn seal(&self, key_id: &str, prev_hash: &[u8], seq: i64, event: &NewAuditEvent) -> Vec<u8> {
         // The key id comes from `key_id()` just before, so the key is present.
         self.keyring.audit_mac(key_id, &mac_input(prev_hash, seq, event)).unwrap_or_default()
+    }
+}
+
+/// Each delivered message is an audit event (`mail.sent`) of the account it went to.
+#[async_trait::async_trait]
+impl DeliveryLog for AuditLog {
+    async fn delivered(&self, mail: &QueuedMail) -> crate::mail::Result<()> {
+        let details = serde_json::json!({ "kind": mail.kind, "message_id": mail.id, "attempts": mail.attempts + 1 });
+        let event = Self::event(kind::MAIL_SENT, &Actor::System, mail.user_id.as_deref(), None, details);
+        self.store.append_audit(&event, self).await?;
+        Ok(())
     }
 }
 

@@ -1,6 +1,7 @@
 //! The one domain error type: every failure a client can see has a stable code and a human message.
 
 use crate::keys::KeyringError;
+use crate::mail::MailError;
 use crate::store::{StoreError, UniqueField};
 
 #[derive(Debug, thiserror::Error)]
@@ -247,6 +248,16 @@ impl From<StoreError> for Error {
                 Self::DatabaseUnavailable
             }
             other => Self::Store(other),
+        }
+    }
+}
+
+impl From<MailError> for Error {
+    fn from(err: MailError) -> Self {
+        match err {
+            MailError::InvalidRecipient => Self::InvalidEmail,
+            MailError::Message(message) => Self::Internal(message),
+            MailError::Store(err) => Self::from(err),
         }
     }
 }

@@ -91,14 +91,14 @@ impl Recovery {
             // Nothing to reset: tell the owner how they sign in instead, and issue no link.
             let providers = self.provider_names_of(&user.id).await?;
             let notice = Notice::NoPasswordToReset { providers, link: self.core.mailer.url("/signin") };
-            return self.core.mailer.send(&to, notice).await;
+            return Ok(self.core.mailer.send(&to, notice).await?);
         }
         let link = self.issue_reset_link(&user.id).await?;
         let details = json!({ "expires_in_minutes": RESET_TTL_MINUTES });
         let event =
             AuditLog::event(kind::PASSWORD_RESET_REQUESTED, &Actor::Anonymous, Some(&user.id), address, details);
         self.core.audit.record(event).await?;
-        self.core.mailer.send(&to, Notice::PasswordReset { link, minutes: RESET_TTL_MINUTES }).await
+        Ok(self.core.mailer.send(&to, Notice::PasswordReset { link, minutes: RESET_TTL_MINUTES }).await?)
     }
 
     /// A fresh reset link for the account; every older one dies.
@@ -283,6 +283,6 @@ impl Recovery {
         let to = Recipient { user_id: &user.id, username: &user.username, email };
         let notice =
             Notice::PasswordChanged { signed_out_devices: sign_out_devices, address: address.map(str::to_owned) };
-        self.core.mailer.send(&to, notice).await
+        Ok(self.core.mailer.send(&to, notice).await?)
     }
 }

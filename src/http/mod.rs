@@ -39,6 +39,7 @@ use crate::domain::dpop::DpopVerifier;
 use crate::domain::freshness::Freshness;
 use crate::domain::password::PasswordHasher;
 use crate::domain::policy::TokenPolicy;
+use crate::domain::readiness::Readiness;
 use crate::domain::{
     Accounts, AuditLog, DeviceKeys, Devices, OAuth, Pins, Recovery, Revocations, SecondFactors, Sessions, Sso,
 };
@@ -46,7 +47,6 @@ use crate::keys::signing::Signer;
 use crate::keys::Keyring;
 use crate::mail::Mailer;
 use crate::obs::metrics::{Metrics, RequestLabels};
-use crate::store::DynStore;
 
 /// What every handler can reach: one shared handle, so a request (and each layer and extractor that
 /// takes the state) costs one reference count, not a copy of every service.
@@ -86,7 +86,7 @@ pub struct Services {
     pub alerts: Alerts,
     pub audit: AuditLog,
     pub mailer: Mailer,
-    pub store: DynStore,
+    pub readiness: Readiness,
     pub hasher: Arc<PasswordHasher>,
     pub metrics: Arc<Metrics>,
     pub trusted_proxies: Arc<Vec<IpNet>>,

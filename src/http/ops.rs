@@ -1,7 +1,5 @@
 //! Operational endpoints: liveness, readiness, Prometheus metrics and the OpenAPI document.
 
-use std::time::Duration;
-
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -12,14 +10,12 @@ use utoipa::OpenApi as _;
 use super::error::ApiError;
 use super::openapi::ApiDoc;
 use super::AppState;
+use crate::domain::readiness::NotReady;
 
 /// The process is up.
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
-
-/// A readiness probe answers within a second (load balancers time out soon after), whatever the database does.
-const READINESS_DEADLINE: Duration = Duration::from_millis(900);
 
 /// The process can serve: its database answers, and its revocation rules are current.
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -27,19 +23,10 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Va
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", why)
             .retry_after(crate::domain::error::DATABASE_RETRY_AFTER_SECS)
     };
-    match tokio::time::timeout(READINESS_DEADLINE, state.store.ping()).await {
-        Ok(Ok(())) if state.revocations.is_current() => {
-            Ok(Json(json!({ "status": "ready", "database": state.store.engine() })))
-        }
-        Ok(Ok(())) => Err(not_ready("the revocation rules are not current yet")),
-        Ok(Err(err)) => {
-            crate::domain::outages::database_unavailable(&err);
-            Err(not_ready("the database does not answer"))
-        }
-        Err(_) => {
-            crate::domain::outages::database_unavailable(&"no answer to a readiness ping within 900 ms");
-            Err(not_ready("the database does not answer"))
-        }
+    match state.readiness.check().await {
+        Ok(engine) => Ok(Json(json!({ "status": "ready", "database": engine }))),
+        Err(NotReady::RulesNotCurrent) => Err(not_ready("the revocation rules are not current yet")),
+        Err(NotReady::DatabaseSilent) => Err(not_ready("the database does not answer")),
     }
 }
 

@@ -23,10 +23,27 @@ use tokio::task::JoinHandle;
 use self::templates::Templates;
 pub use self::transport::{Security, SmtpConfig, Transport};
 use crate::clock::{now_ms, rfc3339};
-use crate::domain::audit::{Actor, AuditLog};
-use crate::domain::{Error, Result};
 use crate::keys::{Keyring, Sealed};
-use crate::store::{DynStore, QueuedMail};
+use crate::store::{DynStore, QueuedMail, StoreError};
+
+/// Why a notice could not be queued or the queue not worked.
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("the recipient's address is not a valid mailbox")]
+    InvalidRecipient,
+    #[error("cannot render or build the message: {0}")]
+    Message(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub type Result<T, E = MailError> = std::result::Result<T, E>;
+
+/// Where delivered mail is recorded: the domain's audit log, which sits above the mailer.
+#[async_trait::async_trait]
+pub trait DeliveryLog: Send + Sync {
+    async fn delivered(&self, mail: &QueuedMail) -> Result<()>;
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -278,7 +295,7 @@ impl std::ops::Deref for Mailer {
 pub struct MailerParts {
     store: DynStore,
     keyring: Arc<Keyring>,
-    audit: AuditLog,
+    delivered: Arc<dyn DeliveryLog>,
     templates: Arc<Templates>,
     from: Mailbox,
     product: String,
@@ -303,7 +320,7 @@ impl Mailer {
     pub fn new(
         store: DynStore,
         keyring: Arc<Keyring>,
-        audit: AuditLog,
+        delivered: Arc<dyn DeliveryLog>,
         config: &MailConfig,
         product: &str,
         public_url: &str,
@@ -313,7 +330,7 @@ impl Mailer {
         Ok(Self(std::sync::Arc::new(MailerParts {
             store,
             keyring,
-            audit,
+            delivered,
             templates: Arc::new(Templates::load()?),
             from,
             product: product.to_owned(),
@@ -345,21 +362,22 @@ impl Mailer {
         let rendered = self
             .templates
             .render(notice.template(), &minijinja::Value::from_serialize(&context))
-            .map_err(|e| Error::Internal(format!("mail template {}: {e}", notice.template())))?;
-        let recipient: Mailbox = to.email.parse().map_err(|_| Error::InvalidEmail)?;
+            .map_err(|e| MailError::Message(format!("mail template {}: {e}", notice.template())))?;
+        let recipient: Mailbox = to.email.parse().map_err(|_| MailError::InvalidRecipient)?;
         let message = Message::builder()
             .from(self.from.clone())
             .to(recipient)
             .subject(notice.subject(&self.product))
             .multipart(MultiPart::alternative_plain_html(rendered.text, rendered.html))
-            .map_err(|e| Error::Internal(format!("cannot build message: {e}")))?;
+            .map_err(|e| MailError::Message(format!("cannot build message: {e}")))?;
         let id = uuid::Uuid::now_v7().to_string();
         let sealable = Sealable {
             from: self.from.email.to_string(),
             to: to.email.to_owned(),
             message: B64.encode(message.formatted()),
         };
-        let plain = zeroize::Zeroizing::new(serde_json::to_vec(&sealable).map_err(|e| Error::Internal(e.to_string()))?);
+        let plain =
+            zeroize::Zeroizing::new(serde_json::to_vec(&sealable).map_err(|e| MailError::Message(e.to_string()))?);
         let sealed = self.keyring.seal(&plain, &mail_context(&id));
         let now = now_ms();
         let queued = QueuedMail {
@@ -391,11 +409,7 @@ impl Mailer {
                     Ok(()) => {
                         self.store.mail_delivered(&mail.id).await?;
                         delivered += 1;
-                        let details =
-                            json!({ "kind": mail.kind, "message_id": mail.id, "attempts": mail.attempts + 1 });
-                        let event =
-                            AuditLog::event("mail.sent", &Actor::System, mail.user_id.as_deref(), None, details);
-                        self.audit.record(event).await?;
+                        self.delivered.delivered(&mail).await?;
                     }
                     Err(error) => {
                         let error = redact_addresses(&error);

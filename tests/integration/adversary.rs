@@ -703,7 +703,7 @@ async fn revocation_rules_that_cannot_match_a_live_token_are_purged(engine: Engi
             .await;
         assert_eq!(out.status, StatusCode::NO_CONTENT, "{}", out.text);
     }
-    let store = &server.running_state().store;
+    let store = &server.running_store();
     let now = keywarden::clock::now_ms();
     let before = crate::harness::count_rows(&engine, &server.database_url, rules).await;
     assert!(before >= 5, "{before}");
@@ -722,7 +722,7 @@ async fn revocation_rules_that_cannot_match_a_live_token_are_purged(engine: Engi
     // Once every token it could match has expired, the last one goes too.
     let url = restarted.database_url.clone();
     let left = crate::harness::count_rows(&engine, &url, rules).await;
-    let store = &restarted.running_state().store;
+    let store = &restarted.running_store();
     store.purge_revocation_rules(now, now - 86_400_000).await.unwrap();
     assert_eq!(crate::harness::count_rows(&engine, &url, rules).await, left, "young rules with live tokens stay");
     crate::revocation::sql(&engine, &url, "UPDATE tokens SET expires_at = 1").await;

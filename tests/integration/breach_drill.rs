@@ -84,7 +84,7 @@ async fn a_stolen_database_holds_no_working_credential(engine: Engine) {
         server.post("/api/v1/password/reset-request", json!({ "email": email })).await;
     }
     let queued = |server: &TestServer| {
-        let store = server.running_state().store.clone();
+        let store = server.running_store().clone();
         async move { store.mail_queue_depth().await.unwrap() }
     };
     for _ in 0..100 {

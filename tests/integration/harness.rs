@@ -102,6 +102,11 @@ impl TestServer {
         &self.running.as_ref().expect("server running").state
     }
 
+    /// The running node's database, for tests that look behind the services.
+    pub fn running_store(&self) -> &keywarden::store::DynStore {
+        &self.running.as_ref().expect("server running").store
+    }
+
     /// Makes the node read the revocation rules and the invalidation log now, as it does within
     /// 250 ms by itself: for tests that change the database behind its back.
     pub async fn catch_up(&self) {

@@ -202,7 +202,7 @@ async fn a_mail_server_outage_loses_no_message(engine: Engine) {
     }
     // Delivery is attempted and fails; the requests above were answered regardless.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(server.running_state().store.mail_queue_depth().await.unwrap() >= 6, "messages must wait in the queue");
+    assert!(server.running_store().mail_queue_depth().await.unwrap() >= 6, "messages must wait in the queue");
 
     let sink = SmtpSink::start_on(port).await;
     for name in ["xena", "yuri", "zack"] {
@@ -211,12 +211,12 @@ async fn a_mail_server_outage_loses_no_message(engine: Engine) {
         sink.wait_for(&to, "Reset your keywarden password").await;
     }
     for _ in 0..100 {
-        if server.running_state().store.mail_queue_depth().await.unwrap() == 0 {
+        if server.running_store().mail_queue_depth().await.unwrap() == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(server.running_state().store.mail_queue_depth().await.unwrap(), 0);
+    assert_eq!(server.running_store().mail_queue_depth().await.unwrap(), 0);
     assert_eq!(sink.messages().len(), 6, "each message exactly once");
     server.stop().await;
     sink.stop();

@@ -3,7 +3,6 @@
 //! removal, reserved ids refused.
 
 use keywarden::domain::audit::Actor;
-use keywarden::domain::Clients;
 
 use crate::harness::{Engine, TestServer};
 
@@ -29,7 +28,7 @@ fn secret_in(stdout: &str) -> String {
 async fn clients_are_registered_listed_rotated_and_removed(engine: Engine) {
     let server = TestServer::start(engine).await;
     let state = server.running_state();
-    let registry = Clients::new(state.store.clone(), state.keyring.clone(), state.audit.clone());
+    let registry = state.oauth.clients().clone();
 
     let (ok, out, err) = run(
         &server,

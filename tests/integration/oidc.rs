@@ -7,7 +7,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use keywarden::domain::audit::Actor;
 use keywarden::domain::clients::{ClientKind, NewClient};
-use keywarden::domain::Clients;
 use keywarden::keys::signing::SigningAlg;
 use reqwest::{Client, StatusCode};
 use serde_json::Value;
@@ -62,7 +61,7 @@ pub(crate) async fn register(
     alg: SigningAlg,
 ) -> Option<String> {
     let state = server.running_state();
-    let clients = Clients::new(state.store.clone(), state.keyring.clone(), state.audit.clone());
+    let clients = state.oauth.clients().clone();
     let new = NewClient {
         id: id.into(),
         name: format!("The {id}"),
@@ -640,7 +639,7 @@ async fn clients_hear_of_sign_out_everywhere_and_channel_revocation_by_back_chan
     let server = TestServer::start(engine).await;
     let (logout_uri, mut received) = logout_receiver().await;
     let state = server.running_state();
-    let clients = Clients::new(state.store.clone(), state.keyring.clone(), state.audit.clone());
+    let clients = state.oauth.clients().clone();
     let new = NewClient {
         id: "forum".into(),
         name: "Forum".into(),
@@ -957,7 +956,7 @@ async fn clients_authenticate_with_signed_assertions(engine: Engine) {
     let server = TestServer::start(engine).await;
     let key = AssertionKey::generate();
     let state = server.running_state();
-    let clients = Clients::new(state.store.clone(), state.keyring.clone(), state.audit.clone());
+    let clients = state.oauth.clients().clone();
     let new = NewClient {
         id: "reports".into(),
         name: "Reports".into(),
@@ -1024,7 +1023,7 @@ async fn clients_authenticate_with_signed_assertions(engine: Engine) {
 async fn native_apps_use_any_loopback_port_and_logout_without_a_hint_asks(engine: Engine) {
     let server = TestServer::start(engine).await;
     let state = server.running_state();
-    let clients = Clients::new(state.store.clone(), state.keyring.clone(), state.audit.clone());
+    let clients = state.oauth.clients().clone();
     let new = NewClient {
         id: "cli".into(),
         name: "Command line".into(),

@@ -127,7 +127,7 @@ async fn the_purge_counts_every_expired_row_it_deletes(engine: Engine) {
         crate::harness::count_rows(&engine, url, &expired("plex_pins")).await,
     );
     assert!(tokens > 0 && pins == 1, "{tokens} tokens, {pins} PINs");
-    let purged = server.running_state().store.purge_expired_tokens(2).await.unwrap();
+    let purged = server.running_store().purge_expired_tokens(2).await.unwrap();
     assert_eq!(purged, u64::try_from(tokens + pins).unwrap(), "every deleted row is counted, the PIN too");
     assert_eq!(crate::harness::count_rows(&engine, url, &expired("plex_pins")).await, 0);
     server.stop().await;

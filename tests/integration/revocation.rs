@@ -247,7 +247,7 @@ async fn tampering_with_the_audit_log_is_detected(engine: Engine) {
     }
     let _ = server.post("/api/v1/sessions", json!({ "login": "rita", "password": "guess" })).await;
     // Let queued mail be delivered (and audited) first, so nothing is appended while we tamper.
-    while server.running_state().store.mail_queue_depth().await.unwrap() > 0 {
+    while server.running_store().mail_queue_depth().await.unwrap() > 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;

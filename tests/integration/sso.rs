@@ -6,7 +6,6 @@
 use keywarden::domain::audit::Actor;
 use keywarden::domain::clients::{ClientKind, NewClient};
 use keywarden::domain::sso::ProviderSettings;
-use keywarden::domain::Clients;
 use keywarden::keys::signing::SigningAlg;
 use reqwest::{Client, StatusCode};
 use serde_json::json;
@@ -39,7 +38,7 @@ async fn pair_with(engine: Engine, signed: bool) -> (TestServer, TestServer) {
     std::fs::write(pem_file.path(), key.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes()).unwrap();
     let upstream = TestServer::start(engine.clone()).await;
     let state = upstream.running_state();
-    let clients = Clients::new(state.store.clone(), state.keyring.clone(), state.audit.clone());
+    let clients = state.oauth.clients().clone();
     let client = NewClient {
         id: "downstream".into(),
         name: "Downstream".into(),

@@ -18,7 +18,7 @@ crate::on_both_engines!(
 
 async fn ended_alert_states_and_idle_counters_are_purged_and_live_ones_kept(engine: Engine) {
     let server = TestServer::start(engine).await;
-    let store = &server.running_state().store;
+    let store = &server.running_store();
     // Younger than the server's own purge keeps (a day), so only the calls below remove them.
     let hour_ms = 3600 * 1000;
     let now = keywarden::clock::now_ms();

@@ -12,11 +12,10 @@ use super::passkeys::step_up_proof;
 use super::Browser;
 use crate::domain::caller::Authenticated;
 use crate::domain::oauth::PendingLink;
+use crate::domain::plex::pins::{Pins, WaitingDevice};
 use crate::domain::Error;
-use crate::domain::Pins;
 use crate::http::extract::ClientAddress;
 use crate::http::AppState;
-use crate::store::PlexPinRecord;
 
 #[derive(Debug, Deserialize)]
 pub struct CodeQuery {
@@ -99,7 +98,7 @@ async fn confirmation(
 
 /// A plex.tv-style PIN as the confirmation shows a device waiting: it gets an account token, not
 /// scoped access, so its scope is empty.
-fn pin_link(code: &str, pin: PlexPinRecord) -> PendingLink {
+fn pin_link(code: &str, pin: WaitingDevice) -> PendingLink {
     PendingLink {
         user_code: code.trim().to_ascii_uppercase(),
         client_name: if pin.product.is_empty() { "A device".to_owned() } else { pin.product },

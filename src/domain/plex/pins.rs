@@ -5,15 +5,15 @@ use rand::Rng;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::audit::{kind, Actor, AuditLog};
-use super::caller::Authenticated;
-use super::core::Core;
-use super::device_info::DeviceInfo;
-use super::error::{Error, Result};
-use super::freshness::Freshness;
-use super::sessions::Sessions;
-use super::throttle::{self, Purpose, Subject, Throttle};
 use crate::clock::now_ms;
+use crate::domain::audit::{kind, Actor, AuditLog};
+use crate::domain::caller::Authenticated;
+use crate::domain::core::Core;
+use crate::domain::device_info::DeviceInfo;
+use crate::domain::error::{Error, Result};
+use crate::domain::freshness::Freshness;
+use crate::domain::sessions::Sessions;
+use crate::domain::throttle::{self, Purpose, Subject, Throttle};
 use crate::keys::Keyring;
 use crate::store::{DynStore, PlexPinRecord, StoreError};
 use std::sync::Arc;
@@ -46,6 +46,26 @@ pub struct PolledPin {
     pub created_at: i64,
     pub expires_at: i64,
     pub auth_token: Option<Zeroizing<String>>,
+}
+
+/// The device a PIN was made for, as its person is asked to confirm it.
+#[derive(Debug, Clone)]
+pub struct WaitingDevice {
+    pub pin_id: i64,
+    pub client_identifier: String,
+    pub product: String,
+    pub device_name: String,
+}
+
+impl From<PlexPinRecord> for WaitingDevice {
+    fn from(pin: PlexPinRecord) -> Self {
+        Self {
+            pin_id: pin.id,
+            client_identifier: pin.client_identifier,
+            product: pin.product,
+            device_name: pin.device_name,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -88,7 +108,10 @@ impl Pins {
     /// client identifier: each PIN is a row we keep for its lifetime.
     pub async fn create(&self, device: &DeviceInfo, strong: bool, address: Option<&str>) -> Result<NewPin> {
         let shown = [&device.client_id, &device.name, &device.product, &device.platform];
-        if shown.iter().any(|field| field.chars().any(|c| c.is_control() || super::identity::is_layout_control(c))) {
+        if shown
+            .iter()
+            .any(|field| field.chars().any(|c| c.is_control() || crate::domain::identity::is_layout_control(c)))
+        {
             return Err(Error::InvalidDevice("device names and products must be printable characters"));
         }
         let client = (!device.client_id.is_empty()).then_some(device.client_id.as_str());
@@ -172,14 +195,15 @@ impl Pins {
 
     /// The live PIN with this code, for the person to confirm; wrong codes are throttled per
     /// account and per source address.
-    pub async fn find(&self, who: &Authenticated, typed: &str, address: Option<&str>) -> Result<PlexPinRecord> {
+    pub async fn find(&self, who: &Authenticated, typed: &str, address: Option<&str>) -> Result<WaitingDevice> {
         let now = now_ms();
         let subjects = throttle::against_account(&who.user_id, address);
         let look_up = async {
             let Some(code) = normalise(typed) else { return Err(Error::InvalidUserCode) };
             let store = &self.store;
             let look_up = |digest: Vec<u8>| async move { store.plex_pin_by_code(&digest, now).await };
-            self.keyring.find_by_token_digest(&code, look_up).await?.ok_or(Error::InvalidUserCode)
+            let pin = self.keyring.find_by_token_digest(&code, look_up).await?.ok_or(Error::InvalidUserCode)?;
+            Ok(WaitingDevice::from(pin))
         };
         self.throttle.guard(Purpose::LinkCode, &subjects, Some(&who.user_id), address, look_up).await
     }
@@ -187,14 +211,14 @@ impl Pins {
     /// The signed-in person approves a code: the device collects its token at its next poll.
     /// Approving mints the device a session of its own, one that outlives this one: it needs a
     /// fresh authentication and a proven address, so a leaked token cannot buy a lasting one.
-    pub async fn approve(&self, who: &Authenticated, typed: &str, address: Option<&str>) -> Result<PlexPinRecord> {
+    pub async fn approve(&self, who: &Authenticated, typed: &str, address: Option<&str>) -> Result<WaitingDevice> {
         self.freshness.require_for_new_credential(who).await?;
         let pin = self.find(who, typed, address).await?;
-        if !self.store.approve_plex_pin(pin.id, &who.user_id, now_ms()).await? {
+        if !self.store.approve_plex_pin(pin.pin_id, &who.user_id, now_ms()).await? {
             return Err(Error::InvalidUserCode);
         }
         let details =
-            json!({ "pin_id": pin.id, "client_identifier": pin.client_identifier, "device_name": pin.device_name });
+            json!({ "pin_id": pin.pin_id, "client_identifier": pin.client_identifier, "device_name": pin.device_name });
         let event =
             AuditLog::event(kind::PIN_LINKED, &Actor::User(who.user_id.clone()), Some(&who.user_id), address, details);
         self.audit.record(event).await?;
