@@ -146,6 +146,22 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
     Ok(RunningServer { addr, state, store, shutdown, serving, background })
 }
 
+/// Applies the migrations to the configured database; returns its engine's name.
+pub async fn migrate(config: &Config) -> anyhow::Result<&'static str> {
+    let store = store::open(&config.database_url()).await.context("cannot open the database")?;
+    store.migrate().await.context("cannot apply database migrations")?;
+    Ok(store.engine())
+}
+
+/// The domain's shared parts for an operator's command: the database migrated, statements not
+/// time-bounded, and the keyring as the key file holds it (never generated here).
+pub async fn open_for_operator(config: &Config) -> anyhow::Result<Core> {
+    let store = store::open(&config.database_url()).await.context("cannot open the database")?;
+    store.migrate().await.context("cannot apply database migrations")?;
+    let keyring = load_keyring(config, store.as_ref(), false).await?;
+    build_core(config, store, keyring)
+}
+
 /// The domain's shared parts, as configured: hashing, audit, revocation rules and mail.
 pub fn build_core(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> anyhow::Result<Core> {
     let hashing = &config.password_hashing;
@@ -295,29 +311,8 @@ pub async fn load_keyring(config: &Config, store: &dyn Store, may_generate: bool
         );
         keyring
     };
-    check_keyring_matches_database(&keyring, store).await?;
+    crate::domain::key_rotation::check_keyring_matches_database(&keyring, store).await?;
     Ok(Arc::new(keyring))
-}
-
-/// Each key's check value (an HMAC of a constant, useless to an attacker) is recorded in the
-/// database the first time the key is used with it, so a wrong or altered key file is refused.
-pub(crate) async fn check_keyring_matches_database(keyring: &Keyring, store: &dyn Store) -> anyhow::Result<()> {
-    let mut recognised = 0;
-    let mut new = Vec::new();
-    for (name, value) in keyring.check_values() {
-        match store.meta(&name).await? {
-            Some(stored) if stored == value => recognised += 1,
-            Some(_) => bail!("the keyring's {name} differs from the key with that id this database was used with"),
-            None => new.push((name, value)),
-        }
-    }
-    if recognised == 0 && store.count_users().await? > 0 {
-        bail!("this database was created with a different keyring: none of its keys is known here");
-    }
-    for (name, value) in new {
-        store.set_meta(&name, &value).await?;
-    }
-    Ok(())
 }
 
 /// Reloads the key file when it changes (a rotation or retirement by `keywarden admin keys`), and
@@ -378,7 +373,7 @@ fn spawn_keyring_watch(
 /// A changed key file, if it is valid and matches the database.
 async fn changed_keyring(text: &str, store: &dyn Store) -> anyhow::Result<Keyring> {
     let fresh = Keyring::from_toml(text).context("the key file is invalid")?;
-    check_keyring_matches_database(&fresh, store).await?;
+    crate::domain::key_rotation::check_keyring_matches_database(&fresh, store).await?;
     Ok(fresh)
 }
 

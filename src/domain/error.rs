@@ -40,6 +40,8 @@ pub enum Error {
     PasswordResetRequired,
     #[error("no such device on this account")]
     DeviceNotFound,
+    #[error("no account with id or username {0:?}")]
+    NoSuchAccount(String),
     #[error("no such credential on this account")]
     CredentialNotFound,
     #[error("invalid DPoP proof: {0}")]
@@ -142,6 +144,9 @@ pub enum Error {
     Store(StoreError),
     #[error("internal error")]
     Keyring(#[from] KeyringError),
+    /// The key file is not the one this database was used with (a start-up or operator error).
+    #[error("{0}")]
+    KeyringMismatch(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -167,6 +172,7 @@ impl Error {
             Self::WrongPassword => "wrong_password",
             Self::PasswordResetRequired => "password_reset_required",
             Self::DeviceNotFound => "device_not_found",
+            Self::NoSuchAccount(_) => "account_not_found",
             Self::CredentialNotFound => "credential_not_found",
             Self::InvalidDpopProof(_) => "invalid_dpop_proof",
             Self::DpopProofRequired => "dpop_proof_required",
@@ -210,12 +216,13 @@ impl Error {
             Self::Overloaded { .. } => "overloaded",
             Self::DatabaseUnavailable => "database_unavailable",
             Self::Store(_) | Self::Keyring(_) | Self::Internal(_) => "internal_error",
+            Self::KeyringMismatch(_) => "keyring_mismatch",
         }
     }
 
     /// Failures of keywarden itself rather than of the request; they are logged, never shown.
     pub fn is_internal(&self) -> bool {
-        matches!(self, Self::Store(_) | Self::Keyring(_) | Self::Internal(_))
+        matches!(self, Self::Store(_) | Self::Keyring(_) | Self::KeyringMismatch(_) | Self::Internal(_))
     }
 
     /// The server could not serve now (busy, or its database out of reach): nothing was learnt

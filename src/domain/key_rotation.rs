@@ -11,6 +11,7 @@ use super::second_factors::secret_context;
 use super::sso::label_context;
 use crate::keys::{KeyPurpose, Keyring, Sealed};
 use crate::mail::mail_context;
+use crate::store::Store;
 use crate::store::{DynStore, SealedColumn, SealedRow, KEY_COLUMNS};
 
 /// How many rows a key still protects, per purpose and key id.
@@ -41,7 +42,39 @@ pub struct KeyRotation {
     keyring: std::sync::Arc<Keyring>,
 }
 
+/// Each key's check value (an HMAC of a constant, useless to an attacker) is recorded in the
+/// database the first time the key is used with it, so a wrong or altered key file is refused.
+pub async fn check_keyring_matches_database(keyring: &Keyring, store: &dyn Store) -> Result<()> {
+    let mut recognised = 0;
+    let mut new = Vec::new();
+    for (name, value) in keyring.check_values() {
+        match store.meta(&name).await? {
+            Some(stored) if stored == value => recognised += 1,
+            Some(_) => {
+                return Err(Error::KeyringMismatch(format!(
+                    "the keyring's {name} differs from the key with that id this database was used with"
+                )))
+            }
+            None => new.push((name, value)),
+        }
+    }
+    if recognised == 0 && store.count_users().await? > 0 {
+        return Err(Error::KeyringMismatch(
+            "this database was created with a different keyring: none of its keys is known here".into(),
+        ));
+    }
+    for (name, value) in new {
+        store.set_meta(&name, &value).await?;
+    }
+    Ok(())
+}
+
 impl KeyRotation {
+    /// Refuses a keyring that does not match this database (see `check_keyring_matches_database`).
+    pub async fn check_matches_database(&self, keyring: &Keyring) -> Result<()> {
+        check_keyring_matches_database(keyring, self.store.as_ref()).await
+    }
+
     pub fn new(store: DynStore, keyring: std::sync::Arc<Keyring>) -> Self {
         Self { store, keyring }
     }

@@ -112,15 +112,19 @@ pub fn status_of(err: &Error) -> StatusCode {
         Error::InvalidSsoState => StatusCode::BAD_REQUEST,
         Error::SsoFailed(_) => StatusCode::UNAUTHORIZED,
         Error::SsoUnavailable => StatusCode::BAD_GATEWAY,
-        Error::DeviceNotFound | Error::CredentialNotFound | Error::PasskeyNotFound | Error::ClientNotFound => {
-            StatusCode::NOT_FOUND
-        }
+        Error::DeviceNotFound
+        | Error::NoSuchAccount(_)
+        | Error::CredentialNotFound
+        | Error::PasskeyNotFound
+        | Error::ClientNotFound => StatusCode::NOT_FOUND,
         Error::InvalidLink | Error::InvalidCeremony => StatusCode::BAD_REQUEST,
         Error::WrongPassword | Error::PasswordResetRequired => StatusCode::FORBIDDEN,
         Error::Overloaded { .. } | Error::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         Error::InvalidUserCode => StatusCode::BAD_REQUEST,
-        Error::Store(_) | Error::Keyring(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        Error::Store(_) | Error::Keyring(_) | Error::KeyringMismatch(_) | Error::Internal(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
     }
 }
 

@@ -16,9 +16,10 @@ use serde_json::json;
 use crate::clock::{now_ms, rfc3339};
 use crate::domain::audit::{kind, AuditLog};
 use crate::domain::honeytokens;
+use crate::domain::incident::{AccountResponse, IncidentText};
 use crate::domain::revocation::Scope;
 use crate::keys::{KeyPurpose, Keyring};
-use crate::ops::admin::{AccountResponse, Console, IncidentText};
+use crate::ops::admin::Console;
 use crate::ops::progress::Progress;
 
 /// Which accounts the response is for.
@@ -123,7 +124,7 @@ impl Console {
             Affected::Listed(ids) => ids.clone(),
             Affected::All => {
                 let mut ids = Vec::new();
-                self.each_page_of_users(|page| ids.extend(page.into_iter().map(|u| u.id))).await?;
+                self.operators.each_page(|page| ids.extend(page.into_iter().map(|u| u.id))).await?;
                 ids
             }
         };
@@ -149,7 +150,7 @@ impl Console {
         let mut ids = Vec::new();
         let mut unknown = Vec::new();
         for line in list.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-            match self.find(line).await? {
+            match self.operators.find(line).await? {
                 Some(user) => ids.push(user.id),
                 None => unknown.push(line.to_owned()),
             }
@@ -228,7 +229,7 @@ impl Console {
                 plan.users_done += 1;
                 continue;
             }
-            if let Some(user) = self.store.user_by_id(&id).await? {
+            if let Some(user) = self.operators.user_if_any(&id).await? {
                 let o = &plan.options;
                 let response = AccountResponse {
                     force_password_reset: o.force_password_reset,
@@ -237,7 +238,7 @@ impl Console {
                     reset_second_factors: o.reset_second_factors,
                     notify: o.notify,
                 };
-                self.respond_to_account(&user, &response, &text, &reason).await?;
+                self.incident.respond_to_account(&user, &response, &text, &reason, &self.actor).await?;
             }
             writeln!(journal, "{id}").and_then(|()| journal.flush()).context("cannot write the journal")?;
             plan.users_done += 1;

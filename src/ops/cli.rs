@@ -9,14 +9,14 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, Flags};
 use crate::domain::clients::{ClientKind, NewClient};
+use crate::domain::incident::IncidentText;
 use crate::domain::revocation::Scope;
 use crate::domain::tokens::TokenKind;
 use crate::keys::signing::SigningAlg;
 use crate::keys::{KeyPurpose, Keyring};
 use crate::obs::telemetry;
-use crate::ops::admin::{Console, IncidentText};
+use crate::ops::admin::Console;
 use crate::server::{self, KEYRING_ENV};
-use crate::store;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -434,9 +434,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 async fn migrate(common: Common) -> anyhow::Result<()> {
     let config = common.load(None)?;
     init_logs(&config)?;
-    let store = store::open(&config.database_url()).await?;
-    store.migrate().await?;
-    println!("migrations applied to the {} database", store.engine());
+    let engine = crate::server::migrate(&config).await?;
+    println!("migrations applied to the {engine} database");
     Ok(())
 }
 
@@ -449,8 +448,8 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
         AdminAction::Revoke(revoke) => {
             let target = revoke.target;
             let scope = match (target.user, target.channel, target.device) {
-                (Some(user), Some(channel), _) => Scope::UserChannel { user: console.user(&user).await?.id, channel },
-                (Some(user), None, _) => Scope::User(console.user(&user).await?.id),
+                (Some(user), Some(channel), _) => Scope::UserChannel { user: console.user_id(&user).await?, channel },
+                (Some(user), None, _) => Scope::User(console.user_id(&user).await?),
                 (None, Some(channel), _) => Scope::Channel(channel),
                 (None, None, Some(device)) => Scope::Device(device),
                 (None, None, None) => Scope::Global,

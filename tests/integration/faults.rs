@@ -537,7 +537,7 @@ async fn an_operators_list_is_not_read_as_unknown_accounts_when_the_database_is_
     server.sign_up("jody", "jody@example.com", "correct horse battery staple").await;
     let console = keywarden::ops::admin::Console::open(&server.config).await.unwrap();
     partition.cut();
-    let text = keywarden::ops::admin::IncidentText::default();
+    let text = keywarden::domain::incident::IncidentText::default();
     let outcome = console.force_password_reset("jody\n", false, false, &text).await;
     // Before: the line was reported as matching no account, and the command succeeded.
     let err = outcome.expect_err("a database that does not answer fails the command");
