@@ -9,7 +9,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::clock::now_ms;
+use crate::clock::{now_ms, Clock};
 use crate::config::{Config, HashProfile};
 use crate::domain::alert_mail::MailAdmins;
 use crate::domain::alerts::Alerts;
@@ -103,6 +103,11 @@ impl RunningServer {
 /// Opens the database, applies migrations, loads (or on first start generates) the keyring,
 /// and starts serving on the configured address.
 pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
+    start_with_clock(config, Clock::system()).await
+}
+
+/// `start` with the clock the domain reads: tests give one they move forward instead of sleeping.
+pub async fn start_with_clock(config: &Config, clock: Clock) -> anyhow::Result<RunningServer> {
     let store = store::open_with(&config.database_url(), &config.database).await.context("cannot open the database")?;
     store.migrate().await.context("cannot apply database migrations")?;
     let keyring = open_keyring(config, store.as_ref()).await?;
@@ -115,7 +120,7 @@ pub async fn start(config: &Config) -> anyhow::Result<RunningServer> {
         config.listen = addr;
     }
     let config = &config;
-    let state = build_state(config, store.clone(), keyring)?;
+    let state = build_state(config, store.clone(), keyring, clock)?;
     state.oauth.clients().sync_configured(&config.oauth.clients).await.context("invalid [[oauth.clients]]")?;
     // Every rule must be in memory before the first request is served.
     state.revocations.reload().await.context("cannot load revocation rules")?;
@@ -159,15 +164,16 @@ pub async fn open_for_operator(config: &Config) -> anyhow::Result<Core> {
     let store = store::open(&config.database_url()).await.context("cannot open the database")?;
     store.migrate().await.context("cannot apply database migrations")?;
     let keyring = load_keyring(config, store.as_ref(), false).await?;
-    build_core(config, store, keyring)
+    build_core(config, store, keyring, Clock::system())
 }
 
 /// The domain's shared parts, as configured: hashing, audit, revocation rules and mail.
-pub fn build_core(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> anyhow::Result<Core> {
+pub fn build_core(config: &Config, store: DynStore, keyring: Arc<Keyring>, clock: Clock) -> anyhow::Result<Core> {
     let hashing = &config.password_hashing;
     let hasher = Arc::new(PasswordHasher::new(keyring.clone(), hashing.cost(), hashing.admission())?);
     let audit = AuditLog::new(store.clone(), keyring.clone());
-    let revocations = Revocations::new(store.clone(), audit.clone(), ValidationCache::new(config.validation_cache));
+    let validations = ValidationCache::new(config.validation_cache);
+    let revocations = Revocations::new(store.clone(), audit.clone(), validations, clock.clone());
     let mailer = Mailer::new(
         store.clone(),
         keyring.clone(),
@@ -183,10 +189,11 @@ pub fn build_core(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> an
             None
         }
     };
-    let throttle = Throttle::new(store.clone(), keyring.clone(), audit.clone(), config.throttle);
-    let alerts = Alerts::new(store.clone(), audit.clone(), config.alerts.clone());
-    let freshness = Freshness::new(store.clone(), config.mfa.step_up_secs);
+    let throttle = Throttle::new(store.clone(), keyring.clone(), audit.clone(), config.throttle, clock.clone());
+    let alerts = Alerts::new(store.clone(), audit.clone(), config.alerts.clone(), clock.clone());
+    let freshness = Freshness::new(store.clone(), config.mfa.step_up_secs, clock.clone());
     Ok(Core {
+        clock,
         webauthn,
         throttle,
         freshness,
@@ -203,13 +210,13 @@ pub fn build_core(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> an
     })
 }
 
-pub fn build_state(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> anyhow::Result<AppState> {
+pub fn build_state(config: &Config, store: DynStore, keyring: Arc<Keyring>, clock: Clock) -> anyhow::Result<AppState> {
     if config.password_hashing.profile == HashProfile::InsecureTestOnly {
         tracing::warn!("password_hashing.profile = insecure-test-only: passwords are hashed weakly; never use this for real accounts");
     }
     let dpop = DpopVerifier::new(keyring.clone(), config.dpop.require_nonce);
     let pages = Arc::new(Pages::new(&config.product_name, config.secure_cookies(), &config.pages)?);
-    let core = build_core(config, store.clone(), keyring.clone())?;
+    let core = build_core(config, store.clone(), keyring.clone(), clock)?;
     let hasher = core.hasher.clone();
     let accounts = Accounts::new(&core);
     let factors = SecondFactors::new(&core, accounts.clone());
@@ -255,7 +262,12 @@ pub fn build_state(config: &Config, store: DynStore, keyring: Arc<Keyring>) -> a
         freshness: core.freshness.clone(),
         devices: Devices::new(&core, accounts.clone()),
         recovery: Recovery::new(&core, accounts.clone(), provider_names),
-        recent_credentials: RecentCredentials::new(store.clone(), core.audit.clone(), core.validations().clone()),
+        recent_credentials: RecentCredentials::new(
+            store.clone(),
+            core.audit.clone(),
+            core.validations().clone(),
+            core.clock.clone(),
+        ),
         sso,
         pins,
         device_keys,

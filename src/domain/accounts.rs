@@ -14,7 +14,7 @@ use super::password::{self, PasswordHasher, StoredHash};
 use super::revocation::{Revocation, Revocations, Scope};
 use super::tokens::TokenKind;
 use super::validation_cache::{PlexFacts, ValidationCache};
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::domain::profile::Profile;
 use crate::domain::profile::Role;
 use crate::keys::{Keyring, Sealed};
@@ -52,6 +52,7 @@ impl std::ops::Deref for Accounts {
 
 /// What every handle to the account service shares.
 pub struct AccountsParts {
+    clock: Clock,
     store: DynStore,
     keyring: Arc<Keyring>,
     hasher: Arc<PasswordHasher>,
@@ -77,6 +78,7 @@ pub(crate) fn pending_email_context(user_id: &str) -> Vec<u8> {
 impl Accounts {
     pub fn new(core: &Core) -> Self {
         Self(std::sync::Arc::new(AccountsParts {
+            clock: core.clock.clone(),
             store: core.store.clone(),
             keyring: core.keyring.clone(),
             hasher: core.hasher.clone(),
@@ -127,7 +129,7 @@ impl Accounts {
         password: Option<StoredHash>,
         verified_at: Option<i64>,
     ) -> NewUser {
-        self.new_user_as(uuid::Uuid::now_v7().to_string(), now_ms(), username, email, password, verified_at)
+        self.new_user_as(uuid::Uuid::now_v7().to_string(), self.clock.now_ms(), username, email, password, verified_at)
     }
 
     /// A new account's row with a given id and creation time (decoys are dated in the past).
@@ -174,7 +176,7 @@ impl Accounts {
     pub(crate) async fn send_verification(&self, user_id: &str, username: &str, email: &str) -> Result<()> {
         let token = TokenKind::EmailVerification.mint();
         let digest = self.keyring.token_digest(&token);
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let stored = NewOneTimeToken {
             digest: digest.digest,
             digest_key_id: digest.key_id,
@@ -198,7 +200,7 @@ impl Accounts {
             Some(TokenKind::EmailChange) => return self.confirm_email_change(token).await,
             _ => return Err(Error::InvalidLink),
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let (store, purpose) = (&self.store, TokenKind::EmailVerification.as_str());
         let spend = |digest: Vec<u8>| async move { store.consume_one_time_token(&digest, purpose, now).await };
         let user_id = self.keyring.find_by_token_digest(token, spend).await?.ok_or(Error::InvalidLink)?;
@@ -238,7 +240,7 @@ impl Accounts {
         });
         let proof = FirstProof {
             user_id: user_id.to_owned(),
-            at: now_ms(),
+            at: self.clock.now_ms(),
             remove_identities,
             sign_out,
             event: AuditLog::event(kind::UNPROVEN_ACCOUNT_SECURED, &actor, Some(user_id), address, json!({})),
@@ -275,7 +277,7 @@ impl Accounts {
         self.validations.forget_user(&user.id);
         let token = TokenKind::EmailChange.mint();
         let digest = self.keyring.token_digest(&token);
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let stored = NewOneTimeToken {
             digest: digest.digest,
             digest_key_id: digest.key_id,
@@ -303,7 +305,7 @@ impl Accounts {
 
     /// Spends a change's link: the pending address replaces the current one, verified by the link.
     async fn confirm_email_change(&self, token: &str) -> Result<()> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let purpose = TokenKind::EmailChange.as_str();
         let store = &self.store;
         let spend = |digest: Vec<u8>| async move { store.consume_one_time_token(&digest, purpose, now).await };

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::audit::{kind, Actor, AuditLog};
 use super::error::Result;
 use super::throttle::{account_prefix, address_prefix, Purpose};
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::store::DynStore;
 
 /// The alert state a credential-stuffing surge raises; while it holds, new devices take an extra step.
@@ -100,6 +100,7 @@ pub trait AlertHook: Send + Sync {
 
 #[derive(Clone)]
 pub struct Alerts {
+    clock: Clock,
     store: DynStore,
     audit: AuditLog,
     settings: AlertSettings,
@@ -107,8 +108,8 @@ pub struct Alerts {
 }
 
 impl Alerts {
-    pub fn new(store: DynStore, audit: AuditLog, settings: AlertSettings) -> Self {
-        Self { store, audit, settings, hooks: Arc::default() }
+    pub fn new(store: DynStore, audit: AuditLog, settings: AlertSettings, clock: Clock) -> Self {
+        Self { clock, store, audit, settings, hooks: Arc::default() }
     }
 
     pub fn settings(&self) -> &AlertSettings {
@@ -141,7 +142,7 @@ impl Alerts {
         if !stuffing.enabled || !stuffing.new_device_step {
             return Ok(false);
         }
-        Ok(self.store.alert_state_until(CREDENTIAL_STUFFING).await?.is_some_and(|until| until > now_ms()))
+        Ok(self.store.alert_state_until(CREDENTIAL_STUFFING).await?.is_some_and(|until| until > self.clock.now_ms()))
     }
 
     /// Looks for a surge of failed sign-ins across many accounts from many addresses. The first
@@ -151,7 +152,7 @@ impl Alerts {
         if !stuffing.enabled {
             return Ok(false);
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let since = now - stuffing.window_secs * 1000;
         let (accounts, failures) = self.store.throttles_failing(&account_prefix(Purpose::SignIn), since).await?;
         let (addresses, _) = self.store.throttles_failing(&address_prefix(Purpose::SignIn), since).await?;

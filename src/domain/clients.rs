@@ -14,7 +14,7 @@ use super::audit::{kind, Actor, AuditLog};
 use super::device_info::{CHANNEL_DEVICE, CHANNEL_WEB};
 use super::error::{Error, Result};
 use super::tokens::TokenKind;
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::keys::signing::SigningAlg;
 use crate::keys::Keyring;
 use crate::store::{ClientRecord, DynStore, StoreError};
@@ -117,14 +117,15 @@ impl Client {
 
 #[derive(Clone)]
 pub struct Clients {
+    clock: Clock,
     store: DynStore,
     keyring: Arc<Keyring>,
     audit: AuditLog,
 }
 
 impl Clients {
-    pub fn new(store: DynStore, keyring: Arc<Keyring>, audit: AuditLog) -> Self {
-        Self { store, keyring, audit }
+    pub fn new(store: DynStore, keyring: Arc<Keyring>, audit: AuditLog, clock: Clock) -> Self {
+        Self { clock, store, keyring, audit }
     }
 
     /// Registers a client; a confidential one gets its secret, returned this once.
@@ -171,7 +172,7 @@ impl Clients {
             redirect_uris: serde_json::to_string(&new.redirect_uris).map_err(|e| Error::Internal(e.to_string()))?,
             backchannel_logout_uri: new.backchannel_logout_uri,
             first_party: i64::from(new.first_party),
-            created_at: now_ms(),
+            created_at: self.clock.now_ms(),
             secret_rotated_at: None,
             id_token_alg: new.id_token_alg.as_str().to_owned(),
             jwks,
@@ -270,7 +271,7 @@ impl Clients {
     pub async fn rotate_secret(&self, id: &str, actor: &Actor) -> Result<Zeroizing<String>> {
         let secret = TokenKind::ClientSecret.mint();
         let digest = self.keyring.token_digest(&secret);
-        if !self.store.set_client_secret(id, &digest.digest, &digest.key_id, now_ms()).await? {
+        if !self.store.set_client_secret(id, &digest.digest, &digest.key_id, self.clock.now_ms()).await? {
             // Either no such client or a public one, which has no secret to rotate.
             return Err(self.get(id).await.err().unwrap_or(Error::InvalidClient("a public client has no secret")));
         }

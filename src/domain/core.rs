@@ -11,12 +11,15 @@ use super::policy::TokenPolicy;
 use super::revocation::Revocations;
 use super::throttle::Throttle;
 use super::validation_cache::ValidationCache;
+use crate::clock::Clock;
 use crate::keys::Keyring;
 use crate::mail::Mailer;
 use crate::store::DynStore;
 
 #[derive(Clone)]
 pub struct Core {
+    /// The time every service reads (the system clock but in tests).
+    pub clock: Clock,
     pub store: DynStore,
     pub keyring: Arc<Keyring>,
     pub hasher: Arc<PasswordHasher>,

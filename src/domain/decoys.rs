@@ -8,7 +8,6 @@ use super::error::Result;
 use super::honeytokens::{decoy_account_id, decoy_token};
 use super::identity::{Email, Username};
 use super::tokens::TokenKind;
-use crate::clock::now_ms;
 use crate::store::{DeviceSighting, NewToken, SessionStart, Verified};
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -76,7 +75,7 @@ impl Decoys {
     /// devices and a live token on each, all dated as if made over the past year.
     pub async fn seed(&self, count: usize) -> Result<Vec<Decoy>> {
         let mut decoys = Vec::with_capacity(count);
-        let now = now_ms();
+        let now = self.core.clock.now_ms();
         while decoys.len() < count {
             let (username, email, created_at) = {
                 let mut rng = rand::thread_rng();
@@ -112,7 +111,7 @@ impl Decoys {
         let (product, platform, name, seen_at) = {
             let mut rng = rand::thread_rng();
             let (product, platform, name) = DEVICES.choose(&mut rng).copied().unwrap_or(DEVICES[0]);
-            let seen_at = now_ms() - rng.gen_range(60..14 * 24 * 3600) * 1000;
+            let seen_at = self.core.clock.now_ms() - rng.gen_range(60..14 * 24 * 3600) * 1000;
             (product, platform, name, seen_at.max(created_at))
         };
         let token = decoy_token(&self.core.keyring, TokenKind::PlexToken);

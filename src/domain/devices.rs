@@ -12,7 +12,7 @@ use super::error::{Error, Result};
 use super::policy::TokenPolicy;
 use super::revocation::{Revocation, Revocations, Scope, TokenFacts};
 use super::throttle::{Purpose, Subject, Throttle};
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::mail::Notice;
 use crate::store::{DeviceRecord, DynStore};
 
@@ -31,6 +31,7 @@ pub struct DeviceView {
 
 #[derive(Clone)]
 pub struct Devices {
+    clock: Clock,
     store: DynStore,
     revocations: Revocations,
     audit: AuditLog,
@@ -42,6 +43,7 @@ pub struct Devices {
 impl Devices {
     pub fn new(core: &Core, accounts: Accounts) -> Self {
         Self {
+            clock: core.clock.clone(),
             store: core.store.clone(),
             revocations: core.revocations.clone(),
             throttle: core.throttle.clone(),
@@ -90,7 +92,7 @@ impl Devices {
 
     /// The caller's devices that still hold a live session, most recently seen first.
     pub async fn list(&self, who: &Authenticated) -> Result<Vec<DeviceView>> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let sessions = self.store.sessions_of(&who.user_id).await?;
         let live: Vec<_> = sessions
             .iter()

@@ -11,18 +11,19 @@
 
 use super::caller::Authenticated;
 use super::error::{Error, Result};
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::store::DynStore;
 
 #[derive(Clone)]
 pub struct Freshness {
+    clock: Clock,
     store: DynStore,
     window_secs: i64,
 }
 
 impl Freshness {
-    pub fn new(store: DynStore, window_secs: i64) -> Self {
-        Self { store, window_secs }
+    pub fn new(store: DynStore, window_secs: i64, clock: Clock) -> Self {
+        Self { clock, store, window_secs }
     }
 
     /// Refuses with `step_up_required` unless the session proved its person within the window, with
@@ -48,7 +49,7 @@ impl Freshness {
     }
 
     pub async fn is_fresh(&self, who: &Authenticated) -> Result<bool> {
-        if who.verified_at <= 0 || now_ms() - who.verified_at > self.window_secs * 1000 {
+        if who.verified_at <= 0 || self.clock.now_ms() - who.verified_at > self.window_secs * 1000 {
             return Ok(false);
         }
         if who.verified_second_factor {

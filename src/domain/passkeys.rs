@@ -13,7 +13,7 @@ use webauthn_rs::prelude::{
 };
 
 use super::error::{Error, Result};
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::store::{DynStore, NewCeremony, PasskeyRecord};
 
 /// Adding a passkey to a signed-in account.
@@ -81,6 +81,7 @@ struct Registration {
 
 #[derive(Clone)]
 pub struct Passkeys {
+    clock: Clock,
     store: DynStore,
     webauthn: Option<Arc<Webauthn>>,
     ttl_ms: i64,
@@ -107,8 +108,8 @@ fn decode(record: &PasskeyRecord) -> Result<Passkey> {
 }
 
 impl Passkeys {
-    pub fn new(store: DynStore, webauthn: Option<Arc<Webauthn>>, ttl_secs: i64) -> Self {
-        Self { store, webauthn, ttl_ms: ttl_secs * 1000 }
+    pub fn new(store: DynStore, webauthn: Option<Arc<Webauthn>>, ttl_secs: i64, clock: Clock) -> Self {
+        Self { clock, store, webauthn, ttl_ms: ttl_secs * 1000 }
     }
 
     /// Whether this server can use passkeys at all (see `passkeys.rp_id`).
@@ -229,7 +230,7 @@ impl Passkeys {
 
     async fn used(&self, record: &PasskeyRecord, passkey: &Passkey) -> Result<()> {
         let json = serde_json::to_string(passkey).map_err(|e| Error::Internal(e.to_string()))?;
-        self.store.passkey_used(&record.id, &json, now_ms()).await?;
+        self.store.passkey_used(&record.id, &json, self.clock.now_ms()).await?;
         Ok(())
     }
 
@@ -245,7 +246,7 @@ impl Passkeys {
             user_id: user_id.map(str::to_owned),
             purpose,
             state: serde_json::to_string(state).map_err(|e| Error::Internal(e.to_string()))?,
-            expires_at: now_ms() + self.ttl_ms,
+            expires_at: self.clock.now_ms() + self.ttl_ms,
         };
         self.store.create_ceremony(&ceremony).await?;
         Ok(Ceremony { ceremony_id: ceremony.id, options })
@@ -254,7 +255,8 @@ impl Passkeys {
     /// Spends a challenge: it must be for this purpose and account, and not expired.
     async fn take<S: DeserializeOwned>(&self, id: &str, purpose: &str, user_id: Option<&str>) -> Result<S> {
         let record = self.store.take_ceremony(id).await?.ok_or(Error::InvalidCeremony)?;
-        if record.purpose != purpose || record.user_id.as_deref() != user_id || record.expires_at <= now_ms() {
+        if record.purpose != purpose || record.user_id.as_deref() != user_id || record.expires_at <= self.clock.now_ms()
+        {
             return Err(Error::InvalidCeremony);
         }
         serde_json::from_str(&record.state).map_err(|e| Error::Internal(format!("ceremony state: {e}")))

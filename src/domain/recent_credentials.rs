@@ -8,7 +8,7 @@ use serde_json::json;
 use super::audit::{kind, Actor, AuditLog};
 use super::error::{Error, Result};
 use super::validation_cache::ValidationCache;
-use crate::clock::{human, now_ms};
+use crate::clock::{human, Clock};
 use crate::store::DynStore;
 
 /// How far back the list goes.
@@ -49,19 +49,20 @@ pub struct RecentCredential {
 
 #[derive(Clone)]
 pub struct RecentCredentials {
+    clock: Clock,
     store: DynStore,
     audit: AuditLog,
     validations: ValidationCache,
 }
 
 impl RecentCredentials {
-    pub fn new(store: DynStore, audit: AuditLog, validations: ValidationCache) -> Self {
-        Self { store, audit, validations }
+    pub fn new(store: DynStore, audit: AuditLog, validations: ValidationCache, clock: Clock) -> Self {
+        Self { clock, store, audit, validations }
     }
 
     /// The account's credentials added in the last [`RECENT_DAYS`], newest first.
     pub async fn of(&self, user_id: &str) -> Result<Vec<RecentCredential>> {
-        let since = now_ms() - RECENT_DAYS * 86_400_000;
+        let since = self.clock.now_ms() - RECENT_DAYS * 86_400_000;
         let entry = |kind, id: &str, name: &str, added_at: i64| RecentCredential {
             kind,
             id: id.to_owned(),

@@ -21,7 +21,6 @@ use super::recent_credentials::{CredentialKind, RecentCredential, RecentCredenti
 use super::revocation::{Revocation, Scope};
 use super::throttle::{self, Purpose, Subject};
 use super::tokens::TokenKind;
-use crate::clock::now_ms;
 use crate::mail::{Notice, Recipient};
 use crate::store::{NewOneTimeToken, PasswordChange, UserRecord};
 
@@ -40,7 +39,12 @@ pub struct Recovery {
 
 impl Recovery {
     pub fn new(core: &Core, accounts: Accounts, providers: Vec<(String, String)>) -> Self {
-        let recent = RecentCredentials::new(core.store.clone(), core.audit.clone(), core.validations().clone());
+        let recent = RecentCredentials::new(
+            core.store.clone(),
+            core.audit.clone(),
+            core.validations().clone(),
+            core.clock.clone(),
+        );
         Self { core: core.clone(), accounts, providers: Arc::new(providers), recent }
     }
 
@@ -105,7 +109,7 @@ impl Recovery {
     pub async fn issue_reset_link(&self, user_id: &str) -> Result<String> {
         let token = TokenKind::PasswordReset.mint();
         let digest = self.core.keyring.token_digest(&token);
-        let now = now_ms();
+        let now = self.core.clock.now_ms();
         let stored = NewOneTimeToken {
             digest: digest.digest,
             digest_key_id: digest.key_id,
@@ -135,7 +139,7 @@ impl Recovery {
         let email = self.accounts.email_of(&user)?;
         password::check_new(new_password, &user.username, &email)?;
         let hash = self.core.hasher.hash(&password::normalise(new_password)).await?;
-        let now = now_ms();
+        let now = self.core.clock.now_ms();
         let mut spent = false;
         for digest in &digests {
             let purpose = TokenKind::PasswordReset.as_str();
@@ -220,7 +224,7 @@ impl Recovery {
             if let Some(user_id) = self
                 .core
                 .store
-                .one_time_token_owner(&digest.digest, TokenKind::PasswordReset.as_str(), now_ms())
+                .one_time_token_owner(&digest.digest, TokenKind::PasswordReset.as_str(), self.core.clock.now_ms())
                 .await?
             {
                 return Ok(self.core.store.user_by_id(&user_id).await?);
@@ -259,7 +263,7 @@ impl Recovery {
             user_id: user.id.clone(),
             hash: hash.phc,
             pepper_id: hash.pepper_id,
-            at: now_ms(),
+            at: self.core.clock.now_ms(),
             sign_out: stored,
             event: AuditLog::event(event_kind, actor, Some(&user.id), address, details),
         };

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use super::audit::{kind, Actor, AuditLog};
 use super::error::Result;
 use super::validation_cache::{Invalidation, ValidationCache};
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::store::{DynStore, InvalidationRecord, NewAuditEvent, NewRule, RuleRecord};
 
 /// What a rule covers.
@@ -304,6 +304,7 @@ impl Currency {
 /// its validation cache must forget.
 #[derive(Clone)]
 pub struct Revocations {
+    clock: Clock,
     store: DynStore,
     audit: AuditLog,
     cache: RevocationCache,
@@ -314,8 +315,9 @@ pub struct Revocations {
 }
 
 impl Revocations {
-    pub fn new(store: DynStore, audit: AuditLog, validations: ValidationCache) -> Self {
+    pub fn new(store: DynStore, audit: AuditLog, validations: ValidationCache, clock: Clock) -> Self {
         Self {
+            clock,
             store,
             audit,
             cache: RevocationCache::default(),
@@ -361,7 +363,7 @@ impl Revocations {
 
     /// The rule, its stored form and its audit event, for writers that add more to the transaction.
     pub(crate) fn prepare(&self, revocation: Revocation) -> (Rule, NewRule, NewAuditEvent) {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let rule = Rule {
             scope: revocation.scope,
             not_before: revocation.issued_before.unwrap_or(now),

@@ -21,7 +21,7 @@ use super::recovery_codes;
 use super::throttle::{self, Purpose, Throttle};
 use super::totp::{self, TotpSecret};
 use super::validation_cache::ValidationCache;
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::domain::policy::MfaPolicy;
 use crate::keys::{Keyring, Sealed};
 use crate::mail::Notice;
@@ -110,6 +110,7 @@ impl std::ops::Deref for SecondFactors {
 
 /// What every handle to the second-factor service shares.
 pub struct SecondFactorsParts {
+    clock: Clock,
     store: DynStore,
     keyring: Arc<Keyring>,
     hasher: Arc<PasswordHasher>,
@@ -131,6 +132,7 @@ pub(crate) fn secret_context(user_id: &str) -> Vec<u8> {
 impl SecondFactors {
     pub fn new(core: &Core, accounts: Accounts) -> Self {
         Self(std::sync::Arc::new(SecondFactorsParts {
+            clock: core.clock.clone(),
             store: core.store.clone(),
             keyring: core.keyring.clone(),
             hasher: core.hasher.clone(),
@@ -138,7 +140,12 @@ impl SecondFactors {
             accounts,
             policy: core.mfa,
             issuer: core.product.clone(),
-            passkeys: Passkeys::new(core.store.clone(), core.webauthn.clone(), core.mfa.challenge_ttl_secs),
+            passkeys: Passkeys::new(
+                core.store.clone(),
+                core.webauthn.clone(),
+                core.mfa.challenge_ttl_secs,
+                core.clock.clone(),
+            ),
             throttle: core.throttle.clone(),
             freshness: core.freshness.clone(),
             validations: core.validations().clone(),
@@ -213,7 +220,7 @@ impl SecondFactors {
             user_id: who.user_id.clone(),
             secret_sealed: sealed.bytes,
             secret_key_id: sealed.key_id,
-            created_at: now_ms(),
+            created_at: self.clock.now_ms(),
         };
         if !self.store.begin_totp_enrolment(&factor).await? {
             return Err(Error::TotpAlreadyEnabled);
@@ -253,7 +260,7 @@ impl SecondFactors {
         let secret = self.open_secret(&record.user_id, record.secret_sealed, record.secret_key_id)?;
         let step = secret.matching_step(code, now_secs()).ok_or(Error::InvalidCode)?;
         let codes = recovery_codes::generate();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let change = FactorChange {
             user_id: who.user_id.clone(),
             at: now,
@@ -302,7 +309,7 @@ impl SecondFactors {
         let codes = recovery_codes::generate();
         let change = FactorChange {
             user_id: who.user_id.clone(),
-            at: now_ms(),
+            at: self.clock.now_ms(),
             step: 0,
             recovery_codes: self.code_digests(&who.user_id, &codes),
         };
@@ -346,7 +353,7 @@ impl SecondFactors {
 
     async fn check_recovery_code(&self, user_id: &str, code: &str, address: Option<&str>) -> Result<()> {
         let normalised = recovery_codes::normalise(code).ok_or(Error::InvalidCode)?;
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut used = false;
         for digest in recovery_codes::digests(&self.keyring, user_id, &normalised) {
             if self.store.use_recovery_code(user_id, &digest.digest, now).await? {
@@ -391,7 +398,7 @@ impl SecondFactors {
                 self.throttle.guard(Purpose::SignIn, &subjects, user_id, address, check).await?
             }
         }
-        let verified = Verified { at: now_ms(), second_factor: has_factor };
+        let verified = Verified { at: self.clock.now_ms(), second_factor: has_factor };
         self.store.mark_session_verified(&who.session_id, verified).await?;
         self.validations.forget_session(&who.session_id);
         self.record(kind::STEPPED_UP, &who.user_id, address, json!({ "session_id": who.session_id })).await?;
@@ -434,7 +441,7 @@ impl SecondFactors {
         self.freshness.require_for_new_credential(who).await?;
         let name = passkeys::clean_name(name)?;
         let created = self.passkeys.finish_registration(&who.user_id, ceremony_id, credential).await?;
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let record = PasskeyRecord {
             id: uuid::Uuid::now_v7().to_string(),
             user_id: who.user_id.clone(),
@@ -585,7 +592,7 @@ pub enum StepUp {
 }
 
 fn now_secs() -> u64 {
-    u64::try_from(now_ms() / 1000).unwrap_or_default()
+    u64::try_from(crate::clock::now_ms() / 1000).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::audit::{kind, Actor, AuditLog};
 use super::error::{Error, Result};
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::keys::{hex, Keyring};
 use crate::store::{DynStore, ThrottleStep};
 
@@ -214,6 +214,7 @@ impl std::ops::Deref for Throttle {
 
 /// What every handle to the throttle shares.
 pub struct ThrottleParts {
+    clock: Clock,
     store: DynStore,
     keyring: std::sync::Arc<Keyring>,
     audit: AuditLog,
@@ -221,8 +222,14 @@ pub struct ThrottleParts {
 }
 
 impl Throttle {
-    pub fn new(store: DynStore, keyring: std::sync::Arc<Keyring>, audit: AuditLog, settings: ThrottleSettings) -> Self {
-        Self(std::sync::Arc::new(ThrottleParts { store, keyring, audit, settings }))
+    pub fn new(
+        store: DynStore,
+        keyring: std::sync::Arc<Keyring>,
+        audit: AuditLog,
+        settings: ThrottleSettings,
+        clock: Clock,
+    ) -> Self {
+        Self(std::sync::Arc::new(ThrottleParts { clock, store, keyring, audit, settings }))
     }
 
     /// The counter's key. Login names and addresses are personal data: they are stored as keyed
@@ -260,7 +267,7 @@ impl Throttle {
         if !self.settings.enabled {
             return Ok(attempt);
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let forget_before = now - self.settings.forget_after_secs * 1000;
         for subject in subjects {
             let key = self.key(purpose, *subject);
@@ -304,7 +311,7 @@ impl Throttle {
     /// Settles an attempt as a wrong guess: each counter at or past its free failures is blocked
     /// for its back-off. The moment a counter starts holding guesses back is audited.
     pub async fn failed(&self, attempt: Attempt, user_id: Option<&str>, address: Option<&str>) -> Result<()> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut newly_blocked = false;
         for counted in &attempt.counted {
             let blocked_until = counted.held().then(|| now + self.settings.delay_ms(counted.count, counted.free));
@@ -377,7 +384,7 @@ impl Throttle {
     /// fails: refuses while blocked, and otherwise counts this attempt as if it had failed.
     pub async fn count_attempt(&self, purpose: Purpose, subjects: &[Subject<'_>]) -> Result<()> {
         let attempt = self.reserve(purpose, subjects).await?;
-        let now = now_ms();
+        let now = self.clock.now_ms();
         for counted in &attempt.counted {
             let blocked_until = counted.held().then(|| now + self.settings.delay_ms(counted.count, counted.free));
             self.store.throttle_failed(&counted.key, now, blocked_until).await?;

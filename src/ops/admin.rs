@@ -46,7 +46,7 @@ impl Console {
         let providers = config.sso.providers.iter().map(|p| (p.id.clone(), p.name.clone())).collect();
         let recovery = Recovery::new(&core, accounts.clone(), providers);
         let factors = SecondFactors::new(&core, accounts.clone());
-        let clients = Clients::new(core.store.clone(), keyring.clone(), audit.clone());
+        let clients = Clients::new(core.store.clone(), keyring.clone(), audit.clone(), core.clock.clone());
         let honeytokens = Decoys::new(&core, accounts.clone());
         let key_rotation = KeyRotation::new(core.store.clone(), keyring.clone());
         let operators = Operators::new(&core, accounts.clone(), factors.clone());

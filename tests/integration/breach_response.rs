@@ -38,7 +38,7 @@ async fn listed_accounts_lose_one_channel_and_keep_the_rest(engine: Engine) {
 
     let run = server.admin(&command);
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    server.catch_up().await;
     let ((fay_web, fay_app), (gus_web, gus_app)) = (&tokens[0], &tokens[1]);
     server.me(&fay_app.access).await.assert_error(StatusCode::UNAUTHORIZED, "token_revoked");
     assert_eq!(server.refresh(&fay_app.refresh).await.status, StatusCode::UNAUTHORIZED);

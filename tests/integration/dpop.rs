@@ -138,7 +138,7 @@ async fn the_proxy_leak_drill(engine: Engine) {
     let out = server.admin(&["revoke", "--channel", "web", "--reason", "proxy leak"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("may recover silently"));
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    server.catch_up().await;
 
     // The leaked tokens are dead, whoever holds them.
     let proof = browser_key.proof(ProofFor::new("GET", &me).with_token(&dpop_browser.access));
@@ -176,7 +176,7 @@ async fn the_proxy_leak_drill(engine: Engine) {
     // A final revocation (--no-recovery) gives key holders no way back either.
     let out = server.admin(&["revoke", "--channel", "web", "--no-recovery"]);
     assert!(out.status.success());
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    server.catch_up().await;
     server.refresh_dpop(&browser_key, &fresh.refresh).await.assert_error(StatusCode::UNAUTHORIZED, "token_revoked");
     // A user's own "sign out of all devices" is final as well.
     let again = server.sign_in_dpop(&browser_key, "eve", "eve's passphrase").await;

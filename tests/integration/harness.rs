@@ -66,6 +66,8 @@ pub struct TestServer {
     pub config: Config,
     pub database_url: String,
     running: Option<RunningServer>,
+    /// The time every node of this server reads: tests move it instead of sleeping.
+    pub clock: keywarden::clock::Clock,
     postgres: Option<(String, String)>,
     _dir: tempfile::TempDir,
 }
@@ -86,11 +88,12 @@ impl TestServer {
             postgres = Some((admin_url.clone(), name));
         }
         tweak(&mut config);
-        let running = server::start(&config).await.expect("server starts");
+        let clock = keywarden::clock::Clock::adjustable();
+        let running = server::start_with_clock(&config, clock.clone()).await.expect("server starts");
         let base = format!("http://{}", running.addr);
         let http = reqwest::Client::builder().no_proxy().build().expect("http client");
         let database_url = config.database_url();
-        Self { base, http, config, database_url, running: Some(running), postgres, _dir: dir }
+        Self { base, http, config, database_url, running: Some(running), clock, postgres, _dir: dir }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -100,6 +103,11 @@ impl TestServer {
     /// The running node's state, for looking inside (queue depths, the revocation cache).
     pub fn running_state(&self) -> &keywarden::http::AppState {
         &self.running.as_ref().expect("server running").state
+    }
+
+    /// Moves this server's clock (every node's) forward: what expires, unblocks or ages does so at once.
+    pub fn advance(&self, by: std::time::Duration) {
+        assert!(self.clock.advance(by), "the test server's clock is adjustable");
     }
 
     /// The running node's database, for tests that look behind the services.
@@ -116,7 +124,7 @@ impl TestServer {
     /// Another node on this server's database and key file, with caches of its own: what one node
     /// learns must reach it.
     pub async fn another_node(&self) -> RunningServer {
-        server::start(&self.config).await.expect("second node starts")
+        server::start_with_clock(&self.config, self.clock.clone()).await.expect("second node starts")
     }
 
     /// Stops the server and starts it again on the same database and key file, with `tweak` applied.
@@ -125,7 +133,7 @@ impl TestServer {
             running.stop().await.expect("graceful stop");
         }
         tweak(&mut self.config);
-        let running = server::start(&self.config).await.expect("server restarts");
+        let running = server::start_with_clock(&self.config, self.clock.clone()).await.expect("server restarts");
         self.base = format!("http://{}", running.addr);
         self.running = Some(running);
         self

@@ -526,7 +526,7 @@ async fn a_tv_links_with_a_short_code_polls_and_is_listed_on_the_security_page(e
             break;
         }
         assert!(["slow_down", "authorization_pending"].contains(&body["error"].as_str().unwrap()), "{body}");
-        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        server.advance(std::time::Duration::from_millis(600));
     }
     let claims = verified_id_token(&server, tokens["id_token"].as_str().expect("tokens after approval"), "tv").await;
     assert_eq!(claims["preferred_username"], "dee");
@@ -575,7 +575,7 @@ async fn device_codes_expire_and_link_guesses_are_throttled(engine: Engine) {
     register(&server, "tv", ClientKind::Public, true, SigningAlg::Es256).await;
     let laptop = signed_in_browser(&server, "eve").await;
     let started = start_device(&server, "Old TV").await;
-    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    server.advance(std::time::Duration::from_millis(1200));
     let (status, body) = poll(&server, started["device_code"].as_str().unwrap()).await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("expired_token")));
     let (status, page, _) =
@@ -1077,7 +1077,7 @@ async fn prompt_login_and_max_age_ask_for_a_fresh_sign_in(engine: Engine) {
         }
     };
     let first = tokens_for(laptop.get(server.url(&authorize_path("forum", &[]))).send().await.unwrap()).await;
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    server.advance(std::time::Duration::from_millis(1100));
 
     // prompt=login: to the sign-in page although signed in, and back once signed in again.
     let response = laptop.get(server.url(&authorize_path("forum", &[("prompt", "login")]))).send().await.unwrap();

@@ -193,7 +193,7 @@ async fn admin_revocations_reach_a_running_server_within_a_second(engine: Engine
     let recent = pia("three").await;
     let out = server.admin(&["revoke", "--all", "--issued-before", "2020-01-01T00:00:00Z"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    server.catch_up().await;
     assert_eq!(server.me(&recent.access).await.status, StatusCode::OK);
     assert_eq!(server.me(&quinn.access).await.status, StatusCode::OK);
 

@@ -78,7 +78,7 @@ async fn a_retry_within_the_grace_is_not_reuse(engine: Engine) {
     assert_eq!(server.me(retried.json["access_token"].as_str().unwrap()).await.status, StatusCode::OK);
 
     // After the grace, the same token is reuse.
-    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
+    server.advance(std::time::Duration::from_millis(1300));
     server.refresh(&tokens.refresh).await.assert_error(StatusCode::UNAUTHORIZED, "refresh_token_reused");
     server
         .me(retried.json["access_token"].as_str().unwrap())

@@ -151,7 +151,7 @@ async fn refresh_token_reuse_reaches_every_node(engine: Engine) {
     assert_eq!(rotated.status, StatusCode::OK);
     let successor = rotated.json["access_token"].as_str().unwrap().to_owned();
     nodes.warm(&successor).await;
-    tokio::time::sleep(Duration::from_millis(1100)).await; // past the (zero-second) grace, by the clock's second
+    nodes.server.advance(Duration::from_millis(1100)); // past the (zero-second) grace, by the clock's second
     let since = Instant::now();
     nodes.server.refresh(&tv.refresh).await.assert_error(StatusCode::UNAUTHORIZED, "refresh_token_reused");
     nodes.refused_everywhere(&successor, Some(&nodes.server.base), since).await;

@@ -5,7 +5,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{OAuth, Scope};
-use crate::clock::now_ms;
 use crate::domain::audit::{kind, Actor, AuditLog};
 use crate::domain::caller::Authenticated;
 use crate::domain::clients::Client;
@@ -256,7 +255,7 @@ impl OAuth {
 
     /// What happens to a valid request for this browser session (or none).
     pub async fn authorize(&self, request: &ValidRequest, browser: Option<&Authenticated>) -> Result<Next> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let fresh = |who: &&Authenticated| {
             let within_max_age = request.max_age_secs.is_none_or(|age| now - who.verified_at <= age * 1000);
             let after = request.auth_after.is_none_or(|at| who.verified_at >= at);
@@ -317,7 +316,7 @@ impl OAuth {
             scope.extend(earlier.iter());
         }
         let scope = Scope::parse(&scope.join(" "))?.to_string();
-        self.store.save_consent(&who.user_id, &request.client.id, &scope, now_ms()).await?;
+        self.store.save_consent(&who.user_id, &request.client.id, &scope, self.clock.now_ms()).await?;
         let details = json!({ "client_id": request.client.id, "scope": scope });
         let actor = Actor::User(who.user_id.clone());
         self.audit
@@ -346,7 +345,7 @@ impl OAuth {
         };
         let code = TokenKind::AuthorizationCode.mint();
         let keyed = self.keyring.token_digest(&code);
-        let now = now_ms();
+        let now = self.clock.now_ms();
         self.store
             .create_oauth_code(&OAuthCodeRecord {
                 digest: keyed.digest,

@@ -5,7 +5,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{ClientCredentials, OAuth, Scope};
-use crate::clock::now_ms;
 use crate::domain::audit::{kind, Actor, AuditLog};
 use crate::domain::caller::Authenticated;
 use crate::domain::clients::Client;
@@ -102,7 +101,7 @@ impl OAuth {
         if !scope.has("openid") {
             return Ok(None);
         }
-        let now = now_ms() / 1000;
+        let now = self.clock.now_ms() / 1000;
         let claims = IdTokenClaims {
             iss: self.issuer.clone(),
             aud: client.id.clone(),
@@ -189,7 +188,7 @@ impl OAuth {
         if record.client_id.as_deref() != Some(client.id.as_str()) || record.session_revoked_at.is_some() {
             return Ok(());
         }
-        self.store.revoke_session(&record.session_id, now_ms()).await?;
+        self.store.revoke_session(&record.session_id, self.clock.now_ms()).await?;
         self.revocations.validations().forget_session(&record.session_id);
         let details = json!({ "client_id": client.id, "session_id": record.session_id });
         let actor = Actor::Client(client.id.clone());

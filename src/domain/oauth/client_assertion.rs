@@ -8,7 +8,6 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use super::{invalid_client, OAuth};
-use crate::clock::now_ms;
 use crate::domain::clients::Client;
 use crate::domain::error::{Error, Result};
 
@@ -71,7 +70,7 @@ impl OAuth {
             .find_map(|key| jsonwebtoken::decode::<AssertionClaims>(assertion, &key, &validation).ok())
             .ok_or_else(|| Error::oauth("invalid_client", "the client assertion could not be verified"))?
             .claims;
-        let now = now_ms() / 1000;
+        let now = self.clock.now_ms() / 1000;
         if claims.sub != client.id
             || claims.jti.is_empty()
             || claims.jti.len() > 256

@@ -4,7 +4,6 @@
 use serde_json::json;
 
 use super::{OAuth, Scope};
-use crate::clock::now_ms;
 use crate::domain::audit::{kind, Actor, AuditLog};
 use crate::domain::caller::Authenticated;
 use crate::domain::error::{Error, Result};
@@ -34,7 +33,7 @@ impl OAuth {
         if !self.store.remove_consent(&who.user_id, client_id).await? {
             return Err(Error::ClientNotFound);
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut ended = 0;
         for session in self.store.sessions_of(&who.user_id).await? {
             if session.channel == client_id {

@@ -7,7 +7,6 @@ use zeroize::Zeroizing;
 
 use super::grants::{Issue, Redemption, TokenRequest, TokenResponse};
 use super::{ClientCredentials, OAuth, Scope};
-use crate::clock::now_ms;
 use crate::domain::audit::{kind, Actor, AuditLog};
 use crate::domain::caller::Authenticated;
 use crate::domain::clients::Client;
@@ -87,7 +86,7 @@ impl OAuth {
         let device_name = clean_device_name(request.device_name.as_deref(), &client)?;
         let device_code = TokenKind::DeviceCode.mint();
         let keyed = self.keyring.token_digest(&device_code);
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let ttl = self.settings.device_code_ttl_secs;
         // A clash with a live code is astronomically rare; a second draw settles it.
         for _ in 0..3 {
@@ -141,7 +140,7 @@ impl OAuth {
         typed: &str,
         address: Option<&str>,
     ) -> Result<(DeviceCodeRecord, PendingLink)> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let subjects = throttle::against_account(&who.user_id, address);
         let look_up = async {
             let Some(code) = normalise_user_code(typed) else { return Err(Error::InvalidUserCode) };
@@ -182,7 +181,7 @@ impl OAuth {
         }
         let (record, link) = self.pending_link(who, typed, address).await?;
         let approval = approve.then_some((who.user_id.as_str(), who.verified_at));
-        if !self.store.decide_device_code(&record.digest, approval, now_ms()).await? {
+        if !self.store.decide_device_code(&record.digest, approval, self.clock.now_ms()).await? {
             return Err(Error::InvalidUserCode);
         }
         let details = json!({ "client_id": record.client_id, "device_name": record.device_name, "approved": approve });
@@ -214,7 +213,7 @@ impl OAuth {
         if record.client_id != client.id {
             return Err(Error::oauth("invalid_grant", "the device_code was issued to another client"));
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         match record.status.as_str() {
             "used" => return Err(Error::oauth("invalid_grant", "the device_code was already used")),
             "denied" => return Err(Error::oauth("access_denied", "the person did not allow this device")),

@@ -10,7 +10,6 @@ use zeroize::Zeroizing;
 
 use super::authorize::{pkce_shaped, CodeGrant};
 use super::{ClientCredentials, OAuth, Scope};
-use crate::clock::now_ms;
 use crate::domain::audit::{kind, Actor, AuditLog};
 use crate::domain::clients::Client;
 use crate::domain::dpop::Proof;
@@ -100,7 +99,7 @@ impl OAuth {
         if record.client_id != client.id {
             return Err(invalid_grant("the code was issued to another client"));
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         if record.used_at.is_some() {
             self.code_reused(&record, request.address.as_deref()).await?;
             return Err(invalid_grant("the code was already used; the tokens it gave have been revoked"));
@@ -152,7 +151,7 @@ impl OAuth {
     /// Starts the session a grant gives, spending what it was redeemed with in the same
     /// transaction; `None` if that was spent first.
     pub(super) async fn issue(&self, issue: Issue<'_>, redemption: Redemption<'_>) -> Result<Option<TokenResponse>> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let client = issue.client;
         let session_id = uuid::Uuid::now_v7().to_string();
         let (access, refresh, tokens) = self.sessions.mint_pair(&session_id, issue.user_id, now);
@@ -251,7 +250,7 @@ impl OAuth {
     /// A code presented twice was intercepted or replayed: whatever it gave is ended (RFC 6749 §4.1.2).
     async fn code_reused(&self, record: &OAuthCodeRecord, address: Option<&str>) -> Result<()> {
         if let Some(session_id) = &record.session_id {
-            self.store.end_session_and_tell(session_id, now_ms()).await?;
+            self.store.end_session_and_tell(session_id, self.clock.now_ms()).await?;
             self.revocations.validations().forget_session(session_id);
         }
         tracing::warn!(user_id = %record.user_id, client_id = %record.client_id, "authorization code reused: its session was revoked");

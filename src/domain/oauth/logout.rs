@@ -5,7 +5,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::OAuth;
-use crate::clock::now_ms;
 use crate::domain::error::{Error, Result};
 use crate::store::LogoutJob;
 
@@ -42,7 +41,7 @@ impl OAuth {
             Err(other) => return Err(other),
         };
         let Some(uri) = client.backchannel_logout_uri.clone() else { return Ok(None) };
-        let now = now_ms() / 1000;
+        let now = self.clock.now_ms() / 1000;
         let claims = LogoutTokenClaims {
             iss: self.issuer.clone(),
             aud: client.id.clone(),
@@ -120,7 +119,7 @@ impl OAuth {
         };
         let session = self.store.sessions_of(&claims.sub).await?.into_iter().find(|s| s.id == claims.sid);
         if session.is_some_and(|s| s.channel == client.id) {
-            self.store.revoke_session(&claims.sid, now_ms()).await?;
+            self.store.revoke_session(&claims.sid, self.clock.now_ms()).await?;
             self.revocations.validations().forget_session(&claims.sid);
             tracing::info!(user_id = %claims.sub, client_id = %client.id, session_id = %claims.sid, "signed out by the client");
         }

@@ -35,6 +35,7 @@ use super::policy::TokenPolicy;
 use super::revocation::Revocations;
 use super::sessions::Sessions;
 use super::throttle::Throttle;
+use crate::clock::Clock;
 use crate::keys::signing::Signer;
 use crate::keys::Keyring;
 use crate::store::DynStore;
@@ -131,6 +132,7 @@ fn invalid_client() -> Error {
 
 #[derive(Clone)]
 pub struct OAuth {
+    clock: Clock,
     store: DynStore,
     keyring: Arc<Keyring>,
     audit: AuditLog,
@@ -156,10 +158,11 @@ impl OAuth {
         settings: OAuthSettings,
     ) -> Self {
         Self {
+            clock: core.clock.clone(),
             store: core.store.clone(),
             keyring: core.keyring.clone(),
             audit: core.audit.clone(),
-            clients: Clients::new(core.store.clone(), core.keyring.clone(), core.audit.clone()),
+            clients: Clients::new(core.store.clone(), core.keyring.clone(), core.audit.clone(), core.clock.clone()),
             sessions,
             accounts,
             signer,

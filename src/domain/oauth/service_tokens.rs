@@ -8,7 +8,6 @@ use zeroize::Zeroizing;
 use super::claims::Introspection;
 use super::grants::TokenResponse;
 use super::OAuth;
-use crate::clock::now_ms;
 use crate::domain::clients::Client;
 use crate::domain::error::{Error, Result};
 use crate::domain::revocation::TokenFacts;
@@ -33,7 +32,7 @@ impl OAuth {
         if client.is_public() {
             return Err(Error::oauth("unauthorized_client", "public clients cannot use the client_credentials grant"));
         }
-        let now = now_ms() / 1000;
+        let now = self.clock.now_ms() / 1000;
         let claims = ServiceTokenClaims {
             iss: self.issuer.clone(),
             sub: client.id.clone(),
@@ -61,7 +60,7 @@ impl OAuth {
     /// belongs to another client, has expired or was revoked.
     pub(super) fn introspect_service_token(&self, client: &Client, token: &str) -> Option<Introspection> {
         let claims: ServiceTokenClaims = self.signer.verify(token, &self.issuer)?;
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let facts = TokenFacts {
             issued_at: claims.iat * 1000,
             user_id: "",

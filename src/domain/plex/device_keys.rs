@@ -13,7 +13,7 @@ use rand::RngCore;
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::domain::audit::{kind, Actor, AuditLog};
 use crate::domain::caller::Authenticated;
 use crate::domain::core::Core;
@@ -45,6 +45,7 @@ struct ClientClaims {
 
 #[derive(Clone)]
 pub struct DeviceKeys {
+    clock: Clock,
     store: DynStore,
     keyring: Arc<Keyring>,
     audit: AuditLog,
@@ -56,6 +57,7 @@ pub struct DeviceKeys {
 impl DeviceKeys {
     pub fn new(core: &Core, sessions: Sessions, signer: Arc<Signer>) -> Self {
         Self {
+            clock: core.clock.clone(),
             store: core.store.clone(),
             keyring: core.keyring.clone(),
             audit: core.audit.clone(),
@@ -70,7 +72,7 @@ impl DeviceKeys {
     pub fn nonce(&self) -> String {
         let mut random = [0u8; 18];
         rand::rngs::OsRng.fill_bytes(&mut random);
-        let body = format!("{}.{}", URL_SAFE_NO_PAD.encode(random), now_ms() / 1000 + NONCE_TTL_SECS);
+        let body = format!("{}.{}", URL_SAFE_NO_PAD.encode(random), self.clock.now_ms() / 1000 + NONCE_TTL_SECS);
         let mac = self.keyring.token_digest(&format!("plex-nonce:{body}"));
         format!("{body}.{}", URL_SAFE_NO_PAD.encode(mac.digest))
     }
@@ -85,7 +87,7 @@ impl DeviceKeys {
             .token_digests(&format!("plex-nonce:{body}"))
             .iter()
             .any(|candidate| bool::from(candidate.digest.ct_eq(&mac)));
-        (ours && expires > now_ms() / 1000).then_some(expires)
+        (ours && expires > self.clock.now_ms() / 1000).then_some(expires)
     }
 
     /// Registers the device's public key for the session of the token presented. A key mints
@@ -100,7 +102,7 @@ impl DeviceKeys {
             device_id: who.device_id.clone(),
             jwk: jwk.to_string(),
             anchor_digest: anchor.digest,
-            created_at: now_ms(),
+            created_at: self.clock.now_ms(),
             last_used_at: None,
         };
         if !self.store.register_device_key(&key).await? {
@@ -151,7 +153,7 @@ impl DeviceKeys {
         if !self.store.use_client_assertion(NONCE_SPENDER, &claims.nonce, nonce_expires * 1000).await? {
             return Err(Error::InvalidToken);
         }
-        let now = now_ms() / 1000;
+        let now = self.clock.now_ms() / 1000;
         let mut jti = [0u8; 16];
         rand::rngs::OsRng.fill_bytes(&mut jti);
         let token_claims = json!({
@@ -163,7 +165,7 @@ impl DeviceKeys {
             self.signer.sign(SigningAlg::EdDsa, "JWT", &token_claims).map_err(|e| Error::Internal(e.to_string()))?;
         let digest = self.sessions.add_plex_token(&anchor, &token, DEVICE_JWT_TTL_SECS).await?;
         // The key now lives as long as its newest token's sign-in.
-        self.store.move_device_key_anchor(&kid, &key.anchor_digest, &digest, now_ms()).await?;
+        self.store.move_device_key_anchor(&kid, &key.anchor_digest, &digest, self.clock.now_ms()).await?;
         Ok(token)
     }
 

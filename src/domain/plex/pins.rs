@@ -5,7 +5,7 @@ use rand::Rng;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::domain::audit::{kind, Actor, AuditLog};
 use crate::domain::caller::Authenticated;
 use crate::domain::core::Core;
@@ -70,6 +70,7 @@ impl From<PlexPinRecord> for WaitingDevice {
 
 #[derive(Clone)]
 pub struct Pins {
+    clock: Clock,
     store: DynStore,
     keyring: Arc<Keyring>,
     audit: AuditLog,
@@ -94,6 +95,7 @@ fn normalise(typed: &str) -> Option<String> {
 impl Pins {
     pub fn new(core: &Core, sessions: Sessions) -> Self {
         Self {
+            clock: core.clock.clone(),
             store: core.store.clone(),
             keyring: core.keyring.clone(),
             audit: core.audit.clone(),
@@ -118,7 +120,7 @@ impl Pins {
         let subjects: Vec<Subject<'_>> =
             address.map(Subject::Address).into_iter().chain(client.map(Subject::Client)).collect();
         self.throttle.count_attempt(Purpose::PinCreation, &subjects).await?;
-        let now = now_ms();
+        let now = self.clock.now_ms();
         // A code another live PIN has is drawn again (a four-character code space is small).
         for _ in 0..5 {
             let code = new_code(if strong { STRONG_LEN } else { SHORT_LEN });
@@ -160,7 +162,7 @@ impl Pins {
     /// The PIN as the device that asked for it sees it; once approved, the first poll gets the
     /// token (and the device its session). Another device's poll finds nothing.
     pub async fn poll(&self, id: i64, client_identifier: &str, address: Option<String>) -> Result<PolledPin> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         // Polls for PINs that are not the caller's are guesses at ids: throttled per address.
         let subjects: Vec<Subject<'_>> = address.as_deref().map(Subject::Address).into_iter().collect();
         let look_up = async {
@@ -196,7 +198,7 @@ impl Pins {
     /// The live PIN with this code, for the person to confirm; wrong codes are throttled per
     /// account and per source address.
     pub async fn find(&self, who: &Authenticated, typed: &str, address: Option<&str>) -> Result<WaitingDevice> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let subjects = throttle::against_account(&who.user_id, address);
         let look_up = async {
             let Some(code) = normalise(typed) else { return Err(Error::InvalidUserCode) };
@@ -214,7 +216,7 @@ impl Pins {
     pub async fn approve(&self, who: &Authenticated, typed: &str, address: Option<&str>) -> Result<WaitingDevice> {
         self.freshness.require_for_new_credential(who).await?;
         let pin = self.find(who, typed, address).await?;
-        if !self.store.approve_plex_pin(pin.pin_id, &who.user_id, now_ms()).await? {
+        if !self.store.approve_plex_pin(pin.pin_id, &who.user_id, self.clock.now_ms()).await? {
             return Err(Error::InvalidUserCode);
         }
         let details =

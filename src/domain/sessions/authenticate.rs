@@ -3,7 +3,6 @@
 
 use subtle::ConstantTimeEq;
 
-use crate::clock::now_ms;
 use crate::domain::error::{Error, Result};
 use crate::domain::honeytokens;
 use crate::domain::revocation::TokenFacts;
@@ -146,7 +145,14 @@ impl Sessions {
     /// Stores `token` (a device-key JWT) as a new `X-Plex-Token` of the session `anchor` belongs to;
     /// returns its digest.
     pub(crate) async fn add_plex_token(&self, anchor: &TokenRecord, token: &str, ttl_secs: i64) -> Result<Vec<u8>> {
-        let row = self.token_row(token, TokenKind::PlexToken, &anchor.session_id, &anchor.user_id, now_ms(), ttl_secs);
+        let row = self.token_row(
+            token,
+            TokenKind::PlexToken,
+            &anchor.session_id,
+            &anchor.user_id,
+            self.clock.now_ms(),
+            ttl_secs,
+        );
         let digest = row.digest.clone();
         self.store.add_tokens(&[row]).await?;
         Ok(digest)
@@ -181,7 +187,7 @@ impl Sessions {
         if record.session_revoked_at.is_some() {
             return Liveness::Dead(Error::TokenRevoked);
         }
-        if record.expires_at <= now_ms() {
+        if record.expires_at <= self.clock.now_ms() {
             return Liveness::Dead(Error::TokenExpired);
         }
         if let Err(stale) = self.revocations.ensure_current() {

@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 
 use serde_json::json;
 
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::domain::accounts::Accounts;
 use crate::domain::alerts::Alerts;
 use crate::domain::audit::{kind, Actor, AuditLog};
@@ -144,6 +144,7 @@ impl std::ops::Deref for Sessions {
 
 /// What every handle to the session service shares.
 pub struct SessionsParts {
+    clock: Clock,
     store: DynStore,
     keyring: Arc<Keyring>,
     hasher: Arc<PasswordHasher>,
@@ -160,6 +161,7 @@ pub struct SessionsParts {
 impl Sessions {
     pub fn new(core: &Core, accounts: Accounts, factors: SecondFactors) -> Self {
         Self(std::sync::Arc::new(SessionsParts {
+            clock: core.clock.clone(),
             store: core.store.clone(),
             keyring: core.keyring.clone(),
             hasher: core.hasher.clone(),
@@ -177,7 +179,7 @@ impl Sessions {
     /// Records that the session's person just signed in again at their provider: a step-up that
     /// stands for a password, never for a second factor.
     pub async fn mark_verified(&self, who: &Authenticated, address: Option<&str>, provider: &str) -> Result<()> {
-        let verified = Verified { at: now_ms(), second_factor: false };
+        let verified = Verified { at: self.clock.now_ms(), second_factor: false };
         self.store.mark_session_verified(&who.session_id, verified).await?;
         self.validations.forget_session(&who.session_id);
         let details = json!({ "session_id": who.session_id, "provider": provider });
@@ -219,7 +221,7 @@ impl Sessions {
         if let Some(client_identifier) = request.known_browser {
             device.client_id = client_identifier;
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let session_id = uuid::Uuid::now_v7().to_string();
         let (access, refresh, tokens) = self.mint(request.issue, &session_id, user_id, now);
         // A device linked from another session proved nothing itself; any other sign-in proved
@@ -290,7 +292,7 @@ impl Sessions {
 
     /// Ends the caller's session: its access and refresh tokens stop working at once.
     pub async fn sign_out(&self, who: &Authenticated, address: Option<&str>) -> Result<()> {
-        self.store.revoke_session(&who.session_id, now_ms()).await?;
+        self.store.revoke_session(&who.session_id, self.clock.now_ms()).await?;
         self.validations.forget_session(&who.session_id);
         tracing::info!(user_id = %who.user_id, session_id = %who.session_id, "signed out");
         let details = json!({ "session_id": who.session_id, "device_id": who.device_id });
@@ -359,10 +361,10 @@ impl Sessions {
     /// Re-hashes a password made with older parameters or pepper, off the request's path. Skipped
     /// when hashing is saturated: the next sign-in tries again.
     fn upgrade_hash_later(&self, user_id: String, old_phc: String, password: Zeroizing<String>) {
-        let (store, hasher) = (self.store.clone(), self.hasher.clone());
+        let (store, hasher, clock) = (self.store.clone(), self.hasher.clone(), self.clock.clone());
         tokio::spawn(async move {
             let Ok(new) = hasher.hash(&password).await else { return };
-            match store.replace_password_hash(&user_id, &old_phc, &new.phc, &new.pepper_id, now_ms()).await {
+            match store.replace_password_hash(&user_id, &old_phc, &new.phc, &new.pepper_id, clock.now_ms()).await {
                 Ok(true) => tracing::info!(%user_id, "password hash upgraded"),
                 Ok(false) => {}
                 Err(err) => tracing::warn!(%user_id, error = %err, "password hash upgrade failed"),

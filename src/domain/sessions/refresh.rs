@@ -3,7 +3,6 @@
 
 use serde_json::json;
 
-use crate::clock::now_ms;
 use crate::domain::audit::{kind, Actor, AuditLog};
 use crate::domain::dpop::Proof;
 use crate::domain::error::{Error, Result};
@@ -48,7 +47,7 @@ impl Sessions {
     }
 
     pub(super) async fn rotate(&self, record: TokenRecord) -> Result<IssuedTokens> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let (access, refresh, successors) = self.mint_pair(&record.session_id, &record.user_id, now);
         let issued = IssuedTokens {
             access_token: access,
@@ -88,7 +87,7 @@ impl Sessions {
     /// Replaces a session that a leak response revoked with a new one bound to the same key. The
     /// key never travelled, so whoever proves possession of it is the session's own client.
     pub(super) async fn recover(&self, record: TokenRecord, issue: Issue) -> Result<IssuedTokens> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let session_id = uuid::Uuid::now_v7().to_string();
         let (access, refresh, tokens) = self.mint(issue, &session_id, &record.user_id, now);
         let recovery = SessionRecovery {

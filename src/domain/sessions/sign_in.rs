@@ -6,7 +6,6 @@ use zeroize::Zeroizing;
 
 use serde_json::json;
 
-use crate::clock::now_ms;
 use crate::domain::accounts::Accounts;
 use crate::domain::audit::{kind, Actor, AuditLog};
 use crate::domain::dpop::Proof;
@@ -182,7 +181,7 @@ impl Sessions {
 
     /// Mails the extra step's code, once per account and window however often the password is tried.
     pub(super) async fn mail_sign_in_code(&self, user_id: &str, pending: &PendingSignIn) -> Result<()> {
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let window = now / SIGN_IN_CODE_WINDOW_MS;
         let window_end = (window + 1) * SIGN_IN_CODE_WINDOW_MS;
         if !self.store.raise_alert_state(&format!("sign_in_code:{user_id}"), now, window_end).await? {
@@ -202,7 +201,7 @@ impl Sessions {
     pub(super) fn check_sign_in_code(&self, user_id: &str, factor: &Factor) -> Result<()> {
         let Factor::Totp(typed) = factor else { return Err(Error::InvalidCode) };
         let typed: String = typed.chars().filter(|c| !c.is_whitespace()).collect();
-        let window = now_ms() / SIGN_IN_CODE_WINDOW_MS;
+        let window = self.clock.now_ms() / SIGN_IN_CODE_WINDOW_MS;
         let matches = [window, window - 1]
             .iter()
             .flat_map(|w| self.sign_in_codes(user_id, *w))
@@ -282,7 +281,7 @@ impl Sessions {
         pending.webauthn_ceremony = ceremony.as_ref().map(|c| c.ceremony_id.clone());
         let token = TokenKind::MfaChallenge.mint();
         let keyed = self.keyring.token_digest(&token);
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let challenge = NewMfaChallenge {
             digest: keyed.digest,
             digest_key_id: keyed.key_id,
@@ -303,7 +302,7 @@ impl Sessions {
         if TokenKind::of(&finish.mfa_token) != Some(TokenKind::MfaChallenge) {
             return Err(Error::InvalidMfaToken);
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let store = &self.store;
         let look_up = |digest: Vec<u8>| async move { store.mfa_challenge(&digest).await };
         let record =
@@ -348,7 +347,7 @@ impl Sessions {
         };
         self.throttle.settle(attempt, &checked, Some(&record.user_id), address.as_deref()).await?;
         checked?;
-        if !self.store.consume_mfa_challenge(&record.digest, now_ms()).await? {
+        if !self.store.consume_mfa_challenge(&record.digest, self.clock.now_ms()).await? {
             return Err(Error::InvalidMfaToken);
         }
         let method = if pending.mailed_code { MAILED_CODE } else { factor.method() };

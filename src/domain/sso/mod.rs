@@ -33,7 +33,7 @@ use super::identity::{Email, Username};
 use super::sessions::{IssuedTokens, ProviderSignIn, Sessions};
 use super::throttle::{Purpose as ThrottlePurpose, Subject, Throttle};
 use super::tokens::TokenKind;
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::keys::{Keyring, Sealed};
 use crate::mail::Notice;
 use crate::store::{DynStore, SsoFlowRecord, SsoIdentityRecord, SsoPendingRecord, StoreError, UniqueField};
@@ -148,6 +148,7 @@ pub struct ProviderButton {
 
 #[derive(Clone)]
 pub struct Sso {
+    clock: Clock,
     store: DynStore,
     keyring: Arc<Keyring>,
     audit: AuditLog,
@@ -189,6 +190,7 @@ impl Sso {
         public_url: &str,
     ) -> Self {
         Self {
+            clock: core.clock.clone(),
             store: core.store.clone(),
             keyring: core.keyring.clone(),
             audit: core.audit.clone(),
@@ -272,7 +274,7 @@ impl Sso {
         let challenge = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
         let keyed = self.keyring.token_digest(&state);
         let sealed = self.keyring.seal(verifier.as_bytes(), &verifier_context(&provider.id));
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let flow = SsoFlowRecord {
             digest: keyed.digest,
             digest_key_id: keyed.key_id,
@@ -320,7 +322,7 @@ impl Sso {
         if !bound || TokenKind::of(&callback.state) != Some(TokenKind::SsoState) {
             return Err(Error::InvalidSsoState);
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let store = &self.store;
         let take = |digest: Vec<u8>| async move { store.take_sso_flow(&digest, now).await };
         let flow = self.keyring.find_by_token_digest(&callback.state, take).await?.ok_or(Error::InvalidSsoState)?;
@@ -353,7 +355,7 @@ impl Sso {
         match purpose {
             Purpose::SignIn => match identity {
                 Some(identity) => {
-                    self.store.sso_identity_used(&identity.id, now_ms()).await?;
+                    self.store.sso_identity_used(&identity.id, self.clock.now_ms()).await?;
                     let request =
                         ProviderSignIn { address: arrival.address, user_agent: arrival.user_agent, dpop: arrival.dpop };
                     let attempt = self.sessions.sign_in_with_provider(&identity.user_id, &provider.id, request).await;
@@ -377,7 +379,7 @@ impl Sso {
                 let who = owner_of(&flow, arrival.current.as_ref())?;
                 match identity {
                     Some(identity) if identity.user_id == who.user_id => {
-                        self.store.sso_identity_used(&identity.id, now_ms()).await?;
+                        self.store.sso_identity_used(&identity.id, self.clock.now_ms()).await?;
                         self.sessions.mark_verified(&who, arrival.address.as_deref(), &provider.id).await?;
                         Ok(Outcome::Reauthenticated { next: flow.next })
                     }
@@ -414,7 +416,7 @@ impl Sso {
         self.accounts.check_available(&username, &email).await?;
         let vouched =
             claims.email_verified && claims.email.as_deref().and_then(|e| Email::parse(e).ok()) == Some(email.clone());
-        let now = now_ms();
+        let now = self.clock.now_ms();
         // No password: this account signs in through its provider (or a passkey it adds).
         let user = self.accounts.new_user(&username, &email, None, vouched.then_some(now));
         let user_id = user.id.clone();
@@ -449,7 +451,7 @@ impl Sso {
     pub async fn link_pending(&self, token: &str, who: &Authenticated, address: Option<&str>) -> Result<String> {
         self.freshness.require_for_new_credential(who).await?;
         let (record, claims) = self.open_pending(token).await?;
-        if !self.store.consume_sso_pending(&record.digest, now_ms()).await? {
+        if !self.store.consume_sso_pending(&record.digest, self.clock.now_ms()).await? {
             return Err(Error::InvalidSsoState);
         }
         self.link(&record.provider, &claims, who, address).await?;
@@ -499,7 +501,7 @@ impl Sso {
         who: &Authenticated,
         address: Option<&str>,
     ) -> Result<()> {
-        let identity = self.identity_record(provider, claims, &who.user_id, now_ms());
+        let identity = self.identity_record(provider, claims, &who.user_id, self.clock.now_ms());
         self.store.link_sso_identity(&identity).await.map_err(|e| match e {
             StoreError::Conflict(_) => Error::SsoIdentityTaken,
             other => Error::from(other),
@@ -544,7 +546,7 @@ impl Sso {
         let keyed = self.keyring.token_digest(&token);
         let plain = Zeroizing::new(serde_json::to_vec(claims).map_err(|e| Error::Internal(e.to_string()))?);
         let sealed = self.keyring.seal(&plain, &claims_context(provider));
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let record = SsoPendingRecord {
             digest: keyed.digest,
             digest_key_id: keyed.key_id,
@@ -563,7 +565,7 @@ impl Sso {
         if TokenKind::of(token) != Some(TokenKind::SsoPending) {
             return Err(Error::InvalidSsoState);
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let store = &self.store;
         let look_up = |digest: Vec<u8>| async move { store.sso_pending(&digest, now).await };
         let record = self.keyring.find_by_token_digest(token, look_up).await?.ok_or(Error::InvalidSsoState)?;
@@ -731,7 +733,8 @@ fn client_assertion(
     alg: jsonwebtoken::Algorithm,
     kid: Option<String>,
 ) -> Result<String> {
-    let now = now_ms() / 1000;
+    // Checked by the provider against its own clock, the real one.
+    let now = crate::clock::now_ms() / 1000;
     let claims = json!({
         "iss": client_id, "sub": client_id, "aud": audience, "jti": random_text().as_str(),
         "iat": now, "exp": now + 60,
