@@ -20,6 +20,7 @@ use crate::domain::passkeys;
 use crate::domain::password::PasswordHasher;
 use crate::domain::readiness::Readiness;
 use crate::domain::recent_credentials::RecentCredentials;
+use crate::domain::security_overview::SecurityOverviews;
 use crate::domain::sso::provider::Provider;
 use crate::domain::throttle::Throttle;
 use crate::domain::validation_cache::ValidationCache;
@@ -255,12 +256,23 @@ pub fn build_state(config: &Config, store: DynStore, keyring: Arc<Keyring>, cloc
         core.alerts.add_hook(Arc::new(Webhook::new(url, &config.product_name)?));
     }
     let sso = Sso::new(&core, accounts.clone(), sessions.clone(), providers, upstream, &config.public_url());
+    let devices = Devices::new(&core, accounts.clone());
+    let security = SecurityOverviews::new(
+        accounts.clone(),
+        devices.clone(),
+        core.audit.clone(),
+        factors.clone(),
+        oauth.clone(),
+        sso.clone(),
+        core.freshness.clone(),
+    );
     Ok(AppState::new(Services {
+        security,
         sessions,
         oauth,
         factors,
         freshness: core.freshness.clone(),
-        devices: Devices::new(&core, accounts.clone()),
+        devices,
         recovery: Recovery::new(&core, accounts.clone(), provider_names),
         recent_credentials: RecentCredentials::new(
             store.clone(),

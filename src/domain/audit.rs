@@ -77,6 +77,55 @@ pub mod kind {
     /// Decoy accounts were planted (how many, never which).
     pub const HONEYTOKENS_SEEDED: &str = "honeytokens.seeded";
     pub const HONEYTOKENS_LISTED: &str = "honeytokens.listed";
+
+    /// Event kinds in words for the person reading their own history.
+    pub fn in_words(kind: &str) -> &'static str {
+        match kind {
+            ACCOUNT_CREATED => "Account created",
+            EMAIL_VERIFIED => "Email address confirmed",
+            SIGN_IN => "Signed in",
+            SIGN_IN_FAILED => "Failed sign-in attempt",
+            NEW_DEVICE => "New device",
+            DEVICE_SIGNED_OUT => "Device signed out",
+            SIGNED_OUT => "Signed out",
+            REFRESH_TOKEN_REUSED => "A stolen token was used: the session was ended",
+            SESSION_RECOVERED => "Session restored after a security incident",
+            SIGNED_OUT_EVERYWHERE => "Signed out of all devices",
+            REVOCATION => "Sessions revoked",
+            PASSWORD_CHANGED => "Password changed",
+            PASSWORD_RESET => "Password reset",
+            PASSWORD_RESET_REQUESTED => "Password reset requested",
+            PASSWORD_RESET_FORCED => "New password required by an administrator",
+            MAIL_SENT => "Email sent",
+            ADMIN_USER_VIEWED => "An administrator looked at your account",
+            TOTP_ENROLMENT_STARTED => "Authenticator app setup started",
+            TOTP_ENABLED => "Authenticator app turned on",
+            TOTP_DISABLED => "Authenticator app turned off",
+            RECOVERY_CODES_REGENERATED => "New recovery codes made",
+            RECOVERY_CODE_USED => "Recovery code used",
+            SECOND_FACTOR_FAILED => "Wrong two-step verification code",
+            STEPPED_UP => "Identity confirmed for a sensitive change",
+            EMAIL_CHANGE_REQUESTED => "Email address change requested",
+            EMAIL_CHANGED => "Email address changed",
+            SECOND_FACTORS_RESET => "Two-step verification removed by an administrator",
+            ROLE_CHANGED => "Account role changed",
+            PASSKEY_ADDED => "Passkey added",
+            PASSKEY_RENAMED => "Passkey renamed",
+            PASSKEY_REMOVED => "Passkey removed",
+            OAUTH_CONSENT_GRANTED => "An app was allowed to use your account",
+            OAUTH_CONSENT_WITHDRAWN => "An app's access was removed",
+            OAUTH_TOKENS_ISSUED => "An app signed you in",
+            OAUTH_CODE_REUSED => "A sign-in code was replayed; the app's session was ended",
+            DEVICE_LINK_DECIDED => "A device link was answered",
+            OAUTH_TOKEN_REVOKED => "An app signed out",
+            SSO_LINKED => "A sign-in provider was linked",
+            SSO_UNLINKED => "A sign-in provider was unlinked",
+            DEVICE_KEY_REGISTERED => "A device registered its key",
+            DEVICE_KEY_REMOVED => "A device key was removed",
+            UNPROVEN_ACCOUNT_SECURED => "Address confirmed: what was set up before was removed",
+            _ => "Security event",
+        }
+    }
 }
 
 /// Who caused an event.

@@ -32,6 +32,7 @@ pub mod recovery;
 pub mod recovery_codes;
 pub mod revocation;
 pub mod second_factors;
+pub mod security_overview;
 pub mod sessions;
 pub mod sso;
 pub mod throttle;

@@ -40,6 +40,7 @@ use crate::domain::freshness::Freshness;
 use crate::domain::password::PasswordHasher;
 use crate::domain::policy::TokenPolicy;
 use crate::domain::readiness::Readiness;
+use crate::domain::security_overview::SecurityOverviews;
 use crate::domain::{
     Accounts, AuditLog, DeviceKeys, Devices, OAuth, Pins, Recovery, Revocations, SecondFactors, Sessions, Sso,
 };
@@ -87,6 +88,8 @@ pub struct Services {
     pub audit: AuditLog,
     pub mailer: Mailer,
     pub readiness: Readiness,
+    /// What the security page shows.
+    pub security: SecurityOverviews,
     pub hasher: Arc<PasswordHasher>,
     pub metrics: Arc<Metrics>,
     pub trusted_proxies: Arc<Vec<IpNet>>,

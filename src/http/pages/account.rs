@@ -10,6 +10,7 @@ use zeroize::Zeroizing;
 
 use axum_extra::extract::cookie::CookieJar;
 
+use super::PageError;
 use super::{cookie, Browser, CsrfOnly, Page, DEVICE_COOKIE, DEVICE_COOKIE_MAX_AGE_SECS, SESSION_COOKIE};
 use crate::domain::accounts::Registration;
 use crate::domain::dpop::{Expected, Proof};
@@ -290,8 +291,8 @@ pub async fn recover(
     headers: HeaderMap,
     TokenRequestProof(proof): TokenRequestProof,
     axum::Json(body): axum::Json<RecoverRequest>,
-) -> Result<Response, Response> {
-    browser.check_form(&state, &headers, &body.csrf).map_err(IntoResponse::into_response)?;
+) -> Result<Response, PageError> {
+    browser.check_form(&state, &headers, &body.csrf)?;
     let refused = |err: crate::domain::Error| crate::http::error::ApiError::from(err).into_response();
     let proof = proof.ok_or_else(|| refused(crate::domain::Error::DpopProofRequired))?;
     let cookie_value = super::cookie_value(&browser.jar, SESSION_COOKIE, state.pages.secure_cookies)

@@ -190,6 +190,42 @@ async fn script() -> impl IntoResponse {
     )
 }
 
+/// What a page handler answers instead of what it was asked for: a page (an error, a refusal,
+/// the form again) or a redirect (to sign in, to confirm first).
+pub enum PageError {
+    Page(Page),
+    Redirect(Redirect),
+    Response(Response),
+}
+
+impl From<Page> for PageError {
+    fn from(page: Page) -> Self {
+        Self::Page(page)
+    }
+}
+
+impl From<Redirect> for PageError {
+    fn from(redirect: Redirect) -> Self {
+        Self::Redirect(redirect)
+    }
+}
+
+impl From<Response> for PageError {
+    fn from(response: Response) -> Self {
+        Self::Response(response)
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Page(page) => page.into_response(),
+            Self::Redirect(redirect) => redirect.into_response(),
+            Self::Response(response) => response,
+        }
+    }
+}
+
 /// A page to send back: rendered HTML with a status, plus cookies to set.
 pub struct Page {
     status: StatusCode,

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use super::account::{form_proof, signed_in_cookies};
 use super::security::{recovery_codes_page, refuse, signed_in, signed_in_to_enrol};
+use super::PageError;
 use super::{Browser, CsrfOnly, Page};
 use crate::domain::caller::Authenticated;
 use crate::domain::passkeys::{Assertion, Ceremony};
@@ -87,8 +88,8 @@ pub async fn registration_options(
     browser: Browser,
     headers: HeaderMap,
     Form(form): Form<CsrfOnly>,
-) -> Result<Response, Response> {
-    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
+) -> Result<Response, PageError> {
+    browser.check_form(&state, &headers, &form.csrf)?;
     // Adding a passkey is how a session limited to enrolment becomes whole.
     let who = browser.session.as_ref().ok_or(Error::InvalidToken).map_err(|e| ApiError::from(e).into_response())?;
     Ok(ceremony_json(state.factors.passkey_options(who).await))
@@ -99,8 +100,8 @@ pub async fn step_up_options(
     browser: Browser,
     headers: HeaderMap,
     Form(form): Form<CsrfOnly>,
-) -> Result<Response, Response> {
-    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
+) -> Result<Response, PageError> {
+    browser.check_form(&state, &headers, &form.csrf)?;
     let who = session_of(&browser).map_err(|e| ApiError::from(e).into_response())?;
     Ok(ceremony_json(state.factors.step_up_options(who).await))
 }
@@ -111,8 +112,8 @@ pub async fn sign_in_options(
     headers: HeaderMap,
     ClientAddress(address): ClientAddress,
     Form(form): Form<CsrfOnly>,
-) -> Result<Response, Response> {
-    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
+) -> Result<Response, PageError> {
+    browser.check_form(&state, &headers, &form.csrf)?;
     Ok(ceremony_json(state.factors.passkey_sign_in_options(address.as_deref()).await))
 }
 
@@ -134,9 +135,9 @@ pub async fn add(
     headers: HeaderMap,
     ClientAddress(address): ClientAddress,
     Form(form): Form<AddForm>,
-) -> Result<Response, Response> {
-    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
-    let who = signed_in_to_enrol(&browser).map_err(IntoResponse::into_response)?;
+) -> Result<Response, PageError> {
+    browser.check_form(&state, &headers, &form.csrf)?;
+    let who = signed_in_to_enrol(&browser)?;
     let added = match parse(&form.webauthn_response) {
         Ok(credential) => {
             state.factors.add_passkey(&who, &form.ceremony_id, &form.name, &credential, address.as_deref()).await
@@ -148,7 +149,7 @@ pub async fn add(
             Some(codes) => Ok(recovery_codes_page(&state, &browser, &codes).into_response()),
             None => Ok(Redirect::to("/security?done=passkey-added").into_response()),
         },
-        Err(err) => Err(refuse(&state, &browser, &who, "passkey_error", &err).await),
+        Err(err) => Err(refuse(&state, &browser, &who, "passkey_error", &err).await.into()),
     }
 }
 
@@ -166,12 +167,12 @@ pub async fn rename(
     ClientAddress(address): ClientAddress,
     Path(id): Path<String>,
     Form(form): Form<RenameForm>,
-) -> Result<Response, Response> {
-    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
-    let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
+) -> Result<Response, PageError> {
+    browser.check_form(&state, &headers, &form.csrf)?;
+    let who = signed_in(&browser)?;
     match state.factors.rename_passkey(&who, &id, &form.name, address.as_deref()).await {
         Ok(_) => Ok(Redirect::to("/security?done=passkey-renamed").into_response()),
-        Err(err) => Err(refuse(&state, &browser, &who, "passkey_error", &err).await),
+        Err(err) => Err(refuse(&state, &browser, &who, "passkey_error", &err).await.into()),
     }
 }
 
@@ -196,9 +197,9 @@ pub async fn remove(
     ClientAddress(address): ClientAddress,
     Path(id): Path<String>,
     Form(form): Form<RemoveForm>,
-) -> Result<Response, Response> {
-    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
-    let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
+) -> Result<Response, PageError> {
+    browser.check_form(&state, &headers, &form.csrf)?;
+    let who = signed_in(&browser)?;
     let fresh =
         stepped_up(&state, &who, &form.code, "", &form.ceremony_id, &form.webauthn_response, address.as_deref());
     let removed = match fresh.await {
@@ -214,7 +215,7 @@ pub async fn remove(
                 ),
                 other => other,
             };
-            Err(refuse(&state, &browser, &who, "passkey_error", &err).await)
+            Err(refuse(&state, &browser, &who, "passkey_error", &err).await.into())
         }
     }
 }

@@ -8,6 +8,7 @@ use minijinja::context;
 use serde::Deserialize;
 
 use super::passkeys::{step_up_proof, stepped_up};
+use super::PageError;
 use super::{Browser, CsrfOnly, Page};
 use crate::clock::human;
 use crate::domain::caller::Authenticated;
@@ -41,8 +42,8 @@ pub async fn page(
     State(state): State<AppState>,
     browser: Browser,
     Query(notice): Query<Notice>,
-) -> Result<Page, Response> {
-    let who = signed_in_to_enrol(&browser).map_err(IntoResponse::into_response)?;
+) -> Result<Page, PageError> {
+    let who = signed_in_to_enrol(&browser)?;
     // An address a sign-in provider vouched for needs no confirmation mail.
     let welcome = match notice.welcome {
         Some(_) => {
@@ -79,7 +80,7 @@ pub async fn page(
         message => message, recent => recent, removed => notice.removed.is_some(),
         recent_days => crate::domain::recent_credentials::RECENT_DAYS,
     };
-    render(&state, &browser, &who, StatusCode::OK, extra).await.map_err(IntoResponse::into_response)
+    render(&state, &browser, &who, StatusCode::OK, extra).await.map_err(PageError::from)
 }
 
 /// "Send the link again" for an address not yet proven; enrolment-only sessions may ask too.
@@ -88,9 +89,9 @@ pub async fn resend_verification(
     browser: Browser,
     headers: HeaderMap,
     Form(form): Form<super::CsrfOnly>,
-) -> Result<Response, Response> {
-    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
-    let who = signed_in_to_enrol(&browser).map_err(IntoResponse::into_response)?;
+) -> Result<Response, PageError> {
+    browser.check_form(&state, &headers, &form.csrf)?;
+    let who = signed_in_to_enrol(&browser)?;
     state.accounts.resend_verification(&who).await.map_err(|e| browser.error(&state, &e).into_response())?;
     Ok(Redirect::to("/security?done=verification-sent").into_response())
 }
@@ -111,9 +112,9 @@ pub async fn remove_recent_credential(
     headers: HeaderMap,
     ClientAddress(address): ClientAddress,
     Form(form): Form<RemoveRecent>,
-) -> Result<Response, Response> {
-    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
-    let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
+) -> Result<Response, PageError> {
+    browser.check_form(&state, &headers, &form.csrf)?;
+    let who = signed_in(&browser)?;
     let failed = |e: &Error| match e {
         Error::StepUpRequired => confirm_first("/security?done=everywhere").into_response(),
         other => browser.error(&state, other).into_response(),
@@ -137,13 +138,14 @@ async fn render(
     status: StatusCode,
     extra: minijinja::Value,
 ) -> Result<Page, Page> {
-    let devices = state.devices.list(who).await.map_err(|e| browser.error(state, &e))?;
-    let events = state.audit.events_of(&who.user_id, 20).await.map_err(|e| browser.error(state, &e))?;
-    let events: Vec<_> = events
+    let overview = state.security.of(who).await.map_err(|e| browser.error(state, &e))?;
+    let events: Vec<_> = overview
+        .events
         .into_iter()
-        .map(|e| context! { at => humanise(&e.at), what => describe_event(&e.kind), address => e.address })
+        .map(|e| context! { at => humanise(&e.event.at), what => e.what, address => e.event.address })
         .collect();
-    let devices: Vec<_> = devices
+    let devices: Vec<_> = overview
+        .devices
         .into_iter()
         .map(|view| {
             let d = view.device;
@@ -153,8 +155,8 @@ async fn render(
             }
         })
         .collect();
-    let factors = state.factors.status(&who.user_id).await.map_err(|e| browser.error(state, &e))?;
-    let passkeys: Vec<_> = factors
+    let passkeys: Vec<_> = overview
+        .factors
         .passkeys
         .iter()
         .map(|p| {
@@ -163,20 +165,16 @@ async fn render(
             }
         })
         .collect();
-    let profile = state.accounts.profile(&who.user_id).await.map_err(|e| browser.error(state, &e))?;
-    let apps = state.oauth.allowed_apps(&who.user_id).await.map_err(|e| browser.error(state, &e))?;
-    let apps: Vec<_> = apps
+    let apps: Vec<_> = overview
+        .apps
         .into_iter()
         .map(|app| {
             let can: Vec<&str> = app.scope.iter().filter_map(|s| super::oauth::scope_description(s)).collect();
             context! { client_id => app.client_id, name => app.name, can => can, since => human(app.granted_at) }
         })
         .collect();
-    let has_factor = factors.totp || !factors.passkeys.is_empty();
-    let linked = state.sso.identities(&who.user_id).await.map_err(|e| browser.error(state, &e))?;
-    let providers = state.sso.buttons();
-    let unlinked: Vec<_> = providers.iter().filter(|p| !linked.iter().any(|i| i.provider_id == p.id)).collect();
-    let identities: Vec<_> = linked
+    let identities: Vec<_> = overview
+        .identities
         .iter()
         .map(|i| {
             context! {
@@ -185,13 +183,13 @@ async fn render(
             }
         })
         .collect();
-    let fresh = state.freshness.is_fresh(who).await.map_err(|e| browser.error(state, &e))?;
+    let profile = overview.profile;
     let page = context! {
-        title => "Security", wide => true, devices => devices, events => events, factors => factors,
+        title => "Security", wide => true, devices => devices, events => events, factors => overview.factors,
         passkeys => passkeys, enrolment_only => who.enrolment_only, email => profile.email,
-        pending_email => profile.pending_email, has_factor => has_factor, apps => apps,
-        has_password => profile.has_password, providers => providers, identities => identities, unlinked => unlinked,
-        fresh => fresh, email_verified => profile.email_verified,
+        pending_email => profile.pending_email, has_factor => overview.has_factor, apps => apps,
+        has_password => profile.has_password, providers => state.sso.buttons(), identities => identities,
+        unlinked => overview.unlinked, fresh => overview.fresh, email_verified => profile.email_verified,
     };
     // Linking sends the browser from a form here on to a provider, which `form-action` must allow.
     let targets = state.sso.form_origins();
@@ -207,55 +205,6 @@ fn humanise(rfc3339: &str) -> String {
         .unwrap_or_else(|_| rfc3339.to_owned())
 }
 
-/// Event kinds in words for the person reading their own history.
-fn describe_event(kind: &str) -> &str {
-    match kind {
-        "account.created" => "Account created",
-        "account.email_verified" => "Email address confirmed",
-        "sign_in.success" => "Signed in",
-        "sign_in.failure" => "Failed sign-in attempt",
-        "device.new" => "New device",
-        "device.signed_out" => "Device signed out",
-        "session.signed_out" => "Signed out",
-        "session.refresh_token_reused" => "A stolen token was used: the session was ended",
-        "session.recovered" => "Session restored after a security incident",
-        "sessions.signed_out_everywhere" => "Signed out of all devices",
-        "revocation.rule_added" => "Sessions revoked",
-        "password.changed" => "Password changed",
-        "password.reset" => "Password reset",
-        "password.reset_requested" => "Password reset requested",
-        "password.reset_forced" => "New password required by an administrator",
-        "mail.sent" => "Email sent",
-        "admin.user_viewed" => "An administrator looked at your account",
-        "mfa.totp_enrolment_started" => "Authenticator app setup started",
-        "mfa.totp_enabled" => "Authenticator app turned on",
-        "mfa.totp_disabled" => "Authenticator app turned off",
-        "mfa.recovery_codes_regenerated" => "New recovery codes made",
-        "mfa.recovery_code_used" => "Recovery code used",
-        "mfa.failure" => "Wrong two-step verification code",
-        "session.stepped_up" => "Identity confirmed for a sensitive change",
-        "account.email_change_requested" => "Email address change requested",
-        "account.email_changed" => "Email address changed",
-        "mfa.reset_by_operator" => "Two-step verification removed by an administrator",
-        "account.role_changed" => "Account role changed",
-        "mfa.passkey_added" => "Passkey added",
-        "mfa.passkey_renamed" => "Passkey renamed",
-        "mfa.passkey_removed" => "Passkey removed",
-        "oauth.consent_granted" => "An app was allowed to use your account",
-        "oauth.consent_withdrawn" => "An app's access was removed",
-        "oauth.tokens_issued" => "An app signed you in",
-        "oauth.code_reused" => "A sign-in code was replayed; the app's session was ended",
-        "oauth.device_link_decided" => "A device link was answered",
-        "oauth.token_revoked" => "An app signed out",
-        "sso.linked" => "A sign-in provider was linked",
-        "sso.unlinked" => "A sign-in provider was unlinked",
-        "device.key_registered" => "A device registered its key",
-        "device.key_removed" => "A device key was removed",
-        "account.unproven_account_secured" => "Address confirmed: what was set up before was removed",
-        other => other,
-    }
-}
-
 /// "Remove access" for an app the person allowed.
 pub async fn withdraw_app(
     State(state): State<AppState>,
@@ -264,9 +213,9 @@ pub async fn withdraw_app(
     ClientAddress(address): ClientAddress,
     Path(client_id): Path<String>,
     Form(form): Form<CsrfOnly>,
-) -> Result<Response, Response> {
-    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
-    let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
+) -> Result<Response, PageError> {
+    browser.check_form(&state, &headers, &form.csrf)?;
+    let who = signed_in(&browser)?;
     state
         .oauth
         .withdraw(&who, &client_id, address.as_deref())
@@ -282,10 +231,10 @@ pub async fn sign_out_device(
     ClientAddress(address): ClientAddress,
     Path(id): Path<String>,
     Form(form): Form<CsrfOnly>,
-) -> Result<Response, Response> {
+) -> Result<Response, PageError> {
     // The form is checked first, so a forged post is refused as such whatever the session.
-    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
-    let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
+    browser.check_form(&state, &headers, &form.csrf)?;
+    let who = signed_in(&browser)?;
     state
         .devices
         .sign_out_device(&who, &id, address.as_deref())
@@ -306,10 +255,10 @@ pub async fn sign_out_everywhere(
     headers: HeaderMap,
     ClientAddress(address): ClientAddress,
     Form(form): Form<SignOutEverywhere>,
-) -> Result<Response, Response> {
+) -> Result<Response, PageError> {
     // The form is checked first, so a forged post is refused as such whatever the session.
-    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
-    let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
+    browser.check_form(&state, &headers, &form.csrf)?;
+    let who = signed_in(&browser)?;
     let keep = form.keep_current.is_some();
     state
         .devices
@@ -340,22 +289,22 @@ pub async fn change_password(
     headers: HeaderMap,
     ClientAddress(address): ClientAddress,
     Form(form): Form<ChangePassword>,
-) -> Result<Response, Response> {
+) -> Result<Response, PageError> {
     // The form is checked first, so a forged post is refused as such whatever the session.
-    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
-    let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
+    browser.check_form(&state, &headers, &form.csrf)?;
+    let who = signed_in(&browser)?;
     if form.new_password != form.confirm_password {
         let error = "The two new passwords are not the same.".to_owned();
-        return Err(
-            refuse_with(&state, &browser, &who, "password_error", StatusCode::UNPROCESSABLE_ENTITY, error).await
-        );
+        return Err(refuse_with(&state, &browser, &who, "password_error", StatusCode::UNPROCESSABLE_ENTITY, error)
+            .await
+            .into());
     }
     let sign_out = form.sign_out_devices.is_some();
     let changed =
         state.recovery.change(&who, &form.current_password, &form.new_password, sign_out, address.as_deref()).await;
     match changed {
         Ok(()) => Ok(Redirect::to("/security?done=password").into_response()),
-        Err(err) => Err(refuse(&state, &browser, &who, "password_error", &err).await),
+        Err(err) => Err(refuse(&state, &browser, &who, "password_error", &err).await.into()),
     }
 }
 
@@ -396,9 +345,9 @@ pub async fn confirm_form(
     State(state): State<AppState>,
     browser: Browser,
     Query(query): Query<ConfirmQuery>,
-) -> Result<Page, Response> {
-    let who = signed_in_to_enrol(&browser).map_err(IntoResponse::into_response)?;
-    confirm_page(&state, &browser, &who, &query.next, None).await.map_err(IntoResponse::into_response)
+) -> Result<Page, PageError> {
+    let who = signed_in_to_enrol(&browser)?;
+    confirm_page(&state, &browser, &who, &query.next, None).await.map_err(PageError::from)
 }
 
 async fn confirm_page(
@@ -461,9 +410,9 @@ pub async fn confirm(
     headers: HeaderMap,
     ClientAddress(address): ClientAddress,
     Form(form): Form<ConfirmForm>,
-) -> Result<Response, Response> {
-    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
-    let who = signed_in_to_enrol(&browser).map_err(IntoResponse::into_response)?;
+) -> Result<Response, PageError> {
+    browser.check_form(&state, &headers, &form.csrf)?;
+    let who = signed_in_to_enrol(&browser)?;
     let proof = step_up_proof(&form.code, &form.password, &form.ceremony_id, &form.webauthn_response);
     let stepped = match proof {
         Ok(Some(proof)) => state.factors.step_up(&who, proof, address.as_deref()).await,
@@ -472,11 +421,10 @@ pub async fn confirm(
     };
     match stepped {
         Ok(_) => Ok(Redirect::to(&local_next(&state, &form.next)).into_response()),
-        Err(err) if err.is_internal() => Err(browser.error(&state, &err).into_response()),
-        Err(err) => Err(confirm_page(&state, &browser, &who, &form.next, Some(&err))
-            .await
-            .unwrap_or_else(|page| page)
-            .into_response()),
+        Err(err) if err.is_internal() => Err(browser.error(&state, &err).into()),
+        Err(err) => {
+            Err(confirm_page(&state, &browser, &who, &form.next, Some(&err)).await.unwrap_or_else(|page| page).into())
+        }
     }
 }
 
@@ -517,12 +465,12 @@ pub async fn begin_totp(
     headers: HeaderMap,
     ClientAddress(address): ClientAddress,
     Form(form): Form<CsrfOnly>,
-) -> Result<Page, Response> {
-    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
-    let who = signed_in_to_enrol(&browser).map_err(IntoResponse::into_response)?;
+) -> Result<Page, PageError> {
+    browser.check_form(&state, &headers, &form.csrf)?;
+    let who = signed_in_to_enrol(&browser)?;
     match state.factors.begin_totp(&who, address.as_deref()).await {
         Ok(enrolment) => Ok(setup_page(&state, &browser, &enrolment, StatusCode::OK, None)),
-        Err(err) => Err(refuse(&state, &browser, &who, "factor_error", &err).await),
+        Err(err) => Err(refuse(&state, &browser, &who, "factor_error", &err).await.into()),
     }
 }
 
@@ -541,18 +489,18 @@ pub async fn confirm_totp(
     headers: HeaderMap,
     ClientAddress(address): ClientAddress,
     Form(form): Form<CodeForm>,
-) -> Result<Page, Response> {
-    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
-    let who = signed_in_to_enrol(&browser).map_err(IntoResponse::into_response)?;
+) -> Result<Page, PageError> {
+    browser.check_form(&state, &headers, &form.csrf)?;
+    let who = signed_in_to_enrol(&browser)?;
     match state.factors.confirm_totp(&who, &form.code, address.as_deref()).await {
         Ok(codes) => Ok(recovery_codes_page(&state, &browser, &codes)),
         Err(err @ (Error::InvalidCode | Error::CodeAlreadyUsed)) => {
             let enrolment =
                 state.factors.pending_enrolment(&who).await.map_err(|e| browser.error(&state, &e).into_response())?;
             Err(setup_page(&state, &browser, &enrolment, StatusCode::UNPROCESSABLE_ENTITY, Some(err.to_string()))
-                .into_response())
+                .into())
         }
-        Err(err) => Err(refuse(&state, &browser, &who, "factor_error", &err).await),
+        Err(err) => Err(refuse(&state, &browser, &who, "factor_error", &err).await.into()),
     }
 }
 
@@ -573,16 +521,16 @@ pub async fn manage_totp(
     headers: HeaderMap,
     ClientAddress(address): ClientAddress,
     Form(form): Form<CodeForm>,
-) -> Result<Response, Response> {
-    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
-    let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
+) -> Result<Response, PageError> {
+    browser.check_form(&state, &headers, &form.csrf)?;
+    let who = signed_in(&browser)?;
     let stepped_up = match Factor::guess(&form.code) {
         Ok(factor) => state.factors.step_up(&who, StepUp::Factor(factor), address.as_deref()).await,
         Err(err) => Err(err),
     };
     let fresh = match stepped_up {
         Ok(fresh) => fresh,
-        Err(err) => return Err(refuse(&state, &browser, &who, "factor_error", &err).await),
+        Err(err) => return Err(refuse(&state, &browser, &who, "factor_error", &err).await.into()),
     };
     let done = match form.action.as_str() {
         "recovery_codes" => state
@@ -599,7 +547,7 @@ pub async fn manage_totp(
     };
     match done {
         Ok(response) => Ok(response),
-        Err(err) => Err(refuse(&state, &browser, &who, "factor_error", &err).await),
+        Err(err) => Err(refuse(&state, &browser, &who, "factor_error", &err).await.into()),
     }
 }
 
@@ -626,9 +574,9 @@ pub async fn change_email(
     headers: HeaderMap,
     ClientAddress(address): ClientAddress,
     Form(form): Form<ChangeEmailForm>,
-) -> Result<Response, Response> {
-    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
-    let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
+) -> Result<Response, PageError> {
+    browser.check_form(&state, &headers, &form.csrf)?;
+    let who = signed_in(&browser)?;
     let (code, password) = (&form.code, &form.password);
     let fresh =
         stepped_up(&state, &who, code, password, &form.ceremony_id, &form.webauthn_response, address.as_deref());
@@ -640,8 +588,8 @@ pub async fn change_email(
         Ok(()) => Ok(Redirect::to("/security?done=email").into_response()),
         Err(Error::StepUpRequired) => {
             let err = Error::InvalidFactor("confirm it is you: enter your password, a code, or use your passkey");
-            Err(refuse(&state, &browser, &who, "email_error", &err).await)
+            Err(refuse(&state, &browser, &who, "email_error", &err).await.into())
         }
-        Err(err) => Err(refuse(&state, &browser, &who, "email_error", &err).await),
+        Err(err) => Err(refuse(&state, &browser, &who, "email_error", &err).await.into()),
     }
 }

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use super::account::{form_proof, second_step_page, signed_in_cookies};
 use super::passkeys::stepped_up;
 use super::security::{refuse, signed_in};
+use super::PageError;
 use super::{cookie, Browser, Page};
 use crate::domain::caller::Authenticated;
 use crate::domain::sso::{Arrival, Callback, Departure, Outcome, Purpose};
@@ -265,16 +266,16 @@ pub async fn link_provider(
     ClientAddress(address): ClientAddress,
     Path(provider): Path<String>,
     Form(form): Form<ConfirmedForm>,
-) -> Result<Response, Response> {
-    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
-    let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
+) -> Result<Response, PageError> {
+    browser.check_form(&state, &headers, &form.csrf)?;
+    let who = signed_in(&browser)?;
     let departure = match confirmed(&state, &who, &form, address.as_deref()).await {
         Ok(fresh) => state.sso.depart(&provider, Purpose::Link, Some(&fresh), "/security?done=sso-linked").await,
         Err(err) => Err(err),
     };
     match departure {
         Ok(departure) => Ok(leave(&state, &browser, departure)),
-        Err(err) => Err(refuse(&state, &browser, &who, "sso_error", &explain_step_up(err)).await),
+        Err(err) => Err(refuse(&state, &browser, &who, "sso_error", &explain_step_up(err)).await.into()),
     }
 }
 
@@ -286,12 +287,12 @@ pub async fn reauth(
     headers: HeaderMap,
     Path(provider): Path<String>,
     Form(form): Form<super::CsrfOnly>,
-) -> Result<Response, Response> {
-    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
-    let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
+) -> Result<Response, PageError> {
+    browser.check_form(&state, &headers, &form.csrf)?;
+    let who = signed_in(&browser)?;
     match state.sso.depart(&provider, Purpose::Reauth, Some(&who), "/security?done=confirmed").await {
         Ok(departure) => Ok(leave(&state, &browser, departure)),
-        Err(err) => Err(refuse(&state, &browser, &who, "sso_error", &err).await),
+        Err(err) => Err(refuse(&state, &browser, &who, "sso_error", &err).await.into()),
     }
 }
 
@@ -303,16 +304,16 @@ pub async fn unlink(
     ClientAddress(address): ClientAddress,
     Path(id): Path<String>,
     Form(form): Form<ConfirmedForm>,
-) -> Result<Response, Response> {
-    browser.check_form(&state, &headers, &form.csrf).map_err(IntoResponse::into_response)?;
-    let who = signed_in(&browser).map_err(IntoResponse::into_response)?;
+) -> Result<Response, PageError> {
+    browser.check_form(&state, &headers, &form.csrf)?;
+    let who = signed_in(&browser)?;
     let unlinked = match confirmed(&state, &who, &form, address.as_deref()).await {
         Ok(fresh) => state.sso.unlink(&fresh, &id, address.as_deref()).await,
         Err(err) => Err(err),
     };
     match unlinked {
         Ok(()) => Ok(Redirect::to("/security?done=sso-unlinked").into_response()),
-        Err(err) => Err(refuse(&state, &browser, &who, "sso_error", &explain_step_up(err)).await),
+        Err(err) => Err(refuse(&state, &browser, &who, "sso_error", &explain_step_up(err)).await.into()),
     }
 }
 
