@@ -4,7 +4,9 @@
 //! An upstream account is found only by the provider's subject, never by email: linking one to an
 //! existing account takes a full sign-in to that account (or a fresh step-up) first.
 
+mod exchange;
 pub mod id_token;
+mod links;
 pub mod provider;
 pub mod upstream;
 
@@ -13,15 +15,14 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use jsonwebtoken::jwk::JwkSet;
 use rand::RngCore;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use self::id_token::{Refusal, UpstreamClaims};
-use self::provider::{ClientAuth, Metadata, Provider};
-use self::upstream::{Reply, Upstream};
+use self::id_token::UpstreamClaims;
+use self::provider::Provider;
+use self::upstream::Upstream;
 use super::accounts::Accounts;
 use super::audit::{kind, Actor, AuditLog};
 use super::caller::Authenticated;
@@ -35,8 +36,7 @@ use super::throttle::{Purpose as ThrottlePurpose, Subject, Throttle};
 use super::tokens::TokenKind;
 use crate::clock::Clock;
 use crate::keys::{Keyring, Sealed};
-use crate::mail::Notice;
-use crate::store::{DynStore, SsoFlowRecord, SsoIdentityRecord, SsoPendingRecord, StoreError, UniqueField};
+use crate::store::{DynStore, SsoFlowRecord, SsoPendingRecord, StoreError, UniqueField};
 
 pub use self::provider::ProviderSettings;
 
@@ -458,89 +458,6 @@ impl Sso {
         Ok(record.next)
     }
 
-    /// The upstream accounts linked to an account.
-    pub async fn identities(&self, user_id: &str) -> Result<Vec<LinkedIdentity>> {
-        let records = self.store.sso_identities_of(user_id).await?;
-        let mut linked = Vec::with_capacity(records.len());
-        for record in records {
-            let label = match (&record.label_key_id, &record.label_sealed) {
-                (Some(key_id), Some(bytes)) => {
-                    let sealed = Sealed { key_id: key_id.clone(), bytes: bytes.clone() };
-                    let plain = self.keyring.open(&sealed, &label_context(&record.id))?;
-                    Some(String::from_utf8_lossy(&plain).into_owned())
-                }
-                _ => None,
-            };
-            linked.push(LinkedIdentity {
-                provider_name: self.provider_name(&record.provider),
-                provider_id: record.provider,
-                id: record.id,
-                label,
-                linked_at: record.created_at,
-                last_used_at: record.last_used_at,
-            });
-        }
-        Ok(linked)
-    }
-
-    /// Unlinks an upstream account (after a fresh step-up), unless it is the last way in.
-    pub async fn unlink(&self, who: &Authenticated, id: &str, address: Option<&str>) -> Result<()> {
-        self.freshness.require(who).await?;
-        let identities = self.store.sso_identities_of(&who.user_id).await?;
-        let identity = identities.iter().find(|i| i.id == id).ok_or(Error::SsoIdentityNotFound)?;
-        if !self.store.unlink_sso_identity(&who.user_id, id).await? {
-            return Err(Error::LastSignInMethod);
-        }
-        self.tell_owner(who, &identity.provider, false, address).await
-    }
-
-    async fn link(
-        &self,
-        provider: &str,
-        claims: &UpstreamClaims,
-        who: &Authenticated,
-        address: Option<&str>,
-    ) -> Result<()> {
-        let identity = self.identity_record(provider, claims, &who.user_id, self.clock.now_ms());
-        self.store.link_sso_identity(&identity).await.map_err(|e| match e {
-            StoreError::Conflict(_) => Error::SsoIdentityTaken,
-            other => Error::from(other),
-        })?;
-        tracing::info!(user_id = %who.user_id, provider, "sign-in provider linked");
-        self.tell_owner(who, provider, true, address).await
-    }
-
-    /// Audits a link or unlink and mails the account's owner about it.
-    async fn tell_owner(&self, who: &Authenticated, provider: &str, linked: bool, address: Option<&str>) -> Result<()> {
-        let kind = if linked { kind::SSO_LINKED } else { kind::SSO_UNLINKED };
-        let actor = Actor::User(who.user_id.clone());
-        let details = json!({ "provider": provider });
-        self.audit.record(AuditLog::event(kind, &actor, Some(&who.user_id), address, details)).await?;
-        let notice = Notice::SignInProviderChanged {
-            provider: self.provider_name(provider),
-            linked,
-            address: address.map(str::to_owned),
-        };
-        self.accounts.notify(&who.user_id, notice).await
-    }
-
-    fn identity_record(&self, provider: &str, claims: &UpstreamClaims, user_id: &str, now: i64) -> SsoIdentityRecord {
-        let id = uuid::Uuid::now_v7().to_string();
-        let index = self.keyring.blind_index(&subject_key(provider, &claims.sub));
-        let label = claims.email.as_deref().map(|email| self.keyring.seal(email.as_bytes(), &label_context(&id)));
-        SsoIdentityRecord {
-            user_id: user_id.to_owned(),
-            provider: provider.to_owned(),
-            subject_index: index.digest,
-            subject_index_key_id: index.key_id,
-            label_key_id: label.as_ref().map(|l| l.key_id.clone()),
-            label_sealed: label.map(|l| l.bytes),
-            created_at: now,
-            last_used_at: Some(now),
-            id,
-        }
-    }
-
     async fn keep_pending(&self, provider: &str, claims: &UpstreamClaims, next: &str) -> Result<Zeroizing<String>> {
         let token = TokenKind::SsoPending.mint();
         let keyed = self.keyring.token_digest(&token);
@@ -574,133 +491,6 @@ impl Sso {
         let claims = serde_json::from_slice(&plain).map_err(|e| Error::Internal(e.to_string()))?;
         Ok((record, claims))
     }
-
-    /// The provider's discovery document, fetched at most hourly; its issuer must be the one configured.
-    async fn metadata(&self, provider: &Provider) -> Result<Metadata> {
-        if let Some(metadata) = provider.cached_metadata() {
-            return Ok(metadata);
-        }
-        let url = format!("{}/.well-known/openid-configuration", provider.issuer.trim_end_matches('/'));
-        let reply = self.get(provider, &url, None).await?;
-        if !reply.ok() {
-            tracing::warn!(provider = %provider.id, status = reply.status, "provider discovery failed");
-            return Err(Error::SsoUnavailable);
-        }
-        let metadata: Metadata = serde_json::from_value(reply.body)
-            .map_err(|_| Error::SsoFailed("the provider's discovery document is incomplete".into()))?;
-        if metadata.issuer != provider.issuer {
-            return Err(Error::SsoFailed("the provider's discovery document names another issuer".into()));
-        }
-        provider.remember_metadata(metadata.clone());
-        Ok(metadata)
-    }
-
-    /// The provider's signing keys; fetched again when a token names a key we do not know.
-    async fn jwks(&self, provider: &Provider, metadata: &Metadata, refresh: bool) -> Result<JwkSet> {
-        match provider.cached_jwks() {
-            Some((keys, age)) if !refresh || age < JWKS_REFETCH_AFTER => return Ok(keys),
-            _ => {}
-        }
-        let reply = self.get(provider, &metadata.jwks_uri, None).await?;
-        if !reply.ok() {
-            return Err(Error::SsoUnavailable);
-        }
-        let keys: JwkSet = serde_json::from_value(reply.body)
-            .map_err(|_| Error::SsoFailed("the provider's key set is malformed".into()))?;
-        provider.remember_jwks(keys.clone());
-        Ok(keys)
-    }
-
-    /// Exchanges the code (with the PKCE verifier and our client credentials) and checks the ID token.
-    async fn redeem(
-        &self,
-        provider: &Provider,
-        metadata: &Metadata,
-        code: &str,
-        verifier: &str,
-        nonce_digest: &[u8],
-    ) -> Result<UpstreamClaims> {
-        let redirect_uri = self.redirect_uri(&provider.id);
-        let mut form = vec![
-            ("grant_type", "authorization_code".to_owned()),
-            ("code", code.to_owned()),
-            ("redirect_uri", redirect_uri),
-            ("code_verifier", verifier.to_owned()),
-        ];
-        let methods = metadata.token_endpoint_auth_methods_supported.as_deref().unwrap_or_default();
-        let basic = match &provider.auth {
-            ClientAuth::Secret(secret)
-                if !methods.is_empty() && !methods.iter().any(|m| m == "client_secret_basic") =>
-            {
-                form.push(("client_id", provider.client_id.clone()));
-                form.push(("client_secret", secret.to_string()));
-                None
-            }
-            ClientAuth::Secret(secret) => Some((form_urlencode(&provider.client_id), form_urlencode(secret))),
-            ClientAuth::PrivateKey { key, alg, kid } => {
-                let assertion =
-                    client_assertion(&provider.client_id, &metadata.token_endpoint, key, *alg, kid.clone())?;
-                form.push(("client_id", provider.client_id.clone()));
-                form.push(("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into()));
-                form.push(("client_assertion", assertion));
-                None
-            }
-        };
-        let pairs: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let basic_ref = basic.as_ref().map(|(u, p)| (u.as_str(), p.as_str()));
-        let reply = self
-            .upstream
-            .post_form(&metadata.token_endpoint, &pairs, basic_ref)
-            .await
-            .map_err(|e| unreachable(provider, &e))?;
-        if !reply.ok() {
-            // Usually keywarden's own settings (a wrong or expired client secret: `invalid_client`),
-            // which the operator must hear of; the provider's words hold no secret of ours.
-            let refusal = reply.oauth_error();
-            tracing::warn!(provider = %provider.id, status = reply.status, error = %refusal, "the sign-in provider refused the code exchange");
-            return Err(Error::SsoFailed(format!("the code exchange was refused ({refusal})")));
-        }
-        let id_token = reply
-            .body
-            .get("id_token")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| Error::SsoFailed("the provider sent no ID token".into()))?;
-        let check =
-            |keys: &JwkSet| id_token::verify(id_token, keys, &provider.issuer, &provider.client_id, nonce_digest);
-        let keys = self.jwks(provider, metadata, false).await?;
-        let mut claims = match check(&keys) {
-            Err(Refusal::UnknownKey) => check(&self.jwks(provider, metadata, true).await?),
-            other => other,
-        }
-        .map_err(|refusal| {
-            tracing::warn!(provider = %provider.id, %refusal, "upstream ID token refused");
-            Error::SsoFailed(refusal.to_string())
-        })?;
-        // Many providers put the email in userinfo only (Core §5.4 with a code flow).
-        let access_token = reply.body.get("access_token").and_then(|v| v.as_str());
-        if let (None, Some(userinfo), Some(access_token)) = (&claims.email, &metadata.userinfo_endpoint, access_token) {
-            let reply = self.get(provider, userinfo, Some(access_token)).await?;
-            if reply.ok() {
-                let more: UpstreamClaims = serde_json::from_value(reply.body)
-                    .map_err(|_| Error::SsoFailed("the provider's userinfo answer is malformed".into()))?;
-                // Core §5.3.2: a userinfo answer about someone else must not be used.
-                if more.sub != claims.sub {
-                    return Err(Error::SsoFailed("the userinfo answer is about another account".into()));
-                }
-                claims = UpstreamClaims { sub: claims.sub, ..more };
-            }
-        }
-        Ok(claims)
-    }
-
-    async fn get(&self, provider: &Provider, url: &str, bearer: Option<&str>) -> Result<Reply> {
-        self.upstream.get_json(url, bearer).await.map_err(|e| unreachable(provider, &e))
-    }
-}
-
-fn unreachable(provider: &Provider, err: &upstream::Unreachable) -> Error {
-    tracing::warn!(provider = %provider.id, error = %err, "a sign-in provider could not be reached");
-    Error::SsoUnavailable
 }
 
 /// The session a link or re-authentication trip belongs to must still be this browser's.
@@ -718,29 +508,6 @@ fn owner_of(flow: &SsoFlowRecord, current: Option<&Authenticated>) -> Result<Aut
 /// The value blind-indexed for an upstream account: one subject per provider.
 fn subject_key(provider: &str, subject: &str) -> String {
     format!("sso:{provider}:{subject}")
-}
-
-/// RFC 6749 §2.3.1: client credentials are form-encoded before they go into HTTP Basic.
-fn form_urlencode(text: &str) -> String {
-    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
-}
-
-/// A `private_key_jwt` client assertion (RFC 7523) for the provider's token endpoint.
-fn client_assertion(
-    client_id: &str,
-    audience: &str,
-    key: &jsonwebtoken::EncodingKey,
-    alg: jsonwebtoken::Algorithm,
-    kid: Option<String>,
-) -> Result<String> {
-    // Checked by the provider against its own clock, the real one.
-    let now = crate::clock::now_ms() / 1000;
-    let claims = json!({
-        "iss": client_id, "sub": client_id, "aud": audience, "jti": random_text().as_str(),
-        "iat": now, "exp": now + 60,
-    });
-    let header = jsonwebtoken::Header { kid, ..jsonwebtoken::Header::new(alg) };
-    jsonwebtoken::encode(&header, &claims, key).map_err(|e| Error::Internal(e.to_string()))
 }
 
 /// A username to offer: the provider's, else the email's local part, cleaned to our rules.
@@ -782,10 +549,5 @@ mod tests {
         assert_eq!(suggest_username(&claims(Some("Jane Doe!"), None)), "JaneDoe");
         assert_eq!(suggest_username(&claims(None, Some("_jane.doe@example.com"))), "jane.doe");
         assert_eq!(suggest_username(&claims(Some("é"), None)), "");
-    }
-
-    #[test]
-    fn client_credentials_are_form_encoded_for_basic() {
-        assert_eq!(form_urlencode("a b:c%"), "a+b%3Ac%25");
     }
 }

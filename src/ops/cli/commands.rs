@@ -1,0 +1,208 @@
+//! The admin subcommands that take more than a line: the breach response, keys and OAuth clients.
+
+use anyhow::Context;
+
+use super::{BreachArgs, ClientsAction, KeysAction};
+use crate::config::Config;
+use crate::domain::clients::{ClientKind, NewClient};
+use crate::domain::tokens::TokenKind;
+use crate::keys::signing::SigningAlg;
+use crate::keys::KeyPurpose;
+use crate::ops::admin::Console;
+
+pub(super) async fn breach_response(console: &Console, config: &Config, args: BreachArgs) -> anyhow::Result<()> {
+    use crate::ops::breach_response::{plan_path, Affected, Options, Plan};
+    let key_file = config.key_file();
+    let (mut plan, path) = match args.resume {
+        Some(path) => (Plan::load(&path)?, path),
+        None => {
+            let affected = match (&args.users, args.all) {
+                (Some(file), false) => Affected::Listed(console.resolve_users(&read_list(file)?).await?),
+                (None, true) => Affected::All,
+                _ => anyhow::bail!("name the affected accounts: --users FILE or --all"),
+            };
+            if !(args.rotate_keys
+                || args.revoke.is_some()
+                || args.force_password_reset
+                || args.reset_second_factors
+                || args.notify)
+            {
+                anyhow::bail!("nothing to do: add --revoke, --rotate-keys, --force-password-reset, --reset-second-factors or --notify");
+            }
+            let text = args.text.or_defaults();
+            let options = Options {
+                affected,
+                rotate_keys: args.rotate_keys,
+                revoke: args.revoke,
+                force_password_reset: args.force_password_reset,
+                reset_second_factors: args.reset_second_factors,
+                notify: args.notify,
+                what_happened: text.what_happened,
+                what_we_did: text.what_we_did,
+            };
+            let plan = console.plan_breach_response(options).await?;
+            let path = plan_path(&key_file, &plan.id);
+            (plan, path)
+        }
+    };
+    if plan.finished {
+        println!("the plan {} finished already", path.display());
+        return Ok(());
+    }
+    println!("breach response for {} account(s):", plan.users.len());
+    for (n, step) in console.describe_breach_response(&plan).iter().enumerate() {
+        println!("  {}. {step}", n + 1);
+    }
+    if args.dry_run {
+        println!("dry run: nothing was changed");
+        return Ok(());
+    }
+    println!("plan: {} (continue a stopped run with --resume {})", path.display(), path.display());
+    console.run_breach_response(&mut plan, &path, &key_file).await?;
+    println!("done: {} account(s) handled; verify with `keywarden admin audit verify`", plan.users_done);
+    Ok(())
+}
+
+/// A list of accounts from a file, or from standard input for `-`.
+pub(super) fn read_list(path: &std::path::Path) -> anyhow::Result<String> {
+    if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin()).context("cannot read the list from standard input")
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
+    }
+}
+
+pub(super) async fn keys(console: &Console, config: &Config, action: KeysAction) -> anyhow::Result<()> {
+    let path = config.key_file();
+    match action {
+        KeysAction::Rotate { key, activate_in } => {
+            let purpose = key.purpose();
+            let secs = i64::try_from(activate_in).context("--activate-in is too large")?;
+            let active_from = crate::clock::now_ms() + secs * 1000;
+            let id = console.rotate_keys(&path, &[purpose], active_from).await?.swap_remove(0);
+            println!("new {} key {id} written to {}; active in {activate_in} s", purpose.name(), path.display());
+            println!("copy the file to every other node now: running servers reload it within seconds");
+            if matches!(purpose, KeyPurpose::Data | KeyPurpose::BlindIndex) {
+                println!(
+                    "servers re-wrap existing values in the background; `keywarden admin keys rewrap` does it now"
+                );
+            }
+        }
+        KeysAction::Status { json } => {
+            let usage = console.key_usage().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&usage)?);
+            } else {
+                println!("{:<12} {:<36} {:<10} rows", "purpose", "key id", "state");
+                for u in usage {
+                    let state = match (u.active, u.active_from) {
+                        (true, _) => "active",
+                        (false, Some(_)) => "next",
+                        (false, None) => "old",
+                    };
+                    println!("{:<12} {:<36} {:<10} {}", u.purpose, u.key_id, state, u.rows);
+                }
+                println!("rows to re-wrap: {}", console.rewrap_remaining().await?);
+            }
+        }
+        KeysAction::Rewrap { batch } => {
+            let mut progress = crate::ops::progress::Progress::new("re-wrapping");
+            let (done, remaining) = console
+                .rewrap_all(batch.clamp(1, 10_000), |done, _remaining, total| {
+                    let total = usize::try_from(total).unwrap_or_default();
+                    progress.update(usize::try_from(done).unwrap_or_default().min(total), total);
+                })
+                .await?;
+            progress.finish();
+            println!("{done} value(s) re-wrapped under the active keys; {remaining} remaining");
+            if remaining > 0 {
+                anyhow::bail!("{remaining} value(s) could not be re-wrapped yet (is the new key active?)");
+            }
+        }
+        KeysAction::Retire { key, id, force } => {
+            let purpose = key.purpose();
+            let rows = console.retire_keys(&path, &[(purpose, id.clone())], force).await?.swap_remove(0);
+            println!("retired {} key {id}; {rows} row(s) depended on it", purpose.name());
+            println!("copy the file to every other node: running servers reload it within seconds");
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn parse_signing_alg(name: &str) -> Result<SigningAlg, String> {
+    SigningAlg::parse(name).ok_or_else(|| format!("{name:?} is not ES256 or EdDSA"))
+}
+
+pub(super) async fn clients(console: &Console, action: ClientsAction) -> anyhow::Result<()> {
+    let clients = console.clients();
+    let actor = console.actor();
+    match action {
+        ClientsAction::Add {
+            id,
+            name,
+            public,
+            redirect_uris,
+            backchannel_logout_uri,
+            first_party,
+            jwks_file,
+            id_token_alg,
+        } => {
+            let kind = if public { ClientKind::Public } else { ClientKind::Confidential };
+            let jwks = jwks_file
+                .map(|path| std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display())))
+                .transpose()?;
+            let new =
+                NewClient { id, name, kind, redirect_uris, backchannel_logout_uri, first_party, id_token_alg, jwks };
+            let (client, secret) = clients.register(new, actor).await?;
+            println!("registered {} client {:?}", client.kind.as_str(), client.id);
+            if let Some(secret) = secret {
+                println!("client_secret: {}", secret.as_str());
+                println!("(shown once: keywarden keeps only a keyed digest of it)");
+            }
+        }
+        ClientsAction::List { json } => {
+            let list = clients.list().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!("{:<24} {:<13} {:<11} {:<28} redirect URIs", "id", "kind", "first-party", "name");
+                for c in list {
+                    let kind = c.kind.as_str();
+                    let first_party = if c.first_party { "yes" } else { "no" };
+                    println!(
+                        "{:<24} {:<13} {:<11} {:<28} {}",
+                        c.id,
+                        kind,
+                        first_party,
+                        c.name,
+                        c.redirect_uris.join(" ")
+                    );
+                }
+            }
+        }
+        ClientsAction::GenerateSecret => {
+            println!("{}", TokenKind::ClientSecret.mint().as_str());
+        }
+        ClientsAction::Remove { id } => {
+            clients.remove(&id, actor).await?;
+            println!("removed client {id:?}; revoke its tokens with `keywarden admin revoke --channel {id}`");
+        }
+        ClientsAction::RotateSecret { id } => {
+            let secret = clients.rotate_secret(&id, actor).await?;
+            println!("client_secret: {}", secret.as_str());
+            println!("(shown once; the previous secret no longer works)");
+        }
+    }
+    Ok(())
+}
+
+/// Writes a file only its owner can read.
+pub(super) fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path).with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
+}
