@@ -34,7 +34,7 @@ async fn tokens_rotated_after_the_cut_off_die_with_their_session(engine: Engine)
     let cut_off = cut_off.format(&time::format_description::well_known::Rfc3339).unwrap();
     let out = server.admin(&["revoke", "--user", "rhea", "--issued-before", &cut_off, "--reason", "race"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    server.catch_up().await;
     server.me(&rotated.access).await.assert_error(StatusCode::UNAUTHORIZED, "token_revoked");
     server.refresh(&rotated.refresh).await.assert_error(StatusCode::UNAUTHORIZED, "token_revoked");
     // A session begun after the cut-off lives on.
