@@ -13,7 +13,7 @@ use super::error::Result;
 use crate::clock::now_ms;
 use crate::keys::Keyring;
 use crate::mail::DeliveryLog;
-use crate::store::{AuditRecord, AuditSealer, DynStore, NewAuditEvent, QueuedMail};
+use crate::store::{AuditRecord, AuditSealer, AuditStore, NewAuditEvent, QueuedMail};
 
 /// Event kinds, stable strings that reports and alerts match on.
 pub mod kind {
@@ -172,7 +172,7 @@ pub struct Verification {
 
 #[derive(Clone)]
 pub struct AuditLog {
-    store: DynStore,
+    store: Arc<dyn AuditStore>,
     keyring: Arc<Keyring>,
 }
 
@@ -220,7 +220,7 @@ impl DeliveryLog for AuditLog {
 }
 
 impl AuditLog {
-    pub fn new(store: DynStore, keyring: Arc<Keyring>) -> Self {
+    pub fn new(store: Arc<dyn AuditStore>, keyring: Arc<Keyring>) -> Self {
         Self { store, keyring }
     }
 

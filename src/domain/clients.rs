@@ -17,7 +17,7 @@ use super::tokens::TokenKind;
 use crate::clock::Clock;
 use crate::keys::signing::SigningAlg;
 use crate::keys::Keyring;
-use crate::store::{ClientRecord, DynStore, StoreError};
+use crate::store::{ClientRecord, OAuthStore, StoreError};
 
 /// Whether a client can keep a secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -118,13 +118,13 @@ impl Client {
 #[derive(Clone)]
 pub struct Clients {
     clock: Clock,
-    store: DynStore,
+    store: Arc<dyn OAuthStore>,
     keyring: Arc<Keyring>,
     audit: AuditLog,
 }
 
 impl Clients {
-    pub fn new(store: DynStore, keyring: Arc<Keyring>, audit: AuditLog, clock: Clock) -> Self {
+    pub fn new(store: Arc<dyn OAuthStore>, keyring: Arc<Keyring>, audit: AuditLog, clock: Clock) -> Self {
         Self { clock, store, keyring, audit }
     }
 

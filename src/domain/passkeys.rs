@@ -14,7 +14,7 @@ use webauthn_rs::prelude::{
 
 use super::error::{Error, Result};
 use crate::clock::Clock;
-use crate::store::{DynStore, NewCeremony, PasskeyRecord};
+use crate::store::{FactorStore, NewCeremony, PasskeyRecord};
 
 /// Adding a passkey to a signed-in account.
 const REGISTER: &str = "register";
@@ -82,7 +82,7 @@ struct Registration {
 #[derive(Clone)]
 pub struct Passkeys {
     clock: Clock,
-    store: DynStore,
+    store: Arc<dyn FactorStore>,
     webauthn: Option<Arc<Webauthn>>,
     ttl_ms: i64,
 }
@@ -108,7 +108,7 @@ fn decode(record: &PasskeyRecord) -> Result<Passkey> {
 }
 
 impl Passkeys {
-    pub fn new(store: DynStore, webauthn: Option<Arc<Webauthn>>, ttl_secs: i64, clock: Clock) -> Self {
+    pub fn new(store: Arc<dyn FactorStore>, webauthn: Option<Arc<Webauthn>>, ttl_secs: i64, clock: Clock) -> Self {
         Self { clock, store, webauthn, ttl_ms: ttl_secs * 1000 }
     }
 

@@ -9,6 +9,8 @@
 //! soft: its owner signing in from a device the account already knows (by the device token only
 //! that device was given, see `known_devices`) is counted on that device alone.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -16,7 +18,7 @@ use super::audit::{kind, Actor, AuditLog};
 use super::error::{Error, Result};
 use crate::clock::Clock;
 use crate::keys::{hex, Keyring};
-use crate::store::{DynStore, ThrottleStep};
+use crate::store::{ThrottleStep, ThrottleStore};
 
 /// What is being guessed; each has its own counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,7 +217,7 @@ impl std::ops::Deref for Throttle {
 /// What every handle to the throttle shares.
 pub struct ThrottleParts {
     clock: Clock,
-    store: DynStore,
+    store: Arc<dyn ThrottleStore>,
     keyring: std::sync::Arc<Keyring>,
     audit: AuditLog,
     settings: ThrottleSettings,
@@ -223,7 +225,7 @@ pub struct ThrottleParts {
 
 impl Throttle {
     pub fn new(
-        store: DynStore,
+        store: Arc<dyn ThrottleStore>,
         keyring: std::sync::Arc<Keyring>,
         audit: AuditLog,
         settings: ThrottleSettings,

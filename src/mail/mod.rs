@@ -24,7 +24,7 @@ use self::templates::Templates;
 pub use self::transport::{Security, SmtpConfig, Transport};
 use crate::clock::{now_ms, rfc3339};
 use crate::keys::{Keyring, Sealed};
-use crate::store::{DynStore, QueuedMail, StoreError};
+use crate::store::{MailQueueStore, QueuedMail, StoreError};
 
 /// Why a notice could not be queued or the queue not worked.
 #[derive(Debug, thiserror::Error)]
@@ -293,7 +293,7 @@ impl std::ops::Deref for Mailer {
 
 /// What every handle to the mailer shares.
 pub struct MailerParts {
-    store: DynStore,
+    store: Arc<dyn MailQueueStore>,
     keyring: Arc<Keyring>,
     delivered: Arc<dyn DeliveryLog>,
     templates: Arc<Templates>,
@@ -318,7 +318,7 @@ fn redact_addresses(text: &str) -> String {
 
 impl Mailer {
     pub fn new(
-        store: DynStore,
+        store: Arc<dyn MailQueueStore>,
         keyring: Arc<Keyring>,
         delivered: Arc<dyn DeliveryLog>,
         config: &MailConfig,
