@@ -4,7 +4,7 @@
 //! browser are in the end-to-end suite.
 
 use keywarden::domain::audit::Actor;
-use keywarden::domain::clients::{ClientKind, NewClient};
+use keywarden::domain::oauth::clients::{ClientKind, NewClient};
 use keywarden::domain::sso::ProviderSettings;
 use keywarden::keys::signing::SigningAlg;
 use reqwest::{Client, StatusCode};

@@ -7,9 +7,9 @@ use serde_json::json;
 use super::{OAuth, Scope};
 use crate::domain::audit::{kind, Actor, AuditLog};
 use crate::domain::caller::Authenticated;
-use crate::domain::clients::Client;
 use crate::domain::device_info::DeviceInfo;
 use crate::domain::error::{Error, Result};
+use crate::domain::oauth::clients::Client;
 use crate::domain::tokens::TokenKind;
 use crate::store::OAuthCodeRecord;
 

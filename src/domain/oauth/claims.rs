@@ -7,8 +7,8 @@ use serde_json::json;
 use super::{ClientCredentials, OAuth, Scope};
 use crate::domain::audit::{kind, Actor, AuditLog};
 use crate::domain::caller::Authenticated;
-use crate::domain::clients::Client;
 use crate::domain::error::{Error, Result};
+use crate::domain::oauth::clients::Client;
 use crate::domain::tokens::TokenKind;
 use crate::store::TokenRecord;
 

@@ -8,8 +8,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use super::{invalid_client, OAuth};
-use crate::domain::clients::Client;
 use crate::domain::error::{Error, Result};
+use crate::domain::oauth::clients::Client;
 
 /// `client_assertion_type` for a JWT (RFC 7523 §2.2).
 pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";

@@ -11,9 +11,9 @@ use zeroize::Zeroizing;
 use super::authorize::{pkce_shaped, CodeGrant};
 use super::{ClientCredentials, OAuth, Scope};
 use crate::domain::audit::{kind, Actor, AuditLog};
-use crate::domain::clients::Client;
 use crate::domain::dpop::Proof;
 use crate::domain::error::{Error, Result};
+use crate::domain::oauth::clients::Client;
 use crate::domain::tokens::TokenKind;
 use crate::store::{DeviceSighting, OAuthCodeRecord, OAuthGrant, SessionStart, Verified};
 

@@ -8,6 +8,7 @@
 mod authorize;
 mod claims;
 mod client_assertion;
+pub mod clients;
 mod consents;
 mod device;
 mod grants;
@@ -25,9 +26,9 @@ pub use grants::{TokenRequest, TokenResponse, DEVICE_CODE_GRANT};
 pub use logout::{EndSessionRequest, EndedSession, LogoutNotice, LogoutTokenClaims, BACKCHANNEL_LOGOUT_EVENT};
 pub use service_tokens::ServiceTokenClaims;
 
+use self::clients::{Client, Clients, ConfiguredClient};
 use super::accounts::Accounts;
 use super::audit::AuditLog;
-use super::clients::{Client, Clients, ConfiguredClient};
 use super::core::Core;
 use super::error::{Error, Result};
 use super::freshness::Freshness;

@@ -8,8 +8,8 @@ use zeroize::Zeroizing;
 use super::claims::Introspection;
 use super::grants::TokenResponse;
 use super::OAuth;
-use crate::domain::clients::Client;
 use crate::domain::error::{Error, Result};
+use crate::domain::oauth::clients::Client;
 use crate::domain::revocation::TokenFacts;
 use crate::keys::signing::SigningAlg;
 

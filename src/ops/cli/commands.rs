@@ -4,7 +4,7 @@ use anyhow::Context;
 
 use super::{BreachArgs, ClientsAction, KeysAction};
 use crate::config::Config;
-use crate::domain::clients::{ClientKind, NewClient};
+use crate::domain::oauth::clients::{ClientKind, NewClient};
 use crate::domain::tokens::TokenKind;
 use crate::keys::signing::SigningAlg;
 use crate::keys::KeyPurpose;

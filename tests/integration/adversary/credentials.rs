@@ -330,7 +330,7 @@ async fn after_signing_out_everywhere_what_was_added_lately_is_listed_for_remova
 
 async fn a_stale_browser_session_approves_a_device_code_only_with_its_password(engine: Engine) {
     use crate::pages::{browser, get, submit};
-    use keywarden::domain::clients::ClientKind;
+    use keywarden::domain::oauth::clients::ClientKind;
     use keywarden::keys::signing::SigningAlg;
     let server = TestServer::start(engine.clone()).await;
     crate::oidc::register(&server, "tv", ClientKind::Public, true, SigningAlg::Es256).await;

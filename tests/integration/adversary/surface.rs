@@ -115,7 +115,7 @@ async fn the_database_and_the_outbox_are_for_their_owner_only(engine: Engine) {
 }
 
 async fn what_a_stranger_can_have_made_is_bounded_per_address_and_client(engine: Engine) {
-    use keywarden::domain::clients::ClientKind;
+    use keywarden::domain::oauth::clients::ClientKind;
     use keywarden::keys::signing::SigningAlg;
     let server = TestServer::start_with(engine, behind_proxy).await;
     let (per_address, per_client) =

@@ -175,7 +175,7 @@ async fn signing_keys_rotate_with_overlap(engine: Engine) {
 }
 
 async fn first_party_clients_come_from_the_configuration(engine: Engine) {
-    use keywarden::domain::clients::ConfiguredClient;
+    use keywarden::domain::oauth::clients::ConfiguredClient;
     let mint = || keywarden::domain::tokens::TokenKind::ClientSecret.mint().to_string();
     let (first, second) = (mint(), mint());
     let site = |name: &str, secret: &str| ConfiguredClient {

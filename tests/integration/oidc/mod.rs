@@ -6,7 +6,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use keywarden::domain::audit::Actor;
-use keywarden::domain::clients::{ClientKind, NewClient};
+use keywarden::domain::oauth::clients::{ClientKind, NewClient};
 use keywarden::keys::signing::SigningAlg;
 use reqwest::{Client, StatusCode};
 use serde_json::Value;

@@ -10,11 +10,11 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use super::audit::{kind, Actor, AuditLog};
-use super::device_info::{CHANNEL_DEVICE, CHANNEL_WEB};
-use super::error::{Error, Result};
-use super::tokens::TokenKind;
 use crate::clock::Clock;
+use crate::domain::audit::{kind, Actor, AuditLog};
+use crate::domain::device_info::{CHANNEL_DEVICE, CHANNEL_WEB};
+use crate::domain::error::{Error, Result};
+use crate::domain::tokens::TokenKind;
 use crate::keys::signing::SigningAlg;
 use crate::keys::Keyring;
 use crate::store::{ClientRecord, OAuthStore, StoreError};
