@@ -24,6 +24,23 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+/// Implements every aggregate's trait for an engine, with each aggregate's portable SQL.
+macro_rules! impl_aggregates {
+    ($store:ty, $db:ty) => {
+        $crate::store::accounts::impl_account_store!($store, $db);
+        $crate::store::audit::impl_audit_store!($store, $db);
+        $crate::store::factors::impl_factor_store!($store, $db);
+        $crate::store::keys::impl_key_store!($store, $db);
+        $crate::store::mail_queue::impl_mail_queue_store!($store, $db);
+        $crate::store::oauth::impl_oauth_store!($store, $db);
+        $crate::store::plex::impl_plex_store!($store, $db);
+        $crate::store::sessions::impl_session_store!($store, $db);
+        $crate::store::sso::impl_sso_store!($store, $db);
+        $crate::store::throttle::impl_throttle_store!($store, $db);
+    };
+}
+pub(crate) use impl_aggregates;
+
 pub use accounts::*;
 pub use audit::*;
 pub use factors::*;

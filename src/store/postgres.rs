@@ -77,3 +77,5 @@ impl_store_with_portable_sql!(
         }))
     }
 );
+
+super::impl_aggregates!(PostgresStore, sqlx::Postgres);

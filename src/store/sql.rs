@@ -20,9 +20,9 @@ pub(super) const EXPIRED_ROWS: &[&str] = &[
     "DELETE FROM oauth_device_codes WHERE expires_at < $1",
 ];
 
-/// Implements `Store` and every aggregate's trait for `$store`, which must have `reader`, `writer`
-/// and `maintenance` pools of database `$db` and an inherent `run_migrations` method. Extra items
-/// are engine-specific `Store` methods.
+/// Implements `Store` for `$store`, which must have `reader`, `writer` and `maintenance` pools of
+/// database `$db` and an inherent `run_migrations` method. Extra items are engine-specific `Store`
+/// methods. (Each aggregate's trait is implemented by its own module's macro: `impl_aggregates!`.)
 macro_rules! impl_store_with_portable_sql {
     ($store:ty, $db:ty, $engine:literal $(, $extra:item)*) => {
         #[async_trait::async_trait]
@@ -156,16 +156,6 @@ macro_rules! impl_store_with_portable_sql {
             }
         }
 
-        $crate::store::accounts::impl_account_store!($store, $db);
-        $crate::store::audit::impl_audit_store!($store, $db);
-        $crate::store::factors::impl_factor_store!($store, $db);
-        $crate::store::keys::impl_key_store!($store, $db);
-        $crate::store::mail_queue::impl_mail_queue_store!($store, $db);
-        $crate::store::oauth::impl_oauth_store!($store, $db);
-        $crate::store::plex::impl_plex_store!($store, $db);
-        $crate::store::sessions::impl_session_store!($store, $db);
-        $crate::store::sso::impl_sso_store!($store, $db);
-        $crate::store::throttle::impl_throttle_store!($store, $db);
     };
 }
 

@@ -82,3 +82,5 @@ fn create_owner_only(file: &Path) -> std::io::Result<()> {
 }
 
 impl_store_with_portable_sql!(SqliteStore, sqlx::Sqlite, "sqlite");
+
+super::impl_aggregates!(SqliteStore, sqlx::Sqlite);

@@ -8,7 +8,7 @@ use minijinja::context;
 use serde::Deserialize;
 
 use super::oauth::scope_description;
-use super::passkeys::step_up_proof;
+use super::step_up::step_up_proof;
 use super::Browser;
 use crate::domain::caller::Authenticated;
 use crate::domain::oauth::PendingLink;

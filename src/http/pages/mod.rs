@@ -11,6 +11,7 @@ mod oauth;
 mod passkeys;
 mod security;
 mod sso;
+mod step_up;
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;

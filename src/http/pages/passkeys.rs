@@ -10,11 +10,11 @@ use serde::Deserialize;
 
 use super::account::{form_proof, signed_in_cookies};
 use super::security::{recovery_codes_page, refuse, signed_in, signed_in_to_enrol};
+use super::step_up::stepped_up;
 use super::PageError;
 use super::{Browser, CsrfOnly, Page};
 use crate::domain::caller::Authenticated;
 use crate::domain::passkeys::{Assertion, Ceremony};
-use crate::domain::second_factors::{Factor, StepUp};
 use crate::domain::sessions::{Issue, PasskeySignIn};
 use crate::domain::Error;
 use crate::http::error::ApiError;
@@ -42,45 +42,6 @@ fn session_of(browser: &Browser) -> Result<&Authenticated, Error> {
         Some(who) => Ok(who),
         None => Err(Error::InvalidToken),
     }
-}
-
-/// The step-up proof a form carries, if any: a passkey's answer (put there by the page script), a
-/// code from the app or a recovery code, or else the password.
-/// Steps the session up with the proof a form carries; a form without one leaves the session as
-/// it is (the action then checks that it is still fresh enough).
-pub(super) async fn stepped_up(
-    state: &AppState,
-    who: &Authenticated,
-    code: &str,
-    password: &str,
-    ceremony_id: &str,
-    webauthn_response: &str,
-    address: Option<&str>,
-) -> Result<Authenticated, Error> {
-    match step_up_proof(code, password, ceremony_id, webauthn_response)? {
-        Some(proof) => state.factors.step_up(who, proof, address).await,
-        None => Ok(who.clone()),
-    }
-}
-
-pub(super) fn step_up_proof(
-    code: &str,
-    password: &str,
-    ceremony_id: &str,
-    webauthn_response: &str,
-) -> Result<Option<StepUp>, Error> {
-    if !webauthn_response.is_empty() {
-        let credential = parse(webauthn_response)?;
-        let assertion = Assertion { ceremony_id: Some(ceremony_id.to_owned()), credential: Box::new(credential) };
-        return Ok(Some(StepUp::Factor(Factor::Passkey(assertion))));
-    }
-    if !code.trim().is_empty() {
-        return Factor::guess(code).map(|factor| Some(StepUp::Factor(factor)));
-    }
-    if !password.is_empty() {
-        return Ok(Some(StepUp::Password(zeroize::Zeroizing::new(password.to_owned()))));
-    }
-    Ok(None)
 }
 
 pub async fn registration_options(

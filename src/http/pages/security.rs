@@ -7,7 +7,7 @@ use axum::Form;
 use minijinja::context;
 use serde::Deserialize;
 
-use super::passkeys::{step_up_proof, stepped_up};
+use super::step_up::{step_up_proof, stepped_up};
 use super::PageError;
 use super::{Browser, CsrfOnly, Page};
 use crate::clock::human;

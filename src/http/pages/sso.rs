@@ -10,8 +10,8 @@ use minijinja::context;
 use serde::Deserialize;
 
 use super::account::{form_proof, second_step_page, signed_in_cookies};
-use super::passkeys::stepped_up;
 use super::security::{refuse, signed_in};
+use super::step_up::stepped_up;
 use super::PageError;
 use super::{cookie, Browser, Page};
 use crate::domain::caller::Authenticated;
