@@ -14,6 +14,8 @@ let browser;
 before(async () => {
   server = await startKeywarden({
     KEYWARDEN_TRUSTED_PROXIES: '["127.0.0.1/32"]',
+    // The lock must outlast a busy machine's slowest browser start (a one-second block did not).
+    KEYWARDEN_THROTTLE__BASE_DELAY_SECS: "60",
     KEYWARDEN_ALERTS__STUFFING__ACCOUNTS: "6",
     KEYWARDEN_ALERTS__STUFFING__ADDRESSES: "4",
     KEYWARDEN_ALERTS__STUFFING__CHECK_EVERY_SECS: "1",
