@@ -1,6 +1,11 @@
 //! Planting honeytokens: decoy accounts with passwords, devices and live tokens, dated as if made
 //! over the past year, and exported for planting elsewhere.
 
+use rand::seq::SliceRandom;
+use rand::Rng;
+use serde::Serialize;
+use zeroize::Zeroizing;
+
 use super::accounts::Accounts;
 use super::core::Core;
 use super::device_info::{is_browser_app, CHANNEL_DEVICE, CHANNEL_WEB};
@@ -9,10 +14,6 @@ use super::honeytokens::{decoy_account_id, decoy_token};
 use super::identity::{Email, Username};
 use super::tokens::TokenKind;
 use crate::store::{DeviceSighting, NewToken, SessionStart, Verified};
-use rand::seq::SliceRandom;
-use rand::Rng;
-use serde::Serialize;
-use zeroize::Zeroizing;
 
 /// One decoy as `seed` made it: what to plant elsewhere, if anything (`--export`).
 #[derive(Debug, Serialize)]

@@ -1,6 +1,8 @@
 //! PIN linking for plex.tv-style clients: a device asks for a PIN and shows its code, the person
 //! approves the code while signed in, and the device, polling with the PIN's id, collects its token.
 
+use std::sync::Arc;
+
 use rand::Rng;
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -16,7 +18,6 @@ use crate::domain::sessions::Sessions;
 use crate::domain::throttle::{self, Purpose, Subject, Throttle};
 use crate::keys::Keyring;
 use crate::store::{DynStore, PlexPinRecord, StoreError};
-use std::sync::Arc;
 
 /// How long a PIN waits for its person.
 pub const PIN_TTL_SECS: i64 = 900;

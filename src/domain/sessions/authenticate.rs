@@ -3,14 +3,13 @@
 
 use subtle::ConstantTimeEq;
 
+use super::Sessions;
+use crate::domain::caller::{Authenticated, Presentation};
 use crate::domain::error::{Error, Result};
 use crate::domain::honeytokens;
 use crate::domain::revocation::TokenFacts;
 use crate::domain::tokens::TokenKind;
 use crate::store::TokenRecord;
-
-use super::Sessions;
-use crate::domain::caller::{Authenticated, Presentation};
 
 /// Three base64url parts: a compact JWS rather than a `kw_` token.
 fn looks_like_jwt(token: &str) -> bool {

@@ -7,23 +7,23 @@ mod authenticate;
 mod refresh;
 mod sign_in;
 
-pub use sign_in::{FinishSignIn, PasskeySignIn, ProviderSignIn, SignIn, MAILED_CODE};
-
 use std::sync::Arc;
 
-use zeroize::Zeroizing;
-
 use serde_json::json;
+use zeroize::Zeroizing;
 
 use crate::clock::Clock;
 use crate::domain::accounts::Accounts;
 use crate::domain::alerts::Alerts;
 use crate::domain::audit::{kind, Actor, AuditLog};
+use crate::domain::caller::Authenticated;
 use crate::domain::core::Core;
+use crate::domain::device_info::{DeviceInfo, CHANNEL_DEVICE, CHANNEL_WEB};
 use crate::domain::dpop::Proof;
 use crate::domain::error::Result;
 use crate::domain::known_devices;
 use crate::domain::password::PasswordHasher;
+use crate::domain::policy::TokenPolicy;
 use crate::domain::revocation::Revocations;
 use crate::domain::second_factors::SecondFactors;
 use crate::domain::throttle::Throttle;
@@ -33,9 +33,7 @@ use crate::keys::Keyring;
 use crate::mail::Notice;
 use crate::store::{DeviceSighting, DynStore, NewToken, SessionStart, Verified};
 
-use crate::domain::caller::Authenticated;
-use crate::domain::device_info::{DeviceInfo, CHANNEL_DEVICE, CHANNEL_WEB};
-use crate::domain::policy::TokenPolicy;
+pub use sign_in::{FinishSignIn, PasskeySignIn, ProviderSignIn, SignIn, MAILED_CODE};
 
 /// A password sign-in as it started, kept with its second-factor challenge so that finishing it
 /// issues exactly what the password step would have: same device, same key binding, same kind.

@@ -3,15 +3,14 @@
 
 use serde_json::json;
 
+use super::authenticate::Liveness;
+use super::{token_type, Issue, IssuedTokens, Sessions};
 use crate::domain::audit::{kind, Actor, AuditLog};
 use crate::domain::dpop::Proof;
 use crate::domain::error::{Error, Result};
 use crate::domain::known_devices;
 use crate::domain::tokens::TokenKind;
 use crate::store::{SessionRecovery, TokenRecord};
-
-use super::authenticate::Liveness;
-use super::{token_type, Issue, IssuedTokens, Sessions};
 
 impl Sessions {
     /// Exchanges a refresh token for a new pair. Each refresh token works once (plus a short grace for

@@ -1,13 +1,15 @@
 //! Every way of proving who you are: a password, a passkey, an upstream provider, and the second
 //! step (an authenticator code, a recovery code, a passkey or a mailed code) that may follow.
 
+use serde_json::json;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use serde_json::json;
-
+use super::PendingSignIn;
+use super::{Issue, IssuedTokens, Sessions};
 use crate::domain::accounts::Accounts;
 use crate::domain::audit::{kind, Actor, AuditLog};
+use crate::domain::device_info::DeviceInfo;
 use crate::domain::dpop::Proof;
 use crate::domain::error::{Error, Result};
 use crate::domain::honeytokens;
@@ -15,16 +17,12 @@ use crate::domain::identity::Login;
 use crate::domain::known_devices;
 use crate::domain::passkeys::Assertion;
 use crate::domain::password;
+use crate::domain::profile::Role;
 use crate::domain::second_factors::Factor;
 use crate::domain::throttle::{self, Purpose, Subject};
 use crate::domain::tokens::TokenKind;
 use crate::mail::Notice;
 use crate::store::{DeviceRecord, NewMfaChallenge};
-
-use super::{Issue, IssuedTokens, Sessions};
-use crate::domain::device_info::DeviceInfo;
-use crate::domain::profile::Role;
-use crate::domain::sessions::PendingSignIn;
 
 #[derive(Debug, Clone)]
 pub struct SignIn {

@@ -1,16 +1,17 @@
 //! Talking to a provider: its discovery document and keys, and the exchange of a code for verified claims.
 
-use super::id_token::{Refusal, UpstreamClaims};
-use super::provider::{ClientAuth, Metadata, Provider};
-use super::upstream::Reply;
-use crate::domain::error::{Error, Result};
-use crate::domain::sso::id_token;
-use crate::domain::sso::random_text;
-use crate::domain::sso::upstream;
-use crate::domain::sso::JWKS_REFETCH_AFTER;
-use crate::domain::Sso;
 use jsonwebtoken::jwk::JwkSet;
 use serde_json::json;
+
+use super::id_token;
+use super::id_token::{Refusal, UpstreamClaims};
+use super::provider::{ClientAuth, Metadata, Provider};
+use super::random_text;
+use super::upstream;
+use super::upstream::Reply;
+use super::JWKS_REFETCH_AFTER;
+use crate::domain::error::{Error, Result};
+use crate::domain::Sso;
 
 pub(super) fn unreachable(provider: &Provider, err: &upstream::Unreachable) -> Error {
     tracing::warn!(provider = %provider.id, error = %err, "a sign-in provider could not be reached");

@@ -1,17 +1,18 @@
 //! Linked providers: listing, linking and unlinking an upstream account, and telling the owner.
 
+use serde_json::json;
+
 use super::id_token::UpstreamClaims;
+use super::label_context;
+use super::subject_key;
+use super::LinkedIdentity;
 use crate::domain::audit::{kind, Actor, AuditLog};
 use crate::domain::caller::Authenticated;
 use crate::domain::error::{Error, Result};
-use crate::domain::sso::label_context;
-use crate::domain::sso::subject_key;
-use crate::domain::sso::LinkedIdentity;
 use crate::domain::Sso;
 use crate::keys::Sealed;
 use crate::mail::Notice;
 use crate::store::{SsoIdentityRecord, StoreError};
-use serde_json::json;
 
 impl Sso {
     /// The upstream accounts linked to an account.
