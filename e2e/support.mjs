@@ -25,7 +25,8 @@ export const sizes = { phone: { width: 390, height: 844 }, desktop: { width: 128
 export function startKeywarden(settings = {}) {
   const dataDir = mkdtempSync(join(tmpdir(), "keywarden-e2e-"));
   const env = { ...process.env, KEYWARDEN_PASSWORD_HASHING__PROFILE: "insecure-test-only", KEYWARDEN_LOG_FORMAT: "json" };
-  for (const name of Object.keys(env)) if (name.startsWith("KEYWARDEN_TEST_")) delete env[name];
+  // The suite's own variables are not the server's configuration.
+  for (const name of Object.keys(env)) if (name.startsWith("KEYWARDEN_TEST_") || name === "KEYWARDEN_BIN") delete env[name];
   Object.assign(env, settings);
   const child = spawn(binary, ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir], { env, cwd: dataDir });
   let log = "";

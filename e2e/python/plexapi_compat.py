@@ -128,6 +128,7 @@ def phase_sessions():
     uris = sorted(c.uri for c in nas.connections)
     check(uris == ["http://192.168.1.20:32400", "https://nas.example.net:32400"], "its connections are listed")
     check([c.local for c in nas.connections if c.address == "192.168.1.20"] == [True], "a private address is local")
+    check(account.users() == [], "users() reads the (empty) friends list as XML")
 
     # A TV shows a PIN; its owner approves it from a signed-in plexapi session; the TV gets a token.
     as_device("plexapi-tv", "Living room TV")

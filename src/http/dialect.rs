@@ -44,7 +44,12 @@ impl Dialect {
     pub fn of(path: &str, headers: &HeaderMap) -> Self {
         if path.starts_with("/api/v1/") {
             Self::Api
-        } else if path.starts_with("/api/v2/") || path == "/devices.xml" || path.starts_with("/devices/") {
+        } else if path.starts_with("/api/v2/")
+            || path == "/devices.xml"
+            || path.starts_with("/devices/")
+            || path.starts_with("/api/users")
+            || path.starts_with("/api/servers/")
+        {
             Self::Plex(Format::of(headers))
         } else if OAUTH_MACHINE_PATHS.contains(&path) || path == "/.well-known/openid-configuration" {
             Self::OAuth

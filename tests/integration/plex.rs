@@ -11,7 +11,8 @@ crate::on_both_engines!(
     plex_clients_sign_in_read_their_user_and_devices_in_xml_or_json,
     plex_tokens_die_with_channel_revocation_and_bad_requests_get_plex_errors,
     a_pin_is_approved_once_collected_once_and_only_by_its_device,
-    a_device_key_mints_tokens_once_per_nonce_until_its_sign_in_is_revoked
+    a_device_key_mints_tokens_once_per_nonce_until_its_sign_in_is_revoked,
+    friends_and_shares_are_empty_xml_containers_for_the_owners_server_only
 );
 
 pub(crate) fn plex(client: &Client, method: reqwest::Method, url: String, device: &str) -> reqwest::RequestBuilder {
@@ -348,5 +349,45 @@ async fn a_device_key_mints_tokens_once_per_nonce_until_its_sign_in_is_revoked(e
     assert!(refused, "a revoked sign-in's key mints nothing");
     let user = client.get(server.url("/api/v2/user")).header("X-Plex-Token", &device_token).send().await.unwrap();
     assert_eq!(user.status(), StatusCode::UNAUTHORIZED);
+    server.stop().await;
+}
+
+/// Issue 21 §5: Tautulli's user refresh and `plexapi`'s `users()` read `/api/users` as XML whatever
+/// they accept; a server's shares are listed for its owner only.
+async fn friends_and_shares_are_empty_xml_containers_for_the_owners_server_only(engine: Engine) {
+    let server = TestServer::start(engine).await;
+    server.sign_up("Tau", "tau@example.com", "tau's long passphrase").await;
+    server.sign_up("Eve", "eve@example.com", "eve's long passphrase").await;
+    let token =
+        attribute(&sign_in(&server, "tau", "tau's long passphrase", "nas-7").await.text().await.unwrap(), "authToken");
+    let eve = attribute(
+        &sign_in(&server, "eve", "eve's long passphrase", "eve-box").await.text().await.unwrap(),
+        "authToken",
+    );
+    let client = Client::new();
+    let get = |path: &str, token: &str| {
+        client.get(server.url(path)).header("X-Plex-Token", token).header("Accept", "application/json").send()
+    };
+
+    for path in ["/api/users", "/api/users/"] {
+        let reply = get(path, &token).await.unwrap();
+        assert_eq!(reply.status(), StatusCode::OK, "{path}");
+        assert!(reply.headers()["content-type"].to_str().unwrap().starts_with("application/xml"), "{path}");
+        let xml = reply.text().await.unwrap();
+        assert!(xml.starts_with("<?xml") && xml.contains("<MediaContainer ") && !xml.contains("<User "), "{xml}");
+        assert_eq!(attribute(&xml, "size"), "0");
+        assert_eq!(attribute(&xml, "identifier"), "com.plexapp.plugins.myplex");
+    }
+    let refused = get("/api/users", "kw_pt_not-a-token").await.unwrap();
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert!(refused.text().await.unwrap().contains("<error "), "plex.tv's error, in XML");
+
+    let shares = get("/api/servers/nas-7/shared_servers", &token).await.unwrap();
+    assert_eq!(shares.status(), StatusCode::OK);
+    let xml = shares.text().await.unwrap();
+    assert_eq!((attribute(&xml, "machineIdentifier"), attribute(&xml, "size")), ("nas-7".to_owned(), "0".to_owned()));
+    // Someone else's server, and one nobody has, are not found.
+    assert_eq!(get("/api/servers/nas-7/shared_servers", &eve).await.unwrap().status(), StatusCode::NOT_FOUND);
+    assert_eq!(get("/api/servers/unknown/shared_servers", &token).await.unwrap().status(), StatusCode::NOT_FOUND);
     server.stop().await;
 }

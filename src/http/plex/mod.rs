@@ -6,6 +6,7 @@ mod account;
 mod auth;
 mod devices;
 mod pins;
+mod sharing;
 pub mod xml;
 
 use axum::extract::FromRequestParts;
@@ -37,6 +38,9 @@ pub fn router() -> Router<AppState> {
         .route("/api/v2/pins", post(pins::create))
         .route("/api/v2/pins/link", put(pins::link))
         .route("/api/v2/pins/{id}", get(pins::poll))
+        .route("/api/users", get(sharing::friends))
+        .route("/api/users/", get(sharing::friends))
+        .route("/api/servers/{machine_identifier}/shared_servers", get(sharing::shared_servers))
 }
 
 /// A time as plex.tv writes it in ISO form: `2026-11-24T06:20:01Z`, whole seconds.
