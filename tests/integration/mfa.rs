@@ -105,17 +105,19 @@ async fn authenticator_codes_from_another_implementation_sign_in_once(engine: En
                 .assert_error(StatusCode::UNAUTHORIZED, "invalid_code");
         }
     }
-    // The next step's code is within the ±1 window (a phone clock running fast).
-    let signed_in = finish(&server, &attempt, json!({ "code": app_code(&secret, 1) })).await;
+    // The next step's code is within the ±1 window (a phone clock running fast). Taken once: the
+    // replays below must send this very code, even if a step boundary passes meanwhile.
+    let next_step = app_code(&secret, 1);
+    let signed_in = finish(&server, &attempt, json!({ "code": next_step })).await;
     assert_eq!(signed_in.status, StatusCode::CREATED, "{}", signed_in.text);
     let session = Tokens::from(&signed_in.json);
     assert_eq!(server.me(&session.access).await.status, StatusCode::OK);
     // The challenge is spent, and the code cannot be replayed on a new one.
-    finish(&server, &attempt, json!({ "code": app_code(&secret, 1) }))
+    finish(&server, &attempt, json!({ "code": next_step }))
         .await
         .assert_error(StatusCode::UNAUTHORIZED, "invalid_mfa_token");
     let again = password_step(&server, "tove").await;
-    finish(&server, &again, json!({ "code": app_code(&secret, 1) }))
+    finish(&server, &again, json!({ "code": next_step }))
         .await
         .assert_error(StatusCode::UNAUTHORIZED, "code_already_used");
     finish(&server, &again, json!({ "code": "123456", "recovery_code": "abcde-fghjk" }))
