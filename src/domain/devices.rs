@@ -29,6 +29,13 @@ pub struct DeviceView {
     pub current: bool,
 }
 
+impl DeviceView {
+    /// A media server: it said `X-Plex-Provides: server` (among what else it provides).
+    pub fn is_media_server(&self) -> bool {
+        self.device.provides.split(',').any(|p| p == "server")
+    }
+}
+
 #[derive(Clone)]
 pub struct Devices {
     clock: Clock,

@@ -6,6 +6,7 @@ use axum::response::Response;
 
 use super::xml::Element;
 use super::{PlexClient, PlexError};
+use crate::domain::devices::DeviceView;
 use crate::domain::Error;
 use crate::http::extract::ClientAddress;
 use crate::http::AppState;
@@ -81,7 +82,7 @@ pub async fn resources(State(state): State<AppState>, client: PlexClient) -> Res
     let who = client.signed_in(&state).await?;
     let token = client.token.clone().unwrap_or_default();
     let devices = state.devices.list(&who).await.map_err(|e| client.error(&e))?;
-    let servers = devices.into_iter().map(|view| view.device).filter(|d| d.provides.split(',').any(|p| p == "server"));
+    let servers = devices.into_iter().filter(DeviceView::is_media_server).map(|view| view.device);
     let elements: Vec<Element> = servers
         .map(|d| {
             let uris: Vec<String> = serde_json::from_str(&d.connections).unwrap_or_default();

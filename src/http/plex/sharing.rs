@@ -37,9 +37,8 @@ pub async fn shared_servers(
     let client = PlexClient { format: Format::Xml, ..client };
     let who = client.signed_in(&state).await?;
     let devices = state.devices.list(&who).await.map_err(|e| client.error(&e))?;
-    let owned = devices.iter().any(|view| {
-        view.device.client_identifier == machine_identifier && view.device.provides.split(',').any(|p| p == "server")
-    });
+    let owned =
+        devices.iter().any(|view| view.device.client_identifier == machine_identifier && view.is_media_server());
     if !owned {
         return Err(client.error(&Error::DeviceNotFound));
     }
