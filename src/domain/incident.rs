@@ -67,8 +67,13 @@ pub struct IncidentResponse {
 }
 
 impl IncidentResponse {
-    pub fn new(core: &Core, accounts: Accounts, factors: SecondFactors, recovery: Recovery) -> Self {
-        let operators = Operators::new(core, accounts.clone(), factors.clone());
+    pub fn new(
+        core: &Core,
+        accounts: Accounts,
+        factors: SecondFactors,
+        recovery: Recovery,
+        operators: Operators,
+    ) -> Self {
         Self { core: core.clone(), accounts, factors, recovery, operators }
     }
 

@@ -50,7 +50,7 @@ impl Console {
         let honeytokens = Decoys::new(&core, accounts.clone());
         let key_rotation = KeyRotation::new(core.store.clone(), keyring.clone());
         let operators = Operators::new(&core, accounts.clone(), factors.clone());
-        let incident = IncidentResponse::new(&core, accounts.clone(), factors.clone(), recovery);
+        let incident = IncidentResponse::new(&core, accounts.clone(), factors.clone(), recovery, operators.clone());
         Ok(Self {
             audit,
             actor: Actor::Admin(operator),
