@@ -178,11 +178,19 @@ pub struct PagesConfig {
     /// Other origins (`https://forum.example.com`) a browser may be sent to after signing in,
     /// through `?next=`; paths on this site are always allowed, anything else never.
     pub redirect_origins: Vec<String>,
+    /// Whether `/auth` may send a browser on to keywarden's own pages (`forwardUrl`) after a
+    /// plex.tv-style app's sign-in; off, so an approved PIN cannot bounce into a fresh session here.
+    pub auth_forward_to_self: bool,
 }
 
 impl Default for PagesConfig {
     fn default() -> Self {
-        Self { accent_color: "#2450d6".into(), accent_text_color: None, redirect_origins: Vec::new() }
+        Self {
+            accent_color: "#2450d6".into(),
+            accent_text_color: None,
+            redirect_origins: Vec::new(),
+            auth_forward_to_self: false,
+        }
     }
 }
 
@@ -320,6 +328,14 @@ impl Config {
         }
         if !(0..=300).contains(&t.refresh_reuse_grace_secs) {
             return invalid("tokens.refresh_reuse_grace_secs must be between 0 and 300");
+        }
+        if t.plex_idle_ttl_secs < 3600 || t.plex_max_ttl_secs < t.plex_idle_ttl_secs {
+            return invalid(
+                "tokens.plex_idle_ttl_secs must be at least 3600 and tokens.plex_max_ttl_secs at least as long",
+            );
+        }
+        if t.plex_extend_every_secs < 1 || t.plex_extend_every_secs > t.plex_idle_ttl_secs / 2 {
+            return invalid("tokens.plex_extend_every_secs must be between 1 and half of tokens.plex_idle_ttl_secs");
         }
         if let Err(e) = self.mail.from.parse::<lettre::message::Mailbox>() {
             return Err(ConfigError::Invalid(format!("mail.from {:?} is not a mailbox: {e}", self.mail.from)));

@@ -25,7 +25,8 @@ use crate::domain::sso::provider::Provider;
 use crate::domain::throttle::Throttle;
 use crate::domain::validation_cache::ValidationCache;
 use crate::domain::{
-    Accounts, AuditLog, Core, DeviceKeys, Devices, OAuth, Pins, Recovery, Revocations, SecondFactors, Sessions, Sso,
+    Accounts, AuditLog, Claims, Core, DeviceKeys, Devices, OAuth, Pins, Recovery, Revocations, SecondFactors, Sessions,
+    Sso, Webhooks,
 };
 use crate::http::pages::Pages;
 use crate::http::{self, AppState, Services};
@@ -247,6 +248,8 @@ pub fn build_state(config: &Config, store: DynStore, keyring: Arc<Keyring>, cloc
     let provider_names = providers.iter().map(|p| (p.id.clone(), p.name.clone())).collect();
     let upstream = Arc::new(HttpUpstream::new().context("cannot build the HTTP client for sign-in providers")?);
     let pins = Pins::new(&core, sessions.clone());
+    let claims = Claims::new(&core, sessions.clone());
+    let webhooks = Webhooks::new(&core);
     let metrics = Arc::new(Metrics::default());
     core.alerts.add_hook(Arc::new(AlertCounter(metrics.clone())));
     if config.alerts.mail_admins {
@@ -282,6 +285,8 @@ pub fn build_state(config: &Config, store: DynStore, keyring: Arc<Keyring>, cloc
         ),
         sso,
         pins,
+        claims,
+        webhooks,
         device_keys,
         accounts,
         readiness: Readiness::new(store, core.revocations.clone()),

@@ -3,6 +3,17 @@
 // key in IndexedDB) and proves possession of it (DPoP, RFC 9449): at sign-in, to bind the session
 // to the key, and after a leak response, to get a new session without the password. Without it
 // the pages still work; the session is just not bound and passkeys are not offered.
+// A plex.tv-style app opens /auth#!?clientID=…&code=…&forwardUrl=…: the request is in the
+// fragment, which never reaches the server, so this page hands the PIN's code (and where the app
+// wants the browser back, which the server checks) on to /link.
+if (/^\/auth\/?$/.test(location.pathname) && location.hash.length > 1) {
+  const asked = new URLSearchParams(location.hash.replace(/^#!?\??/, ""));
+  const next = new URLSearchParams();
+  if (asked.get("code")) next.set("code", asked.get("code"));
+  if (asked.get("forwardUrl")) next.set("forward", asked.get("forwardUrl"));
+  location.replace(`/link?${next}`);
+}
+
 (async () => {
   const DB = "keywarden", STORE = "keys", NAME = "dpop";
   const open = () => new Promise((resolve, reject) => {

@@ -68,6 +68,9 @@ pub mod kind {
     pub const SSO_LINKED: &str = "sso.linked";
     pub const SSO_UNLINKED: &str = "sso.unlinked";
     pub const PIN_LINKED: &str = "device.pin_linked";
+    pub const CLAIM_TOKEN_ISSUED: &str = "device.claim_token_issued";
+    pub const SERVER_CLAIMED: &str = "device.server_claimed";
+    pub const WEBHOOKS_CHANGED: &str = "account.webhooks_changed";
     pub const DEVICE_KEY_REGISTERED: &str = "device.key_registered";
     pub const DEVICE_KEY_REMOVED: &str = "device.key_removed";
     /// A throttle started backing off: too many wrong guesses for one account, address or device.
@@ -121,6 +124,10 @@ pub mod kind {
             SSO_LINKED => "A sign-in provider was linked",
             SSO_UNLINKED => "A sign-in provider was unlinked",
             DEVICE_KEY_REGISTERED => "A device registered its key",
+            PIN_LINKED => "A device was linked with its code",
+            CLAIM_TOKEN_ISSUED => "A media server claim code was made",
+            SERVER_CLAIMED => "A media server was claimed",
+            WEBHOOKS_CHANGED => "Webhooks changed",
             DEVICE_KEY_REMOVED => "A device key was removed",
             UNPROVEN_ACCOUNT_SECURED => "Address confirmed: what was set up before was removed",
             _ => "Security event",

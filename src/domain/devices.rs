@@ -103,7 +103,7 @@ impl Devices {
         let sessions = self.store.sessions_of(&who.user_id).await?;
         let live: Vec<_> = sessions
             .iter()
-            .filter(|s| s.last_used_at + self.policy.refresh_ttl_secs * 1000 > now)
+            .filter(|s| s.last_used_at + self.policy.longest_idle_secs() * 1000 > now)
             .filter(|s| {
                 let facts = TokenFacts {
                     // A session's newest tokens were issued when it was last used.

@@ -118,6 +118,10 @@ pub enum Error {
     InvalidUserCode,
     #[error("Code not found or expired")]
     PinNotFound,
+    #[error("this claim token is not valid: it was used, has expired or was never issued; get a new one")]
+    InvalidClaimToken,
+    #[error("webhooks: {0}")]
+    InvalidWebhook(&'static str),
     #[error("no such sign-in provider")]
     UnknownProvider,
     #[error("this sign-in with another provider has expired, was already used or was not started in this browser; start again")]
@@ -205,6 +209,8 @@ impl Error {
             Self::InvalidUserCode => "invalid_user_code",
             Self::UnknownProvider => "unknown_provider",
             Self::PinNotFound => "pin_not_found",
+            Self::InvalidClaimToken => "invalid_claim_token",
+            Self::InvalidWebhook(_) => "invalid_webhook",
             Self::InvalidSsoState => "invalid_sso_state",
             Self::SsoFailed(_) => "sso_failed",
             Self::SsoUnavailable => "sso_unavailable",

@@ -47,7 +47,7 @@ pub use error::{Error, Result};
 pub use oauth::clients::Clients;
 pub use oauth::OAuth;
 pub use plex::DeviceKeys;
-pub use plex::Pins;
+pub use plex::{Claims, Pins, Webhooks};
 pub use recovery::Recovery;
 pub use revocation::Revocations;
 pub use second_factors::SecondFactors;

@@ -129,7 +129,9 @@ impl Operators {
             .map(|d| {
                 let open_sessions = sessions
                     .iter()
-                    .filter(|s| s.device_id == d.id && s.last_used_at + self.core.policy.refresh_ttl_secs * 1000 > now)
+                    .filter(|s| {
+                        s.device_id == d.id && s.last_used_at + self.core.policy.longest_idle_secs() * 1000 > now
+                    })
                     .count();
                 json!({
                     "id": d.id, "name": d.name, "product": d.product, "platform": d.platform,

@@ -45,6 +45,10 @@ pub enum Purpose {
     SignOutEverywhere,
     /// Verification links mailed again on request.
     VerificationMail,
+    /// Media server claim tokens made by an account (each writes a row).
+    ClaimCreation,
+    /// Claim tokens presented for exchange (guesses, when wrong).
+    ClaimExchange,
 }
 
 impl Purpose {
@@ -61,6 +65,8 @@ impl Purpose {
             Self::PasskeyChallenge => "passkey_challenge",
             Self::SignOutEverywhere => "signout_all",
             Self::VerificationMail => "verify_mail",
+            Self::ClaimCreation => "claim_create",
+            Self::ClaimExchange => "claim",
         }
     }
 
@@ -74,6 +80,7 @@ impl Purpose {
                 | Self::PasskeyChallenge
                 | Self::SignOutEverywhere
                 | Self::VerificationMail
+                | Self::ClaimCreation
         )
     }
 }

@@ -44,12 +44,7 @@ impl Dialect {
     pub fn of(path: &str, headers: &HeaderMap) -> Self {
         if path.starts_with("/api/v1/") {
             Self::Api
-        } else if path.starts_with("/api/v2/")
-            || path == "/devices.xml"
-            || path.starts_with("/devices/")
-            || path.starts_with("/api/users")
-            || path.starts_with("/api/servers/")
-        {
+        } else if super::plex::is_plex_path(path) {
             Self::Plex(Format::of(headers))
         } else if OAUTH_MACHINE_PATHS.contains(&path) || path == "/.well-known/openid-configuration" {
             Self::OAuth

@@ -121,7 +121,7 @@ pub fn status_of(err: &Error) -> StatusCode {
         Error::WrongPassword | Error::PasswordResetRequired => StatusCode::FORBIDDEN,
         Error::Overloaded { .. } | Error::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-        Error::InvalidUserCode => StatusCode::BAD_REQUEST,
+        Error::InvalidUserCode | Error::InvalidClaimToken | Error::InvalidWebhook(_) => StatusCode::BAD_REQUEST,
         Error::Store(_) | Error::Keyring(_) | Error::KeyringMismatch(_) | Error::Internal(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }

@@ -42,7 +42,8 @@ use crate::domain::policy::TokenPolicy;
 use crate::domain::readiness::Readiness;
 use crate::domain::security_overview::SecurityOverviews;
 use crate::domain::{
-    Accounts, AuditLog, DeviceKeys, Devices, OAuth, Pins, Recovery, Revocations, SecondFactors, Sessions, Sso,
+    Accounts, AuditLog, Claims, DeviceKeys, Devices, OAuth, Pins, Recovery, Revocations, SecondFactors, Sessions, Sso,
+    Webhooks,
 };
 use crate::keys::signing::Signer;
 use crate::keys::Keyring;
@@ -75,6 +76,8 @@ pub struct Services {
     pub oauth: OAuth,
     pub sso: Sso,
     pub pins: Pins,
+    pub claims: Claims,
+    pub webhooks: Webhooks,
     pub device_keys: DeviceKeys,
     pub factors: SecondFactors,
     /// Whether a session proved its person just now (for what pages offer).

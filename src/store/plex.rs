@@ -38,6 +38,16 @@ pub struct PlexPinRecord {
     pub used_at: Option<i64>,
 }
 
+/// A claim token: its owner's account, the code only as a keyed digest.
+#[derive(Debug, Clone)]
+pub struct PlexClaimRecord {
+    pub code_digest: Vec<u8>,
+    pub digest_key_id: String,
+    pub user_id: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
 #[async_trait]
 pub trait PlexStore: Send + Sync + 'static {
     /// Records what a device provides (from its `X-Plex-Provides` header).
@@ -65,6 +75,12 @@ pub trait PlexStore: Send + Sync + 'static {
     async fn approve_plex_pin(&self, id: i64, user_id: &str, at: i64) -> Result<bool, StoreError>;
     /// Spends an approved PIN as its device collects the token; false if it was collected before.
     async fn use_plex_pin(&self, id: i64, at: i64) -> Result<bool, StoreError>;
+    async fn create_plex_claim(&self, claim: &PlexClaimRecord) -> Result<(), StoreError>;
+    /// Spends the unused, unexpired claim with this code digest, atomically; its owner's account id.
+    async fn take_plex_claim(&self, digest: &[u8], now: i64) -> Result<Option<String>, StoreError>;
+    /// The account's webhook URLs as a JSON array (none stored: `None`).
+    async fn plex_webhooks(&self, user_id: &str) -> Result<Option<String>, StoreError>;
+    async fn set_plex_webhooks(&self, user_id: &str, urls: &str, at: i64) -> Result<(), StoreError>;
 }
 
 /// Implements `PlexStore` for an engine with `reader` and `writer` pools of database `$db`, with the
@@ -231,6 +247,56 @@ macro_rules! impl_plex_store {
                     .execute(&self.writer)
                     .await?;
                     Ok(done.rows_affected() == 1)
+                }
+
+                async fn create_plex_claim(&self, claim: &PlexClaimRecord) -> Result<(), StoreError> {
+                    sqlx::query::<$db>(
+                        "INSERT INTO plex_claims (code_digest, digest_key_id, user_id, created_at, expires_at) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(&claim.code_digest)
+                    .bind(&claim.digest_key_id)
+                    .bind(&claim.user_id)
+                    .bind(claim.created_at)
+                    .bind(claim.expires_at)
+                    .execute(&self.writer)
+                    .await
+                    .map_err($crate::store::conflict_or_database)?;
+                    Ok(())
+                }
+
+                async fn take_plex_claim(&self, digest: &[u8], now: i64) -> Result<Option<String>, StoreError> {
+                    let taken: Option<(String,)> = sqlx::query_as::<$db, (String,)>(
+                        "UPDATE plex_claims SET used_at = $1 \
+                         WHERE code_digest = $2 AND used_at IS NULL AND expires_at > $1 RETURNING user_id",
+                    )
+                    .bind(now)
+                    .bind(digest)
+                    .fetch_optional(&self.writer)
+                    .await?;
+                    Ok(taken.map(|(user_id,)| user_id))
+                }
+
+                async fn plex_webhooks(&self, user_id: &str) -> Result<Option<String>, StoreError> {
+                    let urls: Option<(String,)> =
+                        sqlx::query_as::<$db, (String,)>("SELECT urls FROM plex_webhooks WHERE user_id = $1")
+                            .bind(user_id)
+                            .fetch_optional(&self.reader)
+                            .await?;
+                    Ok(urls.map(|(urls,)| urls))
+                }
+
+                async fn set_plex_webhooks(&self, user_id: &str, urls: &str, at: i64) -> Result<(), StoreError> {
+                    sqlx::query::<$db>(
+                        "INSERT INTO plex_webhooks (user_id, urls, updated_at) VALUES ($1, $2, $3) \
+                         ON CONFLICT (user_id) DO UPDATE SET urls = excluded.urls, updated_at = excluded.updated_at",
+                    )
+                    .bind(user_id)
+                    .bind(urls)
+                    .bind(at)
+                    .execute(&self.writer)
+                    .await?;
+                    Ok(())
                 }
             }
         };

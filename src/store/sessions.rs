@@ -173,6 +173,9 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Marks a refresh token rotated and stores its successors, only if nobody rotated it first.
     async fn rotate_refresh_token(&self, digest: &[u8], now: i64, successors: &[NewToken]) -> Result<bool, StoreError>;
     async fn add_tokens(&self, tokens: &[NewToken]) -> Result<(), StoreError>;
+    /// Moves a token's expiry forward to `expires_at` (never back) and marks its session used at
+    /// `now`; false when the token was already extended as far.
+    async fn extend_token(&self, digest: &[u8], expires_at: i64, now: i64) -> Result<bool, StoreError>;
     /// Ends a session: every token of it is dead from this instant. One row is written.
     async fn revoke_session(&self, session_id: &str, now: i64) -> Result<(), StoreError>;
     /// Lists the account's devices, signed out or not.
@@ -305,6 +308,28 @@ macro_rules! impl_session_store {
                             .execute(&mut *tx)
                             .await?;
                     }
+                    tx.commit().await?;
+                    Ok(true)
+                }
+
+                async fn extend_token(&self, digest: &[u8], expires_at: i64, now: i64) -> Result<bool, StoreError> {
+                    let mut tx = self.writer.begin().await?;
+                    let moved: Option<(String,)> = sqlx::query_as::<$db, (String,)>(
+                        "UPDATE tokens SET expires_at = $1 WHERE digest = $2 AND expires_at < $1 RETURNING session_id",
+                    )
+                    .bind(expires_at)
+                    .bind(digest)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let Some((session_id,)) = moved else {
+                        tx.rollback().await?;
+                        return Ok(false);
+                    };
+                    sqlx::query::<$db>("UPDATE sessions SET last_used_at = $1 WHERE id = $2 AND last_used_at < $1")
+                        .bind(now)
+                        .bind(&session_id)
+                        .execute(&mut *tx)
+                        .await?;
                     tx.commit().await?;
                     Ok(true)
                 }

@@ -13,6 +13,7 @@ pub(super) const EXPIRED_ROWS: &[&str] = &[
     "DELETE FROM webauthn_ceremonies WHERE expires_at < $1",
     "DELETE FROM oauth_codes WHERE expires_at < $1",
     "DELETE FROM plex_pins WHERE expires_at < $1",
+    "DELETE FROM plex_claims WHERE expires_at < $1",
     "DELETE FROM sso_flows WHERE expires_at < $1",
     "DELETE FROM sso_pending WHERE expires_at < $1",
     "DELETE FROM client_assertions WHERE expires_at < $1",

@@ -30,6 +30,7 @@ mod operations;
 mod pages;
 mod passkeys;
 mod plex;
+mod plex_tools;
 mod process;
 mod revocation;
 mod smtp;

@@ -67,7 +67,7 @@ async fn plex_clients_sign_in_read_their_user_and_devices_in_xml_or_json(engine:
         .unwrap();
     assert_eq!((json["username"].as_str(), json["email"].as_str()), (Some("Pat"), Some("pat@example.com")));
     assert_eq!(json["authToken"], token.as_str());
-    assert_eq!(json["id"], numeric_id.to_string(), "the same id every time");
+    assert_eq!(json["id"], numeric_id, "the same id every time, as a number");
     // The token also works as a query parameter, as plex.tv allows.
     let by_query = client.get(server.url(&format!("/api/v2/ping?X-Plex-Token={token}"))).send().await.unwrap();
     assert_eq!(by_query.status(), StatusCode::OK);

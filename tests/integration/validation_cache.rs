@@ -295,7 +295,7 @@ async fn a_plex_users_second_factor_change_reaches_every_node(engine: Engine) {
     assert_eq!(signed_in.status(), StatusCode::CREATED);
     let token = signed_in.json::<Value>().await.unwrap()["authToken"].as_str().unwrap().to_owned();
     for base in nodes.bases() {
-        assert_eq!(plex_user(base.clone(), token.clone()).await["twoFactorEnabled"], "0");
+        assert_eq!(plex_user(base.clone(), token.clone()).await["twoFactorEnabled"], false);
     }
     // The owner enrols an authenticator app on one node; every node's user element says so.
     let step_up = json!({ "password": "a long passphrase" });
@@ -307,7 +307,7 @@ async fn a_plex_users_second_factor_change_reaches_every_node(engine: Engine) {
     assert_eq!(server.post_with_token("/api/v1/mfa/totp/confirm", &laptop.access, code).await.status, StatusCode::OK);
     for base in nodes.bases() {
         loop {
-            if plex_user(base.clone(), token.clone()).await["twoFactorEnabled"] == "1" {
+            if plex_user(base.clone(), token.clone()).await["twoFactorEnabled"] == true {
                 break;
             }
             assert_ne!(base, server.base, "the node that made the change shows it at once");

@@ -78,7 +78,26 @@ impl Sessions {
     pub async fn authenticate_plex(&self, token: &str) -> Result<Authenticated> {
         let record = self.plex_token_record(token).await?;
         self.check_presentation(&record, TokenKind::PlexToken, &Presentation::default())?;
+        if !looks_like_jwt(token) {
+            self.slide_plex_expiry(&record).await;
+        }
         Ok(Authenticated::from(record))
+    }
+
+    /// A used `kw_pt_` token lives `tokens.plex_idle_ttl_secs` from now, up to
+    /// `tokens.plex_max_ttl_secs` from its issue: media servers and the tools beside them keep one
+    /// token for months and ping to keep it. The expiry is written at most once per
+    /// `tokens.plex_extend_every_secs`, not on every request. Revocation is unaffected: it is
+    /// judged before, by the session's start.
+    async fn slide_plex_expiry(&self, record: &TokenRecord) {
+        let now = self.clock.now_ms();
+        let Some(target) = self.policy.slid_plex_expiry(now, record.issued_at, record.expires_at) else { return };
+        let ticket = self.validations.ticket();
+        match self.store.extend_token(&record.digest, target, now).await {
+            Ok(_) => self.validations.remember_token(ticket, &TokenRecord { expires_at: target, ..record.clone() }),
+            // The token is valid as it stands; a later use tries again.
+            Err(err) => tracing::warn!(error = %err, session_id = %record.session_id, "could not extend a plex token"),
+        }
     }
 
     pub(super) async fn authenticate_as(
@@ -100,7 +119,9 @@ impl Sessions {
         let cached = kind != TokenKind::Refresh;
         if cached {
             let hit = candidates.iter().find_map(|c| self.validations.token(&c.digest));
-            if let Some(record) = hit.filter(|r| r.kind == kind.as_str()) {
+            // An expired copy may be stale: another node may have extended the token since.
+            let now = self.clock.now_ms();
+            if let Some(record) = hit.filter(|r| r.kind == kind.as_str() && r.expires_at > now) {
                 return Ok(record);
             }
         }

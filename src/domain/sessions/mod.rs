@@ -334,7 +334,11 @@ impl Sessions {
             Issue::BrowserCookie | Issue::PlexToken => {
                 let kind = if issue == Issue::PlexToken { TokenKind::PlexToken } else { TokenKind::WebSession };
                 let token = kind.mint();
-                let ttl = self.policy.refresh_ttl_secs;
+                let ttl = if issue == Issue::PlexToken {
+                    self.policy.plex_idle_ttl_secs
+                } else {
+                    self.policy.refresh_ttl_secs
+                };
                 let row = self.token_row(&token, kind, session_id, user_id, now, ttl);
                 (token, Zeroizing::new(String::new()), vec![row])
             }

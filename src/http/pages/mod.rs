@@ -77,6 +77,7 @@ pub struct Pages {
     stylesheet: String,
     /// Origins other than ours that `next` may point at, canonical (`scheme://host[:port]`).
     redirect_origins: Vec<String>,
+    auth_forward_to_self: bool,
 }
 
 impl Pages {
@@ -87,7 +88,14 @@ impl Pages {
         }
         let stylesheet = format!("{STYLESHEET}{}", config.theme()?.css());
         let redirect_origins = config.redirect_origins()?;
-        Ok(Self { env, product: product.to_owned(), secure_cookies, stylesheet, redirect_origins })
+        Ok(Self {
+            env,
+            product: product.to_owned(),
+            secure_cookies,
+            stylesheet,
+            redirect_origins,
+            auth_forward_to_self: config.auth_forward_to_self,
+        })
     }
 
     /// A message page for a request no handler saw (refused by the HTTP layer): no session, no forms.
@@ -101,6 +109,17 @@ impl Pages {
             "<!doctype html><title>Error</title><p>Something went wrong.</p>".to_owned()
         });
         Page { status, html, jar: Box::default(), form_target: None, retry_after: None }
+    }
+
+    /// Where `/auth` may send a browser once a plex.tv-style app's PIN is approved (`forwardUrl`):
+    /// an `http(s)` URL of the app, without credentials in it; never keywarden itself (one of
+    /// `own_origins`), unless `pages.auth_forward_to_self` says so.
+    pub fn auth_forward(&self, raw: &str, own_origins: &[String]) -> Option<url::Url> {
+        let url = url::Url::parse(raw.trim()).ok()?;
+        let web = matches!(url.scheme(), "http" | "https") && url.host_str().is_some_and(|h| !h.is_empty());
+        let clean = url.username().is_empty() && url.password().is_none();
+        let ours = own_origins.contains(&url.origin().ascii_serialization());
+        (web && clean && (self.auth_forward_to_self || !ours)).then_some(url)
     }
 
     /// Where to send a browser after it signs in: a path on this site, or a URL on a configured
@@ -162,6 +181,8 @@ pub fn router() -> Router<AppState> {
         .route("/oauth/authorize/decision", post(oauth::decide))
         .route("/oauth/logout", get(oauth::end_session))
         .route("/link", get(link::form).post(link::find))
+        .route("/auth", get(link::app_sign_in))
+        .route("/auth/", get(link::app_sign_in))
         .route("/link/confirm", post(link::confirm))
         .route("/sso/{provider}/start", get(sso::start))
         .route("/sso/{provider}/callback", get(sso::callback))

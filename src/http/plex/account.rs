@@ -7,10 +7,10 @@ use axum::Form;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
-use super::xml::Element;
+use super::xml::{Element, Format};
 use super::{PlexClient, PlexError};
 use crate::domain::second_factors::Factor;
-use crate::domain::sessions::{FinishSignIn, Issue, SignIn};
+use crate::domain::sessions::{FinishSignIn, Issue, IssuedTokens, SignIn};
 use crate::domain::validation_cache::PlexFacts;
 use crate::domain::Error;
 use crate::http::extract::{ClientAddress, UserAgent};
@@ -36,10 +36,33 @@ pub async fn sign_in(
     UserAgent(user_agent): UserAgent,
     Form(form): Form<SignInForm>,
 ) -> Result<Response, PlexError> {
+    let credentials = Credentials { login: form.login, password: form.password, code: form.verification_code };
+    let issued = sign_in_with(&state, &client, address, user_agent, credentials).await?;
+    let user = user_element(&state, &issued.user_id, &issued.access_token).await.map_err(|e| client.error(&e))?;
+    Ok(client.format.answer(StatusCode::CREATED, &user))
+}
+
+/// What a person gives to sign in through one of plex.tv's sign-in paths.
+pub(super) struct Credentials {
+    pub login: String,
+    pub password: String,
+    /// The authenticator (or recovery) code, for an account with two-step verification.
+    pub code: Option<String>,
+}
+
+/// A password sign-in (and its second step) for the device in the `X-Plex-*` headers, counted and
+/// throttled like every sign-in; the new token is a plex token of that device.
+pub(super) async fn sign_in_with(
+    state: &AppState,
+    client: &PlexClient,
+    address: Option<String>,
+    user_agent: Option<String>,
+    credentials: Credentials,
+) -> Result<IssuedTokens, PlexError> {
     let device = client.device()?;
     let request = SignIn {
-        login: form.login,
-        password: Zeroizing::new(form.password),
+        login: credentials.login,
+        password: Zeroizing::new(credentials.password),
         device: Some(device),
         address: address.clone(),
         user_agent,
@@ -51,14 +74,14 @@ pub async fn sign_in(
     let issued = match state.sessions.sign_in(request).await {
         Ok(issued) => issued,
         Err(Error::MfaRequired { mfa_token, .. }) => {
-            let Some(code) = form.verification_code.filter(|c| !c.trim().is_empty()) else {
-                return Err(verification(&client, "Please enter the verification code"));
+            let Some(code) = credentials.code.filter(|c| !c.trim().is_empty()) else {
+                return Err(verification(client, "Please enter the verification code"));
             };
-            let factor = Factor::guess(&code).map_err(|_| verification(&client, "Invalid verification code"))?;
+            let factor = Factor::guess(&code).map_err(|_| verification(client, "Invalid verification code"))?;
             let finish = FinishSignIn { mfa_token, factor, address, dpop: None };
             state.sessions.finish_sign_in(finish).await.map_err(|err| match err {
                 Error::InvalidCode | Error::CodeAlreadyUsed | Error::InvalidMfaToken => {
-                    verification(&client, "Invalid verification code")
+                    verification(client, "Invalid verification code")
                 }
                 other => client.error(&other),
             })?
@@ -68,8 +91,7 @@ pub async fn sign_in(
     if let Some(provides) = &client.provides {
         state.devices.record_provides(&issued.device_id, provides).await.map_err(|e| client.error(&e))?;
     }
-    let user = user_element(&state, &issued.user_id, &issued.access_token).await.map_err(|e| client.error(&e))?;
-    Ok(client.format.answer(StatusCode::CREATED, &user))
+    Ok(issued)
 }
 
 /// plex.tv's answer when two-step verification needs (another) code; clients look for these words.
@@ -96,15 +118,18 @@ pub async fn sign_out(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `GET /api/v2/ping`: whether the token still works.
+/// `GET /api/v2/ping`: whether the token still works (`{"pong": true}`, Overseerr looks for `pong`).
 pub async fn ping(State(state): State<AppState>, client: PlexClient) -> Result<Response, PlexError> {
     client.signed_in(&state).await?;
-    Ok(client.format.answer(StatusCode::OK, &Element::new("pong").text("true")))
+    Ok(match client.format {
+        Format::Json => axum::Json(serde_json::json!({ "pong": true })).into_response(),
+        Format::Xml => Format::Xml.answer(StatusCode::OK, &Element::new("pong").text("true")),
+    })
 }
 
 /// The `<user>` element clients read after signing in: who they are, their token, and the child
 /// elements (`subscription`, `profile`, …) they expect to find even when empty.
-async fn user_element(state: &AppState, user_id: &str, token: &str) -> Result<Element, Error> {
+pub(super) async fn user_element(state: &AppState, user_id: &str, token: &str) -> Result<Element, Error> {
     let profile = state.accounts.profile(user_id).await?;
     let PlexFacts { numeric_id, two_factor } = state.accounts.plex_facts(user_id).await?;
     Ok(Element::with_capacity("user", 32)
@@ -141,7 +166,7 @@ async fn user_element(state: &AppState, user_id: &str, token: &str) -> Result<El
                 .attr("plan", "")
                 .attr("paymentService", "")
                 .attr("subscribedAt", "")
-                .child(Element::new("features")),
+                .child(Element::array("features", [])),
         )
         .child(
             Element::new("profile")
@@ -152,7 +177,7 @@ async fn user_element(state: &AppState, user_id: &str, token: &str) -> Result<El
                 .attr("defaultSubtitleAccessibility", 0)
                 .attr("defaultSubtitleForces", 0),
         )
-        .child(Element::new("entitlements"))
-        .child(Element::new("roles"))
-        .child(Element::new("services")))
+        .child(Element::array("entitlements", []))
+        .child(Element::array("roles", []))
+        .child(Element::array("services", [])))
 }

@@ -1,22 +1,27 @@
-//! `devices.xml`: the account's devices, and signing one out, as plex.tv lists them.
+//! The account's devices and media servers in every shape plex.tv lists them (`devices.xml`, v1 and
+//! v2 resources, `pms/servers.xml`), signing a device out, and a server publishing its addresses.
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::xml::Element;
+use std::net::IpAddr;
+
+use super::xml::{Element, Format};
 use super::{PlexClient, PlexError};
+use crate::domain::caller::Authenticated;
 use crate::domain::devices::DeviceView;
 use crate::domain::Error;
 use crate::http::extract::ClientAddress;
 use crate::http::AppState;
 
-/// `GET /devices.xml`: every device with a live session.
+/// `GET /devices.xml`: every device with a live session, with the addresses media servers published.
 pub async fn list(State(state): State<AppState>, client: PlexClient) -> Result<Response, PlexError> {
     let who = client.signed_in(&state).await?;
     let devices = state.devices.list(&who).await.map_err(|e| client.error(&e))?;
     let count = devices.len();
     let elements = devices.into_iter().map(|view| {
+        let connections = published(&view).into_iter().map(|c| Element::new("Connection").attr("uri", c.uri));
         let d = view.device;
         // plex.tv also lists each device's token; keywarden keeps only digests, so it has none to show.
         Element::new("Device")
@@ -37,8 +42,9 @@ pub async fn list(State(state): State<AppState>, client: PlexClient) -> Result<R
             .attr("lastSeenAt", d.last_seen_at / 1000)
             .attr("screenResolution", "")
             .attr("screenDensity", "")
+            .list("Connection", connections)
     });
-    let container = Element::new("MediaContainer").attr("size", count).children(elements.collect::<Vec<_>>());
+    let container = Element::new("MediaContainer").attr("size", count).list("Device", elements);
     Ok(client.format.answer(StatusCode::OK, &container))
 }
 
@@ -76,30 +82,69 @@ pub async fn publish(
     Ok(client.format.answer(StatusCode::OK, &Element::new("MediaContainer").attr("size", 0)))
 }
 
-/// `GET /api/v2/resources`: the account's own media servers (devices that provide `server`), with
-/// the addresses they published. Their `accessToken` is the caller's own token: it is the account's.
-pub async fn resources(State(state): State<AppState>, client: PlexClient) -> Result<Response, PlexError> {
-    let who = client.signed_in(&state).await?;
-    let token = client.token.clone().unwrap_or_default();
+/// An address a media server published (`PUT /devices/{id}?Connection[][uri]=…`).
+struct Connection {
+    protocol: String,
+    address: String,
+    port: u16,
+    uri: String,
+    /// On a private, loopback or link-local network.
+    local: bool,
+}
+
+impl Connection {
+    fn parse(uri: &str) -> Option<Self> {
+        let url = url::Url::parse(uri).ok()?;
+        let address = url.host_str()?.trim_matches(['[', ']']).to_owned();
+        let local = address.parse::<IpAddr>().is_ok_and(|ip| match ip {
+            IpAddr::V4(v4) => v4.is_private() || v4.is_loopback() || v4.is_link_local(),
+            IpAddr::V6(v6) => v6.is_loopback() || (v6.segments()[0] & 0xfe00) == 0xfc00,
+        });
+        Some(Self {
+            protocol: url.scheme().to_owned(),
+            port: url.port_or_known_default().unwrap_or(32400),
+            uri: url.as_str().trim_end_matches('/').to_owned(),
+            local,
+            address,
+        })
+    }
+}
+
+fn published(view: &DeviceView) -> Vec<Connection> {
+    let uris: Vec<String> = serde_json::from_str(&view.device.connections).unwrap_or_default();
+    uris.iter().filter_map(|uri| Connection::parse(uri)).collect()
+}
+
+/// The caller's own media servers (devices that provide `server`) with a live session.
+async fn media_servers(state: &AppState, client: &PlexClient) -> Result<(Authenticated, Vec<DeviceView>), PlexError> {
+    let who = client.signed_in(state).await?;
     let devices = state.devices.list(&who).await.map_err(|e| client.error(&e))?;
-    let servers = devices.into_iter().filter(DeviceView::is_media_server).map(|view| view.device);
+    Ok((who, devices.into_iter().filter(DeviceView::is_media_server).collect()))
+}
+
+/// `GET /api/v2/resources`: the account's own media servers with the addresses they published. Their
+/// `accessToken` is the caller's own token: it is the account's. In JSON a top-level array, as
+/// plex.tv answers (`plexapi` and Overseerr index into it), even with one server.
+pub async fn resources(
+    State(state): State<AppState>,
+    client: PlexClient,
+    ClientAddress(address): ClientAddress,
+) -> Result<Response, PlexError> {
+    let (_, servers) = media_servers(&state, &client).await?;
+    let token = client.token.clone().unwrap_or_default();
     let elements: Vec<Element> = servers
-        .map(|d| {
-            let uris: Vec<String> = serde_json::from_str(&d.connections).unwrap_or_default();
-            let connections = uris.iter().filter_map(|uri| url::Url::parse(uri).ok()).map(|url| {
-                let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']).to_owned();
-                let local = host.parse::<std::net::IpAddr>().is_ok_and(|ip| match ip {
-                    std::net::IpAddr::V4(v4) => v4.is_private() || v4.is_loopback() || v4.is_link_local(),
-                    std::net::IpAddr::V6(v6) => v6.is_loopback(),
-                });
+        .iter()
+        .map(|view| {
+            let d = &view.device;
+            let connections = published(view).into_iter().map(|c| {
                 Element::new("connection")
-                    .attr("protocol", url.scheme())
-                    .attr("address", &host)
-                    .attr("port", url.port_or_known_default().unwrap_or(32400))
-                    .attr("uri", url.as_str().trim_end_matches('/'))
-                    .flag("local", local)
+                    .attr("protocol", c.protocol)
+                    .attr("address", &c.address)
+                    .attr("port", c.port)
+                    .attr("uri", c.uri)
+                    .flag("local", c.local)
                     .flag("relay", false)
-                    .flag("IPv6", host.contains(':'))
+                    .flag("IPv6", c.address.contains(':'))
             });
             Element::new("resource")
                 .attr("name", &d.name)
@@ -120,12 +165,96 @@ pub async fn resources(State(state): State<AppState>, client: PlexClient) -> Res
                 .flag("relay", false)
                 .flag("dnsRebindingProtection", false)
                 .flag("natLoopbackSupported", false)
-                .flag("publicAddressMatches", false)
+                .flag("publicAddressMatches", same_network(view, address.as_deref()))
                 .flag("presence", true)
                 .flag("home", false)
-                .child(Element::new("connections").children(connections.collect::<Vec<_>>()))
+                .child(Element::array("connections", connections))
         })
         .collect();
-    let container = Element::new("resources").attr("size", elements.len()).children(elements);
+    let container = Element::array("resources", elements).attr("size", servers.len());
     Ok(client.format.answer(StatusCode::OK, &container))
+}
+
+/// Whether the caller reaches us from the server's own public address (plex.tv's
+/// `publicAddressMatches`: Tautulli then offers the server's local addresses, otherwise its remote ones).
+fn same_network(view: &DeviceView, caller: Option<&str>) -> bool {
+    caller.is_some() && view.device.last_address.as_deref() == caller
+}
+
+/// `GET /api/resources[?includeHttps=1]`: the v1 list of the account's media servers, always in XML
+/// (Overseerr and Tautulli parse it as XML, whatever `Accept` they sent), times in Unix seconds and
+/// each published address as a `<Connection>`.
+pub async fn resources_v1(
+    State(state): State<AppState>,
+    client: PlexClient,
+    ClientAddress(address): ClientAddress,
+) -> Result<Response, PlexError> {
+    let client = PlexClient { format: Format::Xml, ..client };
+    let (_, servers) = media_servers(&state, &client).await?;
+    let token = client.token.clone().unwrap_or_default();
+    let devices = servers.iter().map(|view| {
+        let d = &view.device;
+        let connections = published(view).into_iter().map(|c| {
+            Element::new("Connection")
+                .attr("protocol", c.protocol)
+                .attr("address", c.address)
+                .attr("port", c.port)
+                .attr("uri", c.uri)
+                .flag("local", c.local)
+        });
+        Element::new("Device")
+            .attr("name", &d.name)
+            .attr("product", &d.product)
+            .attr("productVersion", "")
+            .attr("platform", &d.platform)
+            .attr("platformVersion", "")
+            .attr("device", &d.platform)
+            .attr("clientIdentifier", &d.client_identifier)
+            .attr("createdAt", d.first_seen_at / 1000)
+            .attr("lastSeenAt", d.last_seen_at / 1000)
+            .attr("provides", &d.provides)
+            .flag("owned", true)
+            .attr("accessToken", &token)
+            .attr("publicAddress", d.last_address.as_deref().unwrap_or(""))
+            .flag("httpsRequired", false)
+            .flag("synced", false)
+            .flag("relay", false)
+            .flag("dnsRebindingProtection", false)
+            .flag("natLoopbackSupported", false)
+            .flag("publicAddressMatches", same_network(view, address.as_deref()))
+            .flag("presence", true)
+            .list("Connection", connections)
+    });
+    let container = Element::new("MediaContainer").attr("size", servers.len()).list("Device", devices);
+    Ok(Format::Xml.answer(StatusCode::OK, &container))
+}
+
+/// `GET /pms/servers.xml`: the account's media servers in the oldest shape (Tautulli reads each
+/// server's `createdAt`, `updatedAt` and `version`; Ombi its address and token).
+pub async fn servers_xml(State(state): State<AppState>, client: PlexClient) -> Result<Response, PlexError> {
+    let client = PlexClient { format: Format::Xml, ..client };
+    let (_, servers) = media_servers(&state, &client).await?;
+    let token = client.token.clone().unwrap_or_default();
+    let elements = servers.iter().map(|view| {
+        let d = &view.device;
+        let connections = published(view);
+        let remote = connections.iter().find(|c| !c.local).or(connections.first());
+        let local: Vec<&str> = connections.iter().filter(|c| c.local).map(|c| c.address.as_str()).collect();
+        Element::new("Server")
+            .attr("accessToken", &token)
+            .attr("name", &d.name)
+            .attr("address", remote.map_or("", |c| c.address.as_str()))
+            .attr("port", remote.map_or(32400, |c| c.port))
+            .attr("version", "")
+            .attr("scheme", remote.map_or("http", |c| c.protocol.as_str()))
+            .attr("host", remote.map_or("", |c| c.address.as_str()))
+            .attr("localAddresses", local.join(","))
+            .attr("machineIdentifier", &d.client_identifier)
+            .attr("createdAt", d.first_seen_at / 1000)
+            .attr("updatedAt", d.last_seen_at / 1000)
+            .flag("owned", true)
+            .flag("synced", false)
+    });
+    let container = super::sharing::my_plex("").attr("size", servers.len()).list("Server", elements);
+    Ok(Format::Xml.answer(StatusCode::OK, &container))
 }

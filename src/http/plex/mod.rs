@@ -3,10 +3,13 @@
 //! sessions and revocation rules as the rest of keywarden. See `docs/plex-compatibility.md`.
 
 mod account;
+mod account_v1;
 mod auth;
+mod claim;
 mod devices;
 mod pins;
 mod sharing;
+mod webhooks;
 pub mod xml;
 
 use axum::extract::FromRequestParts;
@@ -28,19 +31,74 @@ pub fn router() -> Router<AppState> {
         .route("/api/v2/users/signout", delete(account::sign_out))
         .route("/api/v2/user", get(account::user))
         .route("/api/v2/ping", get(account::ping))
+        .route("/users/{name}", get(account_v1::account).post(account_v1::sign_in))
         .route("/devices.xml", get(devices::list))
         .route("/devices/{id}", delete(devices::remove).put(devices::publish))
         .route("/api/v2/resources", get(devices::resources))
+        .route("/api/resources", get(devices::resources_v1))
+        .route("/pms/servers.xml", get(devices::servers_xml))
         .route("/api/v2/auth/jwk", post(auth::register))
         .route("/api/v2/auth/nonce", get(auth::nonce))
         .route("/api/v2/auth/token", post(auth::token))
         .route("/api/v2/auth/keys", get(auth::keys))
-        .route("/api/v2/pins", post(pins::create))
         .route("/api/v2/pins/link", put(pins::link))
-        .route("/api/v2/pins/{id}", get(pins::poll))
+        .merge(public_pins())
+        .route("/api/claim/token.json", get(claim::token_json))
+        .route("/api/claim/token", get(claim::token_xml))
+        .route("/api/claim/exchange", post(claim::exchange))
+        .route("/api/v2/user/webhooks", get(webhooks::list).post(webhooks::replace))
         .route("/api/users", get(sharing::friends))
         .route("/api/users/", get(sharing::friends))
         .route("/api/servers/{machine_identifier}/shared_servers", get(sharing::shared_servers))
+}
+
+/// Creating and polling PINs, callable from any web page (Overseerr's, Tautulli's and Ombi's
+/// sign-in runs in the browser): CORS with any origin, the methods they use and the headers they
+/// send (`accept`, `content-type`, `x-plex-*`). Nothing here reads a cookie, and nothing else gets CORS.
+fn public_pins() -> Router<AppState> {
+    use axum::http::{header::HeaderName, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+
+    const HEADERS: [&str; 21] = [
+        "accept",
+        "content-type",
+        "x-plex-product",
+        "x-plex-version",
+        "x-plex-client-identifier",
+        "x-plex-model",
+        "x-plex-platform",
+        "x-plex-platform-version",
+        "x-plex-device",
+        "x-plex-device-name",
+        "x-plex-device-vendor",
+        "x-plex-device-screen-resolution",
+        "x-plex-language",
+        "x-plex-provides",
+        "x-plex-features",
+        "x-plex-sync-version",
+        "x-plex-token",
+        "x-plex-client-profile-extra",
+        "x-plex-session-identifier",
+        "x-plex-container-start",
+        "x-plex-container-size",
+    ];
+    let cors = CorsLayer::new()
+        .allow_origin(AllowOrigin::any())
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        .allow_headers(HEADERS.map(HeaderName::from_static))
+        .max_age(std::time::Duration::from_secs(600));
+    // The CORS layer answers preflights; the OPTIONS routes give it a route to answer on.
+    Router::new()
+        .route("/api/v2/pins", post(pins::create).options(StatusCode::NO_CONTENT))
+        .route("/api/v2/pins/{id}", get(pins::poll).options(StatusCode::NO_CONTENT))
+        .layer(cors)
+}
+
+/// Whether a path belongs to the plex.tv-compatible API (its errors are plex.tv's, whoever raises them).
+pub fn is_plex_path(path: &str) -> bool {
+    const PREFIXES: [&str; 7] =
+        ["/api/v2/", "/devices/", "/api/users", "/api/servers/", "/api/resources", "/api/claim/", "/pms/"];
+    path == "/devices.xml" || path.starts_with("/users/") || PREFIXES.iter().any(|prefix| path.starts_with(prefix))
 }
 
 /// A time as plex.tv writes it in ISO form: `2026-11-24T06:20:01Z`, whole seconds.

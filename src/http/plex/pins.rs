@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Form;
 use serde::Deserialize;
 
-use super::xml::Element;
+use super::xml::{Element, Value};
 use super::{PlexClient, PlexError};
 use crate::domain::Error;
 use crate::http::extract::ClientAddress;
@@ -37,7 +37,7 @@ fn pin_element(
         .attr("expiresIn", ((expires_at - now) / 1000).max(0))
         .attr("createdAt", super::iso_time(created_at))
         .attr("expiresAt", super::iso_time(expires_at))
-        .attr("authToken", token.unwrap_or(""))
+        .attr("authToken", token.map_or(Value::Null, Value::from))
         .child(Element::new("location").attr("code", "").attr("country", ""))
 }
 
@@ -49,7 +49,8 @@ pub async fn create(
     Query(query): Query<CreateQuery>,
 ) -> Result<Response, PlexError> {
     let device = client.device()?;
-    let strong = matches!(query.strong.as_deref(), Some("true" | "1"));
+    // plexapi sends `strong=True` (Python's spelling), browsers `strong=true`, some tools `1`.
+    let strong = query.strong.as_deref().is_some_and(|s| s == "1" || s.eq_ignore_ascii_case("true"));
     let pin = state.pins.create(&device, strong, address.as_deref()).await.map_err(|e| client.error(&e))?;
     let element = pin_element(pin.id, Some(&pin.code), &pin.client_identifier, pin.created_at, pin.expires_at, None);
     Ok(client.format.answer(StatusCode::CREATED, &element))

@@ -13,7 +13,7 @@ use crate::domain::Error;
 use crate::http::AppState;
 
 /// plex.tv names the service that answers these lists.
-fn my_plex(machine_identifier: &str) -> Element {
+pub(super) fn my_plex(machine_identifier: &str) -> Element {
     Element::new("MediaContainer")
         .attr("friendlyName", "myPlex")
         .attr("identifier", "com.plexapp.plugins.myplex")

@@ -4,12 +4,83 @@
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+/// An attribute's value: written as text in XML (booleans as `1`/`0`, as plex.tv does), and typed
+/// in JSON (numbers as numbers, booleans as booleans, `null`), as plex.tv's JSON answers are.
+#[derive(Debug, Clone)]
+pub enum Value {
+    Text(String),
+    Number(i64),
+    Bool(bool),
+    Null,
+}
+
+impl From<&str> for Value {
+    fn from(text: &str) -> Self {
+        Self::Text(text.to_owned())
+    }
+}
+
+impl From<String> for Value {
+    fn from(text: String) -> Self {
+        Self::Text(text)
+    }
+}
+
+impl From<&String> for Value {
+    fn from(text: &String) -> Self {
+        Self::Text(text.clone())
+    }
+}
+
+impl From<bool> for Value {
+    fn from(value: bool) -> Self {
+        Self::Bool(value)
+    }
+}
+
+macro_rules! numbers {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Value {
+            fn from(n: $t) -> Self {
+                Self::Number(i64::try_from(n).unwrap_or(i64::MAX))
+            }
+        }
+    )*};
+}
+numbers!(i32, i64, u16, u32, u64, usize);
+
+impl Value {
+    fn write_xml(&self, out: &mut String) {
+        match self {
+            Self::Text(text) => escape_into(text, out),
+            Self::Number(n) => out.push_str(&n.to_string()),
+            Self::Bool(b) => out.push(if *b { '1' } else { '0' }),
+            Self::Null => {}
+        }
+    }
+}
+
+impl serde::Serialize for Value {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Text(text) => serializer.serialize_str(text),
+            Self::Number(n) => serializer.serialize_i64(*n),
+            Self::Bool(b) => serializer.serialize_bool(*b),
+            Self::Null => serializer.serialize_none(),
+        }
+    }
+}
+
 /// An element with attributes and children, in the order they were added.
 #[derive(Debug, Clone, Default)]
 pub struct Element {
     name: &'static str,
-    attributes: Vec<(&'static str, String)>,
+    attributes: Vec<(&'static str, Value)>,
     children: Vec<Element>,
+    /// Names of children that are a list in JSON even when there is one of them, or none.
+    lists: Vec<&'static str>,
+    /// In JSON this element is the array of its children (`connections`, `roles`, a top-level list).
+    array: bool,
     text: Option<String>,
 }
 
@@ -23,17 +94,23 @@ impl Element {
         Self { name, attributes: Vec::with_capacity(attributes), ..Self::default() }
     }
 
-    pub fn attr(mut self, name: &'static str, value: impl ToString) -> Self {
-        self.attributes.push((name, value.to_string()));
+    /// An element whose JSON form is the array of its children: `<roles/>` is `"roles": []`, and an
+    /// answer that is such an element is a top-level JSON array.
+    pub fn array(name: &'static str, items: impl IntoIterator<Item = Element>) -> Self {
+        Self { name, children: items.into_iter().collect(), array: true, ..Self::default() }
+    }
+
+    pub fn attr(mut self, name: &'static str, value: impl Into<Value>) -> Self {
+        self.attributes.push((name, value.into()));
         self
     }
 
-    /// A boolean as plex.tv writes it: `1` or `0`.
+    /// A boolean: `1` or `0` in XML, `true` or `false` in JSON.
     pub fn flag(self, name: &'static str, value: bool) -> Self {
-        self.attr(name, if value { "1" } else { "0" })
+        self.attr(name, Value::Bool(value))
     }
 
-    pub fn opt(self, name: &'static str, value: Option<impl ToString>) -> Self {
+    pub fn opt(self, name: &'static str, value: Option<impl Into<Value>>) -> Self {
         match value {
             Some(value) => self.attr(name, value),
             None => self,
@@ -45,8 +122,10 @@ impl Element {
         self
     }
 
-    pub fn children(mut self, children: impl IntoIterator<Item = Element>) -> Self {
-        self.children.extend(children);
+    /// Children of one name that JSON writes as a list, whatever their number.
+    pub fn list(mut self, name: &'static str, items: impl IntoIterator<Item = Element>) -> Self {
+        self.lists.push(name);
+        self.children.extend(items);
         self
     }
 
@@ -62,7 +141,7 @@ impl Element {
             out.push(' ');
             out.push_str(name);
             out.push_str("=\"");
-            escape_into(value, out);
+            value.write_xml(out);
             out.push('"');
         }
         if self.children.is_empty() && self.text.is_none() {
@@ -81,6 +160,8 @@ impl Element {
         out.push('>');
     }
 
+    /// The XML document: a declaration line, then the element on one line (the media server
+    /// container's claim script reads the token with a line-based `sed`).
     pub fn to_xml(&self) -> String {
         let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
         self.write_xml(&mut out);
@@ -89,13 +170,16 @@ impl Element {
     }
 }
 
-/// The JSON form: attributes as fields, children grouped under their element name (a list when the
-/// element is a list, such as `MediaContainer` or `resources`). Written straight to the response
-/// body, without an intermediate `serde_json::Value`: plex.tv clients fetch the user element on
-/// every start and every ping.
+/// The JSON form: attributes as typed fields, children grouped under their element name (a list
+/// when there are several, or when the name was added with [`Element::list`]). Written straight to
+/// the response body, without an intermediate `serde_json::Value`: plex.tv clients fetch the user
+/// element on every start and every ping.
 impl serde::Serialize for Element {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
+        if self.array {
+            return serializer.collect_seq(&self.children);
+        }
         let mut map = serializer.serialize_map(None)?;
         for (name, value) in &self.attributes {
             map.serialize_entry(name, value)?;
@@ -104,10 +188,16 @@ impl serde::Serialize for Element {
             if self.children[..at].iter().any(|earlier| earlier.name == child.name) {
                 continue;
             }
-            if self.children[at + 1..].iter().any(|c| c.name == child.name) {
+            let several = self.children[at + 1..].iter().any(|c| c.name == child.name);
+            if several || self.lists.contains(&child.name) {
                 map.serialize_entry(child.name, &Siblings { children: &self.children[at..], name: child.name })?;
             } else {
                 map.serialize_entry(child.name, child)?;
+            }
+        }
+        for name in &self.lists {
+            if !self.children.iter().any(|c| c.name == *name) {
+                map.serialize_entry(name, &[] as &[Element])?;
             }
         }
         if let Some(text) = &self.text {
@@ -209,7 +299,34 @@ mod tests {
             .child(Element::new("Device").attr("id", "b"));
         assert_eq!(
             serde_json::to_value(&list).unwrap(),
-            serde_json::json!({ "size": "2", "Device": [{ "id": "a" }, { "id": "b" }] })
+            serde_json::json!({ "size": 2, "Device": [{ "id": "a" }, { "id": "b" }] })
         );
+    }
+
+    #[test]
+    fn json_keeps_plex_types_and_lists_of_one() {
+        let answer = Element::new("MediaContainer")
+            .attr("size", 1_usize)
+            .flag("owned", true)
+            .attr("authToken", Value::Null)
+            .list("Device", [Element::new("Device").attr("name", "den")])
+            .list("Server", [])
+            .child(Element::array("roles", []));
+        assert_eq!(
+            serde_json::to_value(&answer).unwrap(),
+            serde_json::json!({ "size": 1, "owned": true, "authToken": null, "Device": [{ "name": "den" }],
+                "Server": [], "roles": [] })
+        );
+        assert_eq!(
+            answer.to_xml(),
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<MediaContainer size=\"1\" owned=\"1\" authToken=\"\">\
+             <Device name=\"den\"/><roles/></MediaContainer>\n"
+        );
+    }
+
+    #[test]
+    fn an_array_element_is_a_top_level_json_array() {
+        let resources = Element::array("resources", [Element::new("resource").attr("name", "den")]);
+        assert_eq!(serde_json::to_value(&resources).unwrap(), serde_json::json!([{ "name": "den" }]));
     }
 }
