@@ -168,7 +168,7 @@ test("after a web channel revocation the browser holding its key gets back in; a
 test("every page passes axe-core's WCAG 2.1 AA checks at phone and desktop width, and forms tab in order", async () => {
   const context = await browser.newContext({ viewport: sizes.desktop });
   const page = await context.newPage();
-  const pages = ["/signin", "/signup", "/reset", "/reset/kw_pr_unknown", "/verify-email/kw_ev_unknown", "/no-such-page"];
+  const pages = ["/signin", "/signup", "/reset", "/reset/kw_pr_unknown", "/verify-email/kw_ev_unknown", "/auth/", "/no-such-page"];
   const check = async (path) => {
     for (const viewport of Object.values(sizes)) {
       await page.setViewportSize(viewport);
@@ -196,6 +196,14 @@ test("every page passes axe-core's WCAG 2.1 AA checks at phone and desktop width
   await page.getByRole("button", { name: "Create account" }).click();
   await page.waitForURL(/\/security/);
   await check("/security");
+  // An app's sign-in (/auth hands on to /link): "You are signing in to …", with where it goes back.
+  const app = { "X-Plex-Client-Identifier": "a11y-app", "X-Plex-Product": "Overseerr", accept: "application/json" };
+  const pin = await (await fetch(`${server.base}/api/v2/pins?strong=true`, { method: "POST", headers: app })).json();
+  await page.goto(`${server.base}/auth/#!?clientID=a11y-app&code=${pin.code}&forwardUrl=${encodeURIComponent("https://requests.example.org/")}`);
+  await page.waitForURL(/\/link\?code=/);
+  await page.getByRole("heading", { name: "You are signing in to Overseerr" }).waitFor();
+  await check("/link (an app's sign-in)");
+  await page.goto(`${server.base}/security`);
   await page.getByLabel("Current password").fill("not my password");
   await page.getByLabel("New password", { exact: true }).fill("kai's new passphrase");
   await page.getByLabel("New password, again").fill("kai's new passphrase");

@@ -96,6 +96,16 @@ async fn a_claim_token_makes_a_new_media_server_the_owners_once(engine: Engine) 
     .await;
     assert_eq!(claimed, 1);
 
+    // Presented by several servers at once, a claim is spent once: exactly one of them gets a token.
+    let raced = claim_token(&client, &server, &owner).await.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let racers = (0..6).map(|i| container_exchange(&client, &server, &raced, &format!("racer-{i}")).send());
+    let statuses: Vec<StatusCode> =
+        futures::future::join_all(racers).await.into_iter().map(|r| r.unwrap().status()).collect();
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::OK).count(), 1, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == StatusCode::BAD_REQUEST).count(), 5, "{statuses:?}");
     // Used once; an unknown one, a malformed one and an expired one are refused in plex.tv's XML.
     let again = container_exchange(&client, &server, &claim, "machine-2").send().await.unwrap();
     assert_eq!(again.status(), StatusCode::BAD_REQUEST);
