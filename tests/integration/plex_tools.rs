@@ -257,6 +257,17 @@ async fn the_v1_account_and_sign_in_answer_as_tautulli_overseerr_and_ombi_read_t
         .unwrap();
     assert_eq!(basic.status(), StatusCode::CREATED);
     assert!(attribute(&basic.text().await.unwrap(), "authenticationToken").starts_with("kw_pt_"));
+    // Two-step verification as on v2: no code is 1029; a recovery code in `verificationCode` signs in.
+    let (_, _, recovery) = crate::mfa::enrol(&server, "vic").await;
+    let v1 = |body: Value| {
+        client.post(server.url("/users/sign_in.json")).header("X-Plex-Client-Identifier", "ombi-2").json(&body).send()
+    };
+    let asked = v1(json!({ "user": { "login": "vic", "password": "vic's passphrase" } })).await.unwrap();
+    assert_eq!(asked.status(), StatusCode::UNAUTHORIZED);
+    let asked: Value = asked.json().await.unwrap();
+    assert_eq!(asked["errors"][0]["code"], 1029, "{asked}");
+    let body = json!({ "user": { "login": "vic", "password": "vic's passphrase", "verificationCode": recovery[0] } });
+    assert_eq!(v1(body).await.unwrap().status(), StatusCode::CREATED);
     let empty =
         client.post(server.url("/users/sign_in.json")).header("X-Plex-Client-Identifier", "x").send().await.unwrap();
     assert_eq!(empty.status(), StatusCode::BAD_REQUEST);
