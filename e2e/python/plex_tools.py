@@ -20,33 +20,9 @@ import plexapi
 from plexapi.exceptions import BadRequest
 from plexapi.myplex import MyPlexAccount, MyPlexPinLogin
 
-BASE = os.environ["KW_BASE"]
-PLEX_HOSTS = ("https://plex.tv", "https://clients.plex.tv")
+from plextv_loopback import BASE, check, session
+
 LOGIN, PASSWORD = os.environ["KW_LOGIN"], os.environ["KW_PASSWORD"]
-
-
-class Loopback(requests.adapters.HTTPAdapter):
-    """Rewrites plex.tv's addresses to the keywarden under test."""
-
-    def send(self, request, **kwargs):
-        for host in PLEX_HOSTS:
-            if request.url.startswith(host):
-                request.url = BASE + request.url[len(host):]
-        return super().send(request, **kwargs)
-
-
-def session():
-    s = requests.Session()
-    for host in PLEX_HOSTS:
-        s.mount(host, Loopback())
-    return s
-
-
-def check(condition, what):
-    if not condition:
-        print(f"FAILED: {what}", flush=True)
-        sys.exit(1)
-    print(f"ok: {what}", flush=True)
 
 
 def account(device):

@@ -12,31 +12,12 @@ import sys
 import time
 
 import pyotp
-import requests
 import plexapi
 from plexapi.exceptions import TwoFactorRequired, Unauthorized
 from plexapi.exceptions import BadRequest
 from plexapi.myplex import MyPlexAccount, MyPlexJWTLogin, MyPlexPinLogin
 
-BASE = os.environ["KW_BASE"]
-PLEX_HOSTS = ("https://plex.tv", "https://clients.plex.tv")
-
-
-class Loopback(requests.adapters.HTTPAdapter):
-    """Rewrites plex.tv's addresses to the keywarden under test."""
-
-    def send(self, request, **kwargs):
-        for host in PLEX_HOSTS:
-            if request.url.startswith(host):
-                request.url = BASE + request.url[len(host):]
-        return super().send(request, **kwargs)
-
-
-def session():
-    s = requests.Session()
-    for host in PLEX_HOSTS:
-        s.mount(host, Loopback())
-    return s
+from plextv_loopback import BASE, check, session
 
 
 def as_device(identifier, name):
@@ -51,13 +32,6 @@ def refused(token):
     except Unauthorized:
         return True
     return False
-
-
-def check(condition, what):
-    if not condition:
-        print(f"FAILED: {what}")
-        sys.exit(1)
-    print(f"ok: {what}")
 
 
 def phase_sessions():

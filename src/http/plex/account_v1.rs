@@ -105,12 +105,8 @@ async fn user_json(state: &AppState, user_id: &str, token: &str) -> Result<serde
 struct V1Body {
     #[serde(default)]
     user: V1User,
-    #[serde(default)]
-    login: Option<String>,
-    #[serde(default)]
-    password: Option<String>,
-    #[serde(default, rename = "verificationCode")]
-    verification_code: Option<String>,
+    #[serde(flatten)]
+    top: V1User,
 }
 
 #[derive(Default, Deserialize)]
@@ -136,9 +132,9 @@ fn credentials(headers: &HeaderMap, body: &[u8]) -> Result<Credentials, &'static
             match name.as_ref() {
                 "user[login]" => form.user.login = value,
                 "user[password]" => form.user.password = value,
-                "login" => form.login = value,
-                "password" => form.password = value,
-                "verificationCode" | "user[verificationCode]" => form.verification_code = value,
+                "login" => form.top.login = value,
+                "password" => form.top.password = value,
+                "verificationCode" | "user[verificationCode]" => form.top.verification_code = value,
                 _ => {}
             }
         }
@@ -148,11 +144,12 @@ fn credentials(headers: &HeaderMap, body: &[u8]) -> Result<Credentials, &'static
         V1Body::default()
     };
     let basic = basic_credentials(headers);
-    let login = parsed.user.login.or(parsed.login).or_else(|| basic.as_ref().map(|(l, _)| l.clone()));
-    let password = parsed.user.password.or(parsed.password).or_else(|| basic.map(|(_, p)| p));
+    let (user, top) = (parsed.user, parsed.top);
+    let login = user.login.or(top.login).or_else(|| basic.as_ref().map(|(l, _)| l.clone()));
+    let password = user.password.or(top.password).or_else(|| basic.map(|(_, p)| p));
     match (login, password) {
         (Some(login), Some(password)) => {
-            Ok(Credentials { login, password, code: parsed.user.verification_code.or(parsed.verification_code) })
+            Ok(Credentials { login, password, code: user.verification_code.or(top.verification_code) })
         }
         _ => Err("send the login and password (JSON user.login and user.password, a form, or Basic)"),
     }

@@ -122,9 +122,52 @@ async fn media_servers(state: &AppState, client: &PlexClient) -> Result<(Authent
     Ok((who, devices.into_iter().filter(DeviceView::is_media_server).collect()))
 }
 
-/// `GET /api/v2/resources`: the account's own media servers with the addresses they published. Their
-/// `accessToken` is the caller's own token: it is the account's. In JSON a top-level array, as
-/// plex.tv answers (`plexapi` and Overseerr index into it), even with one server.
+/// How a resource list writes times: v2 in ISO form, v1 in Unix seconds.
+#[derive(Clone, Copy)]
+enum Times {
+    Iso,
+    UnixSeconds,
+}
+
+impl Times {
+    fn write(self, ms: i64) -> super::xml::Value {
+        match self {
+            Self::Iso => super::iso_time(ms).into(),
+            Self::UnixSeconds => (ms / 1000).into(),
+        }
+    }
+}
+
+/// One media server as both resource lists describe it (`tag` is `resource` or `Device`); its
+/// `accessToken` is the caller's own token: the servers are the account's.
+fn server_element(tag: &'static str, view: &DeviceView, token: &str, caller: Option<&str>, times: Times) -> Element {
+    let d = &view.device;
+    Element::new(tag)
+        .attr("name", &d.name)
+        .attr("product", &d.product)
+        .attr("productVersion", "")
+        .attr("platform", &d.platform)
+        .attr("platformVersion", "")
+        .attr("device", &d.platform)
+        .attr("clientIdentifier", &d.client_identifier)
+        .attr("createdAt", times.write(d.first_seen_at))
+        .attr("lastSeenAt", times.write(d.last_seen_at))
+        .attr("provides", &d.provides)
+        .flag("owned", true)
+        .attr("accessToken", token)
+        .attr("publicAddress", d.last_address.as_deref().unwrap_or(""))
+        .flag("httpsRequired", false)
+        .flag("synced", false)
+        .flag("relay", false)
+        .flag("dnsRebindingProtection", false)
+        .flag("natLoopbackSupported", false)
+        .flag("publicAddressMatches", same_network(view, caller))
+        .flag("presence", true)
+}
+
+/// `GET /api/v2/resources`: the account's own media servers with the addresses they published. In
+/// JSON a top-level array, as plex.tv answers (`plexapi` and Overseerr index into it), even with
+/// one server.
 pub async fn resources(
     State(state): State<AppState>,
     client: PlexClient,
@@ -135,7 +178,6 @@ pub async fn resources(
     let elements: Vec<Element> = servers
         .iter()
         .map(|view| {
-            let d = &view.device;
             let connections = published(view).into_iter().map(|c| {
                 Element::new("connection")
                     .attr("protocol", c.protocol)
@@ -146,27 +188,7 @@ pub async fn resources(
                     .flag("relay", false)
                     .flag("IPv6", c.address.contains(':'))
             });
-            Element::new("resource")
-                .attr("name", &d.name)
-                .attr("product", &d.product)
-                .attr("productVersion", "")
-                .attr("platform", &d.platform)
-                .attr("platformVersion", "")
-                .attr("device", &d.platform)
-                .attr("clientIdentifier", &d.client_identifier)
-                .attr("createdAt", super::iso_time(d.first_seen_at))
-                .attr("lastSeenAt", super::iso_time(d.last_seen_at))
-                .attr("provides", &d.provides)
-                .flag("owned", true)
-                .attr("accessToken", &token)
-                .attr("publicAddress", d.last_address.as_deref().unwrap_or(""))
-                .flag("httpsRequired", false)
-                .flag("synced", false)
-                .flag("relay", false)
-                .flag("dnsRebindingProtection", false)
-                .flag("natLoopbackSupported", false)
-                .flag("publicAddressMatches", same_network(view, address.as_deref()))
-                .flag("presence", true)
+            server_element("resource", view, &token, address.as_deref(), Times::Iso)
                 .flag("home", false)
                 .child(Element::array("connections", connections))
         })
@@ -193,7 +215,6 @@ pub async fn resources_v1(
     let (_, servers) = media_servers(&state, &client).await?;
     let token = client.token.clone().unwrap_or_default();
     let devices = servers.iter().map(|view| {
-        let d = &view.device;
         let connections = published(view).into_iter().map(|c| {
             Element::new("Connection")
                 .attr("protocol", c.protocol)
@@ -202,28 +223,7 @@ pub async fn resources_v1(
                 .attr("uri", c.uri)
                 .flag("local", c.local)
         });
-        Element::new("Device")
-            .attr("name", &d.name)
-            .attr("product", &d.product)
-            .attr("productVersion", "")
-            .attr("platform", &d.platform)
-            .attr("platformVersion", "")
-            .attr("device", &d.platform)
-            .attr("clientIdentifier", &d.client_identifier)
-            .attr("createdAt", d.first_seen_at / 1000)
-            .attr("lastSeenAt", d.last_seen_at / 1000)
-            .attr("provides", &d.provides)
-            .flag("owned", true)
-            .attr("accessToken", &token)
-            .attr("publicAddress", d.last_address.as_deref().unwrap_or(""))
-            .flag("httpsRequired", false)
-            .flag("synced", false)
-            .flag("relay", false)
-            .flag("dnsRebindingProtection", false)
-            .flag("natLoopbackSupported", false)
-            .flag("publicAddressMatches", same_network(view, address.as_deref()))
-            .flag("presence", true)
-            .list("Connection", connections)
+        server_element("Device", view, &token, address.as_deref(), Times::UnixSeconds).list("Connection", connections)
     });
     let container = Element::new("MediaContainer").attr("size", servers.len()).list("Device", devices);
     Ok(Format::Xml.answer(StatusCode::OK, &container))
