@@ -16,7 +16,8 @@ crate::on_both_engines!(
     servers_are_listed_in_every_shape_clients_parse,
     only_the_pin_endpoints_answer_browsers_from_other_origins,
     webhooks_are_bounded_http_urls_and_audited,
-    an_app_gets_its_browser_back_only_to_its_own_http_address
+    an_app_gets_its_browser_back_only_to_its_own_http_address,
+    a_token_extended_on_one_node_lives_on_every_node
 );
 
 const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
@@ -498,5 +499,34 @@ async fn an_app_gets_its_browser_back_only_to_its_own_http_address(engine: Engin
         let polled = polled.send().await.unwrap().text().await.unwrap();
         assert!(attribute(&polled, "authToken").starts_with("kw_pt_"), "the app collects its token: {polled}");
     }
+    server.stop().await;
+}
+
+async fn a_token_extended_on_one_node_lives_on_every_node(engine: Engine) {
+    let server = TestServer::start(engine).await;
+    server.sign_up("ned", "ned@example.com", "ned's long passphrase").await;
+    let client = Client::new();
+    let token = attribute(
+        &sign_in(&server, "ned", "ned's long passphrase", "overseerr").await.text().await.unwrap(),
+        "authToken",
+    );
+    let other = server.another_node().await;
+    let ping_at = |base: String| {
+        let (client, token) = (client.clone(), token.clone());
+        async move {
+            let reply = client.get(format!("{base}/api/v2/ping")).header("X-Plex-Token", token).send().await.unwrap();
+            reply.status()
+        }
+    };
+    let (first, second) = (server.url(""), format!("http://{}", other.addr));
+    // The second node reads the token now, so it holds the first expiry (30 days) in its cache.
+    assert_eq!(ping_at(second.clone()).await, StatusCode::OK);
+    // Twenty days on, the first node extends it; fifteen more, past the first expiry, the second
+    // node's copy says expired, and the database says otherwise: the database wins.
+    server.advance(20 * DAY);
+    assert_eq!(ping_at(first).await, StatusCode::OK);
+    server.advance(15 * DAY);
+    assert_eq!(ping_at(second).await, StatusCode::OK, "extended on the other node");
+    other.stop().await.unwrap();
     server.stop().await;
 }

@@ -119,9 +119,10 @@ impl Sessions {
         let cached = kind != TokenKind::Refresh;
         if cached {
             let hit = candidates.iter().find_map(|c| self.validations.token(&c.digest));
-            // An expired copy may be stale: another node may have extended the token since.
-            let now = self.clock.now_ms();
-            if let Some(record) = hit.filter(|r| r.kind == kind.as_str() && r.expires_at > now) {
+            // An expired plex token's copy may be stale: another node may have extended it since.
+            // (Other kinds never move their expiry: their expired copies are answered from here.)
+            let stale = |r: &TokenRecord| kind == TokenKind::PlexToken && r.expires_at <= self.clock.now_ms();
+            if let Some(record) = hit.filter(|r| r.kind == kind.as_str() && !stale(r)) {
                 return Ok(record);
             }
         }
