@@ -312,6 +312,19 @@ pub async fn open_keyring(config: &Config, store: &dyn Store) -> anyhow::Result<
     load_keyring(config, store, true).await
 }
 
+/// The keyring from `KEYWARDEN_KEYRING` or the key file, without a database (to check an audit
+/// export offline); never generated.
+pub fn existing_keyring(config: &Config) -> anyhow::Result<Keyring> {
+    let path = config.key_file();
+    if let Ok(text) = std::env::var(KEYRING_ENV) {
+        return Keyring::from_toml(&text).with_context(|| format!("invalid keyring in {KEYRING_ENV}"));
+    }
+    if !path.exists() {
+        bail!("the key file {} does not exist: restore it from your backup", path.display());
+    }
+    Ok(Keyring::load(&path)?)
+}
+
 /// Loads the keyring; only `serve` may generate one (an admin command must never make new keys).
 pub async fn load_keyring(config: &Config, store: &dyn Store, may_generate: bool) -> anyhow::Result<Arc<Keyring>> {
     let path = config.key_file();

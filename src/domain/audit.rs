@@ -80,6 +80,8 @@ pub mod kind {
     /// Decoy accounts were planted (how many, never which).
     pub const HONEYTOKENS_SEEDED: &str = "honeytokens.seeded";
     pub const HONEYTOKENS_LISTED: &str = "honeytokens.listed";
+    /// The audit log was exported (how many events, which period).
+    pub const AUDIT_EXPORTED: &str = "audit.exported";
 
     /// Event kinds in words for the person reading their own history.
     pub fn in_words(kind: &str) -> &'static str {
@@ -231,6 +233,10 @@ impl AuditLog {
         Self { store, keyring }
     }
 
+    pub(super) fn store(&self) -> &dyn AuditStore {
+        self.store.as_ref()
+    }
+
     /// An event happening now. `details` must never carry a secret or an email address.
     pub fn event(
         kind: &str,
@@ -283,7 +289,7 @@ impl AuditLog {
                 if record.seq > head_seq {
                     break 'walk;
                 }
-                self.check(&record, last_seq, &last_hash, &mut report);
+                check_link(&self.keyring, &record, last_seq, &last_hash, &mut report);
                 report.events_checked += 1;
                 last_seq = record.seq;
                 last_hash = record.hash;
@@ -299,31 +305,39 @@ impl AuditLog {
         }
         Ok(report)
     }
+}
 
-    fn check(&self, record: &AuditRecord, last_seq: i64, last_hash: &[u8], report: &mut Verification) {
-        let seq = record.seq;
-        if seq != last_seq + 1 {
-            report.problems.push(format!("events {} to {} are missing", last_seq + 1, seq - 1));
+/// Checks one event against the one before it (`last_seq`, `last_hash`): its place, its link and its
+/// MAC; what is wrong goes into `report`.
+pub(super) fn check_link(
+    keyring: &Keyring,
+    record: &AuditRecord,
+    last_seq: i64,
+    last_hash: &[u8],
+    report: &mut Verification,
+) {
+    let seq = record.seq;
+    if seq != last_seq + 1 {
+        report.problems.push(format!("events {} to {} are missing", last_seq + 1, seq - 1));
+    }
+    if record.prev_hash != last_hash {
+        report.problems.push(format!("event {seq} does not follow the event before it"));
+    }
+    let event = NewAuditEvent {
+        at: record.at,
+        kind: record.kind.clone(),
+        actor: record.actor.clone(),
+        user_id: record.user_id.clone(),
+        address: record.address.clone(),
+        details: record.details.clone(),
+    };
+    match keyring.audit_mac(&record.key_id, &mac_input(&record.prev_hash, seq, &event)) {
+        None => report
+            .problems
+            .push(format!("event {seq} was sealed with key {} which is not in the keyring", record.key_id)),
+        Some(mac) if !bool::from(subtle::ConstantTimeEq::ct_eq(mac.as_slice(), record.hash.as_slice())) => {
+            report.problems.push(format!("event {seq} was altered"));
         }
-        if record.prev_hash != last_hash {
-            report.problems.push(format!("event {seq} does not follow the event before it"));
-        }
-        let event = NewAuditEvent {
-            at: record.at,
-            kind: record.kind.clone(),
-            actor: record.actor.clone(),
-            user_id: record.user_id.clone(),
-            address: record.address.clone(),
-            details: record.details.clone(),
-        };
-        match self.keyring.audit_mac(&record.key_id, &mac_input(&record.prev_hash, seq, &event)) {
-            None => report
-                .problems
-                .push(format!("event {seq} was sealed with key {} which is not in the keyring", record.key_id)),
-            Some(mac) if !bool::from(subtle::ConstantTimeEq::ct_eq(mac.as_slice(), record.hash.as_slice())) => {
-                report.problems.push(format!("event {seq} was altered"));
-            }
-            Some(_) => {}
-        }
+        Some(_) => {}
     }
 }

@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod alert_mail;
 pub mod alerts;
 pub mod audit;
+pub mod audit_export;
 pub mod caller;
 pub mod core;
 pub mod decoys;

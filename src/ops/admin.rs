@@ -11,6 +11,7 @@ use serde_json::json;
 use crate::clock::rfc3339;
 use crate::config::Config;
 use crate::domain::audit::{kind, Actor, AuditLog};
+use crate::domain::audit_export::{ChainHead, ExportedEvent};
 use crate::domain::decoys::{Decoy, Decoys};
 use crate::domain::incident::{ForcedResets, IncidentResponse, IncidentText};
 use crate::domain::key_rotation::{KeyRotation, KeyUsage};
@@ -258,9 +259,37 @@ impl Console {
         Ok((done, remaining))
     }
 
-    /// Checks the audit chain; returns the number of events checked and the problems found.
-    pub async fn verify_audit(&self) -> anyhow::Result<(u64, Vec<String>)> {
-        let report = self.audit.verify().await?;
+    /// Checks the audit chain (and, given a published head, that the log still holds it); returns
+    /// the number of events checked and the problems found.
+    pub async fn verify_audit(&self, head: Option<&ChainHead>) -> anyhow::Result<(u64, Vec<String>)> {
+        let mut report = self.audit.verify().await?;
+        if let Some(head) = head {
+            if !self.audit.holds(head).await? {
+                report.problems.push(format!(
+                    "the log no longer holds the published head {}: events were deleted or rewritten",
+                    head.seq
+                ));
+            }
+        }
         Ok((report.events_checked, report.problems))
+    }
+
+    /// The chain head, to publish.
+    pub async fn audit_head(&self) -> anyhow::Result<ChainHead> {
+        Ok(self.audit.head().await?)
+    }
+
+    /// Writes the events from `since` to before `until` (Unix ms) to `write`; audited afterwards
+    /// (the export's own event is the first one after it).
+    pub async fn export_audit(
+        &self,
+        since: Option<i64>,
+        until: Option<i64>,
+        write: impl FnMut(&ExportedEvent) -> std::io::Result<()>,
+    ) -> anyhow::Result<u64> {
+        let count = self.audit.export(since, until, write).await?;
+        let details = json!({ "events": count, "since": since.map(rfc3339), "until": until.map(rfc3339) });
+        self.audit.record(AuditLog::event(kind::AUDIT_EXPORTED, &self.actor, None, None, details)).await?;
+        Ok(count)
     }
 }

@@ -8,6 +8,7 @@ mod incident;
 
 mod admission;
 mod adversary;
+mod audit_export;
 mod bad_input;
 mod breach_drill;
 mod breach_response;

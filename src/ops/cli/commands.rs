@@ -2,8 +2,9 @@
 
 use anyhow::Context;
 
-use super::{BreachArgs, ClientsAction, KeysAction};
+use super::{AuditAction, BreachArgs, ClientsAction, KeysAction};
 use crate::config::Config;
+use crate::domain::audit_export::{verify_export, ChainHead};
 use crate::domain::oauth::clients::{ClientKind, NewClient};
 use crate::domain::tokens::TokenKind;
 use crate::keys::signing::SigningAlg;
@@ -199,10 +200,87 @@ pub(super) async fn clients(console: &Console, action: ClientsAction) -> anyhow:
 /// Writes a file only its owner can read.
 pub(super) fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
+    let mut file = create_private(path)?;
+    file.write_all(text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// A new file readable by its owner only (it never replaces one).
+fn create_private(path: &std::path::Path) -> anyhow::Result<std::fs::File> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path).with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))
+    options.open(path).with_context(|| format!("cannot create {}", path.display()))
+}
+
+pub(super) async fn audit(console: &Console, action: AuditAction) -> anyhow::Result<()> {
+    match action {
+        AuditAction::Verify { file: _, head } => {
+            let head = head.as_deref().map(str::parse::<ChainHead>).transpose().map_err(anyhow::Error::msg)?;
+            let (checked, problems) = console.verify_audit(head.as_ref()).await?;
+            report_verification(checked, &problems)
+        }
+        AuditAction::Export { since, until, output } => {
+            use std::io::Write as _;
+            let since = since.as_deref().map(super::parse_instant).transpose()?;
+            let until = until.as_deref().map(super::parse_instant).transpose()?;
+            let mut out: Box<dyn std::io::Write> = match &output {
+                Some(path) => Box::new(std::io::BufWriter::new(create_private(path)?)),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let count = console
+                .export_audit(since, until, |event| {
+                    serde_json::to_writer(&mut out, event)?;
+                    out.write_all(b"\n")
+                })
+                .await?;
+            out.flush()?;
+            if let Some(path) = output {
+                println!(
+                    "wrote {count} events to {} (it names accounts and addresses: keep it private)",
+                    path.display()
+                );
+            }
+            Ok(())
+        }
+        AuditAction::Head => {
+            println!("{}", console.audit_head().await?);
+            Ok(())
+        }
+    }
+}
+
+fn report_verification(checked: u64, problems: &[String]) -> anyhow::Result<()> {
+    if problems.is_empty() {
+        println!("audit log intact: {checked} events verified");
+        return Ok(());
+    }
+    for problem in problems {
+        println!("TAMPERED: {problem}");
+    }
+    anyhow::bail!("the audit log was tampered with: {} problem(s) in {checked} events", problems.len())
+}
+
+/// `admin audit verify --file F [--head SEQ:HEX]`: an export checked with the key file alone.
+pub(super) fn verify_audit_export(config: &Config, file: &std::path::Path, head: Option<&str>) -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    let head = head.map(str::parse::<ChainHead>).transpose().map_err(anyhow::Error::msg)?;
+    let keyring = crate::server::existing_keyring(config)?;
+    let reader =
+        std::io::BufReader::new(std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?);
+    let mut read_error = None;
+    let lines = reader.lines().enumerate().map_while(|(at, line)| match line {
+        Ok(text) => {
+            Some(serde_json::from_str(&text).map_err(|e| format!("line {} is not an exported event: {e}", at + 1)))
+        }
+        Err(err) => {
+            read_error = Some(err);
+            None
+        }
+    });
+    let report = verify_export(&keyring, lines, head.as_ref());
+    if let Some(err) = read_error {
+        return Err(anyhow::Error::new(err).context(format!("cannot read {}", file.display())));
+    }
+    report_verification(report.events_checked, &report.problems)
 }

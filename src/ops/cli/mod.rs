@@ -17,7 +17,7 @@ use crate::keys::{KeyPurpose, Keyring};
 use crate::obs::telemetry;
 use crate::ops::admin::Console;
 use crate::server::{self, KEYRING_ENV};
-use commands::{breach_response, clients, keys, parse_signing_alg, read_list, write_private};
+use commands::{audit, breach_response, clients, keys, parse_signing_alg, read_list, write_private};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -356,8 +356,32 @@ enum UsersAction {
 
 #[derive(Debug, Subcommand)]
 enum AuditAction {
-    /// Check the whole hash chain; exits non-zero if any event was altered, inserted or deleted.
-    Verify,
+    /// Check the whole hash chain in the database, or with `--file` an export offline (the key file
+    /// alone, no database); exits non-zero if any event was altered, inserted or deleted.
+    Verify {
+        /// An export written by `admin audit export`.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// A head printed earlier by `admin audit head` (`SEQ:HEX`): the log must still hold it.
+        #[arg(long, value_name = "SEQ:HEX")]
+        head: Option<String>,
+    },
+    /// Write the audit log as NDJSON, one event a line with its chain values, to standard output
+    /// or `--output`; audited.
+    Export {
+        /// From this instant on (RFC 3339, such as 2026-12-01T00:00:00Z).
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// Up to before this instant (RFC 3339).
+        #[arg(long, value_name = "T")]
+        until: Option<String>,
+        /// Write here (created readable by its owner only) instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Print the chain head (`SEQ:HEX`), to publish where someone holding the database cannot
+    /// rewrite it; `verify --head` checks the log still holds it.
+    Head,
 }
 
 /// Flags shared by every command. Each also has a `KEYWARDEN_*` variable and a config-file key.
@@ -444,6 +468,10 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
     let config = args.common.load(None)?;
     // Admin output goes to stdout; only warnings and errors are logged.
     telemetry::init("warn", config.log_format).map_err(anyhow::Error::msg)?;
+    // An export is checked with the key file alone: no database is opened.
+    if let AdminAction::Audit { action: AuditAction::Verify { file: Some(file), head } } = &args.action {
+        return commands::verify_audit_export(&config, file, head.as_deref());
+    }
     let console = Console::open(&config).await?;
     match args.action {
         AdminAction::Revoke(revoke) => {
@@ -506,17 +534,7 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
             print_accounts(&console.list_honeytokens().await?, json)?;
         }
         AdminAction::Keys { action } => keys(&console, &config, action).await?,
-        AdminAction::Audit { action: AuditAction::Verify } => {
-            let (checked, problems) = console.verify_audit().await?;
-            if problems.is_empty() {
-                println!("audit log intact: {checked} events verified");
-            } else {
-                for problem in &problems {
-                    println!("TAMPERED: {problem}");
-                }
-                anyhow::bail!("the audit log was tampered with: {} problem(s) in {checked} events", problems.len());
-            }
-        }
+        AdminAction::Audit { action } => audit(&console, action).await?,
     }
     Ok(())
 }
@@ -543,7 +561,7 @@ fn print_accounts(users: &[serde_json::Value], json: bool) -> anyhow::Result<()>
 }
 
 /// An RFC 3339 instant as Unix milliseconds.
-fn parse_instant(text: &str) -> anyhow::Result<i64> {
+pub(super) fn parse_instant(text: &str) -> anyhow::Result<i64> {
     let instant = time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
         .with_context(|| format!("{text:?} is not an RFC 3339 instant such as 2025-09-08T12:00:00Z"))?;
     i64::try_from(instant.unix_timestamp_nanos() / 1_000_000).context("instant out of range")
