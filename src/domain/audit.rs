@@ -71,6 +71,9 @@ pub mod kind {
     pub const CLAIM_TOKEN_ISSUED: &str = "device.claim_token_issued";
     pub const SERVER_CLAIMED: &str = "device.server_claimed";
     pub const WEBHOOKS_CHANGED: &str = "account.webhooks_changed";
+    pub const ACCOUNT_DISABLED: &str = "account.disabled";
+    pub const ACCOUNT_ENABLED: &str = "account.enabled";
+    pub const ACCOUNT_UNLOCKED: &str = "account.unlocked";
     pub const DEVICE_KEY_REGISTERED: &str = "device.key_registered";
     pub const DEVICE_KEY_REMOVED: &str = "device.key_removed";
     /// A throttle started backing off: too many wrong guesses for one account, address or device.
@@ -130,6 +133,9 @@ pub mod kind {
             CLAIM_TOKEN_ISSUED => "A media server claim code was made",
             SERVER_CLAIMED => "A media server was claimed",
             WEBHOOKS_CHANGED => "Webhooks changed",
+            ACCOUNT_DISABLED => "Account disabled by an administrator",
+            ACCOUNT_ENABLED => "Account enabled again by an administrator",
+            ACCOUNT_UNLOCKED => "Sign-in lock lifted by an administrator",
             DEVICE_KEY_REMOVED => "A device key was removed",
             UNPROVEN_ACCOUNT_SECURED => "Address confirmed: what was set up before was removed",
             _ => "Security event",

@@ -118,6 +118,8 @@ pub enum Error {
     InvalidUserCode,
     #[error("Code not found or expired")]
     PinNotFound,
+    #[error("this account is disabled: contact the people who run this service")]
+    AccountDisabled,
     #[error("this claim token is not valid: it was used, has expired or was never issued; get a new one")]
     InvalidClaimToken,
     #[error("webhooks: {0}")]
@@ -210,6 +212,7 @@ impl Error {
             Self::UnknownProvider => "unknown_provider",
             Self::PinNotFound => "pin_not_found",
             Self::InvalidClaimToken => "invalid_claim_token",
+            Self::AccountDisabled => "account_disabled",
             Self::InvalidWebhook(_) => "invalid_webhook",
             Self::InvalidSsoState => "invalid_sso_state",
             Self::SsoFailed(_) => "sso_failed",

@@ -82,8 +82,18 @@ impl Operators {
     fn account_summary(&self, user: &UserRecord) -> serde_json::Value {
         json!({
             "id": user.id, "username": user.username, "email": self.email(user), "role": Role::of(user).as_str(),
-            "created_at": rfc3339(user.created_at),
+            "created_at": rfc3339(user.created_at), "disabled": user.disabled_at.is_some(),
         })
+    }
+
+    /// The account with exactly this address, through the blind index (support's daily question);
+    /// a look that finds one is audited as viewing it.
+    pub async fn find_by_email(&self, address: &str, actor: &Actor) -> Result<Option<serde_json::Value>> {
+        let Ok(email) = Email::parse(address) else { return Ok(None) };
+        let Some(user) = self.accounts.find_by_email(&email).await? else { return Ok(None) };
+        let details = json!({ "found_by": "email" });
+        self.core.audit.record(AuditLog::event(kind::ADMIN_USER_VIEWED, actor, Some(&user.id), None, details)).await?;
+        Ok(Some(self.account_summary(&user)))
     }
 
     /// The decoy accounts among all accounts. Only the keyring tells them apart, so this reads
@@ -148,6 +158,7 @@ impl Operators {
             "second_factors": self.factors.methods(&user.id).await?,
             "has_password": !user.password_hash.is_empty(),
             "must_reset_password": user.must_reset_password != 0,
+            "disabled_at": user.disabled_at.map(rfc3339),
             "sign_in_providers": providers,
             "created_at": rfc3339(user.created_at),
             "devices": devices,

@@ -131,6 +131,7 @@ impl From<IssuedTokens> for TokenResponse {
     responses(
         (status = 201, description = "Signed in", body = TokenResponse),
         (status = 401, description = "`invalid_credentials`, the same for unknown accounts and wrong passwords; `mfa_required` with `mfa_token` and `methods` when the account has a second factor: finish with POST /api/v1/sessions/mfa", body = ErrorBody),
+        (status = 403, description = "`account_disabled`: the credentials were right but an operator disabled the account", body = ErrorBody),
         (status = 422, description = "`invalid_device`", body = ErrorBody),
         (status = 429, description = "`rate_limited`: too many wrong passwords for this account or from this address; retry after `Retry-After` seconds (a `device_token` from an earlier sign-in is not held back by the account's lock)", body = ErrorBody),
         (status = 503, description = "`overloaded`: retry after `Retry-After` seconds", body = ErrorBody),

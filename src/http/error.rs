@@ -91,9 +91,11 @@ pub fn status_of(err: &Error) -> StatusCode {
         | Error::CodeAlreadyUsed
         | Error::PasskeyRejected
         | Error::InvalidClientCredentials => StatusCode::UNAUTHORIZED,
-        Error::StepUpRequired | Error::EmailNotVerified | Error::MfaEnrolmentRequired | Error::InsufficientScope => {
-            StatusCode::FORBIDDEN
-        }
+        Error::StepUpRequired
+        | Error::EmailNotVerified
+        | Error::MfaEnrolmentRequired
+        | Error::InsufficientScope
+        | Error::AccountDisabled => StatusCode::FORBIDDEN,
         Error::OAuth { code, .. } => match *code {
             "invalid_client" | "invalid_token" => StatusCode::UNAUTHORIZED,
             "insufficient_scope" => StatusCode::FORBIDDEN,

@@ -167,6 +167,7 @@ pub struct FinishSignInRequest {
         (status = 201, description = "Signed in", body = TokenResponse),
         (status = 400, description = "`invalid_ceremony`: the passkey challenge was already answered; sign in again", body = ErrorBody),
         (status = 401, description = "`invalid_code`, `code_already_used`, `passkey_rejected`, `invalid_mfa_token` (expired, used, or too many wrong codes: sign in again), `dpop_proof_required`, `invalid_dpop_proof`", body = ErrorBody),
+        (status = 403, description = "`account_disabled`: every factor was right but an operator disabled the account", body = ErrorBody),
         (status = 422, description = "`invalid_factor`: send exactly one of `code`, `recovery_code` and `webauthn_response`", body = ErrorBody),
     ))]
 pub async fn finish_sign_in(

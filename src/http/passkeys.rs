@@ -190,6 +190,7 @@ pub struct PasskeySignInRequest {
         (status = 201, description = "Signed in with a passkey alone; the session counts as verified with two factors", body = TokenResponse),
         (status = 400, description = "`invalid_ceremony`", body = ErrorBody),
         (status = 401, description = "`passkey_rejected`: not a passkey registered here, or its answer did not verify", body = ErrorBody),
+        (status = 403, description = "`account_disabled`: an operator disabled the account", body = ErrorBody),
         (status = 422, description = "`invalid_device`, `invalid_request`", body = ErrorBody),
     ))]
 pub async fn sign_in(

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::clock::rfc3339;
 use crate::config::Config;
+use crate::domain::account_status::AccountStatus;
 use crate::domain::audit::{kind, Actor, AuditLog};
 use crate::domain::audit_export::{ChainHead, ExportedEvent};
 use crate::domain::decoys::{Decoy, Decoys};
@@ -30,6 +31,7 @@ pub struct Console {
     pub(crate) keyring: std::sync::Arc<crate::keys::Keyring>,
     pub(crate) operators: Operators,
     pub(crate) incident: IncidentResponse,
+    status: AccountStatus,
     accounts: Accounts,
     revocations: Revocations,
     factors: SecondFactors,
@@ -58,6 +60,7 @@ impl Console {
             keyring,
             operators,
             incident,
+            status: AccountStatus::new(&core),
             accounts,
             revocations,
             factors,
@@ -257,6 +260,38 @@ impl Console {
         let details = json!({ "moved": done, "remaining": remaining });
         self.audit.record(AuditLog::event(kind::KEYS_REWRAPPED, &self.actor, None, None, details)).await?;
         Ok((done, remaining))
+    }
+
+    /// `admin users disable`: ends every session of the account and keeps it from signing in.
+    pub async fn disable_user(&self, user: &str, reason: Option<&str>) -> anyhow::Result<String> {
+        let user = self.operators.user(user).await?;
+        Ok(if self.status.disable(&user, reason, &self.actor).await? {
+            format!("disabled {} ({}): every session ended, sign-in refused until enabled", user.username, user.id)
+        } else {
+            format!("{} ({}) was already disabled", user.username, user.id)
+        })
+    }
+
+    /// `admin users enable`.
+    pub async fn enable_user(&self, user: &str, reason: Option<&str>) -> anyhow::Result<String> {
+        let user = self.operators.user(user).await?;
+        Ok(if self.status.enable(&user, reason, &self.actor).await? {
+            format!("enabled {} ({}): it can sign in again", user.username, user.id)
+        } else {
+            format!("{} ({}) was not disabled", user.username, user.id)
+        })
+    }
+
+    /// `admin users unlock`: the account's sign-in counters cleared.
+    pub async fn unlock_user(&self, user: &str, reason: Option<&str>) -> anyhow::Result<String> {
+        let user = self.operators.user(user).await?;
+        let cleared = self.status.unlock(&user, reason, &self.actor).await?;
+        Ok(format!("unlocked {} ({}): {cleared} counter(s) cleared", user.username, user.id))
+    }
+
+    /// `admin users find --email`: the account with that exact address, if any.
+    pub async fn find_user_by_email(&self, address: &str) -> anyhow::Result<Option<serde_json::Value>> {
+        Ok(self.operators.find_by_email(address, &self.actor).await?)
     }
 
     /// Checks the audit chain (and, given a published head, that the log still holds it); returns

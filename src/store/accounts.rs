@@ -37,6 +37,8 @@ pub struct UserRecord {
     /// A new address waiting for its confirmation link, sealed like `email_sealed`.
     pub pending_email_sealed: Option<Vec<u8>>,
     pub pending_email_key_id: Option<String>,
+    /// When an operator disabled the account (no new session starts while set).
+    pub disabled_at: Option<i64>,
 }
 
 /// A confirmed change of address: the new sealed address and its blind index replace the old.
@@ -150,6 +152,8 @@ pub trait AccountStore: Send + Sync + 'static {
     async fn change_email(&self, change: &EmailChange) -> Result<(), StoreError>;
     /// Sets an account's role; false if there is no such account.
     async fn set_role(&self, user_id: &str, role: &str) -> Result<bool, StoreError>;
+    /// Disables the account at `at`, or enables it (`None`); false if it already was so.
+    async fn set_disabled(&self, user_id: &str, at: Option<i64>) -> Result<bool, StoreError>;
     /// Sets a new password, kills unused reset links, stores the sign-out rule and the audit event.
     async fn change_password(&self, change: &PasswordChange, sealer: &dyn AuditSealer) -> Result<(), StoreError>;
     /// Flags an account so its next password sign-in is refused until it chooses a new password.
@@ -394,6 +398,16 @@ macro_rules! impl_account_store {
                         .bind(user_id)
                         .execute(&self.writer)
                         .await?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn set_disabled(&self, user_id: &str, at: Option<i64>) -> Result<bool, StoreError> {
+                    let sql = if at.is_some() {
+                        "UPDATE users SET disabled_at = $1 WHERE id = $2 AND disabled_at IS NULL"
+                    } else {
+                        "UPDATE users SET disabled_at = $1 WHERE id = $2 AND disabled_at IS NOT NULL"
+                    };
+                    let done = sqlx::query::<$db>(sql).bind(at).bind(user_id).execute(&self.writer).await?;
                     Ok(done.rows_affected() == 1)
                 }
 

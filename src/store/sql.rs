@@ -417,7 +417,7 @@ macro_rules! device_code_select {
 macro_rules! user_select {
     () => {
         "SELECT id, username, email_sealed, email_key_id, password_hash, password_pepper_id, created_at, \
-         email_verified_at, must_reset_password, role, pending_email_sealed, pending_email_key_id FROM users"
+         email_verified_at, must_reset_password, role, pending_email_sealed, pending_email_key_id, disabled_at FROM users"
     };
 }
 

@@ -40,6 +40,9 @@ pub trait ThrottleStore: Send + Sync + 'static {
     /// Gives back one counted attempt that was not a wrong guess, lifting its hold if it set one.
     async fn throttle_refund(&self, key: &str, held: bool) -> Result<(), StoreError>;
     async fn throttle_clear(&self, key: &str) -> Result<(), StoreError>;
+    /// Deletes every counter whose key ends with one of `suffixes` (all purposes of one subject);
+    /// how many.
+    async fn throttle_clear_subjects(&self, suffixes: &[String]) -> Result<u64, StoreError>;
     /// How many keys starting with `prefix` had a settled failure since `since`, and their counted
     /// attempts in all.
     async fn throttles_failing(&self, prefix: &str, since: i64) -> Result<(i64, i64), StoreError>;
@@ -124,6 +127,20 @@ macro_rules! impl_throttle_store {
                 async fn throttle_clear(&self, key: &str) -> Result<(), StoreError> {
                     sqlx::query::<$db>("DELETE FROM throttles WHERE key = $1").bind(key).execute(&self.writer).await?;
                     Ok(())
+                }
+
+                async fn throttle_clear_subjects(&self, suffixes: &[String]) -> Result<u64, StoreError> {
+                    let mut cleared = 0;
+                    for suffix in suffixes {
+                        // The suffix is matched literally: ids hold no LIKE wildcards, and `_` is escaped.
+                        let pattern = format!("%{}", suffix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+                        cleared += sqlx::query::<$db>("DELETE FROM throttles WHERE key LIKE $1 ESCAPE '\\'")
+                            .bind(pattern)
+                            .execute(&self.writer)
+                            .await?
+                            .rows_affected();
+                    }
+                    Ok(cleared)
                 }
 
                 async fn throttles_failing(&self, prefix: &str, since: i64) -> Result<(i64, i64), StoreError> {

@@ -6,6 +6,7 @@
 mod harness;
 mod incident;
 
+mod account_status;
 mod admission;
 mod adversary;
 mod audit_export;

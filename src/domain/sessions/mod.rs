@@ -20,7 +20,7 @@ use crate::domain::caller::Authenticated;
 use crate::domain::core::Core;
 use crate::domain::device_info::{DeviceInfo, CHANNEL_DEVICE, CHANNEL_WEB};
 use crate::domain::dpop::Proof;
-use crate::domain::error::Result;
+use crate::domain::error::{Error, Result};
 use crate::domain::known_devices;
 use crate::domain::password::PasswordHasher;
 use crate::domain::policy::TokenPolicy;
@@ -209,6 +209,13 @@ impl Sessions {
         factor: Option<&str>,
         enrolment_only: bool,
     ) -> Result<IssuedTokens> {
+        // Checked here, after every factor passed, so only someone who holds the account's
+        // credentials learns that it is disabled; every way in (password, passkey, provider, a
+        // linked device, a claimed server) starts its session here.
+        let user = self.store.user_by_id(user_id).await?.ok_or(Error::InvalidCredentials)?;
+        if user.disabled_at.is_some() {
+            return Err(Error::AccountDisabled);
+        }
         let channel = match &request.device {
             // A plex.tv-style web app names itself as a device, but it lives in a browser.
             Some(device) if request.issue == Issue::PlexToken && device.is_browser_app() => CHANNEL_WEB,

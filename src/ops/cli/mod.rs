@@ -344,6 +344,32 @@ enum UsersAction {
     Show { user: String },
     /// Grant or withdraw a role: `admin` or `user` (see `mfa.require = "admins"`).
     SetRole { user: String, role: String },
+    /// Disable an account: every token of it dies at once on every node, and sign-in answers
+    /// `account_disabled` (only to someone who gave the right credentials) until it is enabled.
+    Disable {
+        user: String,
+        /// Why, for the audit log (for example the support ticket).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Let a disabled account sign in again (its old sessions stay ended).
+    Enable {
+        user: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Clear an account's sign-in locks (its failure counters and its devices'), so its owner can
+    /// sign in at once.
+    Unlock {
+        user: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Find the account with exactly this email address (through the blind index), as JSON.
+    Find {
+        #[arg(long)]
+        email: String,
+    },
     /// Remove every second factor (app, passkeys, recovery codes) of an account whose owner lost
     /// them all, after you checked who is asking. The owner is mailed.
     ResetMfa {
@@ -511,6 +537,19 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
         AdminAction::Users { action: UsersAction::SetRole { user, role } } => {
             println!("{}", console.set_role(&user, &role).await?);
         }
+        AdminAction::Users { action: UsersAction::Disable { user, reason } } => {
+            println!("{}", console.disable_user(&user, reason.as_deref()).await?);
+        }
+        AdminAction::Users { action: UsersAction::Enable { user, reason } } => {
+            println!("{}", console.enable_user(&user, reason.as_deref()).await?);
+        }
+        AdminAction::Users { action: UsersAction::Unlock { user, reason } } => {
+            println!("{}", console.unlock_user(&user, reason.as_deref()).await?);
+        }
+        AdminAction::Users { action: UsersAction::Find { email } } => match console.find_user_by_email(&email).await? {
+            Some(account) => println!("{}", serde_json::to_string_pretty(&account)?),
+            None => anyhow::bail!("no account has the address {email:?}"),
+        },
         AdminAction::Users { action: UsersAction::ResetMfa { user, reason } } => {
             println!("{}", console.reset_second_factors(&user, &reason).await?);
         }
