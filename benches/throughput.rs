@@ -543,6 +543,7 @@ async fn bench_revocation(engine: &str, admin_url: Option<&str>) -> Vec<Row> {
         email: "bench@example.com".into(),
         username: "bench".into(),
         password: "bench passphrase".into(),
+        invite: None,
     };
     let account = state.accounts.register(registration, None).await.unwrap();
     let sessions = sign_in_many(&state, 1000).await;
@@ -662,6 +663,7 @@ async fn bench_propagation(admin_url: &str) -> Row {
         email: "bench@example.com".into(),
         username: "bench".into(),
         password: "bench passphrase".into(),
+        invite: None,
     };
     let account = a.accounts.register(registration, None).await.unwrap();
     let mut latencies = Vec::new();

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::domain::alerts::AlertSettings;
 use crate::domain::oauth::OAuthSettings;
 use crate::domain::password::{Admission, HashCost};
-use crate::domain::policy::MfaPolicy;
 use crate::domain::policy::TokenPolicy;
+use crate::domain::policy::{MfaPolicy, SignupPolicy};
 use crate::domain::sso::ProviderSettings;
 use crate::domain::throttle::ThrottleSettings;
 use crate::domain::validation_cache::CacheSettings;
@@ -126,6 +126,8 @@ pub struct Config {
     pub dpop: DpopConfig,
     pub pages: PagesConfig,
     pub mfa: MfaPolicy,
+    /// Who may create an account.
+    pub signup: SignupPolicy,
     pub passkeys: PasskeysConfig,
     pub oauth: OAuthSettings,
     pub sso: SsoSettings,
@@ -249,6 +251,7 @@ impl Default for Config {
             dpop: DpopConfig::default(),
             pages: PagesConfig::default(),
             mfa: MfaPolicy::default(),
+            signup: SignupPolicy::default(),
             passkeys: PasskeysConfig::default(),
             oauth: OAuthSettings::default(),
             sso: SsoSettings::default(),

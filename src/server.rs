@@ -208,6 +208,7 @@ pub fn build_core(config: &Config, store: DynStore, keyring: Arc<Keyring>, clock
         mailer,
         policy: config.tokens,
         mfa: config.mfa,
+        signup: config.signup,
         product: config.product_name.clone(),
     })
 }
@@ -302,6 +303,7 @@ pub fn build_state(config: &Config, store: DynStore, keyring: Arc<Keyring>, cloc
         signer,
         pages,
         token_policy: config.tokens,
+        signup: config.signup,
         public_url: config.public_url.clone(),
     }))
 }

@@ -11,6 +11,7 @@ use super::error::{Error, Result};
 use super::freshness::Freshness;
 use super::identity::{Email, Login, Username};
 use super::password::{self, PasswordHasher, StoredHash};
+use super::policy::{SignupMode, SignupPolicy};
 use super::revocation::{Revocation, Revocations, Scope};
 use super::tokens::TokenKind;
 use super::validation_cache::{PlexFacts, ValidationCache};
@@ -31,6 +32,13 @@ pub struct Registration {
     pub email: String,
     pub username: String,
     pub password: String,
+    /// The code of an invitation (`kw_iv_…`), needed when `signup.mode = "invite"`.
+    pub invite: Option<String>,
+}
+
+/// A sign-up let in by the policy, holding the invitation use it spent, if any.
+pub(crate) struct Admission {
+    invite_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +71,7 @@ pub struct AccountsParts {
     revocations: Revocations,
     throttle: super::throttle::Throttle,
     validations: ValidationCache,
+    signup: SignupPolicy,
 }
 
 /// The authenticated data bound to a user's sealed email: a ciphertext moved to another row fails to open.
@@ -88,6 +97,7 @@ impl Accounts {
             revocations: core.revocations.clone(),
             throttle: core.throttle.clone(),
             validations: core.validations().clone(),
+            signup: core.signup,
         }))
     }
 
@@ -97,15 +107,47 @@ impl Accounts {
         password::check_new(&registration.password, username.as_str(), email.as_str())?;
         // Cheap checks first, so a taken name does not cost a password hash.
         self.check_available(&username, &email).await?;
+        let admission = self.admit(registration.invite.as_deref(), &email, address).await?;
         let hash = self.hasher.hash(&password::normalise(&registration.password)).await?;
         let user = self.new_user(&username, &email, Some(hash), None);
         let id = user.id.clone();
-        self.store.create_user(&user).await.map_err(Error::from_conflict)?;
+        if let Err(err) = self.store.create_user(&user).await {
+            self.turn_away(admission).await?;
+            return Err(Error::from_conflict(err));
+        }
         tracing::info!(user_id = %id, "account created");
-        let event = AuditLog::event(kind::ACCOUNT_CREATED, &Actor::User(id.clone()), Some(&id), address, json!({}));
+        let details = json!({ "invite_id": admission.invite_id });
+        let event = AuditLog::event(kind::ACCOUNT_CREATED, &Actor::User(id.clone()), Some(&id), address, details);
         self.audit.record(event).await?;
         self.send_verification(&id, &user.username, email.as_str()).await?;
         Ok(Account { id, username: user.username })
+    }
+
+    /// Whether `signup.mode` lets this sign-up in: always when open, with a live invitation for
+    /// this address when by invitation (one use is spent), never when closed. Sign-ups are counted
+    /// per source address either way: each writes rows and sends a mail.
+    pub(crate) async fn admit(&self, invite: Option<&str>, email: &Email, address: Option<&str>) -> Result<Admission> {
+        if let Some(address) = address {
+            let subject = [super::throttle::Subject::Address(address)];
+            self.throttle.count_attempt(super::throttle::Purpose::SignUp, &subject).await?;
+        }
+        match self.signup.mode {
+            SignupMode::Open => Ok(Admission { invite_id: None }),
+            SignupMode::Closed => Err(Error::SignupClosed),
+            SignupMode::Invite => {
+                let code = invite.filter(|c| !c.trim().is_empty()).ok_or(Error::InviteRequired)?;
+                let taken = super::invites::take(&self.store, &self.keyring, code, email, self.clock.now_ms()).await?;
+                Ok(Admission { invite_id: Some(taken.id) })
+            }
+        }
+    }
+
+    /// Gives back what an admission spent, for a sign-up that did not happen after all.
+    pub(crate) async fn turn_away(&self, admission: Admission) -> Result<()> {
+        if let Some(id) = admission.invite_id {
+            self.store.return_invite(&id).await?;
+        }
+        Ok(())
     }
 
     /// Refuses a username or address another account already has.

@@ -74,6 +74,8 @@ pub mod kind {
     pub const ACCOUNT_DISABLED: &str = "account.disabled";
     pub const ACCOUNT_ENABLED: &str = "account.enabled";
     pub const ACCOUNT_UNLOCKED: &str = "account.unlocked";
+    pub const INVITE_CREATED: &str = "invite.created";
+    pub const INVITE_REVOKED: &str = "invite.revoked";
     pub const DEVICE_KEY_REGISTERED: &str = "device.key_registered";
     pub const DEVICE_KEY_REMOVED: &str = "device.key_removed";
     /// A throttle started backing off: too many wrong guesses for one account, address or device.

@@ -6,8 +6,8 @@ use super::alerts::Alerts;
 use super::audit::AuditLog;
 use super::freshness::Freshness;
 use super::password::PasswordHasher;
-use super::policy::MfaPolicy;
 use super::policy::TokenPolicy;
+use super::policy::{MfaPolicy, SignupPolicy};
 use super::revocation::Revocations;
 use super::throttle::Throttle;
 use super::validation_cache::ValidationCache;
@@ -28,6 +28,7 @@ pub struct Core {
     pub mailer: Mailer,
     pub policy: TokenPolicy,
     pub mfa: MfaPolicy,
+    pub signup: SignupPolicy,
     /// Failure counters with back-off for everything that can be guessed.
     pub throttle: Throttle,
     /// Whether a session proved its person just now, for new credentials and other sensitive actions.

@@ -120,6 +120,12 @@ pub enum Error {
     PinNotFound,
     #[error("this account is disabled: contact the people who run this service")]
     AccountDisabled,
+    #[error("sign-up is closed here: ask the people who run this service for an account")]
+    SignupClosed,
+    #[error("sign-up here is by invitation: open the link in your invitation")]
+    InviteRequired,
+    #[error("{0}")]
+    InvalidInvite(&'static str),
     #[error("this claim token is not valid: it was used, has expired or was never issued; get a new one")]
     InvalidClaimToken,
     #[error("webhooks: {0}")]
@@ -213,6 +219,9 @@ impl Error {
             Self::PinNotFound => "pin_not_found",
             Self::InvalidClaimToken => "invalid_claim_token",
             Self::AccountDisabled => "account_disabled",
+            Self::SignupClosed => "signup_closed",
+            Self::InviteRequired => "invite_required",
+            Self::InvalidInvite(_) => "invalid_invite",
             Self::InvalidWebhook(_) => "invalid_webhook",
             Self::InvalidSsoState => "invalid_sso_state",
             Self::SsoFailed(_) => "sso_failed",

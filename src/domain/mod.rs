@@ -17,6 +17,7 @@ pub mod freshness;
 pub mod honeytokens;
 pub mod identity;
 pub mod incident;
+pub mod invites;
 pub mod key_rotation;
 pub mod known_devices;
 pub mod oauth;

@@ -51,6 +51,25 @@ impl Default for TokenPolicy {
     }
 }
 
+/// Who may create an account (`[signup]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SignupPolicy {
+    pub mode: SignupMode,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SignupMode {
+    /// Anyone may sign up (counted per source address).
+    #[default]
+    Open,
+    /// Only with an invitation (`keywarden admin invites create`).
+    Invite,
+    /// Nobody, not even with an invitation: the accounts there are are all there will be.
+    Closed,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MfaPolicy {

@@ -49,6 +49,8 @@ pub enum Purpose {
     ClaimCreation,
     /// Claim tokens presented for exchange (guesses, when wrong).
     ClaimExchange,
+    /// Accounts created (each writes rows and sends a mail), per source address.
+    SignUp,
 }
 
 impl Purpose {
@@ -67,6 +69,7 @@ impl Purpose {
             Self::VerificationMail => "verify_mail",
             Self::ClaimCreation => "claim_create",
             Self::ClaimExchange => "claim",
+            Self::SignUp => "signup",
         }
     }
 
@@ -81,6 +84,7 @@ impl Purpose {
                 | Self::SignOutEverywhere
                 | Self::VerificationMail
                 | Self::ClaimCreation
+                | Self::SignUp
         )
     }
 }

@@ -38,10 +38,12 @@ pub enum TokenKind {
     SsoPending,
     /// The one long-lived token a plex.tv-style client sends as `X-Plex-Token`.
     PlexToken,
+    /// The secret in an invitation link (`/signup?invite=…`).
+    Invite,
 }
 
 impl TokenKind {
-    pub const ALL: [TokenKind; 13] = [
+    pub const ALL: [TokenKind; 14] = [
         Self::Access,
         Self::Refresh,
         Self::PasswordReset,
@@ -55,6 +57,7 @@ impl TokenKind {
         Self::SsoState,
         Self::SsoPending,
         Self::PlexToken,
+        Self::Invite,
     ];
 
     pub fn prefix(self) -> &'static str {
@@ -72,6 +75,7 @@ impl TokenKind {
             Self::SsoState => "kw_ss_",
             Self::SsoPending => "kw_sp_",
             Self::PlexToken => "kw_pt_",
+            Self::Invite => "kw_iv_",
         }
     }
 
@@ -91,6 +95,7 @@ impl TokenKind {
             Self::SsoState => "sso_state",
             Self::SsoPending => "sso_pending",
             Self::PlexToken => "plex_token",
+            Self::Invite => "invite",
         }
     }
 

@@ -23,6 +23,11 @@ pub struct CreateAccount {
     pub username: String,
     #[schema(format = Password, min_length = 8, max_length = 256)]
     pub password: String,
+    /// The code of an invitation (`kw_iv_…`, from the link's `invite`), needed when sign-up is by
+    /// invitation.
+    #[serde(default)]
+    #[schema(max_length = 64)]
+    pub invite: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -34,8 +39,10 @@ pub struct AccountCreated {
 #[utoipa::path(post, path = "/api/v1/accounts", tag = "accounts", request_body = CreateAccount,
     responses(
         (status = 201, description = "Account created", body = AccountCreated),
+        (status = 403, description = "`signup_closed` (`signup.mode = \"closed\"`), `invite_required` (by invitation, and no `invite` sent), `invalid_invite` (unknown, used, revoked, expired, or for another address)", body = ErrorBody),
         (status = 409, description = "`username_taken` or `email_taken`", body = ErrorBody),
         (status = 422, description = "`invalid_email`, `invalid_username`, `password_too_short`, `password_too_long`, `password_too_common`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many sign-ups from this address; retry after `Retry-After` seconds", body = ErrorBody),
         (status = 503, description = "`overloaded`: retry after `Retry-After` seconds", body = ErrorBody),
     ))]
 pub async fn create_account(
@@ -43,7 +50,8 @@ pub async fn create_account(
     ClientAddress(address): ClientAddress,
     ApiJson(body): ApiJson<CreateAccount>,
 ) -> Result<(StatusCode, Json<AccountCreated>), ApiError> {
-    let registration = Registration { email: body.email, username: body.username, password: body.password };
+    let registration =
+        Registration { email: body.email, username: body.username, password: body.password, invite: body.invite };
     let account = state.accounts.register(registration, address.as_deref()).await?;
     Ok((StatusCode::CREATED, Json(AccountCreated { id: account.id, username: account.username })))
 }

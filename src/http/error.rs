@@ -95,7 +95,10 @@ pub fn status_of(err: &Error) -> StatusCode {
         | Error::EmailNotVerified
         | Error::MfaEnrolmentRequired
         | Error::InsufficientScope
-        | Error::AccountDisabled => StatusCode::FORBIDDEN,
+        | Error::AccountDisabled
+        | Error::SignupClosed
+        | Error::InviteRequired
+        | Error::InvalidInvite(_) => StatusCode::FORBIDDEN,
         Error::OAuth { code, .. } => match *code {
             "invalid_client" | "invalid_token" => StatusCode::UNAUTHORIZED,
             "insufficient_scope" => StatusCode::FORBIDDEN,

@@ -102,6 +102,8 @@ pub struct Services {
     pub signer: Arc<Signer>,
     pub pages: Arc<pages::Pages>,
     pub token_policy: TokenPolicy,
+    /// Who may create an account (what `/signup` offers).
+    pub signup: crate::domain::policy::SignupPolicy,
     /// The configured public URL, which DPoP proofs must name; `None` means this request's host.
     pub public_url: Option<String>,
 }

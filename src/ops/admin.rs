@@ -15,8 +15,10 @@ use crate::domain::audit::{kind, Actor, AuditLog};
 use crate::domain::audit_export::{ChainHead, ExportedEvent};
 use crate::domain::decoys::{Decoy, Decoys};
 use crate::domain::incident::{ForcedResets, IncidentResponse, IncidentText};
+use crate::domain::invites::{InviteView, Invites, NewInvite};
 use crate::domain::key_rotation::{KeyRotation, KeyUsage};
 use crate::domain::operators::Operators;
+use crate::domain::policy::{SignupMode, SignupPolicy};
 use crate::domain::profile::Role;
 use crate::domain::revocation::{Revocation, Revocations, Scope};
 use crate::domain::{Accounts, Clients, Recovery, SecondFactors};
@@ -32,6 +34,8 @@ pub struct Console {
     pub(crate) operators: Operators,
     pub(crate) incident: IncidentResponse,
     status: AccountStatus,
+    invites: Invites,
+    signup: SignupPolicy,
     accounts: Accounts,
     revocations: Revocations,
     factors: SecondFactors,
@@ -61,6 +65,8 @@ impl Console {
             operators,
             incident,
             status: AccountStatus::new(&core),
+            invites: Invites::new(&core),
+            signup: core.signup,
             accounts,
             revocations,
             factors,
@@ -287,6 +293,23 @@ impl Console {
         let user = self.operators.user(user).await?;
         let cleared = self.status.unlock(&user, reason, &self.actor).await?;
         Ok(format!("unlocked {} ({}): {cleared} counter(s) cleared", user.username, user.id))
+    }
+
+    /// `admin invites create`.
+    pub async fn create_invite(&self, email: Option<&str>, ttl_secs: i64, uses: i64) -> anyhow::Result<NewInvite> {
+        Ok(self.invites.create(email, ttl_secs, uses, &self.actor).await?)
+    }
+
+    pub async fn list_invites(&self) -> anyhow::Result<Vec<InviteView>> {
+        Ok(self.invites.list().await?)
+    }
+
+    pub async fn revoke_invite(&self, id: &str) -> anyhow::Result<bool> {
+        Ok(self.invites.revoke(id, &self.actor).await?)
+    }
+
+    pub fn signup_mode(&self) -> SignupMode {
+        self.signup.mode
     }
 
     /// `admin users find --email`: the account with that exact address, if any.

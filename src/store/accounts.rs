@@ -41,6 +41,24 @@ pub struct UserRecord {
     pub disabled_at: Option<i64>,
 }
 
+/// An invitation to sign up; its code only as a keyed digest.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct InviteRecord {
+    pub id: String,
+    pub code_digest: Vec<u8>,
+    pub digest_key_id: String,
+    /// The address it is for, sealed, and its blind index; `None` for anyone.
+    pub email_sealed: Option<Vec<u8>>,
+    pub email_key_id: Option<String>,
+    pub email_index: Option<Vec<u8>>,
+    pub uses: i64,
+    pub uses_left: i64,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub revoked_at: Option<i64>,
+    pub created_by: String,
+}
+
 /// A confirmed change of address: the new sealed address and its blind index replace the old.
 #[derive(Debug, Clone)]
 pub struct EmailChange {
@@ -152,6 +170,15 @@ pub trait AccountStore: Send + Sync + 'static {
     async fn change_email(&self, change: &EmailChange) -> Result<(), StoreError>;
     /// Sets an account's role; false if there is no such account.
     async fn set_role(&self, user_id: &str, role: &str) -> Result<bool, StoreError>;
+    async fn create_invite(&self, invite: &InviteRecord) -> Result<(), StoreError>;
+    /// Every invitation, newest first.
+    async fn invites(&self) -> Result<Vec<InviteRecord>, StoreError>;
+    /// Spends one use of the live invitation with this code digest, atomically.
+    async fn take_invite(&self, digest: &[u8], now: i64) -> Result<Option<InviteRecord>, StoreError>;
+    /// Gives back a use taken for a sign-up that did not happen.
+    async fn return_invite(&self, id: &str) -> Result<(), StoreError>;
+    /// False if there is no such invitation or it was revoked already.
+    async fn revoke_invite(&self, id: &str, at: i64) -> Result<bool, StoreError>;
     /// Disables the account at `at`, or enables it (`None`); false if it already was so.
     async fn set_disabled(&self, user_id: &str, at: Option<i64>) -> Result<bool, StoreError>;
     /// Sets a new password, kills unused reset links, stores the sign-out rule and the audit event.
@@ -396,6 +423,64 @@ macro_rules! impl_account_store {
                     let done = sqlx::query::<$db>("UPDATE users SET role = $1 WHERE id = $2")
                         .bind(role)
                         .bind(user_id)
+                        .execute(&self.writer)
+                        .await?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn create_invite(&self, invite: &InviteRecord) -> Result<(), StoreError> {
+                    sqlx::query::<$db>(
+                        "INSERT INTO invites (id, code_digest, digest_key_id, email_sealed, email_key_id, email_index, \
+                         uses, uses_left, created_at, expires_at, created_by) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                    )
+                    .bind(&invite.id)
+                    .bind(&invite.code_digest)
+                    .bind(&invite.digest_key_id)
+                    .bind(&invite.email_sealed)
+                    .bind(&invite.email_key_id)
+                    .bind(&invite.email_index)
+                    .bind(invite.uses)
+                    .bind(invite.uses_left)
+                    .bind(invite.created_at)
+                    .bind(invite.expires_at)
+                    .bind(&invite.created_by)
+                    .execute(&self.writer)
+                    .await?;
+                    Ok(())
+                }
+
+                async fn invites(&self) -> Result<Vec<InviteRecord>, StoreError> {
+                    Ok(sqlx::query_as::<$db, InviteRecord>(concat!(invite_select!(), " ORDER BY created_at DESC, id"))
+                        .fetch_all(&self.reader)
+                        .await?)
+                }
+
+                async fn take_invite(&self, digest: &[u8], now: i64) -> Result<Option<InviteRecord>, StoreError> {
+                    Ok(sqlx::query_as::<$db, InviteRecord>(
+                        "UPDATE invites SET uses_left = uses_left - 1 \
+                         WHERE code_digest = $1 AND uses_left > 0 AND revoked_at IS NULL AND expires_at > $2 \
+                         RETURNING id, code_digest, digest_key_id, email_sealed, email_key_id, email_index, uses, \
+                         uses_left, created_at, expires_at, revoked_at, created_by",
+                    )
+                    .bind(digest)
+                    .bind(now)
+                    .fetch_optional(&self.writer)
+                    .await?)
+                }
+
+                async fn return_invite(&self, id: &str) -> Result<(), StoreError> {
+                    sqlx::query::<$db>("UPDATE invites SET uses_left = uses_left + 1 WHERE id = $1 AND uses_left < uses")
+                        .bind(id)
+                        .execute(&self.writer)
+                        .await?;
+                    Ok(())
+                }
+
+                async fn revoke_invite(&self, id: &str, at: i64) -> Result<bool, StoreError> {
+                    let done = sqlx::query::<$db>("UPDATE invites SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                        .bind(at)
+                        .bind(id)
                         .execute(&self.writer)
                         .await?;
                     Ok(done.rows_affected() == 1)

@@ -414,6 +414,13 @@ macro_rules! device_code_select {
     };
 }
 
+macro_rules! invite_select {
+    () => {
+        "SELECT id, code_digest, digest_key_id, email_sealed, email_key_id, email_index, uses, uses_left, \
+         created_at, expires_at, revoked_at, created_by FROM invites"
+    };
+}
+
 macro_rules! user_select {
     () => {
         "SELECT id, username, email_sealed, email_key_id, password_hash, password_pepper_id, created_at, \
@@ -445,6 +452,6 @@ macro_rules! replace_recovery_codes {
 
 pub(crate) use {
     append_audit, audit_select, client_select, device_code_select, impl_store_with_portable_sql, insert_client,
-    insert_rule, insert_session_start, insert_sso_identity, insert_token, insert_user, passkey_select, plex_pin_select,
-    replace_recovery_codes, sso_identity_select, user_select,
+    insert_rule, insert_session_start, insert_sso_identity, insert_token, insert_user, invite_select, passkey_select,
+    plex_pin_select, replace_recovery_codes, sso_identity_select, user_select,
 };

@@ -35,6 +35,7 @@ mod plex;
 mod plex_tools;
 mod process;
 mod revocation;
+mod signup_modes;
 mod smtp;
 mod sso;
 mod story;

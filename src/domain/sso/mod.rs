@@ -414,6 +414,9 @@ impl Sso {
         let username = Username::parse(username)?;
         let email = Email::parse(email)?;
         self.accounts.check_available(&username, &email).await?;
+        // A provider's account is a sign-up like any other: closed or by invitation applies (an
+        // invited person signs up at /signup and links the provider on /security afterwards).
+        let admission = self.accounts.admit(None, &email, arrival.address.as_deref()).await?;
         let vouched =
             claims.email_verified && claims.email.as_deref().and_then(|e| Email::parse(e).ok()) == Some(email.clone());
         let now = self.clock.now_ms();
@@ -421,6 +424,7 @@ impl Sso {
         let user = self.accounts.new_user(&username, &email, None, vouched.then_some(now));
         let user_id = user.id.clone();
         if !self.store.consume_sso_pending(&record.digest, now).await? {
+            self.accounts.turn_away(admission).await?;
             return Err(Error::InvalidSsoState);
         }
         let identity = self.identity_record(&record.provider, &claims, &user_id, now);

@@ -4,7 +4,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
-use minijinja::context;
+use minijinja::{context, Value};
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -15,6 +15,7 @@ use super::{cookie, Browser, CsrfOnly, Page, DEVICE_COOKIE, DEVICE_COOKIE_MAX_AG
 use crate::domain::accounts::Registration;
 use crate::domain::dpop::{Expected, Proof};
 use crate::domain::passkeys::Assertion;
+use crate::domain::policy::SignupMode;
 use crate::domain::second_factors::Factor;
 use crate::domain::sessions::{FinishSignIn, Issue, IssuedTokens, SignIn};
 use crate::http::extract::{url_for, ClientAddress, TokenRequestProof, UserAgent};
@@ -208,13 +209,31 @@ pub async fn signin_mfa(
     }
 }
 
-pub async fn signup_form(State(state): State<AppState>, browser: Browser) -> Page {
-    browser.render(
-        &state,
-        StatusCode::OK,
-        "signup.html",
-        context! { title => "Create an account", email => "", username => "", providers => state.sso.buttons() },
-    )
+#[derive(Deserialize)]
+pub struct SignupQuery {
+    #[serde(default)]
+    invite: String,
+}
+
+/// What the sign-up page shows for `signup.mode`: the form (with the invitation's code kept, or a
+/// field for it), or that sign-up is closed.
+fn signup_page(state: &AppState, browser: &Browser, status: StatusCode, fields: Value) -> Page {
+    let mode = state.signup.mode;
+    if mode == SignupMode::Closed {
+        let body = "Sign-up is closed here. Ask the people who run this service for an account.";
+        return browser.message(state, StatusCode::FORBIDDEN, "Sign-up is closed", body, Some(("/signin", "Sign in")));
+    }
+    // Providers create accounts too, which only an open sign-up allows.
+    let providers = if mode == SignupMode::Open { state.sso.buttons() } else { Vec::new() };
+    let extra = context! {
+        title => "Create an account", by_invitation => mode == SignupMode::Invite, providers => providers, ..fields
+    };
+    browser.render(state, status, "signup.html", extra)
+}
+
+pub async fn signup_form(State(state): State<AppState>, browser: Browser, Query(query): Query<SignupQuery>) -> Page {
+    let fields = context! { email => "", username => "", invite => query.invite.trim() };
+    signup_page(&state, &browser, StatusCode::OK, fields)
 }
 
 #[derive(Deserialize)]
@@ -225,6 +244,8 @@ pub struct SignupForm {
     password: String,
     #[serde(default)]
     dpop: String,
+    #[serde(default)]
+    invite: String,
 }
 
 pub async fn signup(
@@ -236,15 +257,18 @@ pub async fn signup(
     Form(form): Form<SignupForm>,
 ) -> Result<Response, Page> {
     browser.check_form(&state, &headers, &form.csrf)?;
-    let registration =
-        Registration { email: form.email.clone(), username: form.username.clone(), password: form.password.clone() };
+    let registration = Registration {
+        email: form.email.clone(),
+        username: form.username.clone(),
+        password: form.password.clone(),
+        invite: Some(form.invite.clone()).filter(|i| !i.trim().is_empty()),
+    };
     if let Err(err) = state.accounts.register(registration, address.as_deref()).await {
         let status = crate::http::error::status_of(&err);
-        let extra = context! {
-            title => "Create an account", email => form.email, username => form.username, error => err.to_string(),
-            providers => state.sso.buttons(),
+        let fields = context! {
+            email => form.email, username => form.username, invite => form.invite, error => err.to_string(),
         };
-        return Err(browser.render(&state, status, "signup.html", extra));
+        return Err(signup_page(&state, &browser, status, fields).retry_after_of(&err));
     }
     let request = SignIn {
         login: form.username,

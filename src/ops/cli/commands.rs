@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 
-use super::{AuditAction, BreachArgs, ClientsAction, KeysAction};
+use super::{AuditAction, BreachArgs, ClientsAction, InvitesAction, KeysAction};
 use crate::config::Config;
 use crate::domain::audit_export::{verify_export, ChainHead};
 use crate::domain::oauth::clients::{ClientKind, NewClient};
@@ -283,4 +283,53 @@ pub(super) fn verify_audit_export(config: &Config, file: &std::path::Path, head:
         return Err(anyhow::Error::new(err).context(format!("cannot read {}", file.display())));
     }
     report_verification(report.events_checked, &report.problems)
+}
+
+pub(super) async fn invites(console: &Console, config: &Config, action: InvitesAction) -> anyhow::Result<()> {
+    match action {
+        InvitesAction::Create { email, expires, uses } => {
+            let ttl = humantime::parse_duration(&expires)
+                .with_context(|| format!("{expires:?} is not a duration such as 7d, 48h or 30m"))?;
+            let ttl_secs = i64::try_from(ttl.as_secs()).context("duration out of range")?;
+            let invite = console.create_invite(email.as_deref(), ttl_secs, uses).await?;
+            let base = config.public_url();
+            let link = format!("{}/signup?invite={}", base.trim_end_matches('/'), invite.code.as_str());
+            println!("{link}");
+            eprintln!(
+                "invitation {}: {} use(s), valid until {}{}; the link is shown this once",
+                invite.id,
+                invite.uses,
+                crate::clock::rfc3339(invite.expires_at),
+                email.map(|e| format!(", for {e} only")).unwrap_or_default()
+            );
+            if console.signup_mode() != crate::domain::policy::SignupMode::Invite {
+                eprintln!("note: signup.mode is not \"invite\" here, so sign-up does not ask for invitations");
+            }
+        }
+        InvitesAction::List { json } => {
+            let list = console.list_invites().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+                return Ok(());
+            }
+            println!("{:<38} {:<6} {:<10} {:<26} for", "id", "live", "uses left", "expires");
+            for invite in list {
+                println!(
+                    "{:<38} {:<6} {:<10} {:<26} {}",
+                    invite.id,
+                    if invite.live { "yes" } else { "no" },
+                    format!("{}/{}", invite.uses_left, invite.uses),
+                    invite.expires_at,
+                    invite.email.as_deref().unwrap_or("anyone")
+                );
+            }
+        }
+        InvitesAction::Revoke { id } => {
+            if !console.revoke_invite(&id).await? {
+                anyhow::bail!("no live invitation has the id {id:?}");
+            }
+            println!("revoked invitation {id}");
+        }
+    }
+    Ok(())
 }

@@ -17,7 +17,7 @@ use crate::keys::{KeyPurpose, Keyring};
 use crate::obs::telemetry;
 use crate::ops::admin::Console;
 use crate::server::{self, KEYRING_ENV};
-use commands::{audit, breach_response, clients, keys, parse_signing_alg, read_list, write_private};
+use commands::{audit, breach_response, clients, invites, keys, parse_signing_alg, read_list, write_private};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -71,6 +71,11 @@ enum AdminAction {
     Audit {
         #[command(subcommand)]
         action: AuditAction,
+    },
+    /// Invitations to sign up (for `signup.mode = "invite"`).
+    Invites {
+        #[command(subcommand)]
+        action: InvitesAction,
     },
     /// OAuth / OpenID Connect clients: the apps that may sign people in through keywarden.
     Clients {
@@ -381,6 +386,30 @@ enum UsersAction {
 }
 
 #[derive(Debug, Subcommand)]
+enum InvitesAction {
+    /// Make an invitation and print its link (shown once; only a digest is kept).
+    Create {
+        /// Only this address may sign up with it.
+        #[arg(long, value_name = "ADDRESS")]
+        email: Option<String>,
+        /// How long it stays valid, such as `7d`, `48h` or `30m`.
+        #[arg(long, value_name = "DURATION", default_value = "7d")]
+        expires: String,
+        /// How many sign-ups it admits.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        uses: i64,
+    },
+    /// List the invitations (never their codes).
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an invitation by its id: its unused uses die.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
 enum AuditAction {
     /// Check the whole hash chain in the database, or with `--file` an export offline (the key file
     /// alone, no database); exits non-zero if any event was altered, inserted or deleted.
@@ -554,6 +583,7 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
             println!("{}", console.reset_second_factors(&user, &reason).await?);
         }
         AdminAction::Clients { action } => clients(&console, action).await?,
+        AdminAction::Invites { action } => invites(&console, &config, action).await?,
         AdminAction::Honeytokens { action: HoneytokensAction::Seed { count, export } } => {
             if count == 0 || count > 10_000 {
                 anyhow::bail!("seed between 1 and 10000 decoys");
