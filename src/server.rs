@@ -13,6 +13,7 @@ use crate::clock::{now_ms, Clock};
 use crate::config::{Config, HashProfile};
 use crate::domain::alert_mail::MailAdmins;
 use crate::domain::alerts::Alerts;
+use crate::domain::data_export::{DataExports, Sources as DataSources};
 use crate::domain::dpop::DpopVerifier;
 use crate::domain::freshness::Freshness;
 use crate::domain::key_rotation::KeyRotation;
@@ -261,6 +262,17 @@ pub fn build_state(config: &Config, store: DynStore, keyring: Arc<Keyring>, cloc
     }
     let sso = Sso::new(&core, accounts.clone(), sessions.clone(), providers, upstream, &config.public_url());
     let devices = Devices::new(&core, accounts.clone());
+    let data_exports = DataExports::new(
+        &core,
+        DataSources {
+            accounts: accounts.clone(),
+            devices: devices.clone(),
+            factors: factors.clone(),
+            oauth: oauth.clone(),
+            sso: sso.clone(),
+            webhooks: webhooks.clone(),
+        },
+    );
     let security = SecurityOverviews::new(
         accounts.clone(),
         devices.clone(),
@@ -287,6 +299,7 @@ pub fn build_state(config: &Config, store: DynStore, keyring: Arc<Keyring>, cloc
         sso,
         pins,
         claims,
+        data_exports,
         webhooks,
         device_keys,
         accounts,

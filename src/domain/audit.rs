@@ -74,6 +74,7 @@ pub mod kind {
     pub const ACCOUNT_DISABLED: &str = "account.disabled";
     pub const ACCOUNT_ENABLED: &str = "account.enabled";
     pub const ACCOUNT_UNLOCKED: &str = "account.unlocked";
+    pub const DATA_EXPORTED: &str = "account.data_exported";
     pub const INVITE_CREATED: &str = "invite.created";
     pub const INVITE_REVOKED: &str = "invite.revoked";
     pub const DEVICE_KEY_REGISTERED: &str = "device.key_registered";
@@ -138,6 +139,7 @@ pub mod kind {
             ACCOUNT_DISABLED => "Account disabled by an administrator",
             ACCOUNT_ENABLED => "Account enabled again by an administrator",
             ACCOUNT_UNLOCKED => "Sign-in lock lifted by an administrator",
+            DATA_EXPORTED => "A copy of your data was downloaded",
             DEVICE_KEY_REMOVED => "A device key was removed",
             UNPROVEN_ACCOUNT_SECURED => "Address confirmed: what was set up before was removed",
             _ => "Security event",

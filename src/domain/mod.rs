@@ -8,6 +8,7 @@ pub mod audit;
 pub mod audit_export;
 pub mod caller;
 pub mod core;
+pub mod data_export;
 pub mod decoys;
 pub mod device_info;
 pub mod devices;

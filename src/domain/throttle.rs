@@ -51,6 +51,8 @@ pub enum Purpose {
     ClaimExchange,
     /// Accounts created (each writes rows and sends a mail), per source address.
     SignUp,
+    /// Copies of an account's data downloaded (each reads a lot and sends a mail), per account.
+    DataExport,
 }
 
 impl Purpose {
@@ -70,6 +72,7 @@ impl Purpose {
             Self::ClaimCreation => "claim_create",
             Self::ClaimExchange => "claim",
             Self::SignUp => "signup",
+            Self::DataExport => "data_export",
         }
     }
 
@@ -85,6 +88,7 @@ impl Purpose {
                 | Self::VerificationMail
                 | Self::ClaimCreation
                 | Self::SignUp
+                | Self::DataExport
         )
     }
 }

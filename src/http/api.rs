@@ -1,14 +1,15 @@
 //! The JSON API under `/api/v1`: accounts, password sign-in, token refresh, sign-out and `/me`.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use zeroize::Zeroizing;
 
 use super::error::{ApiError, ErrorBody};
-use super::extract::{ApiJson, ClientAddress, EnrollingCaller, TokenRequestProof, UserAgent};
+use super::extract::{ApiJson, Caller, ClientAddress, EnrollingCaller, TokenRequestProof, UserAgent};
 use super::AppState;
 use crate::domain::accounts::Registration;
 use crate::domain::device_info::DeviceInfo;
@@ -233,4 +234,20 @@ pub async fn me(State(state): State<AppState>, EnrollingCaller(who): EnrollingCa
         pending_email: profile.pending_email,
         has_password: profile.has_password,
     }))
+}
+
+#[utoipa::path(get, path = "/api/v1/account/export", tag = "accounts", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Everything keywarden holds about the signed-in account, as one JSON document: `profile`, `devices`, `sessions` (no token material), `second_factors` (metadata only), `sign_in_providers`, `allowed_apps`, `webhooks`, `security_events`. Audited and announced to the owner by mail.", body = Object),
+        (status = 401, description = "`missing_token`, `invalid_token`, `token_expired`, `token_revoked`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many exports of this account lately; retry after `Retry-After` seconds", body = ErrorBody),
+    ))]
+pub async fn export_account(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    ClientAddress(address): ClientAddress,
+) -> Result<Response, ApiError> {
+    let document = state.data_exports.export(&who, address.as_deref()).await?;
+    let disposition = [(header::CONTENT_DISPOSITION, "attachment; filename=\"account-data.json\"")];
+    Ok((disposition, Json(document)).into_response())
 }

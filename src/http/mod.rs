@@ -77,6 +77,8 @@ pub struct Services {
     pub sso: Sso,
     pub pins: Pins,
     pub claims: Claims,
+    /// "Download my data".
+    pub data_exports: crate::domain::data_export::DataExports,
     pub webhooks: Webhooks,
     pub device_keys: DeviceKeys,
     pub factors: SecondFactors,
@@ -131,6 +133,7 @@ pub fn router(state: AppState, max_body_bytes: usize, http: &serve::HttpSettings
         .route("/devices/{id}", delete(devices::delete_device))
         .route("/security-events", get(devices::security_events))
         .route("/me", get(api::me))
+        .route("/account/export", get(api::export_account))
         .route("/email/verify", post(email::verify_email))
         .route("/email/change", post(email::change_email))
         .route("/email/verification", post(email::resend_verification))

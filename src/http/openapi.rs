@@ -15,6 +15,7 @@ use super::{api, devices, email, mfa, passkeys, passwords};
         api::refresh_token,
         api::delete_current_session,
         api::me,
+        api::export_account,
         devices::list_devices,
         devices::delete_device,
         devices::revoke_all_sessions,

@@ -156,6 +156,10 @@ pub enum Notice {
     UnprovenAccountSecured {
         removed: crate::store::RemovedOnFirstProof,
     },
+    /// A copy of the account's data was downloaded.
+    DataExported {
+        address: Option<String>,
+    },
     /// An account at a sign-in provider was linked to or unlinked from the account.
     SignInProviderChanged {
         provider: String,
@@ -184,6 +188,7 @@ impl Notice {
             Self::SignInCode { .. } => "sign_in_code",
             Self::SignInProviderChanged { .. } => "sign_in_provider_changed",
             Self::UnprovenAccountSecured { .. } => "unproven_account_secured",
+            Self::DataExported { .. } => "data_exported",
         }
     }
 
@@ -223,6 +228,7 @@ impl Notice {
             Self::UnprovenAccountSecured { .. } => {
                 format!("Your {product} account was secured when your address was confirmed")
             }
+            Self::DataExported { .. } => format!("A copy of your {product} account's data was downloaded"),
         }
     }
 
@@ -260,6 +266,7 @@ impl Notice {
                 json!({ "provider": provider, "linked": linked, "address": address })
             }
             Self::UnprovenAccountSecured { removed } => json!({ "removed": removed }),
+            Self::DataExported { address } => json!({ "address": address }),
         }
     }
 }

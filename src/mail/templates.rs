@@ -7,6 +7,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("layout.html", include_str!("../../templates/mail/layout.html")),
     ("footer.txt", include_str!("../../templates/mail/footer.txt")),
     ("verify_email.txt", include_str!("../../templates/mail/verify_email.txt")),
+    ("data_exported.txt", include_str!("../../templates/mail/data_exported.txt")),
+    ("data_exported.html", include_str!("../../templates/mail/data_exported.html")),
     ("verify_email.html", include_str!("../../templates/mail/verify_email.html")),
     ("password_reset.txt", include_str!("../../templates/mail/password_reset.txt")),
     ("password_reset.html", include_str!("../../templates/mail/password_reset.html")),
@@ -90,6 +92,7 @@ mod tests {
             "security_alert",
             "sign_in_code",
             "unproven_account_secured",
+            "data_exported",
         ] {
             let rendered = templates.render(name, &context).unwrap();
             assert!(

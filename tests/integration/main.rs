@@ -14,6 +14,7 @@ mod bad_input;
 mod breach_drill;
 mod breach_response;
 mod cli;
+mod data_export;
 mod devices;
 mod dpop;
 mod dpop_client;

@@ -160,6 +160,7 @@ pub fn router() -> Router<AppState> {
         .route("/security", get(security::page))
         .route("/security/devices/{id}/signout", post(security::sign_out_device))
         .route("/security/signout-all", post(security::sign_out_everywhere))
+        .route("/security/export", post(security::export_data))
         .route("/security/recent/remove", post(security::remove_recent_credential))
         .route("/security/verify-email", post(security::resend_verification))
         .route("/security/apps/{client_id}/remove", post(security::withdraw_app))

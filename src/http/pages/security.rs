@@ -273,6 +273,25 @@ pub async fn sign_out_everywhere(
     Ok((cleared, Redirect::to("/signin?next=%2Fsecurity%3Fdone%3Deverywhere")).into_response())
 }
 
+/// `POST /security/export` ("Download my data"): the account's data as a JSON file.
+pub async fn export_data(
+    State(state): State<AppState>,
+    browser: Browser,
+    headers: HeaderMap,
+    ClientAddress(address): ClientAddress,
+    Form(form): Form<CsrfOnly>,
+) -> Result<Response, PageError> {
+    browser.check_form(&state, &headers, &form.csrf)?;
+    let who = signed_in(&browser)?;
+    let document = state
+        .data_exports
+        .export(&who, address.as_deref())
+        .await
+        .map_err(|e| browser.error(&state, &e).into_response())?;
+    let disposition = [(axum::http::header::CONTENT_DISPOSITION, "attachment; filename=\"account-data.json\"")];
+    Ok((disposition, axum::Json(document)).into_response())
+}
+
 #[derive(Deserialize)]
 pub struct ChangePassword {
     csrf: String,
