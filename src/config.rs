@@ -16,7 +16,7 @@ use crate::domain::alerts::AlertSettings;
 use crate::domain::oauth::OAuthSettings;
 use crate::domain::password::{Admission, HashCost};
 use crate::domain::policy::TokenPolicy;
-use crate::domain::policy::{MfaPolicy, SignupPolicy};
+use crate::domain::policy::{DeletionPolicy, MfaPolicy, SignupPolicy};
 use crate::domain::sso::ProviderSettings;
 use crate::domain::throttle::ThrottleSettings;
 use crate::domain::validation_cache::CacheSettings;
@@ -128,6 +128,8 @@ pub struct Config {
     pub mfa: MfaPolicy,
     /// Who may create an account.
     pub signup: SignupPolicy,
+    /// How long a deleted account can still be kept.
+    pub deletion: DeletionPolicy,
     pub passkeys: PasskeysConfig,
     pub oauth: OAuthSettings,
     pub sso: SsoSettings,
@@ -252,6 +254,7 @@ impl Default for Config {
             pages: PagesConfig::default(),
             mfa: MfaPolicy::default(),
             signup: SignupPolicy::default(),
+            deletion: DeletionPolicy::default(),
             passkeys: PasskeysConfig::default(),
             oauth: OAuthSettings::default(),
             sso: SsoSettings::default(),
@@ -331,6 +334,9 @@ impl Config {
         }
         if !(0..=300).contains(&t.refresh_reuse_grace_secs) {
             return invalid("tokens.refresh_reuse_grace_secs must be between 0 and 300");
+        }
+        if !(0..=365 * 24 * 3600).contains(&self.deletion.grace_secs) {
+            return invalid("deletion.grace_secs must be between 0 and a year");
         }
         if t.plex_idle_ttl_secs < 3600 || t.plex_max_ttl_secs < t.plex_idle_ttl_secs {
             return invalid(

@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::{now_ms, Clock};
 use crate::config::{Config, HashProfile};
+use crate::domain::account_deletion::AccountDeletions;
 use crate::domain::alert_mail::MailAdmins;
 use crate::domain::alerts::Alerts;
 use crate::domain::data_export::{DataExports, Sources as DataSources};
@@ -139,6 +140,7 @@ pub async fn start_with_clock(config: &Config, clock: Clock) -> anyhow::Result<R
     background.push(state.mailer.spawn_delivery(mail_transport(config)?, MAIL_POLL));
     background.push(backchannel::spawn_delivery(store.clone(), state.oauth.clone(), LOGOUT_POLL)?);
     background.push(tokio::spawn(purge_expired_tokens(store.clone())));
+    background.push(tokio::spawn(erase_deleted_accounts(state.deletions.clone())));
     background.push(state.alerts.spawn_stuffing_watch());
     let key_file = std::env::var_os(KEYRING_ENV).is_none().then(|| config.key_file());
     let validations = state.revocations.validations().clone();
@@ -210,6 +212,7 @@ pub fn build_core(config: &Config, store: DynStore, keyring: Arc<Keyring>, clock
         policy: config.tokens,
         mfa: config.mfa,
         signup: config.signup,
+        deletion: config.deletion,
         product: config.product_name.clone(),
     })
 }
@@ -300,6 +303,7 @@ pub fn build_state(config: &Config, store: DynStore, keyring: Arc<Keyring>, cloc
         pins,
         claims,
         data_exports,
+        deletions: AccountDeletions::new(&core, accounts.clone()),
         webhooks,
         device_keys,
         accounts,
@@ -432,6 +436,20 @@ async fn changed_keyring(text: &str, store: &dyn Store) -> anyhow::Result<Keyrin
     let fresh = Keyring::from_toml(text).context("the key file is invalid")?;
     crate::domain::key_rotation::check_keyring_matches_database(&fresh, store).await?;
     Ok(fresh)
+}
+
+/// Erases the accounts whose deletion is due, every minute (on every node: each erasure is one
+/// transaction, and an account erased by one node is simply gone for the others).
+async fn erase_deleted_accounts(deletions: AccountDeletions) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        every.tick().await;
+        match deletions.erase_due().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(erased = n, "deleted accounts erased after their grace period"),
+            Err(err) => tracing::warn!(error = %err, "erasing deleted accounts failed"),
+        }
+    }
 }
 
 async fn purge_expired_tokens(store: DynStore) {

@@ -75,6 +75,10 @@ pub mod kind {
     pub const ACCOUNT_ENABLED: &str = "account.enabled";
     pub const ACCOUNT_UNLOCKED: &str = "account.unlocked";
     pub const DATA_EXPORTED: &str = "account.data_exported";
+    pub const ACCOUNT_DELETION_REQUESTED: &str = "account.deletion_requested";
+    pub const ACCOUNT_DELETION_CANCELLED: &str = "account.deletion_cancelled";
+    /// The account was erased; the event names it by id only.
+    pub const ACCOUNT_ERASED: &str = "account.erased";
     pub const INVITE_CREATED: &str = "invite.created";
     pub const INVITE_REVOKED: &str = "invite.revoked";
     pub const DEVICE_KEY_REGISTERED: &str = "device.key_registered";
@@ -140,6 +144,8 @@ pub mod kind {
             ACCOUNT_ENABLED => "Account enabled again by an administrator",
             ACCOUNT_UNLOCKED => "Sign-in lock lifted by an administrator",
             DATA_EXPORTED => "A copy of your data was downloaded",
+            ACCOUNT_DELETION_REQUESTED => "Account deletion requested",
+            ACCOUNT_DELETION_CANCELLED => "Account deletion cancelled",
             DEVICE_KEY_REMOVED => "A device key was removed",
             UNPROVEN_ACCOUNT_SECURED => "Address confirmed: what was set up before was removed",
             _ => "Security event",

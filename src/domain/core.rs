@@ -7,7 +7,7 @@ use super::audit::AuditLog;
 use super::freshness::Freshness;
 use super::password::PasswordHasher;
 use super::policy::TokenPolicy;
-use super::policy::{MfaPolicy, SignupPolicy};
+use super::policy::{DeletionPolicy, MfaPolicy, SignupPolicy};
 use super::revocation::Revocations;
 use super::throttle::Throttle;
 use super::validation_cache::ValidationCache;
@@ -29,6 +29,7 @@ pub struct Core {
     pub policy: TokenPolicy,
     pub mfa: MfaPolicy,
     pub signup: SignupPolicy,
+    pub deletion: DeletionPolicy,
     /// Failure counters with back-off for everything that can be guessed.
     pub throttle: Throttle,
     /// Whether a session proved its person just now, for new credentials and other sensitive actions.

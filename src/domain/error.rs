@@ -120,6 +120,8 @@ pub enum Error {
     PinNotFound,
     #[error("this account is disabled: contact the people who run this service")]
     AccountDisabled,
+    #[error("type your username exactly to confirm the deletion")]
+    DeletionNotConfirmed,
     #[error("sign-up is closed here: ask the people who run this service for an account")]
     SignupClosed,
     #[error("sign-up here is by invitation: open the link in your invitation")]
@@ -220,6 +222,7 @@ impl Error {
             Self::InvalidClaimToken => "invalid_claim_token",
             Self::AccountDisabled => "account_disabled",
             Self::SignupClosed => "signup_closed",
+            Self::DeletionNotConfirmed => "deletion_not_confirmed",
             Self::InviteRequired => "invite_required",
             Self::InvalidInvite(_) => "invalid_invite",
             Self::InvalidWebhook(_) => "invalid_webhook",

@@ -1,5 +1,6 @@
 //! What keywarden means, free of HTTP and SQL: accounts, passwords, devices, sessions and tokens.
 
+pub mod account_deletion;
 pub mod account_status;
 pub mod accounts;
 pub mod alert_mail;

@@ -51,6 +51,21 @@ impl Default for TokenPolicy {
     }
 }
 
+/// How account deletion goes (`[deletion]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeletionPolicy {
+    /// How long a deleted account waits, disabled, before it is erased; a sign-in or the mailed
+    /// link cancels the deletion until then.
+    pub grace_secs: i64,
+}
+
+impl Default for DeletionPolicy {
+    fn default() -> Self {
+        Self { grace_secs: 7 * 24 * 3600 }
+    }
+}
+
 /// Who may create an account (`[signup]`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -40,10 +40,12 @@ pub enum TokenKind {
     PlexToken,
     /// The secret in an invitation link (`/signup?invite=…`).
     Invite,
+    /// The secret in the mailed link that keeps an account its owner asked to delete.
+    KeepAccount,
 }
 
 impl TokenKind {
-    pub const ALL: [TokenKind; 14] = [
+    pub const ALL: [TokenKind; 15] = [
         Self::Access,
         Self::Refresh,
         Self::PasswordReset,
@@ -58,6 +60,7 @@ impl TokenKind {
         Self::SsoPending,
         Self::PlexToken,
         Self::Invite,
+        Self::KeepAccount,
     ];
 
     pub fn prefix(self) -> &'static str {
@@ -76,6 +79,7 @@ impl TokenKind {
             Self::SsoPending => "kw_sp_",
             Self::PlexToken => "kw_pt_",
             Self::Invite => "kw_iv_",
+            Self::KeepAccount => "kw_ka_",
         }
     }
 
@@ -96,6 +100,7 @@ impl TokenKind {
             Self::SsoPending => "sso_pending",
             Self::PlexToken => "plex_token",
             Self::Invite => "invite",
+            Self::KeepAccount => "keep_account",
         }
     }
 

@@ -251,3 +251,26 @@ pub async fn export_account(
     let disposition = [(header::CONTENT_DISPOSITION, "attachment; filename=\"account-data.json\"")];
     Ok((disposition, Json(document)).into_response())
 }
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeletionScheduled {
+    /// When the account is erased (RFC 3339); a sign-in or the mailed link before then keeps it.
+    pub deletion_due_at: String,
+}
+
+#[utoipa::path(delete, path = "/api/v1/account", tag = "accounts", security(("bearer" = [])),
+    responses(
+        (status = 202, description = "The account's deletion is scheduled: every session ended (OAuth clients are told by back-channel logout), a mail with the link that keeps the account went out, and the account is erased at `deletion_due_at` unless its owner signs in or opens the link before", body = DeletionScheduled),
+        (status = 401, description = "`missing_token`, `invalid_token`, `token_expired`, `token_revoked`", body = ErrorBody),
+        (status = 403, description = "`step_up_required`: deleting the account needs a fresh authentication (POST /api/v1/sessions/step-up)", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: asked too often lately (each request signs out every device and mails the owner); retry after `Retry-After` seconds", body = ErrorBody),
+    ))]
+pub async fn delete_account(
+    State(state): State<AppState>,
+    Caller(who): Caller,
+    ClientAddress(address): ClientAddress,
+) -> Result<(StatusCode, Json<DeletionScheduled>), ApiError> {
+    let scheduled = state.deletions.request(&who, address.as_deref()).await?;
+    let body = DeletionScheduled { deletion_due_at: crate::clock::rfc3339(scheduled.due_at) };
+    Ok((StatusCode::ACCEPTED, Json(body)))
+}

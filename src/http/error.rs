@@ -75,7 +75,8 @@ pub fn status_of(err: &Error) -> StatusCode {
         | Error::InvalidFactor(_)
         | Error::InvalidPasskeyName
         | Error::EmailUnchanged
-        | Error::InvalidClient(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        | Error::InvalidClient(_)
+        | Error::DeletionNotConfirmed => StatusCode::UNPROCESSABLE_ENTITY,
         Error::UsernameTaken | Error::EmailTaken | Error::EmailAlreadyVerified => StatusCode::CONFLICT,
         Error::InvalidCredentials
         | Error::InvalidToken

@@ -77,6 +77,8 @@ pub struct Services {
     pub sso: Sso,
     pub pins: Pins,
     pub claims: Claims,
+    /// People deleting their accounts (and keeping them after all).
+    pub deletions: crate::domain::account_deletion::AccountDeletions,
     /// "Download my data".
     pub data_exports: crate::domain::data_export::DataExports,
     pub webhooks: Webhooks,
@@ -134,6 +136,7 @@ pub fn router(state: AppState, max_body_bytes: usize, http: &serve::HttpSettings
         .route("/security-events", get(devices::security_events))
         .route("/me", get(api::me))
         .route("/account/export", get(api::export_account))
+        .route("/account", delete(api::delete_account))
         .route("/email/verify", post(email::verify_email))
         .route("/email/change", post(email::change_email))
         .route("/email/verification", post(email::resend_verification))

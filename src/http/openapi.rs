@@ -16,6 +16,7 @@ use super::{api, devices, email, mfa, passkeys, passwords};
         api::delete_current_session,
         api::me,
         api::export_account,
+        api::delete_account,
         devices::list_devices,
         devices::delete_device,
         devices::revoke_all_sessions,

@@ -156,6 +156,12 @@ pub enum Notice {
     UnprovenAccountSecured {
         removed: crate::store::RemovedOnFirstProof,
     },
+    /// The owner asked to delete the account: when it is erased, and the link that keeps it.
+    DeletionScheduled {
+        link: String,
+        days: i64,
+        address: Option<String>,
+    },
     /// A copy of the account's data was downloaded.
     DataExported {
         address: Option<String>,
@@ -189,6 +195,7 @@ impl Notice {
             Self::SignInProviderChanged { .. } => "sign_in_provider_changed",
             Self::UnprovenAccountSecured { .. } => "unproven_account_secured",
             Self::DataExported { .. } => "data_exported",
+            Self::DeletionScheduled { .. } => "deletion_scheduled",
         }
     }
 
@@ -229,6 +236,7 @@ impl Notice {
                 format!("Your {product} account was secured when your address was confirmed")
             }
             Self::DataExported { .. } => format!("A copy of your {product} account's data was downloaded"),
+            Self::DeletionScheduled { .. } => format!("Your {product} account will be deleted"),
         }
     }
 
@@ -267,6 +275,9 @@ impl Notice {
             }
             Self::UnprovenAccountSecured { removed } => json!({ "removed": removed }),
             Self::DataExported { address } => json!({ "address": address }),
+            Self::DeletionScheduled { link, days, address } => {
+                json!({ "link": link, "days": days, "address": address })
+            }
         }
     }
 }

@@ -8,6 +8,8 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("footer.txt", include_str!("../../templates/mail/footer.txt")),
     ("verify_email.txt", include_str!("../../templates/mail/verify_email.txt")),
     ("data_exported.txt", include_str!("../../templates/mail/data_exported.txt")),
+    ("deletion_scheduled.txt", include_str!("../../templates/mail/deletion_scheduled.txt")),
+    ("deletion_scheduled.html", include_str!("../../templates/mail/deletion_scheduled.html")),
     ("data_exported.html", include_str!("../../templates/mail/data_exported.html")),
     ("verify_email.html", include_str!("../../templates/mail/verify_email.html")),
     ("password_reset.txt", include_str!("../../templates/mail/password_reset.txt")),
@@ -93,6 +95,7 @@ mod tests {
             "sign_in_code",
             "unproven_account_secured",
             "data_exported",
+            "deletion_scheduled",
         ] {
             let rendered = templates.render(name, &context).unwrap();
             assert!(

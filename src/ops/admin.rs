@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::clock::rfc3339;
 use crate::config::Config;
+use crate::domain::account_deletion::AccountDeletions;
 use crate::domain::account_status::AccountStatus;
 use crate::domain::audit::{kind, Actor, AuditLog};
 use crate::domain::audit_export::{ChainHead, ExportedEvent};
@@ -34,6 +35,7 @@ pub struct Console {
     pub(crate) operators: Operators,
     pub(crate) incident: IncidentResponse,
     status: AccountStatus,
+    deletions: AccountDeletions,
     invites: Invites,
     signup: SignupPolicy,
     accounts: Accounts,
@@ -65,6 +67,7 @@ impl Console {
             operators,
             incident,
             status: AccountStatus::new(&core),
+            deletions: AccountDeletions::new(&core, accounts.clone()),
             invites: Invites::new(&core),
             signup: core.signup,
             accounts,
@@ -275,6 +278,25 @@ impl Console {
             format!("disabled {} ({}): every session ended, sign-in refused until enabled", user.username, user.id)
         } else {
             format!("{} ({}) was already disabled", user.username, user.id)
+        })
+    }
+
+    /// `admin users delete`: after the grace period, or `now`.
+    pub async fn delete_user(&self, user: &str, now: bool, reason: Option<&str>) -> anyhow::Result<String> {
+        let user = self.operators.user(user).await?;
+        let scheduled = self.deletions.by_operator(&user, now, reason, &self.actor).await?;
+        Ok(if now {
+            format!(
+                "erased {} ({}): every session ended, nothing of it is left but its audit trail",
+                user.username, user.id
+            )
+        } else {
+            format!(
+                "{} ({}) will be erased at {}: every session ended; signing in before then keeps it",
+                user.username,
+                user.id,
+                rfc3339(scheduled.due_at)
+            )
         })
     }
 

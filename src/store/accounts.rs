@@ -39,6 +39,8 @@ pub struct UserRecord {
     pub pending_email_key_id: Option<String>,
     /// When an operator disabled the account (no new session starts while set).
     pub disabled_at: Option<i64>,
+    /// When the account is erased, if its owner asked for that (a sign-in before cancels it).
+    pub deletion_due_at: Option<i64>,
 }
 
 /// An invitation to sign up; its code only as a keyed digest.
@@ -179,6 +181,21 @@ pub trait AccountStore: Send + Sync + 'static {
     async fn return_invite(&self, id: &str) -> Result<(), StoreError>;
     /// False if there is no such invitation or it was revoked already.
     async fn revoke_invite(&self, id: &str, at: i64) -> Result<bool, StoreError>;
+    /// Sets when the account is erased (`None` cancels); false when nothing changed.
+    async fn schedule_deletion(&self, user_id: &str, due: Option<i64>) -> Result<bool, StoreError>;
+    /// Accounts whose erasure is due at `now`, oldest first.
+    async fn deletions_due(&self, now: i64, limit: i64) -> Result<Vec<String>, StoreError>;
+    /// Ends every open session of the account and queues a back-channel logout notice for each
+    /// one an OAuth client holds; how many sessions ended.
+    async fn end_sessions_and_tell(&self, user_id: &str, at: i64) -> Result<u64, StoreError>;
+    /// Erases the account and everything that names it but the audit log (see `ERASE_ACCOUNT`),
+    /// recording `event` in the same transaction; false if there was no such account.
+    async fn erase_user(
+        &self,
+        user_id: &str,
+        event: &NewAuditEvent,
+        sealer: &dyn AuditSealer,
+    ) -> Result<bool, StoreError>;
     /// Disables the account at `at`, or enables it (`None`); false if it already was so.
     async fn set_disabled(&self, user_id: &str, at: Option<i64>) -> Result<bool, StoreError>;
     /// Sets a new password, kills unused reset links, stores the sign-out rule and the audit event.
@@ -484,6 +501,66 @@ macro_rules! impl_account_store {
                         .execute(&self.writer)
                         .await?;
                     Ok(done.rows_affected() == 1)
+                }
+
+                async fn schedule_deletion(&self, user_id: &str, due: Option<i64>) -> Result<bool, StoreError> {
+                    let sql = if due.is_some() {
+                        "UPDATE users SET deletion_due_at = $1 WHERE id = $2 AND deletion_due_at IS NULL"
+                    } else {
+                        "UPDATE users SET deletion_due_at = $1 WHERE id = $2 AND deletion_due_at IS NOT NULL"
+                    };
+                    let done = sqlx::query::<$db>(sql).bind(due).bind(user_id).execute(&self.writer).await?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn deletions_due(&self, now: i64, limit: i64) -> Result<Vec<String>, StoreError> {
+                    let due: Vec<(String,)> = sqlx::query_as::<$db, (String,)>(
+                        "SELECT id FROM users WHERE deletion_due_at IS NOT NULL AND deletion_due_at <= $1 \
+                         ORDER BY deletion_due_at LIMIT $2",
+                    )
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(&self.reader)
+                    .await?;
+                    Ok(due.into_iter().map(|(id,)| id).collect())
+                }
+
+                async fn end_sessions_and_tell(&self, user_id: &str, at: i64) -> Result<u64, StoreError> {
+                    let mut tx = self.writer.begin().await?;
+                    sqlx::query::<$db>(
+                        "INSERT INTO backchannel_logouts (session_id, client_id, user_id, created_at, next_attempt_at) \
+                         SELECT s.id, s.client_id, s.user_id, $1, $1 FROM sessions s JOIN oauth_clients c ON c.id = s.client_id \
+                         WHERE s.user_id = $2 AND s.revoked_at IS NULL AND c.backchannel_logout_uri IS NOT NULL \
+                         ON CONFLICT (session_id) DO NOTHING",
+                    )
+                    .bind(at)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    let ended = sqlx::query::<$db>("UPDATE sessions SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+                        .bind(at)
+                        .bind(user_id)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    tx.commit().await?;
+                    Ok(ended)
+                }
+
+                async fn erase_user(&self, user_id: &str, event: &NewAuditEvent, sealer: &dyn AuditSealer) -> Result<bool, StoreError> {
+                    let mut tx = self.writer.begin().await?;
+                    let mut erased = false;
+                    for statement in super::sql::ERASE_ACCOUNT {
+                        let done = sqlx::query::<$db>(statement).bind(user_id).execute(&mut *tx).await?;
+                        erased = done.rows_affected() == 1 && statement.starts_with("DELETE FROM users");
+                    }
+                    if !erased {
+                        tx.rollback().await?;
+                        return Ok(false);
+                    }
+                    append_audit!($db, &mut *tx, event, sealer);
+                    tx.commit().await?;
+                    Ok(true)
                 }
 
                 async fn set_disabled(&self, user_id: &str, at: Option<i64>) -> Result<bool, StoreError> {

@@ -7,6 +7,34 @@
 //! alike: `$n` placeholders, `ON CONFLICT … DO UPDATE`, `RETURNING`, integers, text and bytes only.
 
 /// Every short-lived row past its life, one statement per table, each counted in the purge's total.
+/// What erasing an account deletes, in an order its foreign keys accept: everything that names it
+/// but the audit log (kept: it names the account by id only) and back-channel logout notices still
+/// owed to relying parties (account id only; purged once delivered). The `users` row goes last.
+pub(super) const ERASE_ACCOUNT: &[&str] = &[
+    "DELETE FROM tokens WHERE user_id = $1",
+    "DELETE FROM device_keys WHERE user_id = $1",
+    "DELETE FROM sessions WHERE user_id = $1",
+    "DELETE FROM devices WHERE user_id = $1",
+    "DELETE FROM mfa_challenges WHERE user_id = $1",
+    "DELETE FROM recovery_codes WHERE user_id = $1",
+    "DELETE FROM totp_factors WHERE user_id = $1",
+    "DELETE FROM webauthn_ceremonies WHERE user_id = $1",
+    "DELETE FROM passkeys WHERE user_id = $1",
+    "DELETE FROM oauth_codes WHERE user_id = $1",
+    "DELETE FROM oauth_consents WHERE user_id = $1",
+    "DELETE FROM oauth_device_codes WHERE user_id = $1",
+    "DELETE FROM sso_flows WHERE user_id = $1",
+    "DELETE FROM sso_identities WHERE user_id = $1",
+    "DELETE FROM one_time_tokens WHERE user_id = $1",
+    "DELETE FROM plex_claims WHERE user_id = $1",
+    "DELETE FROM plex_pins WHERE user_id = $1",
+    "DELETE FROM plex_webhooks WHERE user_id = $1",
+    "DELETE FROM mail_queue WHERE user_id = $1",
+    "DELETE FROM throttles WHERE key LIKE '%:acct:' || $1",
+    "DELETE FROM numeric_user_ids WHERE user_id = $1",
+    "DELETE FROM users WHERE id = $1",
+];
+
 pub(super) const EXPIRED_ROWS: &[&str] = &[
     "DELETE FROM tokens WHERE expires_at < $1",
     "DELETE FROM mfa_challenges WHERE expires_at < $1",
@@ -424,7 +452,7 @@ macro_rules! invite_select {
 macro_rules! user_select {
     () => {
         "SELECT id, username, email_sealed, email_key_id, password_hash, password_pepper_id, created_at, \
-         email_verified_at, must_reset_password, role, pending_email_sealed, pending_email_key_id, disabled_at FROM users"
+         email_verified_at, must_reset_password, role, pending_email_sealed, pending_email_key_id, disabled_at, deletion_due_at FROM users"
     };
 }
 

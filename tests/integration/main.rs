@@ -6,6 +6,7 @@
 mod harness;
 mod incident;
 
+mod account_deletion;
 mod account_status;
 mod admission;
 mod adversary;

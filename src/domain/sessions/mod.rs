@@ -216,6 +216,19 @@ impl Sessions {
         if user.disabled_at.is_some() {
             return Err(Error::AccountDisabled);
         }
+        // The owner is back within the grace period: the deletion they asked for is cancelled.
+        if user.deletion_due_at.is_some() && self.store.schedule_deletion(user_id, None).await? {
+            let details = json!({ "by": "sign_in" });
+            let actor = Actor::User(user_id.to_owned());
+            let event = AuditLog::event(
+                kind::ACCOUNT_DELETION_CANCELLED,
+                &actor,
+                Some(user_id),
+                request.address.as_deref(),
+                details,
+            );
+            self.audit.record(event).await?;
+        }
         let channel = match &request.device {
             // A plex.tv-style web app names itself as a device, but it lives in a browser.
             Some(device) if request.issue == Issue::PlexToken && device.is_browser_app() => CHANNEL_WEB,

@@ -455,6 +455,31 @@ pub async fn reset(
     }
 }
 
+/// `GET /account/keep/{token}`: the mailed link that keeps an account its owner asked to delete;
+/// keeping it takes a button press (mail scanners that follow links must not spend it).
+pub async fn keep_form(State(state): State<AppState>, browser: Browser, Path(token): Path<String>) -> Page {
+    browser.render(
+        &state,
+        StatusCode::OK,
+        "keep_account.html",
+        context! { title => "Keep your account", token => token },
+    )
+}
+
+pub async fn keep(
+    State(state): State<AppState>,
+    browser: Browser,
+    headers: HeaderMap,
+    ClientAddress(address): ClientAddress,
+    Path(token): Path<String>,
+    Form(form): Form<CsrfOnly>,
+) -> Result<Page, Page> {
+    browser.check_form(&state, &headers, &form.csrf)?;
+    state.deletions.keep_by_link(&token, address.as_deref()).await.map_err(|e| browser.error(&state, &e))?;
+    let body = "Your account will not be deleted. Sign in as before.";
+    Ok(browser.message(&state, StatusCode::OK, "Your account is kept", body, Some(("/signin", "Sign in"))))
+}
+
 pub async fn verify_form(State(state): State<AppState>, browser: Browser, Path(token): Path<String>) -> Page {
     // Confirming takes a button press: mail scanners that follow links must not spend them.
     browser.render(

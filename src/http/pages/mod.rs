@@ -51,6 +51,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("reset_request.html", include_str!("../../../templates/pages/reset_request.html")),
     ("reset_password.html", include_str!("../../../templates/pages/reset_password.html")),
     ("verify_email.html", include_str!("../../../templates/pages/verify_email.html")),
+    ("keep_account.html", include_str!("../../../templates/pages/keep_account.html")),
     ("signin_mfa.html", include_str!("../../../templates/pages/signin_mfa.html")),
     ("totp_setup.html", include_str!("../../../templates/pages/totp_setup.html")),
     ("recovery_codes.html", include_str!("../../../templates/pages/recovery_codes.html")),
@@ -161,6 +162,8 @@ pub fn router() -> Router<AppState> {
         .route("/security/devices/{id}/signout", post(security::sign_out_device))
         .route("/security/signout-all", post(security::sign_out_everywhere))
         .route("/security/export", post(security::export_data))
+        .route("/security/delete", post(security::delete_account))
+        .route("/account/keep/{token}", get(account::keep_form).post(account::keep))
         .route("/security/recent/remove", post(security::remove_recent_credential))
         .route("/security/verify-email", post(security::resend_verification))
         .route("/security/apps/{client_id}/remove", post(security::withdraw_app))

@@ -190,6 +190,7 @@ async fn render(
         pending_email => profile.pending_email, has_factor => overview.has_factor, apps => apps,
         has_password => profile.has_password, providers => state.sso.buttons(), identities => identities,
         unlinked => overview.unlinked, fresh => overview.fresh, email_verified => profile.email_verified,
+        username => profile.username, deletion_days => state.deletions.grace_days(),
     };
     // Linking sends the browser from a form here on to a provider, which `form-action` must allow.
     let targets = state.sso.form_origins();
@@ -290,6 +291,47 @@ pub async fn export_data(
         .map_err(|e| browser.error(&state, &e).into_response())?;
     let disposition = [(axum::http::header::CONTENT_DISPOSITION, "attachment; filename=\"account-data.json\"")];
     Ok((disposition, axum::Json(document)).into_response())
+}
+
+#[derive(Deserialize)]
+pub struct DeleteAccount {
+    csrf: String,
+    /// The account's username, typed to confirm.
+    #[serde(default)]
+    confirm: String,
+    #[serde(default)]
+    factor_code: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// `POST /security/delete` ("Delete my account"): the username typed to confirm, and a fresh
+/// proof (the password or a code) unless the session has one; signs the browser out.
+pub async fn delete_account(
+    State(state): State<AppState>,
+    browser: Browser,
+    headers: HeaderMap,
+    ClientAddress(address): ClientAddress,
+    Form(form): Form<DeleteAccount>,
+) -> Result<Response, PageError> {
+    browser.check_form(&state, &headers, &form.csrf)?;
+    let who = signed_in(&browser)?;
+    let refuse = |err: &Error| browser.error(&state, err).into_response();
+    let profile = state.accounts.profile(&who.user_id).await.map_err(|e| refuse(&e))?;
+    if !form.confirm.trim().eq_ignore_ascii_case(&profile.username) {
+        return Err(refuse(&Error::DeletionNotConfirmed).into());
+    }
+    let who = super::step_up::stepped_up(&state, &who, &form.factor_code, &form.password, "", "", address.as_deref())
+        .await
+        .map_err(|e| refuse(&e))?;
+    let scheduled = state.deletions.request(&who, address.as_deref()).await.map_err(|e| refuse(&e))?;
+    let body = format!(
+        "Every device was signed out. Your account will be erased on {}. Until then, signing in again \
+         or the link we emailed you keeps it.",
+        crate::clock::human(scheduled.due_at)
+    );
+    let page = browser.message(&state, StatusCode::OK, "Your account will be deleted", &body, None);
+    Ok((browser.without_session(&state), page).into_response())
 }
 
 #[derive(Deserialize)]

@@ -370,6 +370,16 @@ enum UsersAction {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Delete an account: every session ends now and it is erased after `deletion.grace_secs`
+    /// (its owner can still keep it by signing in), or at once with `--now`.
+    Delete {
+        user: String,
+        /// Erase it now, without the grace period (nothing can bring it back).
+        #[arg(long)]
+        now: bool,
+        #[arg(long)]
+        reason: Option<String>,
+    },
     /// Find the account with exactly this email address (through the blind index), as JSON.
     Find {
         #[arg(long)]
@@ -571,6 +581,9 @@ async fn admin(args: AdminArgs) -> anyhow::Result<()> {
         }
         AdminAction::Users { action: UsersAction::Enable { user, reason } } => {
             println!("{}", console.enable_user(&user, reason.as_deref()).await?);
+        }
+        AdminAction::Users { action: UsersAction::Delete { user, now, reason } } => {
+            println!("{}", console.delete_user(&user, now, reason.as_deref()).await?);
         }
         AdminAction::Users { action: UsersAction::Unlock { user, reason } } => {
             println!("{}", console.unlock_user(&user, reason.as_deref()).await?);

@@ -6,6 +6,7 @@ crate::on_both_engines!(
     clients_hear_of_sign_out_everywhere_and_channel_revocation_by_back_channel,
     a_client_signs_its_person_out_with_an_id_token_hint,
     native_apps_use_any_loopback_port_and_logout_without_a_hint_asks,
+    deleting_an_account_tells_its_clients_by_back_channel,
 );
 
 /// A relying party's back-channel logout endpoint: it records every `logout_token` it receives.
@@ -186,5 +187,44 @@ async fn native_apps_use_any_loopback_port_and_logout_without_a_hint_asks(engine
     assert!(page.contains("Command line asked to sign you out") && page.contains("action=\"/signout\""));
     let (status, page, _) = get(&laptop, &server, "/security").await;
     assert!(status == StatusCode::OK && page.contains("Your devices"), "still signed in");
+    server.stop().await;
+}
+
+async fn deleting_an_account_tells_its_clients_by_back_channel(engine: Engine) {
+    let server = TestServer::start(engine).await;
+    let (logout_uri, mut received) = logout_receiver().await;
+    let clients = server.running_state().oauth.clients().clone();
+    let new = NewClient {
+        id: "forum".into(),
+        name: "Forum".into(),
+        kind: ClientKind::Confidential,
+        redirect_uris: vec![FORUM_CB.into()],
+        backchannel_logout_uri: Some(logout_uri),
+        first_party: true,
+        id_token_alg: SigningAlg::Es256,
+        jwks: None,
+    };
+    let secret = clients.register(new, &Actor::System).await.unwrap().1.unwrap().to_string();
+    let laptop = signed_in_browser(&server, "gil").await;
+    let response = laptop.get(server.url(&authorize_path("forum", &[]))).send().await.unwrap();
+    let code = callback_params(&location(&response))["code"].clone();
+    let (status, tokens) = exchange(&server, &secret, &code, VERIFIER).await;
+    assert_eq!(status, StatusCode::OK);
+    let id_token = verified_id_token(&server, tokens["id_token"].as_str().unwrap(), "forum").await;
+
+    // "Delete my account" on /security, confirmed with the username, in a session just signed in.
+    let deleted = submit(&laptop, &server, "/security", "/security/delete", &[("confirm", "gil")]).await;
+    assert_eq!(deleted.status(), StatusCode::OK);
+    assert!(deleted.text().await.unwrap().contains("Your account will be deleted"));
+    let token = next_logout(&mut received).await;
+    let claims = verified_id_token(&server, &token, "forum").await;
+    assert_eq!((claims["sub"].clone(), claims["sid"].clone()), (id_token["sub"].clone(), id_token["sid"].clone()));
+    let userinfo = reqwest::Client::new()
+        .get(server.url("/oauth/userinfo"))
+        .bearer_auth(tokens["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(userinfo.status(), StatusCode::UNAUTHORIZED, "the client's tokens died with the sessions");
     server.stop().await;
 }
