@@ -71,6 +71,9 @@ impl Default for DeletionPolicy {
 #[serde(default, deny_unknown_fields)]
 pub struct SignupPolicy {
     pub mode: SignupMode,
+    /// Keeps an account whose address is not proven to its security page and the verification
+    /// flow: no OAuth client signs it in and no plex token is issued for it until the link is used.
+    pub require_verified_email: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

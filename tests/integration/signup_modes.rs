@@ -11,7 +11,8 @@ use crate::pages::{browser, csrf, get};
 crate::on_both_engines!(
     sign_up_by_invitation_spends_one_use_per_account,
     a_closed_sign_up_refuses_everyone,
-    open_sign_ups_are_counted_per_address
+    open_sign_ups_are_counted_per_address,
+    an_unproven_address_gets_no_plex_token_when_the_policy_says_so
 );
 
 fn out(output: &std::process::Output) -> String {
@@ -137,5 +138,23 @@ async fn open_sign_ups_are_counted_per_address(engine: Engine) {
     }
     assert_eq!(&statuses[..3], &[StatusCode::CREATED; 3], "{statuses:?}");
     assert!(statuses[3..].contains(&StatusCode::TOO_MANY_REQUESTS), "{statuses:?}");
+    server.stop().await;
+}
+
+async fn an_unproven_address_gets_no_plex_token_when_the_policy_says_so(engine: Engine) {
+    let server = TestServer::start_with(engine, |c| c.signup.require_verified_email = true).await;
+    server.sign_up_unverified("uma", "uma@example.com", "uma's long passphrase").await;
+    let plex = crate::plex::sign_in(&server, "uma", "uma's long passphrase", "tv").await;
+    assert_eq!(plex.status(), StatusCode::FORBIDDEN);
+    assert!(plex.text().await.unwrap().contains("<error "), "in plex.tv's shape");
+    // The account API still lets it in, to ask for the link again (counted).
+    let tokens = server.sign_in("uma", "uma's long passphrase", None).await;
+    let resent = server.post_with_token("/api/v1/email/verification", &tokens.access, json!({})).await;
+    assert!(resent.status.is_success(), "{}", resent.text);
+    let link = server.wait_for_outbox(1, |m| m.subject().contains("Confirm your email")).await.token("kw_ev_").unwrap();
+    let verified = server.post("/api/v1/email/verify", json!({ "token": link })).await;
+    assert_eq!(verified.status, StatusCode::NO_CONTENT, "{}", verified.text);
+    let plex = crate::plex::sign_in(&server, "uma", "uma's long passphrase", "tv").await;
+    assert_eq!(plex.status(), StatusCode::CREATED, "proven: plex tokens as usual");
     server.stop().await;
 }

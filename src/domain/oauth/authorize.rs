@@ -326,6 +326,12 @@ impl OAuth {
     }
 
     async fn issue_code(&self, request: &ValidRequest, who: &Authenticated) -> Result<AuthorizationResponse> {
+        if self.require_verified_email {
+            let user = self.store.user_by_id(&who.user_id).await?.ok_or(Error::InvalidToken)?;
+            if user.email_verified_at.is_none() {
+                return Err(Error::EmailNotVerified);
+            }
+        }
         let browser = self.store.devices_of(&who.user_id).await?.into_iter().find(|d| d.id == who.device_id);
         let client = &request.client;
         let device = DeviceInfo {

@@ -147,6 +147,8 @@ pub struct OAuth {
     throttle: Throttle,
     freshness: Freshness,
     revocations: Revocations,
+    /// `signup.require_verified_email`: no client signs in an account whose address is unproven.
+    require_verified_email: bool,
 }
 
 impl OAuth {
@@ -173,6 +175,7 @@ impl OAuth {
             throttle: core.throttle.clone(),
             freshness: core.freshness.clone(),
             revocations: core.revocations.clone(),
+            require_verified_email: core.signup.require_verified_email,
         }
     }
 

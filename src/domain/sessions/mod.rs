@@ -154,6 +154,7 @@ pub struct SessionsParts {
     throttle: Throttle,
     alerts: Alerts,
     validations: ValidationCache,
+    require_verified_email: bool,
 }
 
 impl Sessions {
@@ -171,6 +172,7 @@ impl Sessions {
             throttle: core.throttle.clone(),
             alerts: core.alerts.clone(),
             validations: core.validations().clone(),
+            require_verified_email: core.signup.require_verified_email,
         }))
     }
 
@@ -215,6 +217,10 @@ impl Sessions {
         let user = self.store.user_by_id(user_id).await?.ok_or(Error::InvalidCredentials)?;
         if user.disabled_at.is_some() {
             return Err(Error::AccountDisabled);
+        }
+        // `signup.require_verified_email`: a plex token works anywhere, so none before the proof.
+        if self.require_verified_email && request.issue == Issue::PlexToken && user.email_verified_at.is_none() {
+            return Err(Error::EmailNotVerified);
         }
         // The owner is back within the grace period: the deletion they asked for is cancelled.
         if user.deletion_due_at.is_some() && self.store.schedule_deletion(user_id, None).await? {

@@ -23,6 +23,7 @@ crate::on_both_engines!(
     a_third_party_app_signs_a_person_in_with_consent_pkce_and_an_id_token,
     codes_are_single_use_bound_to_their_client_redirect_and_verifier,
     bad_authorization_requests_are_refused_without_redirecting_to_strangers,
+    an_unproven_address_signs_in_to_no_client_when_the_policy_says_so,
 );
 
 const FORUM_CB: &str = "https://forum.example/auth/callback";
@@ -454,5 +455,34 @@ async fn bad_authorization_requests_are_refused_without_redirecting_to_strangers
     assert_eq!(location(&response), "/security");
     let response = laptop.get(server.url(&authorize_path("forum", &[("prompt", "none")]))).send().await.unwrap();
     assert_eq!(callback_params(&location(&response))["error"], "interaction_required");
+    server.stop().await;
+}
+
+/// `signup.require_verified_email`: an account whose address is unproven signs in to keywarden
+/// (to reach its verification flow) but to no client, until the link is used.
+async fn an_unproven_address_signs_in_to_no_client_when_the_policy_says_so(engine: Engine) {
+    let server = TestServer::start_with(engine, |c| c.signup.require_verified_email = true).await;
+    register(&server, "forum", ClientKind::Confidential, true, SigningAlg::Es256).await;
+    server.sign_up_unverified("ned", "ned@example.com", "ned's passphrase").await;
+    let laptop = browser();
+    let done =
+        submit(&laptop, &server, "/signin", "/signin", &[("login", "ned"), ("password", "ned's passphrase")]).await;
+    assert_eq!(done.status(), StatusCode::SEE_OTHER, "keywarden's own pages still let it in");
+    let (status, page, _) = get(&laptop, &server, &authorize_path("forum", &[])).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{page}");
+    assert!(page.contains("confirm"), "the page says what to do: {page}");
+    let (_, security, _) = get(&laptop, &server, "/security").await;
+    assert!(security.contains("/security/verify-email"), "with the link sent again from here");
+
+    // Once the address is proven (a first proof signs every session out), the client signs it in.
+    let link = server.wait_for_outbox(0, |m| m.subject().contains("Confirm your email")).await.token("kw_ev_").unwrap();
+    let verified = server.post("/api/v1/email/verify", serde_json::json!({ "token": link })).await;
+    assert_eq!(verified.status, StatusCode::NO_CONTENT, "{}", verified.text);
+    let laptop = browser();
+    let done =
+        submit(&laptop, &server, "/signin", "/signin", &[("login", "ned"), ("password", "ned's passphrase")]).await;
+    assert_eq!(done.status(), StatusCode::SEE_OTHER);
+    let response = laptop.get(server.url(&authorize_path("forum", &[]))).send().await.unwrap();
+    assert!(location(&response).starts_with(FORUM_CB), "{}", location(&response));
     server.stop().await;
 }
