@@ -168,7 +168,7 @@ test("after a web channel revocation the browser holding its key gets back in; a
 test("every page passes axe-core's WCAG 2.1 AA checks at phone and desktop width, and forms tab in order", async () => {
   const context = await browser.newContext({ viewport: sizes.desktop });
   const page = await context.newPage();
-  const pages = ["/signin", "/signup", "/reset", "/reset/kw_pr_unknown", "/verify-email/kw_ev_unknown", "/auth/", "/no-such-page"];
+  const pages = ["/signin", "/signup", "/reset", "/reset/kw_pr_unknown", "/verify-email/kw_ev_unknown", "/account/keep/kw_ka_unknown", "/auth/", "/no-such-page"];
   const check = async (path) => {
     for (const viewport of Object.values(sizes)) {
       await page.setViewportSize(viewport);

@@ -10,7 +10,7 @@ use super::audit::{kind, Actor, AuditLog};
 use super::caller::Authenticated;
 use super::core::Core;
 use super::error::{Error, Result};
-use super::revocation::{Revocation, Scope};
+use super::revocation::Revocation;
 use super::throttle::{Purpose, Subject};
 use super::tokens::TokenKind;
 use crate::clock::rfc3339;
@@ -95,18 +95,8 @@ impl AccountDeletions {
     async fn end_everything(&self, user: &UserRecord, actor: &Actor, reason: &str) -> Result<()> {
         let now = self.core.clock.now_ms();
         self.core.store.end_sessions_and_tell(&user.id, now).await?;
-        self.core
-            .revocations
-            .revoke(Revocation {
-                scope: Scope::User(user.id.clone()),
-                issued_before: Some(now),
-                except_session: None,
-                recoverable: false,
-                reason: reason.to_owned(),
-                actor: actor.clone(),
-                address: None,
-            })
-            .await?;
+        let revocation = Revocation::whole_account(&user.id, reason, actor);
+        self.core.revocations.revoke(Revocation { issued_before: Some(now), ..revocation }).await?;
         Ok(())
     }
 

@@ -7,7 +7,7 @@ use serde_json::json;
 use super::audit::{kind, Actor, AuditLog};
 use super::core::Core;
 use super::error::Result;
-use super::revocation::{Revocation, Scope};
+use super::revocation::Revocation;
 use crate::store::UserRecord;
 
 #[derive(Clone)]
@@ -35,18 +35,8 @@ impl AccountStatus {
             return Ok(false);
         }
         let reason = reason_or(reason, "disabled by an administrator");
-        self.core
-            .revocations
-            .revoke(Revocation {
-                scope: Scope::User(user.id.clone()),
-                issued_before: Some(now),
-                except_session: None,
-                recoverable: false,
-                reason: format!("account disabled: {reason}"),
-                actor: actor.clone(),
-                address: None,
-            })
-            .await?;
+        let revocation = Revocation::whole_account(&user.id, &format!("account disabled: {reason}"), actor);
+        self.core.revocations.revoke(Revocation { issued_before: Some(now), ..revocation }).await?;
         let event = AuditLog::event(kind::ACCOUNT_DISABLED, actor, Some(&user.id), None, json!({ "reason": reason }));
         self.core.audit.record(event).await?;
         Ok(true)

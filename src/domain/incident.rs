@@ -12,7 +12,7 @@ use super::error::Result;
 use super::honeytokens;
 use super::operators::Operators;
 use super::recovery::{Recovery, RESET_TTL_MINUTES};
-use super::revocation::{Revocation, Scope};
+use super::revocation::Revocation;
 use super::second_factors::SecondFactors;
 use crate::mail::Notice;
 use crate::store::UserRecord;
@@ -132,18 +132,7 @@ impl IncidentResponse {
             self.core.store.require_password_reset(&user.id, &event, &self.core.audit).await?;
         }
         if response.sign_out {
-            self.core
-                .revocations
-                .revoke(Revocation {
-                    scope: Scope::User(user.id.clone()),
-                    issued_before: None,
-                    except_session: None,
-                    recoverable: false,
-                    reason: reason.to_owned(),
-                    actor: actor.clone(),
-                    address: None,
-                })
-                .await?;
+            self.core.revocations.revoke(Revocation::whole_account(&user.id, reason, actor)).await?;
         }
         if response.reset_second_factors {
             self.factors.clear_for_incident(&user.id, actor, reason).await?;

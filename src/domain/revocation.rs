@@ -255,6 +255,22 @@ pub struct Revocation {
     pub address: Option<String>,
 }
 
+impl Revocation {
+    /// Every token of one account, now, with no silent recovery: what disabling, deleting and an
+    /// incident's sign-out do.
+    pub fn whole_account(user_id: &str, reason: &str, actor: &Actor) -> Self {
+        Self {
+            scope: Scope::User(user_id.to_owned()),
+            issued_before: None,
+            except_session: None,
+            recoverable: false,
+            reason: reason.to_owned(),
+            actor: actor.clone(),
+            address: None,
+        }
+    }
+}
+
 /// How far back (by the database's clock) each read of the invalidation log reaches past the newest
 /// entry seen: on PostgreSQL an entry can commit after one with a higher sequence number.
 const INVALIDATION_OVERLAP_MS: i64 = 2_000;
