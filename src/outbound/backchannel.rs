@@ -1,5 +1,6 @@
-//! Delivers back-channel logout tokens (OpenID Connect Back-Channel Logout 1.0) to clients, from the
-//! queue every node shares, with retries: the outbound HTTP side of ending a client's session.
+//! Delivers back-channel logout tokens (OpenID Connect Back-Channel Logout 1.0) and `account-purged`
+//! Security Event Tokens (RFC 8417, pushed as RFC 8935 says) to clients, from the queue every node
+//! shares, with retries: the outbound HTTP side of ending a client's session or account.
 
 use std::time::Duration;
 
@@ -52,20 +53,30 @@ async fn deliver_due(store: &DynStore, oauth: &OAuth, http: &reqwest::Client) ->
     Ok(())
 }
 
-/// One POST of `logout_token` (Back-Channel Logout 1.0 §2.5); only a 2xx answer counts.
+/// One POST: of `logout_token` as a form (Back-Channel Logout 1.0 §2.5), or of the Security Event
+/// Token itself as `application/secevent+jwt` (RFC 8935 §2); only a 2xx answer counts.
 async fn deliver(oauth: &OAuth, http: &reqwest::Client, job: &LogoutJob) -> Result<(), String> {
-    let Some(notice) = oauth.logout_notice(job).await.map_err(|e| e.to_string())? else { return Ok(()) };
-    let body =
-        url::form_urlencoded::Serializer::new(String::new()).append_pair("logout_token", &notice.logout_token).finish();
+    let purged = job.event == "account_purged";
+    let notice = if purged { oauth.account_purged_notice(job).await } else { oauth.logout_notice(job).await };
+    let Some(notice) = notice.map_err(|e| e.to_string())? else { return Ok(()) };
+    let (content_type, body) = if purged {
+        ("application/secevent+jwt", notice.logout_token)
+    } else {
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("logout_token", &notice.logout_token)
+            .finish();
+        ("application/x-www-form-urlencoded", form)
+    };
     let response = http
         .post(&notice.uri)
-        .header("content-type", "application/x-www-form-urlencoded")
+        .header("content-type", content_type)
+        .header("accept", "application/json")
         .body(body)
         .send()
         .await
         .map_err(|e| format!("cannot reach the client: {e}"))?;
     if response.status().is_success() {
-        tracing::info!(client_id = %job.client_id, session_id = %job.session_id, "back-channel logout delivered");
+        tracing::info!(client_id = %job.client_id, session_id = %job.session_id, event = %job.event, "delivered to the client");
         Ok(())
     } else {
         Err(format!("the client answered {}", response.status()))

@@ -549,6 +549,20 @@ macro_rules! impl_account_store {
 
                 async fn erase_user(&self, user_id: &str, event: &NewAuditEvent, sealer: &dyn AuditSealer) -> Result<bool, StoreError> {
                     let mut tx = self.writer.begin().await?;
+                    // Relying parties that know the account (a consent or a session) and asked for
+                    // Security Event Tokens hear of the erasure, through the logout queue.
+                    sqlx::query::<$db>(
+                        "INSERT INTO backchannel_logouts (session_id, client_id, user_id, created_at, next_attempt_at, event) \
+                         SELECT 'purged:' || c.id || ':' || $1, c.id, $1, $2, $2, 'account_purged' FROM oauth_clients c \
+                         WHERE c.security_event_uri IS NOT NULL \
+                         AND (EXISTS (SELECT 1 FROM oauth_consents k WHERE k.client_id = c.id AND k.user_id = $1) \
+                              OR EXISTS (SELECT 1 FROM sessions s WHERE s.client_id = c.id AND s.user_id = $1)) \
+                         ON CONFLICT (session_id) DO NOTHING",
+                    )
+                    .bind(user_id)
+                    .bind(event.at)
+                    .execute(&mut *tx)
+                    .await?;
                     let mut erased = false;
                     for statement in super::sql::ERASE_ACCOUNT {
                         let done = sqlx::query::<$db>(statement).bind(user_id).execute(&mut *tx).await?;

@@ -15,6 +15,8 @@ pub struct ClientRecord {
     /// A JSON array of exact redirect URIs.
     pub redirect_uris: String,
     pub backchannel_logout_uri: Option<String>,
+    /// Where Security Event Tokens about its accounts are pushed (RFC 8935), if anywhere.
+    pub security_event_uri: Option<String>,
     pub first_party: i64,
     pub created_at: i64,
     pub secret_rotated_at: Option<i64>,
@@ -76,6 +78,8 @@ pub struct LogoutJob {
     pub user_id: String,
     pub created_at: i64,
     pub attempts: i64,
+    /// `logout` (a session ended) or `account_purged` (the account was erased).
+    pub event: String,
 }
 
 #[async_trait]
@@ -331,7 +335,7 @@ macro_rules! impl_oauth_store {
                                       AND next_attempt_at <= $2 AND (locked_until IS NULL OR locked_until < $2) \
                                       ORDER BY next_attempt_at LIMIT $3) \
                          AND (locked_until IS NULL OR locked_until < $2) \
-                         RETURNING session_id, client_id, user_id, created_at, attempts",
+                         RETURNING session_id, client_id, user_id, created_at, attempts, event",
                     )
                     .bind(lock_until)
                     .bind(now)
@@ -408,6 +412,7 @@ macro_rules! impl_oauth_store {
                         " ON CONFLICT (id) DO UPDATE SET name = excluded.name, kind = excluded.kind, \
                          secret_digest = excluded.secret_digest, secret_key_id = excluded.secret_key_id, \
                          redirect_uris = excluded.redirect_uris, backchannel_logout_uri = excluded.backchannel_logout_uri, \
+                         security_event_uri = excluded.security_event_uri, \
                          first_party = excluded.first_party, id_token_alg = excluded.id_token_alg"
                     )?;
                     Ok(())

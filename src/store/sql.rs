@@ -408,8 +408,8 @@ macro_rules! insert_client {
         let client: &ClientRecord = $client;
         sqlx::query::<$db>(concat!(
             "INSERT INTO oauth_clients (id, name, kind, secret_digest, secret_key_id, redirect_uris, \
-             backchannel_logout_uri, first_party, created_at, id_token_alg, jwks) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             backchannel_logout_uri, first_party, created_at, id_token_alg, jwks, security_event_uri) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             $on_conflict
         ))
         .bind(&client.id)
@@ -423,6 +423,7 @@ macro_rules! insert_client {
         .bind(client.created_at)
         .bind(&client.id_token_alg)
         .bind(&client.jwks)
+        .bind(&client.security_event_uri)
         .execute($conn)
         .await
     }};
@@ -431,7 +432,7 @@ macro_rules! insert_client {
 macro_rules! client_select {
     () => {
         "SELECT id, name, kind, secret_digest, secret_key_id, redirect_uris, backchannel_logout_uri, first_party, \
-         created_at, secret_rotated_at, id_token_alg, jwks FROM oauth_clients"
+         created_at, secret_rotated_at, id_token_alg, jwks, security_event_uri FROM oauth_clients"
     };
 }
 

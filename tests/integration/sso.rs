@@ -45,6 +45,7 @@ async fn pair_with(engine: Engine, signed: bool) -> (TestServer, TestServer) {
         kind: ClientKind::Confidential,
         redirect_uris: vec!["http://127.0.0.1/sso/home/callback".into()],
         backchannel_logout_uri: None,
+        security_event_uri: None,
         first_party: true,
         id_token_alg: SigningAlg::Es256,
         jwks: signed.then(|| json!({ "keys": [jwk] }).to_string()),

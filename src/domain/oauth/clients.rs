@@ -46,6 +46,9 @@ pub struct NewClient {
     pub kind: ClientKind,
     pub redirect_uris: Vec<String>,
     pub backchannel_logout_uri: Option<String>,
+    /// Where Security Event Tokens (RFC 8417) about its accounts are pushed, such as the RISC
+    /// `account-purged` event when an account it knows is erased.
+    pub security_event_uri: Option<String>,
     /// The platform's own apps (the site, the forum) skip the consent screen.
     pub first_party: bool,
     /// How its ID tokens are signed.
@@ -66,6 +69,8 @@ pub struct ConfiguredClient {
     pub redirect_uris: Vec<String>,
     #[serde(default)]
     pub backchannel_logout_uri: Option<String>,
+    #[serde(default)]
+    pub security_event_uri: Option<String>,
     /// The confidential client's secret, a `kw_cs_` value from `keywarden admin clients
     /// generate-secret`; better kept in `secret_file`, readable by keywarden only.
     #[serde(default)]
@@ -95,6 +100,7 @@ pub struct Client {
     pub kind: ClientKind,
     pub redirect_uris: Vec<String>,
     pub backchannel_logout_uri: Option<String>,
+    pub security_event_uri: Option<String>,
     pub first_party: bool,
     pub created_at: i64,
     pub secret_rotated_at: Option<i64>,
@@ -162,6 +168,10 @@ impl Clients {
             server_uri(uri)
                 .ok_or(Error::InvalidClient("the back-channel logout URI must be https (or http on loopback)"))?;
         }
+        if let Some(uri) = &new.security_event_uri {
+            server_uri(uri)
+                .ok_or(Error::InvalidClient("the security event URI must be https (or http on loopback)"))?;
+        }
         let jwks = new.jwks.as_deref().map(|text| public_jwks(text, new.kind)).transpose()?;
         Ok(ClientRecord {
             id,
@@ -171,6 +181,7 @@ impl Clients {
             secret_digest: None,
             redirect_uris: serde_json::to_string(&new.redirect_uris).map_err(|e| Error::Internal(e.to_string()))?,
             backchannel_logout_uri: new.backchannel_logout_uri,
+            security_event_uri: new.security_event_uri,
             first_party: i64::from(new.first_party),
             created_at: self.clock.now_ms(),
             secret_rotated_at: None,
@@ -211,6 +222,7 @@ impl Clients {
                 kind,
                 redirect_uris: wanted.redirect_uris.clone(),
                 backchannel_logout_uri: wanted.backchannel_logout_uri.clone(),
+                security_event_uri: wanted.security_event_uri.clone(),
                 first_party: wanted.first_party,
                 id_token_alg: wanted.id_token_alg,
                 jwks: None,
@@ -223,15 +235,15 @@ impl Clients {
             }
             let before = self.store.client(&record.id).await?;
             let changed = before.as_ref().is_none_or(|b| {
-                (&b.name, &b.kind, &b.redirect_uris, &b.backchannel_logout_uri, b.first_party, &b.id_token_alg)
+                (&b.name, &b.kind, &b.redirect_uris, &b.backchannel_logout_uri, &b.security_event_uri)
                     != (
                         &record.name,
                         &record.kind,
                         &record.redirect_uris,
                         &record.backchannel_logout_uri,
-                        record.first_party,
-                        &record.id_token_alg,
+                        &record.security_event_uri,
                     )
+                    || (b.first_party, &b.id_token_alg) != (record.first_party, &record.id_token_alg)
                     || secret.as_ref().is_some_and(|s| !self.secret_matches(b, s))
             });
             if changed {
@@ -302,6 +314,7 @@ impl TryFrom<ClientRecord> for Client {
             kind,
             redirect_uris,
             backchannel_logout_uri: r.backchannel_logout_uri,
+            security_event_uri: r.security_event_uri,
             first_party: r.first_party != 0,
             created_at: r.created_at,
             secret_rotated_at: r.secret_rotated_at,
@@ -423,6 +436,7 @@ mod tests {
             kind: ClientKind::Public,
             redirect_uris: vec!["http://127.0.0.1/callback".into(), "https://app.example/cb".into()],
             backchannel_logout_uri: None,
+            security_event_uri: None,
             first_party: false,
             created_at: 0,
             secret_rotated_at: None,

@@ -1,5 +1,6 @@
 //! OpenID Connect Back-Channel Logout 1.0: the logout token that tells a client a person's session
-//! with it ended, and the queue of such notices.
+//! with it ended, and the queue of such notices — which also carries the Security Event Token
+//! (RFC 8417, OpenID RISC `account-purged`) that tells a client an account it knows was erased.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -22,6 +23,19 @@ pub struct LogoutTokenClaims {
     pub sub: String,
     /// The session of the ID tokens the client received (their `sid`).
     pub sid: String,
+    pub events: Value,
+}
+
+/// The RISC event a Security Event Token carries when an account was erased.
+pub const ACCOUNT_PURGED_EVENT: &str = "https://schemas.openid.net/secevent/risc/event-type/account-purged";
+
+/// A Security Event Token's claims (RFC 8417 §2.2): no `sub` of its own; the subject is in the event.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecurityEventClaims {
+    pub iss: String,
+    pub aud: String,
+    pub iat: i64,
+    pub jti: String,
     pub events: Value,
 }
 
@@ -55,6 +69,30 @@ impl OAuth {
         let logout_token =
             self.signer.sign(client.id_token_alg, "logout+jwt", &claims).map_err(|e| Error::Internal(e.to_string()))?;
         Ok(Some(LogoutNotice { uri, logout_token }))
+    }
+
+    /// The signed `account-purged` Security Event Token for an erased account, or `None` if its
+    /// client no longer wants such events. The subject is the account id the client knew (`sub`).
+    pub async fn account_purged_notice(&self, job: &LogoutJob) -> Result<Option<LogoutNotice>> {
+        let client = match self.clients.get(&job.client_id).await {
+            Ok(client) => client,
+            Err(Error::ClientNotFound) => return Ok(None),
+            Err(other) => return Err(other),
+        };
+        let Some(uri) = client.security_event_uri.clone() else { return Ok(None) };
+        let subject = json!({ "subject_type": "iss_sub", "iss": self.issuer, "sub": job.user_id });
+        let claims = SecurityEventClaims {
+            iss: self.issuer.clone(),
+            aud: client.id.clone(),
+            iat: self.clock.now_ms() / 1000,
+            jti: uuid::Uuid::new_v4().to_string(),
+            events: json!({ ACCOUNT_PURGED_EVENT: { "subject": subject } }),
+        };
+        let token = self
+            .signer
+            .sign(client.id_token_alg, "secevent+jwt", &claims)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(Some(LogoutNotice { uri, logout_token: token }))
     }
 }
 

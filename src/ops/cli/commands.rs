@@ -144,6 +144,7 @@ pub(super) async fn clients(console: &Console, action: ClientsAction) -> anyhow:
             public,
             redirect_uris,
             backchannel_logout_uri,
+            security_event_uri,
             first_party,
             jwks_file,
             id_token_alg,
@@ -152,8 +153,17 @@ pub(super) async fn clients(console: &Console, action: ClientsAction) -> anyhow:
             let jwks = jwks_file
                 .map(|path| std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display())))
                 .transpose()?;
-            let new =
-                NewClient { id, name, kind, redirect_uris, backchannel_logout_uri, first_party, id_token_alg, jwks };
+            let new = NewClient {
+                id,
+                name,
+                kind,
+                redirect_uris,
+                backchannel_logout_uri,
+                security_event_uri,
+                first_party,
+                id_token_alg,
+                jwks,
+            };
             let (client, secret) = clients.register(new, actor).await?;
             println!("registered {} client {:?}", client.kind.as_str(), client.id);
             if let Some(secret) = secret {

@@ -205,6 +205,10 @@ enum ClientsAction {
         /// Where to send OpenID Connect back-channel logout tokens.
         #[arg(long, value_name = "URI")]
         backchannel_logout_uri: Option<String>,
+        /// Where to push Security Event Tokens (RFC 8417), such as the RISC `account-purged`
+        /// event when an account this client knows is erased.
+        #[arg(long, value_name = "URI")]
+        security_event_uri: Option<String>,
         /// One of the platform's own apps: skips the consent screen.
         #[arg(long)]
         first_party: bool,

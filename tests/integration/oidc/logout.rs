@@ -7,6 +7,7 @@ crate::on_both_engines!(
     a_client_signs_its_person_out_with_an_id_token_hint,
     native_apps_use_any_loopback_port_and_logout_without_a_hint_asks,
     deleting_an_account_tells_its_clients_by_back_channel,
+    an_erased_account_reaches_its_clients_as_an_account_purged_security_event,
 );
 
 /// A relying party's back-channel logout endpoint: it records every `logout_token` it receives.
@@ -47,6 +48,7 @@ async fn clients_hear_of_sign_out_everywhere_and_channel_revocation_by_back_chan
         kind: ClientKind::Confidential,
         redirect_uris: vec![FORUM_CB.into()],
         backchannel_logout_uri: Some(logout_uri),
+        security_event_uri: None,
         first_party: true,
         id_token_alg: SigningAlg::Es256,
         jwks: None,
@@ -158,6 +160,7 @@ async fn native_apps_use_any_loopback_port_and_logout_without_a_hint_asks(engine
         kind: ClientKind::Public,
         redirect_uris: vec!["http://127.0.0.1/callback".into()],
         backchannel_logout_uri: None,
+        security_event_uri: None,
         first_party: true,
         id_token_alg: SigningAlg::Es256,
         jwks: None,
@@ -200,6 +203,7 @@ async fn deleting_an_account_tells_its_clients_by_back_channel(engine: Engine) {
         kind: ClientKind::Confidential,
         redirect_uris: vec![FORUM_CB.into()],
         backchannel_logout_uri: Some(logout_uri),
+        security_event_uri: None,
         first_party: true,
         id_token_alg: SigningAlg::Es256,
         jwks: None,
@@ -226,5 +230,83 @@ async fn deleting_an_account_tells_its_clients_by_back_channel(engine: Engine) {
         .await
         .unwrap();
     assert_eq!(userinfo.status(), StatusCode::UNAUTHORIZED, "the client's tokens died with the sessions");
+    server.stop().await;
+}
+
+/// A relying party's Security Event Token endpoint (RFC 8935 push): it records every SET it is sent
+/// with the content type it came with.
+async fn event_receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<(String, String)>) {
+    use axum::routing::post;
+    let (sender, received) = tokio::sync::mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/events",
+        post(move |headers: axum::http::HeaderMap, body: String| {
+            let sender = sender.clone();
+            async move {
+                let kind = headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+                let _ = sender.send((kind, body));
+                StatusCode::ACCEPTED
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
+}
+
+async fn an_erased_account_reaches_its_clients_as_an_account_purged_security_event(engine: Engine) {
+    let server = TestServer::start(engine).await;
+    let (events_uri, mut received) = event_receiver().await;
+    let clients = server.running_state().oauth.clients().clone();
+    let new = |id: &str, uri: Option<String>| NewClient {
+        id: id.into(),
+        name: id.into(),
+        kind: ClientKind::Confidential,
+        redirect_uris: vec![FORUM_CB.into()],
+        backchannel_logout_uri: None,
+        security_event_uri: uri,
+        first_party: true,
+        id_token_alg: SigningAlg::Es256,
+        jwks: None,
+    };
+    let secret =
+        clients.register(new("forum", Some(events_uri.clone())), &Actor::System).await.unwrap().1.unwrap().to_string();
+    // A client that asked for events but never saw this account hears nothing of it.
+    clients.register(new("stranger", Some(events_uri)), &Actor::System).await.unwrap();
+    let laptop = signed_in_browser(&server, "hal").await;
+    let response = laptop.get(server.url(&authorize_path("forum", &[]))).send().await.unwrap();
+    let code = callback_params(&location(&response))["code"].clone();
+    let (status, tokens) = exchange(&server, &secret, &code, VERIFIER).await;
+    assert_eq!(status, StatusCode::OK);
+    let id_token = verified_id_token(&server, tokens["id_token"].as_str().unwrap(), "forum").await;
+
+    let erased = server.admin(&["users", "delete", "hal", "--now", "--reason", "owner's request by mail"]);
+    assert!(erased.status.success(), "{}", String::from_utf8_lossy(&erased.stderr));
+    let (content_type, set) = tokio::time::timeout(std::time::Duration::from_secs(10), received.recv())
+        .await
+        .expect("a security event within 10 s")
+        .unwrap();
+    assert_eq!(content_type, "application/secevent+jwt");
+    assert_eq!(jsonwebtoken::decode_header(&set).unwrap().typ.as_deref(), Some("secevent+jwt"));
+    // A SET has no `exp` (RFC 8417 §2.2): checked for its signature, issuer and audience.
+    let jwks: jsonwebtoken::jwk::JwkSet = reqwest::get(server.url("/oauth/jwks")).await.unwrap().json().await.unwrap();
+    let header = jsonwebtoken::decode_header(&set).unwrap();
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwks.find(header.kid.as_deref().unwrap()).unwrap()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(header.alg);
+    validation.required_spec_claims = ["iss", "aud"].iter().map(|c| c.to_string()).collect();
+    validation.validate_exp = false;
+    validation.set_audience(&["forum"]);
+    validation.set_issuer(&[id_token["iss"].as_str().unwrap()]);
+    let claims = jsonwebtoken::decode::<Value>(&set, &key, &validation).expect("a valid SET").claims;
+    let event = &claims["events"]["https://schemas.openid.net/secevent/risc/event-type/account-purged"];
+    assert_eq!(event["subject"]["subject_type"], "iss_sub");
+    assert_eq!(
+        (event["subject"]["sub"].clone(), event["subject"]["iss"].clone()),
+        (id_token["sub"].clone(), id_token["iss"].clone())
+    );
+    assert!(claims.get("jti").is_some() && claims.get("nonce").is_none());
+    let more = tokio::time::timeout(std::time::Duration::from_millis(1500), received.recv()).await;
+    assert!(more.is_err(), "one event, to the client that knew the account");
     server.stop().await;
 }

@@ -63,6 +63,7 @@ pub(crate) async fn register(
         kind,
         redirect_uris: vec![FORUM_CB.into(), "http://127.0.0.1:9/cb".into()],
         backchannel_logout_uri: None,
+        security_event_uri: None,
         first_party,
         id_token_alg: alg,
         jwks: None,
