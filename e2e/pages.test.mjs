@@ -7,7 +7,7 @@ import { execFileSync } from "node:child_process";
 import { createServer } from "node:http";
 import { join } from "node:path";
 import {
-  accessibilityViolations, launchChromium, linkFromOutbox as outboxLink, root, shoot, sizes, startKeywarden,
+  accessibilityViolations, admin, launchChromium, linkFromOutbox as outboxLink, root, shoot, sizes, startKeywarden,
 } from "./support.mjs";
 
 const binary = join(root, "target", "debug", "keywarden");
@@ -211,4 +211,36 @@ test("every page passes axe-core's WCAG 2.1 AA checks at phone and desktop width
   await page.getByRole("alert").waitFor();
   await check("/security/password (refused)");
   await context.close();
+});
+
+test("sign-up by invitation and closed sign-up pass axe-core too, and an invited person signs up from the link", async () => {
+  const invited = await startKeywarden({ KEYWARDEN_SIGNUP__MODE: "invite" });
+  const closed = await startKeywarden({ KEYWARDEN_SIGNUP__MODE: "closed" });
+  const context = await browser.newContext({ viewport: sizes.desktop });
+  try {
+    const page = await context.newPage();
+    // The CLI prints the link with the configured public URL; the code is what matters here.
+    const code = admin(invited, "invites", "create", "--email", "ivo@example.com").trim().split("invite=")[1];
+    assert.match(code, /^kw_iv_/);
+    for (const [where, path] of [[invited, "/signup"], [invited, `/signup?invite=${code}`], [closed, "/signup"]]) {
+      await page.goto(`${where.base}${path}`);
+      for (const viewport of Object.values(sizes)) {
+        await page.setViewportSize(viewport);
+        assert.deepEqual(await accessibilityViolations(page), [], `${path} at ${viewport.width}px`);
+      }
+    }
+    assert.match(await page.locator("h1").innerText(), /Sign-up is closed/);
+    await page.goto(`${invited.base}/signup`);
+    await page.getByLabel("Invitation code").waitFor();
+    await page.goto(`${invited.base}/signup?invite=${code}`);
+    await page.getByLabel("Email address").fill("ivo@example.com");
+    await page.getByLabel("Username").fill("ivo");
+    await page.getByLabel("Password").fill("ivo's long passphrase");
+    await page.getByRole("button", { name: "Create account" }).click();
+    await page.waitForURL(/\/security/);
+  } finally {
+    await context.close();
+    invited.child.kill("SIGTERM");
+    closed.child.kill("SIGTERM");
+  }
 });
