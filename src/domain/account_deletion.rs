@@ -95,8 +95,7 @@ impl AccountDeletions {
     async fn end_everything(&self, user: &UserRecord, actor: &Actor, reason: &str) -> Result<()> {
         let now = self.core.clock.now_ms();
         self.core.store.end_sessions_and_tell(&user.id, now).await?;
-        let revocation = Revocation::whole_account(&user.id, reason, actor);
-        self.core.revocations.revoke(Revocation { issued_before: Some(now), ..revocation }).await?;
+        self.core.revocations.revoke(Revocation::whole_account(&user.id, reason, actor)).await?;
         Ok(())
     }
 
@@ -125,23 +124,7 @@ impl AccountDeletions {
         let (store, purpose) = (&self.core.store, TokenKind::KeepAccount.as_str());
         let spend = |digest: Vec<u8>| async move { store.consume_one_time_token(&digest, purpose, now).await };
         let user_id = self.core.keyring.find_by_token_digest(token, spend).await?.ok_or(Error::InvalidLink)?;
-        self.cancel(&user_id, "link", address).await
-    }
-
-    /// Cancels a scheduled deletion (a sign-in or the link did it); audited.
-    pub(crate) async fn cancel(&self, user_id: &str, by: &str, address: Option<&str>) -> Result<()> {
-        if self.core.store.schedule_deletion(user_id, None).await? {
-            let details = json!({ "by": by });
-            let event = AuditLog::event(
-                kind::ACCOUNT_DELETION_CANCELLED,
-                &Actor::User(user_id.to_owned()),
-                Some(user_id),
-                address,
-                details,
-            );
-            self.core.audit.record(event).await?;
-        }
-        Ok(())
+        self.accounts.keep(&user_id, "link", address).await
     }
 
     /// Erases every account whose time has come; how many.

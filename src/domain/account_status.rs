@@ -36,7 +36,7 @@ impl AccountStatus {
         }
         let reason = reason_or(reason, "disabled by an administrator");
         let revocation = Revocation::whole_account(&user.id, &format!("account disabled: {reason}"), actor);
-        self.core.revocations.revoke(Revocation { issued_before: Some(now), ..revocation }).await?;
+        self.core.revocations.revoke(revocation).await?;
         let event = AuditLog::event(kind::ACCOUNT_DISABLED, actor, Some(&user.id), None, json!({ "reason": reason }));
         self.core.audit.record(event).await?;
         Ok(true)

@@ -142,6 +142,18 @@ impl Accounts {
         }
     }
 
+    /// Cancels the deletion its owner asked for (they signed in again, or opened the mailed link);
+    /// audited. Nothing happens for an account without one.
+    pub(crate) async fn keep(&self, user_id: &str, by: &str, address: Option<&str>) -> Result<()> {
+        if self.store.schedule_deletion(user_id, None).await? {
+            let actor = Actor::User(user_id.to_owned());
+            let details = json!({ "by": by });
+            let event = AuditLog::event(kind::ACCOUNT_DELETION_CANCELLED, &actor, Some(user_id), address, details);
+            self.audit.record(event).await?;
+        }
+        Ok(())
+    }
+
     /// Gives back what an admission spent, for a sign-up that did not happen after all.
     pub(crate) async fn turn_away(&self, admission: Admission) -> Result<()> {
         if let Some(id) = admission.invite_id {

@@ -223,17 +223,8 @@ impl Sessions {
             return Err(Error::EmailNotVerified);
         }
         // The owner is back within the grace period: the deletion they asked for is cancelled.
-        if user.deletion_due_at.is_some() && self.store.schedule_deletion(user_id, None).await? {
-            let details = json!({ "by": "sign_in" });
-            let actor = Actor::User(user_id.to_owned());
-            let event = AuditLog::event(
-                kind::ACCOUNT_DELETION_CANCELLED,
-                &actor,
-                Some(user_id),
-                request.address.as_deref(),
-                details,
-            );
-            self.audit.record(event).await?;
+        if user.deletion_due_at.is_some() {
+            self.accounts.keep(user_id, "sign_in", request.address.as_deref()).await?;
         }
         let channel = match &request.device {
             // A plex.tv-style web app names itself as a device, but it lives in a browser.
