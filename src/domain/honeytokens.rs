@@ -15,17 +15,17 @@ use zeroize::Zeroizing;
 use super::alerts::{Alert, Alerts, Severity, HONEYTOKEN_USED};
 use super::error::Result;
 use super::tokens::TokenKind;
-use crate::keys::{hex, Keyring};
+use crate::keys::Keyring;
 
 const ID_MAC_LEN: usize = 4;
 const TOKEN_MAC_LEN: usize = 8;
 
 fn macs(keyring: &Keyring, data: &[u8]) -> Vec<Vec<u8>> {
-    keyring.token_digests(&format!("honeytoken:{}", hex(data))).into_iter().map(|d| d.digest).collect()
+    keyring.token_digests(&format!("honeytoken:{}", hex::encode(data))).into_iter().map(|d| d.digest).collect()
 }
 
 fn active_mac(keyring: &Keyring, data: &[u8]) -> Vec<u8> {
-    keyring.token_digest(&format!("honeytoken:{}", hex(data))).digest
+    keyring.token_digest(&format!("honeytoken:{}", hex::encode(data))).digest
 }
 
 fn carries_mac(keyring: &Keyring, data: &[u8], tag: &[u8]) -> bool {

@@ -17,7 +17,7 @@ use serde_json::json;
 use super::audit::{kind, Actor, AuditLog};
 use super::error::{Error, Result};
 use crate::clock::Clock;
-use crate::keys::{hex, Keyring};
+use crate::keys::Keyring;
 use crate::store::{ThrottleStep, ThrottleStore};
 
 /// What is being guessed; each has its own counters.
@@ -254,7 +254,7 @@ impl Throttle {
     fn key(&self, purpose: Purpose, subject: Subject<'_>) -> String {
         let digest = |kind: &str, value: &str| {
             let keyed = self.keyring.token_digest(&format!("throttle:{kind}:{value}"));
-            hex(&keyed.digest[..16])
+            hex::encode(&keyed.digest[..16])
         };
         let purpose = purpose.name();
         match subject {

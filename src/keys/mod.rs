@@ -234,11 +234,14 @@ fn new_key_id(purpose: KeyPurpose) -> String {
     let mut tag = [0u8; 4];
     rand::rngs::OsRng.fill_bytes(&mut tag);
     let date = time::OffsetDateTime::now_utc().date();
-    format!("{}-{:04}{:02}{:02}-{}", purpose.id_prefix(), date.year(), u8::from(date.month()), date.day(), hex(&tag))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    format!(
+        "{}-{:04}{:02}{:02}-{}",
+        purpose.id_prefix(),
+        date.year(),
+        u8::from(date.month()),
+        date.day(),
+        hex::encode(tag)
+    )
 }
 
 #[derive(Serialize, Deserialize)]
@@ -468,7 +471,10 @@ impl Keyring {
             .iter()
             .flat_map(|purpose| {
                 sets.set(*purpose).keys.iter().map(move |(id, secret)| {
-                    (format!("keycheck.{}.{id}", purpose.name()), hex(&hmac(&*secret.0, b"keywarden key check v1")))
+                    (
+                        format!("keycheck.{}.{id}", purpose.name()),
+                        hex::encode(hmac(&*secret.0, b"keywarden key check v1")),
+                    )
                 })
             })
             .collect()

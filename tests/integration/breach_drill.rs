@@ -6,7 +6,7 @@ use argon2::password_hash::{PasswordHash, PasswordVerifier};
 use argon2::{Algorithm, Argon2, Params, Version};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use keywarden::keys::{hex, Keyring};
+use keywarden::keys::Keyring;
 use reqwest::StatusCode;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -127,7 +127,7 @@ async fn a_stolen_database_holds_no_working_credential(engine: Engine) {
         secrets.push((format!("email {email}"), email.as_bytes().to_vec()));
         secrets.push((format!("email {normal}"), normal.as_bytes().to_vec()));
         secrets.push((format!("sha256 of {normal}"), Sha256::digest(normal.as_bytes()).to_vec()));
-        secrets.push((format!("hex sha256 of {normal}"), hex(&Sha256::digest(normal.as_bytes())).into_bytes()));
+        secrets.push((format!("hex sha256 of {normal}"), hex::encode(Sha256::digest(normal.as_bytes())).into_bytes()));
         secrets.push((format!("password of {email}"), password.as_bytes().to_vec()));
     }
     for token in &all_tokens {
@@ -170,7 +170,7 @@ async fn a_stolen_database_holds_no_working_credential(engine: Engine) {
         if let Ok(text) = std::str::from_utf8(value) {
             candidates.insert(text.to_owned());
         }
-        for encoded in [hex(value), URL_SAFE_NO_PAD.encode(value)] {
+        for encoded in [hex::encode(value), URL_SAFE_NO_PAD.encode(value)] {
             candidates.insert(format!("kw_at_{encoded}"));
             candidates.insert(format!("kw_rt_{encoded}"));
         }

@@ -13,7 +13,6 @@ use crate::domain::error::{Error, Result};
 use crate::domain::oauth::clients::Client;
 use crate::domain::throttle::{self, Purpose};
 use crate::domain::tokens::TokenKind;
-use crate::keys::hex;
 use crate::store::{DeviceCodeRecord, StoreError};
 
 /// RFC 8628 §6.1: consonants only, so codes are unambiguous and spell no words. 20^8 ≈ 2^34.6.
@@ -241,7 +240,7 @@ impl OAuth {
             user_id: &user_id,
             // Each linking is its own device on /security, named as the device asked.
             device: (
-                format!("oauth-device:{}:{}", client.id, hex(&record.digest[..12])),
+                format!("oauth-device:{}:{}", client.id, hex::encode(&record.digest[..12])),
                 client.name.clone(),
                 String::new(),
                 record.device_name.clone(),
